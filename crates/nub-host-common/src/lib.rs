@@ -1,0 +1,80 @@
+//! The ABI shared by the nub host and its guests.
+//!
+//! Everything that crosses the VM boundary is defined here, once, and used by
+//! both sides: the host (`nub-hypervisor`, `nub-sandbox`) and the guest kernel
+//! (`nub-arch-x86`). The crate is `no_std` + `alloc` so it compiles for
+//! `x86_64-unknown-none`.
+//!
+//! - [`layout`]: guest physical memory map (identity mapped) and its sizes.
+//! - [`boot`]: [`boot::BootInfo`], the block the host hands the guest in RDI.
+//! - [`ports`]: the I/O ports through which the guest exits to the host.
+//! - [`ring`]: the shared-memory ring header and frame format.
+//! - [`rpc`]: rkyv `Request`/`Response` frames and the system fn ids.
+//! - [`report`]: the fault/panic report page.
+//!
+//! `docs/abi.md` at the repository root describes the same contract in prose.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod boot;
+pub mod layout;
+pub mod ports;
+pub mod report;
+pub mod ring;
+pub mod rpc;
+
+/// Version of the host/guest ABI described by this crate. Bumped on any
+/// incompatible change to a layout, port or frame defined here.
+pub const ABI_VERSION: u32 = 1;
+
+/// Reads a little-endian `u64` at `off` in `bytes`, or `None` if out of range.
+#[inline]
+pub fn read_u64(bytes: &[u8], off: usize) -> Option<u64> {
+    let end = off.checked_add(8)?;
+    let raw: [u8; 8] = bytes.get(off..end)?.try_into().ok()?;
+    Some(u64::from_le_bytes(raw))
+}
+
+/// Reads a little-endian `u32` at `off` in `bytes`, or `None` if out of range.
+#[inline]
+pub fn read_u32(bytes: &[u8], off: usize) -> Option<u32> {
+    let end = off.checked_add(4)?;
+    let raw: [u8; 4] = bytes.get(off..end)?.try_into().ok()?;
+    Some(u32::from_le_bytes(raw))
+}
+
+/// Writes a little-endian `u64` at `off` in `bytes`; `false` if out of range.
+#[inline]
+pub fn write_u64(bytes: &mut [u8], off: usize, value: u64) -> bool {
+    match off.checked_add(8).and_then(|end| bytes.get_mut(off..end)) {
+        Some(dst) => {
+            dst.copy_from_slice(&value.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Writes a little-endian `u32` at `off` in `bytes`; `false` if out of range.
+#[inline]
+pub fn write_u32(bytes: &mut [u8], off: usize, value: u32) -> bool {
+    match off.checked_add(4).and_then(|end| bytes.get_mut(off..end)) {
+        Some(dst) => {
+            dst.copy_from_slice(&value.to_le_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two), or `None` on
+/// overflow.
+#[inline]
+pub const fn align_up(value: u64, align: u64) -> Option<u64> {
+    match value.checked_add(align - 1) {
+        Some(v) => Some(v & !(align - 1)),
+        None => None,
+    }
+}

@@ -1,0 +1,411 @@
+//! Shared-memory rings and the frame format.
+//!
+//! A ring is one page-aligned region: a 64-byte header followed by the data
+//! area. Offsets in the header are relative to the data area.
+//!
+//! ```text
+//! header  0  head: u64   first unread byte (consumer advances it)
+//!         8  tail: u64   one past the last written frame (producer advances it)
+//!        16  reserved (48 bytes)
+//! data   64  frame, frame, ...
+//! frame   0  len: u32    body length in bytes
+//!         4  kind: u32   FrameKind
+//!         8  reserved: u64
+//!        16  body (rkyv bytes), padded to a multiple of 16
+//! ```
+//!
+//! Frames never wrap: a frame that does not fit between `tail` and the end of
+//! the data area is refused, so both sides read bodies in place. Only one
+//! side runs at a time (the vCPU is stopped while the host works), so the
+//! rings need no atomics. The host resets the input ring before it writes a
+//! batch of requests and drains and resets the output ring after every exit,
+//! so frames start at offset 0 and a small call touches one page per ring.
+//!
+//! Everything here works on plain byte slices, so the same code runs in the
+//! guest, on the host over guest memory, and in unit tests.
+
+use crate::{read_u32, read_u64, write_u32, write_u64};
+
+/// Size of the ring header.
+pub const RING_HEADER_SIZE: usize = 64;
+/// Size of a frame header.
+pub const FRAME_HEADER_SIZE: usize = 16;
+/// Alignment of every frame (and so of every body).
+pub const FRAME_ALIGN: usize = 16;
+
+const HEAD_OFFSET: usize = 0;
+const TAIL_OFFSET: usize = 8;
+
+/// What a frame carries. Unknown values are reported, not trusted.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Host to guest: an `rpc::Request` for a guest function.
+    Request = 1,
+    /// Guest to host: the `rpc::Response` to a request.
+    Response = 2,
+    /// Guest to host: an `rpc::Request` for a host function.
+    HostCallRequest = 3,
+    /// Host to guest: the `rpc::Response` to a host call.
+    HostCallResponse = 4,
+}
+
+impl TryFrom<u32> for FrameKind {
+    type Error = u32;
+
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            1 => Self::Request,
+            2 => Self::Response,
+            3 => Self::HostCallRequest,
+            4 => Self::HostCallResponse,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Why a ring operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingError {
+    /// The region is too small to hold a header and one frame.
+    RegionTooSmall,
+    /// `head` or `tail` lies outside the data area, or `head > tail`.
+    BadOffsets {
+        /// The head read from the header.
+        head: u64,
+        /// The tail read from the header.
+        tail: u64,
+    },
+    /// A frame header or body runs past `tail`.
+    Truncated {
+        /// Offset of the frame.
+        offset: usize,
+    },
+    /// The frame kind is not a known [`FrameKind`].
+    UnknownKind {
+        /// The raw kind.
+        kind: u32,
+    },
+    /// The frame does not fit in the space left.
+    Full {
+        /// Bytes needed (header, body and padding).
+        needed: usize,
+        /// Bytes free.
+        free: usize,
+    },
+}
+
+impl core::fmt::Display for RingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::RegionTooSmall => write!(f, "ring region too small"),
+            Self::BadOffsets { head, tail } => {
+                write!(f, "ring offsets out of range (head {head:#x}, tail {tail:#x})")
+            }
+            Self::Truncated { offset } => write!(f, "frame at {offset:#x} runs past the tail"),
+            Self::UnknownKind { kind } => write!(f, "unknown frame kind {kind}"),
+            Self::Full { needed, free } => {
+                write!(f, "frame of {needed} bytes does not fit in {free} free bytes")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RingError {}
+
+/// Bytes a frame with a `body_len`-byte body occupies, padding included.
+pub const fn frame_size(body_len: usize) -> Option<usize> {
+    match body_len.checked_add(FRAME_HEADER_SIZE + FRAME_ALIGN - 1) {
+        Some(v) => Some(v & !(FRAME_ALIGN - 1)),
+        None => None,
+    }
+}
+
+/// Largest body that fits in an empty ring of `region_size` bytes.
+pub const fn max_body_len(region_size: usize) -> usize {
+    let data = region_size.saturating_sub(RING_HEADER_SIZE);
+    (data & !(FRAME_ALIGN - 1)).saturating_sub(FRAME_HEADER_SIZE)
+}
+
+/// One frame read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The frame's kind.
+    pub kind: FrameKind,
+    /// The body bytes (exactly `len` long, 16-byte aligned in the region).
+    pub body: &'a [u8],
+    /// Offset of the frame in the data area.
+    pub offset: usize,
+    /// Offset of the next frame.
+    pub next: usize,
+}
+
+/// Read access to a ring region (header included).
+#[derive(Debug, Clone, Copy)]
+pub struct RingReader<'a> {
+    region: &'a [u8],
+}
+
+impl<'a> RingReader<'a> {
+    /// Wraps a region; it must hold a header and at least one empty frame.
+    pub fn new(region: &'a [u8]) -> Result<Self, RingError> {
+        if region.len() < RING_HEADER_SIZE + FRAME_HEADER_SIZE {
+            return Err(RingError::RegionTooSmall);
+        }
+        Ok(Self { region })
+    }
+
+    /// Size of the data area.
+    pub fn capacity(&self) -> usize {
+        self.region.len() - RING_HEADER_SIZE
+    }
+
+    fn data(&self) -> &'a [u8] {
+        self.region.get(RING_HEADER_SIZE..).unwrap_or(&[])
+    }
+
+    /// `(head, tail)`, validated: `head <= tail <= capacity`.
+    pub fn offsets(&self) -> Result<(usize, usize), RingError> {
+        let head = read_u64(self.region, HEAD_OFFSET).unwrap_or(u64::MAX);
+        let tail = read_u64(self.region, TAIL_OFFSET).unwrap_or(u64::MAX);
+        if head > tail || tail > self.capacity() as u64 {
+            return Err(RingError::BadOffsets { head, tail });
+        }
+        Ok((head as usize, tail as usize))
+    }
+
+    /// Whether the ring holds no unread frame (a corrupt header reads as
+    /// empty; [`Self::offsets`] reports it).
+    pub fn is_empty(&self) -> bool {
+        matches!(self.offsets(), Ok((h, t)) if h == t)
+    }
+
+    /// Reads the frame at `offset`, which must end at or before `tail`.
+    pub fn frame_at(&self, offset: usize, tail: usize) -> Result<Frame<'a>, RingError> {
+        let truncated = RingError::Truncated { offset };
+        let tail = tail.min(self.capacity());
+        let data = self.data();
+        let body_start = offset.checked_add(FRAME_HEADER_SIZE).ok_or(truncated)?;
+        if body_start > tail || offset % FRAME_ALIGN != 0 {
+            return Err(truncated);
+        }
+        let len = read_u32(data, offset).ok_or(truncated)? as usize;
+        let raw_kind = read_u32(data, offset + 4).ok_or(truncated)?;
+        let body_end = body_start.checked_add(len).ok_or(truncated)?;
+        if body_end > tail {
+            return Err(truncated);
+        }
+        let kind = FrameKind::try_from(raw_kind).map_err(|kind| RingError::UnknownKind { kind })?;
+        let body = data.get(body_start..body_end).ok_or(truncated)?;
+        let next = frame_size(len)
+            .and_then(|s| offset.checked_add(s))
+            .ok_or(truncated)?
+            .min(tail);
+        Ok(Frame {
+            kind,
+            body,
+            offset,
+            next,
+        })
+    }
+
+    /// The first unread frame, or `None` if the ring is empty.
+    pub fn first(&self) -> Result<Option<Frame<'a>>, RingError> {
+        let (head, tail) = self.offsets()?;
+        if head == tail {
+            return Ok(None);
+        }
+        self.frame_at(head, tail).map(Some)
+    }
+}
+
+/// Write access to a ring region (header included).
+#[derive(Debug)]
+pub struct RingWriter<'a> {
+    region: &'a mut [u8],
+}
+
+impl<'a> RingWriter<'a> {
+    /// Wraps a region; it must hold a header and at least one empty frame.
+    pub fn new(region: &'a mut [u8]) -> Result<Self, RingError> {
+        if region.len() < RING_HEADER_SIZE + FRAME_HEADER_SIZE {
+            return Err(RingError::RegionTooSmall);
+        }
+        Ok(Self { region })
+    }
+
+    /// A reader over the same region.
+    pub fn reader(&self) -> RingReader<'_> {
+        RingReader {
+            region: self.region,
+        }
+    }
+
+    /// Empties the ring: `head = tail = 0`.
+    pub fn reset(&mut self) {
+        self.set_offsets(0, 0);
+    }
+
+    /// Sets `head` and `tail` (not validated; readers validate).
+    pub fn set_offsets(&mut self, head: usize, tail: usize) {
+        write_u64(self.region, HEAD_OFFSET, head as u64);
+        write_u64(self.region, TAIL_OFFSET, tail as u64);
+    }
+
+    /// Sets `head` only (a consumer marking frames read).
+    pub fn set_head(&mut self, head: usize) {
+        write_u64(self.region, HEAD_OFFSET, head as u64);
+    }
+
+    /// Appends a frame at `tail`. `fill` writes the body into the slice it is
+    /// given (all the free space after the frame header) and returns the body
+    /// length, or its own error. Returns the frame's offset.
+    pub fn push_with<E>(
+        &mut self,
+        kind: FrameKind,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, PushError<E>> {
+        let (head, tail) = self.reader().offsets().map_err(PushError::Ring)?;
+        let capacity = self.reader().capacity();
+        let free = capacity - tail;
+        let full = RingError::Full {
+            needed: FRAME_HEADER_SIZE,
+            free,
+        };
+        if free < FRAME_HEADER_SIZE {
+            return Err(PushError::Ring(full));
+        }
+        let data = self
+            .region
+            .get_mut(RING_HEADER_SIZE..)
+            .ok_or(PushError::Ring(full))?;
+        let body_start = tail + FRAME_HEADER_SIZE;
+        let body_space = data.get_mut(body_start..).ok_or(PushError::Ring(full))?;
+        let len = fill(body_space).map_err(PushError::Fill)?;
+        let needed = frame_size(len).unwrap_or(usize::MAX);
+        if len > body_space.len() || needed > free {
+            return Err(PushError::Ring(RingError::Full { needed, free }));
+        }
+        write_u32(data, tail, len as u32);
+        write_u32(data, tail + 4, kind as u32);
+        write_u64(data, tail + 8, 0);
+        self.set_offsets(head, tail + needed);
+        Ok(tail)
+    }
+
+    /// Appends a frame whose body is `body`.
+    pub fn push(&mut self, kind: FrameKind, body: &[u8]) -> Result<usize, RingError> {
+        self.push_with(kind, |space| match space.get_mut(..body.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(body);
+                Ok(body.len())
+            }
+            None => Err(RingError::Full {
+                needed: frame_size(body.len()).unwrap_or(usize::MAX),
+                free: space.len() + FRAME_HEADER_SIZE,
+            }),
+        })
+        .map_err(|e| match e {
+            PushError::Ring(e) | PushError::Fill(e) => e,
+        })
+    }
+}
+
+/// Error of [`RingWriter::push_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError<E> {
+    /// The ring refused the frame.
+    Ring(RingError),
+    /// The body writer failed.
+    Fill(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(size: usize) -> Vec<u8> {
+        vec![0u8; size]
+    }
+
+    #[test]
+    fn push_then_read_in_order() {
+        let mut mem = region(4096);
+        let mut w = RingWriter::new(&mut mem).unwrap();
+        assert_eq!(w.push(FrameKind::Request, b"hello").unwrap(), 0);
+        assert_eq!(w.push(FrameKind::Response, b"").unwrap(), 32);
+        let r = RingReader::new(&mem).unwrap();
+        let (head, tail) = r.offsets().unwrap();
+        assert_eq!((head, tail), (0, 48));
+        let f = r.frame_at(head, tail).unwrap();
+        assert_eq!((f.kind, f.body, f.next), (FrameKind::Request, &b"hello"[..], 32));
+        let g = r.frame_at(f.next, tail).unwrap();
+        assert_eq!((g.kind, g.body, g.next), (FrameKind::Response, &b""[..], 48));
+    }
+
+    #[test]
+    fn bodies_are_aligned() {
+        let mut mem = region(4096);
+        let mut w = RingWriter::new(&mut mem).unwrap();
+        for n in 0..40 {
+            let off = w.push(FrameKind::Request, &[7u8; 3][..n % 3]).unwrap();
+            assert_eq!(off % FRAME_ALIGN, 0);
+        }
+    }
+
+    #[test]
+    fn full_ring_refuses_without_corrupting() {
+        let mut mem = region(RING_HEADER_SIZE + 64);
+        let mut w = RingWriter::new(&mut mem).unwrap();
+        assert_eq!(max_body_len(RING_HEADER_SIZE + 64), 48);
+        assert!(w.push(FrameKind::Request, &[1u8; 49]).is_err());
+        assert_eq!(w.reader().offsets().unwrap(), (0, 0));
+        w.push(FrameKind::Request, &[1u8; 48]).unwrap();
+        assert!(matches!(
+            w.push(FrameKind::Request, b""),
+            Err(RingError::Full { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_headers_are_errors() {
+        let mut mem = region(256);
+        write_u64(&mut mem, TAIL_OFFSET, 10_000);
+        let r = RingReader::new(&mem).unwrap();
+        assert!(matches!(r.offsets(), Err(RingError::BadOffsets { .. })));
+        // A frame claiming a body past the tail.
+        let mut mem = region(256);
+        write_u64(&mut mem, TAIL_OFFSET, 32);
+        write_u32(&mut mem, RING_HEADER_SIZE, u32::MAX);
+        write_u32(&mut mem, RING_HEADER_SIZE + 4, 1);
+        let r = RingReader::new(&mem).unwrap();
+        assert!(matches!(r.first(), Err(RingError::Truncated { offset: 0 })));
+        // Unknown kind.
+        write_u32(&mut mem, RING_HEADER_SIZE, 0);
+        write_u32(&mut mem, RING_HEADER_SIZE + 4, 99);
+        let r = RingReader::new(&mem).unwrap();
+        assert!(matches!(r.first(), Err(RingError::UnknownKind { kind: 99 })));
+        // Misaligned offset.
+        assert!(r.frame_at(3, 32).is_err());
+    }
+
+    #[test]
+    fn every_header_byte_pattern_is_safe() {
+        // Small exhaustive-ish sweep: no panic for any head/tail/len combo.
+        for head in [0u64, 16, 17, 48, 4096, u64::MAX] {
+            for tail in [0u64, 16, 32, 48, 192, 4096, u64::MAX] {
+                for len in [0u32, 1, 16, 176, u32::MAX] {
+                    let mut mem = region(256);
+                    write_u64(&mut mem, HEAD_OFFSET, head);
+                    write_u64(&mut mem, TAIL_OFFSET, tail);
+                    write_u32(&mut mem, RING_HEADER_SIZE, len);
+                    write_u32(&mut mem, RING_HEADER_SIZE + 4, 2);
+                    let r = RingReader::new(&mem).unwrap();
+                    let _ = r.first();
+                    let mut w = RingWriter::new(&mut mem).unwrap();
+                    let _ = w.push(FrameKind::Response, b"x");
+                }
+            }
+        }
+    }
+}
