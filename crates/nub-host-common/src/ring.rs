@@ -100,12 +100,18 @@ impl core::fmt::Display for RingError {
         match self {
             Self::RegionTooSmall => write!(f, "ring region too small"),
             Self::BadOffsets { head, tail } => {
-                write!(f, "ring offsets out of range (head {head:#x}, tail {tail:#x})")
+                write!(
+                    f,
+                    "ring offsets out of range (head {head:#x}, tail {tail:#x})"
+                )
             }
             Self::Truncated { offset } => write!(f, "frame at {offset:#x} runs past the tail"),
             Self::UnknownKind { kind } => write!(f, "unknown frame kind {kind}"),
             Self::Full { needed, free } => {
-                write!(f, "frame of {needed} bytes does not fit in {free} free bytes")
+                write!(
+                    f,
+                    "frame of {needed} bytes does not fit in {free} free bytes"
+                )
             }
         }
     }
@@ -338,9 +344,15 @@ mod tests {
         let (head, tail) = r.offsets().unwrap();
         assert_eq!((head, tail), (0, 48));
         let f = r.frame_at(head, tail).unwrap();
-        assert_eq!((f.kind, f.body, f.next), (FrameKind::Request, &b"hello"[..], 32));
+        assert_eq!(
+            (f.kind, f.body, f.next),
+            (FrameKind::Request, &b"hello"[..], 32)
+        );
         let g = r.frame_at(f.next, tail).unwrap();
-        assert_eq!((g.kind, g.body, g.next), (FrameKind::Response, &b""[..], 48));
+        assert_eq!(
+            (g.kind, g.body, g.next),
+            (FrameKind::Response, &b""[..], 48)
+        );
     }
 
     #[test]
@@ -384,7 +396,10 @@ mod tests {
         write_u32(&mut mem, RING_HEADER_SIZE, 0);
         write_u32(&mut mem, RING_HEADER_SIZE + 4, 99);
         let r = RingReader::new(&mem).unwrap();
-        assert!(matches!(r.first(), Err(RingError::UnknownKind { kind: 99 })));
+        assert!(matches!(
+            r.first(),
+            Err(RingError::UnknownKind { kind: 99 })
+        ));
         // Misaligned offset.
         assert!(r.frame_at(3, 32).is_err());
     }

@@ -10,7 +10,7 @@
 
 use rkyv::{
     Archive, Archived, Deserialize, Place, Portable, Serialize,
-    rancor::{Fallible, Failure, Source},
+    rancor::{Failure, Fallible, Source},
     ser::{Positional, Writer, allocator::SubAllocator},
     vec::{ArchivedVec, VecResolver},
 };
@@ -141,8 +141,14 @@ impl Positional for SliceWriter<'_> {
 
 impl<E: Source> Writer<E> for SliceWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        let end = self.pos.checked_add(bytes.len()).ok_or_else(|| E::new(NoSpace))?;
-        let dst = self.buf.get_mut(self.pos..end).ok_or_else(|| E::new(NoSpace))?;
+        let end = self
+            .pos
+            .checked_add(bytes.len())
+            .ok_or_else(|| E::new(NoSpace))?;
+        let dst = self
+            .buf
+            .get_mut(self.pos..end)
+            .ok_or_else(|| E::new(NoSpace))?;
         dst.copy_from_slice(bytes);
         self.pos = end;
         Ok(())
@@ -233,10 +239,15 @@ where
 
 fn archive<T>(value: &T, out: &mut [u8], start: usize) -> Result<usize, CodecError>
 where
-    T: for<'a, 'b> Serialize<rkyv::api::low::LowSerializer<SliceWriter<'a>, SubAllocator<'b>, Failure>>,
+    T: for<'a, 'b> Serialize<
+        rkyv::api::low::LowSerializer<SliceWriter<'a>, SubAllocator<'b>, Failure>,
+    >,
 {
     let mut scratch = [core::mem::MaybeUninit::<u8>::uninit(); 64];
-    let writer = SliceWriter { buf: out, pos: start };
+    let writer = SliceWriter {
+        buf: out,
+        pos: start,
+    };
     rkyv::api::low::to_bytes_in_with_alloc::<_, _, Failure>(
         value,
         writer,
@@ -358,8 +369,14 @@ mod tests {
     #[test]
     fn no_space_is_an_error() {
         let mut buf = Buf([0; 512]);
-        assert_eq!(encode_request(&mut buf.0[..8], 1, b"123456789"), Err(CodecError::NoSpace));
-        assert_eq!(finish_response_in_place(&mut buf.0[..8], 0, 9), Err(CodecError::NoSpace));
+        assert_eq!(
+            encode_request(&mut buf.0[..8], 1, b"123456789"),
+            Err(CodecError::NoSpace)
+        );
+        assert_eq!(
+            finish_response_in_place(&mut buf.0[..8], 0, 9),
+            Err(CodecError::NoSpace)
+        );
     }
 
     #[test]

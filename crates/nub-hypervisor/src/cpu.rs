@@ -1,0 +1,147 @@
+//! Long-mode CPU state: GDT, TSS and the special registers.
+//!
+//! The GDT (null, 64-bit code, data, TSS) and the TSS live in the boot page
+//! (read-only for the guest). Descriptors are written with their accessed
+//! bits set and the TSS as busy, so the CPU never writes to them. The TSS
+//! holds one interrupt stack (IST1) that the guest's double-fault handler
+//! uses, so a stack overflow can still be reported.
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use nub_host_common::layout::{CODE_SELECTOR, DATA_SELECTOR, GDT_GPA, TSS_GPA, TSS_SELECTOR};
+use x86_64::registers::{
+    control::{Cr0Flags, Cr4Flags},
+    model_specific::EferFlags,
+};
+
+use crate::memory::{GuestMemory, MemoryError};
+
+/// Size of a 64-bit TSS.
+const TSS_SIZE: u64 = 104;
+/// Offset of IST1 in the TSS.
+const TSS_IST1_OFFSET: u64 = 0x24;
+/// Offset of the I/O map base in the TSS.
+const TSS_IOMAP_OFFSET: u64 = 0x66;
+/// GDT entries in bytes: null, code, data, TSS (two slots).
+const GDT_SIZE: u64 = 5 * 8;
+
+/// 64-bit code: present, DPL 0, code exec/read accessed, L=1, G=1.
+const GDT_CODE64: u64 = 0x00AF_9B00_0000_FFFF;
+/// Data: present, DPL 0, read/write accessed, D/B=1, G=1.
+const GDT_DATA: u64 = 0x00CF_9300_0000_FFFF;
+/// System descriptor type of a busy 64-bit TSS.
+const TSS_TYPE_BUSY: u8 = 0xB;
+
+fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (u64::from(0x80 | TSS_TYPE_BUSY) << 40)
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    (low, base >> 32)
+}
+
+/// Writes the GDT and TSS into the boot page. `ist_stack_top` becomes IST1.
+pub fn write_descriptor_tables(
+    memory: &mut GuestMemory,
+    ist_stack_top: u64,
+) -> Result<(), MemoryError> {
+    let (tss_low, tss_high) = tss_descriptor(TSS_GPA, TSS_SIZE - 1);
+    let entries = [0, GDT_CODE64, GDT_DATA, tss_low, tss_high];
+    for (i, e) in entries.iter().enumerate() {
+        memory.write_u64(GDT_GPA + i as u64 * 8, *e)?;
+    }
+    memory.write(TSS_GPA, &[0u8; TSS_SIZE as usize])?;
+    memory.write_u64(TSS_GPA + TSS_IST1_OFFSET, ist_stack_top)?;
+    // No I/O permission bitmap: the map base points past the TSS limit.
+    memory.write(TSS_GPA + TSS_IOMAP_OFFSET, &(TSS_SIZE as u16).to_le_bytes())?;
+    Ok(())
+}
+
+fn segment(selector: u16, type_: u8, code: bool) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Fills `sregs` for 64-bit long mode with paging rooted at `cr3`, NX and
+/// write protection on, and SSE left disabled (CR4.OSFXSR clear, so an SSE
+/// instruction raises #UD instead of running).
+pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64) {
+    let code = segment(CODE_SELECTOR, 0xB, true);
+    let data = segment(DATA_SELECTOR, 0x3, false);
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment {
+        base: TSS_GPA,
+        limit: (TSS_SIZE - 1) as u32,
+        selector: TSS_SELECTOR,
+        type_: TSS_TYPE_BUSY,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 0,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.gdt.base = GDT_GPA;
+    sregs.gdt.limit = (GDT_SIZE - 1) as u16;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0;
+    sregs.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
+        | Cr0Flags::EXTENSION_TYPE
+        | Cr0Flags::NUMERIC_ERROR
+        | Cr0Flags::WRITE_PROTECT
+        | Cr0Flags::PAGING)
+        .bits();
+    sregs.cr3 = cr3;
+    sregs.cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+    sregs.efer =
+        (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE)
+            .bits();
+}
+
+/// General registers at entry: RIP = entry, RSP = stack pointer, RDI = the
+/// BootInfo address, interrupts off.
+pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64) -> kvm_regs {
+    kvm_regs {
+        rip: entry,
+        rsp: stack_pointer,
+        rdi: boot_info,
+        rflags: 0x2,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tss_descriptor_encodes_base_and_limit() {
+        let (lo, hi) = tss_descriptor(0x1234_5678_9ABC_DEF0, 0x67);
+        assert_eq!(lo & 0xFFFF, 0x67);
+        assert_eq!((lo >> 16) & 0xFF_FFFF, 0xBC_DEF0);
+        assert_eq!((lo >> 56) & 0xFF, 0x9A);
+        assert_eq!((lo >> 40) & 0xFF, 0x8B);
+        assert_eq!(hi, 0x1234_5678);
+    }
+}

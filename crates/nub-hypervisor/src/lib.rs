@@ -1,0 +1,47 @@
+//! nub's KVM backend.
+//!
+//! One [`Vm`] is one KVM virtual machine with one vCPU and one memory slot
+//! that starts at guest physical address 0 and is identity mapped. The host
+//! builds long mode itself — page tables, GDT, TSS and the system registers —
+//! and enters the guest at its ELF entry point; there is no firmware.
+//!
+//! ```no_run
+//! use nub_hypervisor::{GuestMemory, Mapping, Vm, VmSetup, VmExit};
+//! use nub_host_common::layout::{Access, Region};
+//!
+//! let mut memory = GuestMemory::new(4 << 20)?;
+//! memory.write(0x10_0000, &[0xe6, 0xe1, 0xeb, 0xfc])?; // out 0xe1, al; jmp $-2
+//! let mappings = [Mapping {
+//!     region: Region { start: 0x10_0000, size: 0x1000 },
+//!     access: Access::ReadExecute,
+//! }];
+//! let setup = VmSetup {
+//!     mappings: &mappings,
+//!     entry: 0x10_0000,
+//!     stack_pointer: 0x20_0000,
+//!     ist_stack_top: 0x20_0000,
+//!     boot_info: 0x1000,
+//! };
+//! let mut vm = Vm::new(memory, &setup)?;
+//! assert_eq!(vm.run()?, VmExit::IoOut { port: 0xe1, value: 0 });
+//! # Ok::<(), nub_hypervisor::HypervisorError>(())
+//! ```
+//!
+//! Modules:
+//! - [`memory`]: the guest memory mapping and its bounds-checked accessors.
+//! - [`paging`]: the identity-mapped page tables with per-page permissions.
+//! - [`cpu`]: GDT, TSS and the long-mode register state.
+//! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
+//! - [`interrupt`]: stopping a running vCPU from another thread.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cpu;
+pub mod interrupt;
+pub mod memory;
+pub mod paging;
+pub mod vm;
+
+pub use interrupt::VcpuInterrupt;
+pub use memory::{GuestMemory, MemoryError};
+pub use paging::Mapping;
+pub use vm::{HypervisorError, Vm, VmExit, VmSetup};
