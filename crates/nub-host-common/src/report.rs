@@ -13,7 +13,7 @@
 //! | 16 | `rip: u64` | faulting instruction |
 //! | 24 | `cr2: u64` | CR2 (page faults) |
 //! | 32 | `rsp: u64` | stack pointer at the fault |
-//! | 40 | `code: u64` | abort code |
+//! | 40 | `code: u64` | abort code, or the failed allocation size |
 //! | 48 | `message_len: u32` | bytes of UTF-8 message at offset 64 |
 //! | 64 | `message` | up to [`MAX_MESSAGE_LEN`] bytes |
 //!
@@ -55,6 +55,8 @@ pub enum ReportKind {
     Abort = 2,
     /// A CPU exception; `vector`, `error_code`, `rip`, `cr2`, `rsp`.
     Fault = 3,
+    /// The heap could not satisfy an allocation of `code` bytes.
+    OutOfMemory = 4,
 }
 
 /// A decoded report. `message` borrows from the page.
@@ -87,6 +89,7 @@ impl<'a> Report<'a> {
             1 => Some(ReportKind::Panic),
             2 => Some(ReportKind::Abort),
             3 => Some(ReportKind::Fault),
+            4 => Some(ReportKind::OutOfMemory),
             _ => None,
         };
         let len = read_u32(page, MESSAGE_LEN_OFFSET).unwrap_or(0) as usize;

@@ -272,31 +272,46 @@ impl<'a> RingWriter<'a> {
         fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<usize, PushError<E>> {
         let (head, tail) = self.reader().offsets().map_err(PushError::Ring)?;
+        let end = self.write_frame_at(tail, kind, fill)?;
+        self.set_offsets(head, end);
+        Ok(tail)
+    }
+
+    /// Writes a frame at data offset `offset` without touching `head` or
+    /// `tail` (a frame placed outside the queue, e.g. a host call made while
+    /// a response is still being built before it). Returns the offset just
+    /// past the frame.
+    pub fn write_frame_at<E>(
+        &mut self,
+        offset: usize,
+        kind: FrameKind,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, PushError<E>> {
         let capacity = self.reader().capacity();
-        let free = capacity - tail;
+        let free = capacity.saturating_sub(offset);
         let full = RingError::Full {
             needed: FRAME_HEADER_SIZE,
             free,
         };
-        if free < FRAME_HEADER_SIZE {
+        if offset % FRAME_ALIGN != 0 || free < FRAME_HEADER_SIZE {
             return Err(PushError::Ring(full));
         }
         let data = self
             .region
             .get_mut(RING_HEADER_SIZE..)
             .ok_or(PushError::Ring(full))?;
-        let body_start = tail + FRAME_HEADER_SIZE;
-        let body_space = data.get_mut(body_start..).ok_or(PushError::Ring(full))?;
+        let body_space = data
+            .get_mut(offset + FRAME_HEADER_SIZE..)
+            .ok_or(PushError::Ring(full))?;
         let len = fill(body_space).map_err(PushError::Fill)?;
         let needed = frame_size(len).unwrap_or(usize::MAX);
         if len > body_space.len() || needed > free {
             return Err(PushError::Ring(RingError::Full { needed, free }));
         }
-        write_u32(data, tail, len as u32);
-        write_u32(data, tail + 4, kind as u32);
-        write_u64(data, tail + 8, 0);
-        self.set_offsets(head, tail + needed);
-        Ok(tail)
+        write_u32(data, offset, len as u32);
+        write_u32(data, offset + 4, kind as u32);
+        write_u64(data, offset + 8, 0);
+        Ok(offset + needed)
     }
 
     /// Appends a frame whose body is `body`.

@@ -1,0 +1,180 @@
+//! The default nub guest. Its fn ids are a contract shared by the tests,
+//! the CLI and the benches; keep them stable.
+//!
+//! | id | name | payload | result |
+//! | --- | --- | --- | --- |
+//! | 1 | `echo` | any bytes | the same bytes |
+//! | 2 | `add` | u64 LE | new running total, u64 LE |
+//! | 3 | `fail` | UTF-8 message | guest-function error with that message |
+//! | 4 | `blake3` | any bytes | 32-byte blake3 hash |
+//! | 5 | `host_echo` | u32 LE host fn id + bytes | the host function's answer |
+//! | 7 | `host_loop` | u32 LE host fn id + u32 LE count | sum of the u32 LE answers, u64 LE |
+//! | 8 | `fault` | selector byte | never returns normally (see [`fault`]) |
+//! | 9 | `spin` | - | never returns |
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use nub_arch_x86::{GuestError, Output, Registry};
+
+/// Fn id of `echo`.
+pub const ECHO: u32 = 1;
+/// Fn id of `add`.
+pub const ADD: u32 = 2;
+/// Fn id of `fail`.
+pub const FAIL: u32 = 3;
+/// Fn id of `blake3`.
+pub const BLAKE3: u32 = 4;
+/// Fn id of `host_echo`.
+pub const HOST_ECHO: u32 = 5;
+/// Fn id of `host_loop`.
+pub const HOST_LOOP: u32 = 7;
+/// Fn id of `fault`.
+pub const FAULT: u32 = 8;
+/// Fn id of `spin`.
+pub const SPIN: u32 = 9;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    out.write(input)
+}
+
+fn u64_arg(input: &[u8]) -> Result<u64, GuestError> {
+    let raw: [u8; 8] = input
+        .try_into()
+        .map_err(|_| GuestError::new("expected a u64 LE payload (8 bytes)"))?;
+    Ok(u64::from_le_bytes(raw))
+}
+
+fn add(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let n = u64_arg(input)?;
+    let total = COUNTER.load(Ordering::Relaxed).wrapping_add(n);
+    COUNTER.store(total, Ordering::Relaxed);
+    out.write(&total.to_le_bytes())
+}
+
+fn fail(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    Err(GuestError::msg(alloc::string::String::from_utf8_lossy(
+        input,
+    )))
+}
+
+fn hash(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    out.write(blake3::hash(input).as_bytes())
+}
+
+fn split_u32(input: &[u8]) -> Result<(u32, &[u8]), GuestError> {
+    let (id, rest) = input
+        .split_first_chunk::<4>()
+        .ok_or(GuestError::new("expected a u32 LE host fn id"))?;
+    Ok((u32::from_le_bytes(*id), rest))
+}
+
+fn host_echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let (fn_id, bytes) = split_u32(input)?;
+    let answer = nub_arch_x86::host_call(fn_id, bytes).map_err(GuestError::msg)?;
+    out.write(&answer)
+}
+
+fn host_loop(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let (fn_id, rest) = split_u32(input)?;
+    let (count, _) = split_u32(rest)?;
+    let mut sum = 0u64;
+    for i in 0..count {
+        let answer = nub_arch_x86::host_call(fn_id, &i.to_le_bytes()).map_err(GuestError::msg)?;
+        let (value, _) = split_u32(&answer)?;
+        sum += u64::from(value);
+    }
+    out.write(&sum.to_le_bytes())
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let buf = [depth; 64];
+    core::hint::black_box(&buf);
+    recurse(depth + 1) + core::hint::black_box(buf[3])
+}
+
+/// Misbehaves on purpose; the payload's first byte picks how:
+/// 0 read of an unmapped address, 1 general protection fault, 2 `ud2`,
+/// 3 divide by zero, 4 unbounded recursion, 5 panic, 6 abort with code 42,
+/// 7 write to its own code, 8 `out` to an unknown port, 9 access beyond
+/// guest memory, 10 exhaust the heap, 11 execute from the heap.
+fn fault(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    let selector = input.first().copied().unwrap_or(0xff);
+    // SAFETY (all arms): each arm deliberately faults; the kernel reports the
+    // exception to the host and the execution ends there.
+    match selector {
+        0 => unsafe {
+            core::ptr::read_volatile(0x10 as *const u64);
+        },
+        1 => unsafe {
+            // Non-canonical address: #GP.
+            core::ptr::read_volatile(0x8000_0000_0000_0000u64 as *const u64);
+        },
+        2 => unsafe { core::arch::asm!("ud2") },
+        3 => unsafe {
+            core::arch::asm!("xor edx, edx", "xor eax, eax", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _);
+        },
+        4 => {
+            core::hint::black_box(recurse(0));
+        }
+        5 => panic!("guest panicked on purpose"),
+        6 => nub_arch_x86::abort(42, "guest aborted on purpose"),
+        7 => unsafe {
+            core::ptr::write_volatile(fault as *const () as *mut u8, 0xcc);
+        },
+        8 => unsafe {
+            core::arch::asm!("out dx, al", in("dx") 0x3f8u16, in("al") 0u8);
+        },
+        9 => unsafe {
+            core::ptr::write_volatile(0x3000_0000 as *mut u64, 1);
+        },
+        10 => {
+            let mut hoard = alloc::vec::Vec::new();
+            loop {
+                hoard.push(alloc::vec![0u8; 64 * 1024]);
+            }
+        }
+        11 => unsafe {
+            let code = alloc::boxed::Box::new([0xc3u8; 16]);
+            let f: extern "C" fn() = core::mem::transmute(code.as_ptr());
+            f();
+        },
+        _ => return Err(GuestError::new("unknown fault selector")),
+    }
+    Err(GuestError::new("the fault did not fault"))
+}
+
+fn spin(_: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn init(registry: &mut Registry) {
+    let functions: [(u32, nub_arch_x86::GuestFn); 8] = [
+        (ECHO, echo),
+        (ADD, add),
+        (FAIL, fail),
+        (BLAKE3, hash),
+        (HOST_ECHO, host_echo),
+        (HOST_LOOP, host_loop),
+        (FAULT, fault),
+        (SPIN, spin),
+    ];
+    for (id, f) in functions {
+        if registry.register(id, f).is_err() {
+            nub_arch_x86::abort(1, "default guest: duplicate fn id");
+        }
+    }
+}
+
+nub_arch_x86::guest_main!(init);

@@ -1,0 +1,68 @@
+//! The nub guest kernel.
+//!
+//! A guest program links this library, registers its functions in an init
+//! function, and leaves the rest to the kernel:
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! use nub_arch_x86::{GuestError, Output, Registry};
+//!
+//! fn echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+//!     out.write(input)
+//! }
+//!
+//! fn init(registry: &mut Registry) {
+//!     registry.register(1, echo).expect("fn id 1 is free");
+//! }
+//!
+//! nub_arch_x86::guest_main!(init);
+//! ```
+//!
+//! At entry the kernel installs its IDT (every CPU exception is reported to
+//! the host with vector, error code, RIP and CR2; double faults run on their
+//! own stack), sets up the heap, runs the guest's init, signals READY and then
+//! serves requests forever: each time the host resumes it, it answers every
+//! request frame in the input ring with a response frame in the output ring
+//! and exits through the DONE port.
+//!
+//! Modules:
+//! - [`dispatch`]: the registry of guest functions and the request loop body.
+//! - [`hostcall`]: calls from the guest into host functions.
+//! - [`system`]: the system functions every guest serves.
+//! - [`report`]: bounded formatting for panic and abort messages.
+//! - `arch` (only on `x86_64-unknown-none`): entry, IDT, port I/O, heap,
+//!   panic handler.
+//!
+//! Everything except `arch` is plain Rust and is unit-tested on the host.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+pub mod dispatch;
+pub mod hostcall;
+pub mod report;
+pub mod system;
+
+pub use dispatch::{GuestError, GuestFn, Output, Registry, RegistryError};
+pub use hostcall::HostCallError;
+pub use nub_host_common as abi;
+
+#[cfg(target_os = "none")]
+pub use arch::{abort, heap_stats, host_call};
+
+/// Declares the guest's init function: `fn(&mut Registry)`. The kernel calls
+/// it once at boot, before signalling READY.
+#[macro_export]
+macro_rules! guest_main {
+    ($init:path) => {
+        #[unsafe(no_mangle)]
+        fn __nub_guest_init(registry: &mut $crate::Registry) {
+            let init: fn(&mut $crate::Registry) = $init;
+            init(registry)
+        }
+    };
+}
