@@ -1,0 +1,183 @@
+//! [`GuestBinary`] and the ELF loader.
+//!
+//! Guests are static `x86_64` ELF executables linked at
+//! [`IMAGE_BASE`](nub_host_common::layout::IMAGE_BASE) by `nub-guest.ld`.
+//! The loader (goblin) checks every header field it uses: machine, class,
+//! type, that each `PT_LOAD` lies inside the file and inside the image area,
+//! that segments do not share pages, and that none is both writable and
+//! executable. Each segment's pages are then mapped with the segment's
+//! permissions.
+
+use std::path::PathBuf;
+
+use goblin::elf::{Elf, header, program_header};
+use nub_host_common::layout::{Access, IMAGE_BASE, MAX_MEMORY_SIZE, PAGE_SIZE, Region};
+
+use crate::error::GuestBinaryError;
+
+/// Where the guest program comes from.
+#[derive(Debug, Clone)]
+pub enum GuestBinary {
+    /// An ELF file on disk.
+    FilePath(PathBuf),
+    /// An ELF image in memory.
+    Buffer(Vec<u8>),
+}
+
+impl GuestBinary {
+    /// The ELF bytes.
+    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, GuestBinaryError> {
+        match self {
+            Self::FilePath(path) => {
+                std::fs::read(path)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|source| GuestBinaryError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            Self::Buffer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
+    }
+}
+
+/// One loadable segment, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Virtual (= physical) address of the first byte.
+    pub vaddr: u64,
+    /// Bytes in memory (file bytes, then zeros).
+    pub mem_size: u64,
+    /// Range of the file bytes in the ELF.
+    pub file_range: std::ops::Range<usize>,
+    /// Access the guest gets to the segment's pages.
+    pub access: Access,
+}
+
+impl Segment {
+    /// The page-aligned region the segment occupies.
+    pub fn pages(&self) -> Region {
+        let start = self.vaddr & !(PAGE_SIZE - 1);
+        let end = (self.vaddr + self.mem_size).next_multiple_of(PAGE_SIZE);
+        Region {
+            start,
+            size: end - start,
+        }
+    }
+}
+
+/// A parsed, validated guest image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImage {
+    /// Entry point (RIP at boot).
+    pub entry: u64,
+    /// Loadable segments in address order.
+    pub segments: Vec<Segment>,
+    /// One past the last byte of the last segment.
+    pub end: u64,
+}
+
+impl GuestImage {
+    /// Parses and validates `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, GuestBinaryError> {
+        if bytes.is_empty() {
+            return Err(GuestBinaryError::Empty);
+        }
+        let elf = Elf::parse(bytes).map_err(|e| GuestBinaryError::NotElf(e.to_string()))?;
+        if elf.header.e_machine != header::EM_X86_64 || !elf.is_64 || !elf.little_endian {
+            return Err(GuestBinaryError::WrongArchitecture {
+                machine: elf.header.e_machine,
+                is_64: elf.is_64,
+            });
+        }
+        if elf.header.e_type != header::ET_EXEC {
+            return Err(GuestBinaryError::NotExecutable(elf.header.e_type));
+        }
+        let mut segments = Vec::new();
+        for (index, ph) in elf.program_headers.iter().enumerate() {
+            if ph.p_type != program_header::PT_LOAD || ph.p_memsz == 0 {
+                continue;
+            }
+            let bad = |reason| GuestBinaryError::BadSegment {
+                index,
+                vaddr: ph.p_vaddr,
+                memsz: ph.p_memsz,
+                reason,
+            };
+            let end = ph
+                .p_vaddr
+                .checked_add(ph.p_memsz)
+                .ok_or(bad("size overflows"))?;
+            if ph.p_vaddr < IMAGE_BASE || end > MAX_MEMORY_SIZE {
+                return Err(bad("outside the guest image area"));
+            }
+            if ph.p_filesz > ph.p_memsz {
+                return Err(bad("file size exceeds memory size"));
+            }
+            let truncated = GuestBinaryError::Truncated {
+                index,
+                offset: ph.p_offset,
+                size: ph.p_filesz,
+                file_len: bytes.len(),
+            };
+            let start = usize::try_from(ph.p_offset).map_err(|_| truncated)?;
+            let file_end = usize::try_from(ph.p_filesz)
+                .ok()
+                .and_then(|n| start.checked_add(n))
+                .filter(|&e| e <= bytes.len())
+                .ok_or(GuestBinaryError::Truncated {
+                    index,
+                    offset: ph.p_offset,
+                    size: ph.p_filesz,
+                    file_len: bytes.len(),
+                })?;
+            let (r, w, x) = (ph.is_read(), ph.is_write(), ph.is_executable());
+            let access = match (w, x) {
+                (true, true) => return Err(bad("writable and executable (W^X)")),
+                (true, false) => Access::ReadWrite,
+                (false, true) => Access::ReadExecute,
+                (false, false) if r => Access::Read,
+                (false, false) => return Err(bad("no access flags")),
+            };
+            segments.push(Segment {
+                vaddr: ph.p_vaddr,
+                mem_size: ph.p_memsz,
+                file_range: start..file_end,
+                access,
+            });
+        }
+        if segments.is_empty() {
+            return Err(GuestBinaryError::NoSegments);
+        }
+        segments.sort_by_key(|s| s.vaddr);
+        for (i, pair) in segments.windows(2).enumerate() {
+            if let [a, b] = pair
+                && a.pages().end() > b.pages().start
+            {
+                return Err(GuestBinaryError::BadSegment {
+                    index: i + 1,
+                    vaddr: b.vaddr,
+                    memsz: b.mem_size,
+                    reason: "shares a page with the previous segment",
+                });
+            }
+        }
+        let entry = elf.entry;
+        let in_code = segments.iter().any(|s| {
+            s.access == Access::ReadExecute && entry >= s.vaddr && entry < s.vaddr + s.mem_size
+        });
+        if !in_code {
+            return Err(GuestBinaryError::BadEntry(entry));
+        }
+        let end = segments
+            .iter()
+            .map(|s| s.vaddr + s.mem_size)
+            .max()
+            .unwrap_or(IMAGE_BASE);
+        Ok(Self {
+            entry,
+            segments,
+            end,
+        })
+    }
+}

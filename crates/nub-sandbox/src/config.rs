@@ -1,0 +1,74 @@
+//! [`SandboxConfiguration`]: memory sizes and the per-call deadline.
+
+use std::time::Duration;
+
+use nub_host_common::layout::LayoutSizes;
+
+/// How a sandbox is sized. Every size is in bytes and must be a non-zero
+/// multiple of 4 KiB; [`Default`] suits small guests (a little over 2 MiB
+/// of guest memory in all, most of it never touched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxConfiguration {
+    /// Guest heap. Default 1 MiB.
+    pub heap_size: u64,
+    /// Guest stack; the page below it is a guard. Default 128 KiB.
+    pub stack_size: u64,
+    /// Host-to-guest ring: bounds the request payload (a little less than
+    /// this). Default 256 KiB.
+    pub input_ring_size: u64,
+    /// Guest-to-host ring: bounds the response payload. Default 256 KiB.
+    pub output_ring_size: u64,
+    /// Longest a single call (or the boot in `evolve`) may run before it is
+    /// canceled with [`crate::HyperlightError::ExecutionTimeout`]. `None`
+    /// (the default) means no limit.
+    pub max_execution_time: Option<Duration>,
+}
+
+impl Default for SandboxConfiguration {
+    fn default() -> Self {
+        Self {
+            heap_size: 1 << 20,
+            stack_size: 128 << 10,
+            input_ring_size: 256 << 10,
+            output_ring_size: 256 << 10,
+            max_execution_time: None,
+        }
+    }
+}
+
+impl SandboxConfiguration {
+    /// Sets the heap size.
+    pub fn with_heap_size(mut self, bytes: u64) -> Self {
+        self.heap_size = bytes;
+        self
+    }
+
+    /// Sets the stack size.
+    pub fn with_stack_size(mut self, bytes: u64) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Sets both ring sizes.
+    pub fn with_ring_sizes(mut self, input: u64, output: u64) -> Self {
+        self.input_ring_size = input;
+        self.output_ring_size = output;
+        self
+    }
+
+    /// Sets the per-call deadline.
+    pub fn with_max_execution_time(mut self, limit: Option<Duration>) -> Self {
+        self.max_execution_time = limit;
+        self
+    }
+
+    /// The layout sizes this configuration asks for.
+    pub fn layout_sizes(&self) -> LayoutSizes {
+        LayoutSizes {
+            heap: self.heap_size,
+            stack: self.stack_size,
+            input_ring: self.input_ring_size,
+            output_ring: self.output_ring_size,
+        }
+    }
+}

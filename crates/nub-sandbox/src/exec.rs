@@ -1,0 +1,288 @@
+//! The call path: frames into the input ring, the vCPU run loop, exits
+//! turned into results or typed errors, host calls served in between.
+//!
+//! Everything read from guest memory here is untrusted: ring offsets are
+//! validated, frames are bounds-checked, bodies go through validated rkyv
+//! access, and the report page is decoded field by field with clamped
+//! lengths.
+
+use std::{panic::AssertUnwindSafe, time::Instant};
+
+use nub_host_common::{
+    layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
+    ports::ExitPort,
+    report::{Report, ReportKind},
+    ring::{self, FrameKind, RingReader, RingWriter},
+    rpc::{self, Status},
+};
+use nub_hypervisor::{HypervisorError, Vm, VmExit, interrupt::CancelReason};
+
+use crate::{
+    config::SandboxConfiguration,
+    error::{HyperlightError, Result},
+    host_functions::HostFunctions,
+    watchdog,
+};
+
+/// A booted VM and what the host knows about its memory.
+#[derive(Debug)]
+pub(crate) struct GuestVm {
+    pub(crate) vm: Vm,
+    pub(crate) layout: MemoryLayout,
+    pub(crate) config: SandboxConfiguration,
+    /// Data offset in the input ring just past the queued requests: where
+    /// host-call responses go. Host-owned, never read back from the guest.
+    input_tail: usize,
+}
+
+/// One answer read from the output ring.
+#[derive(Debug)]
+pub(crate) struct RawResponse {
+    pub(crate) status: u32,
+    pub(crate) payload: Vec<u8>,
+}
+
+fn ring_slice(vm: &Vm, ring: Region) -> Result<&[u8]> {
+    vm.memory()
+        .slice(ring.start, ring.size as usize)
+        .map_err(|e| HyperlightError::Kvm(e.into()))
+}
+
+fn ring_slice_mut(vm: &mut Vm, ring: Region) -> Result<&mut [u8]> {
+    vm.memory_mut()
+        .slice_mut(ring.start, ring.size as usize)
+        .map_err(|e| HyperlightError::Kvm(e.into()))
+}
+
+impl GuestVm {
+    pub(crate) fn new(vm: Vm, layout: MemoryLayout, config: SandboxConfiguration) -> Self {
+        Self {
+            vm,
+            layout,
+            config,
+            input_tail: 0,
+        }
+    }
+
+    /// Largest request payload the input ring accepts.
+    pub(crate) fn max_payload(&self) -> usize {
+        let body = ring::max_body_len(self.layout.input_ring.size as usize);
+        body.saturating_sub(rpc::request_size(0))
+    }
+
+    /// Queues one request; resets both rings first. Fails without touching
+    /// the guest if it does not fit.
+    pub(crate) fn queue_request(&mut self, fn_id: u32, payload: &[u8]) -> Result<()> {
+        let max = self.max_payload();
+        if payload.len() > max {
+            return Err(HyperlightError::PayloadTooLarge {
+                size: payload.len(),
+                max,
+            });
+        }
+        let out = ring_slice_mut(&mut self.vm, self.layout.output_ring)?;
+        if let Ok(mut w) = RingWriter::new(out) {
+            w.reset();
+        }
+        let input = ring_slice_mut(&mut self.vm, self.layout.input_ring)?;
+        let mut w = RingWriter::new(input).map_err(|e| HyperlightError::Error(e.to_string()))?;
+        w.reset();
+        w.push_with(FrameKind::Request, |body| {
+            rpc::encode_request(body, fn_id, payload)
+        })
+        .map_err(|_| HyperlightError::PayloadTooLarge {
+            size: payload.len(),
+            max,
+        })?;
+        self.input_tail = w.reader().offsets().map(|(_, t)| t).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Runs the vCPU until the guest exits through `until` (READY at boot,
+    /// DONE for calls), serving host calls on the way. Any other way of
+    /// stopping is an error.
+    pub(crate) fn run_until(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
+        let (call, generation) = self.vm.begin_call();
+        let _deadline = self
+            .config
+            .max_execution_time
+            .map(|limit| watchdog::arm(Instant::now() + limit, self.vm.interrupt(), generation));
+        let result = self.run_loop(until, host);
+        let cancel = call.finish();
+        match (result, cancel) {
+            (Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))), _)
+            | (Err(_), Some(reason)) => Err(self.cancel_error(reason)),
+            (result, _) => result,
+        }
+    }
+
+    fn cancel_error(&self, reason: CancelReason) -> HyperlightError {
+        match (reason, self.config.max_execution_time) {
+            (CancelReason::DeadlineExceeded, Some(limit)) => {
+                HyperlightError::ExecutionTimeout(limit)
+            }
+            _ => HyperlightError::Canceled,
+        }
+    }
+
+    fn run_loop(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
+        loop {
+            let exit = self.vm.run()?;
+            let (port, value) = match exit {
+                VmExit::IoOut { port, value } => (port, value),
+                other => return Err(self.exit_error(other)),
+            };
+            match ExitPort::try_from(port) {
+                Ok(p) if p == until => return Ok(()),
+                Ok(ExitPort::HostCall) => self.serve_host_call(value as usize, host)?,
+                Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
+                    return Err(self.report_error());
+                }
+                Ok(other) => {
+                    return Err(HyperlightError::ProtocolViolation(format!(
+                        "guest exited through {other:?} while nub waited for {until:?}"
+                    )));
+                }
+                Err(port) => return Err(HyperlightError::UnexpectedPort { port, value }),
+            }
+        }
+    }
+
+    fn exit_error(&self, exit: VmExit) -> HyperlightError {
+        match exit {
+            VmExit::Shutdown => HyperlightError::TripleFault,
+            VmExit::Mmio { addr, write } => HyperlightError::MemoryAccessViolation { addr, write },
+            VmExit::Halt => HyperlightError::UnexpectedExit("the guest halted".into()),
+            VmExit::IoIn { port } => HyperlightError::UnexpectedPort { port, value: 0 },
+            VmExit::InternalError { suberror } => HyperlightError::UnexpectedExit(format!(
+                "KVM internal error (suberror {suberror}): an instruction KVM cannot run, e.g. SSE or int3"
+            )),
+            VmExit::FailEntry { reason } => HyperlightError::UnexpectedExit(format!(
+                "VM entry failed (hardware reason {reason:#x})"
+            )),
+            VmExit::IoOut { port, value } => HyperlightError::UnexpectedPort { port, value },
+            VmExit::Other(name) => HyperlightError::UnexpectedExit(name.into()),
+        }
+    }
+
+    /// Turns the report page into the error it describes.
+    fn report_error(&self) -> HyperlightError {
+        let page = match self.vm.memory().slice(REPORT_PAGE_GPA, PAGE_SIZE as usize) {
+            Ok(p) => p,
+            Err(e) => return HyperlightError::Kvm(e.into()),
+        };
+        let r = Report::decode(page);
+        let message = String::from_utf8_lossy(r.message).into_owned();
+        match r.kind {
+            Some(ReportKind::Panic) => HyperlightError::GuestPanicked { message },
+            Some(ReportKind::Abort) => HyperlightError::GuestAborted {
+                code: r.code,
+                message,
+            },
+            Some(ReportKind::OutOfMemory) => HyperlightError::GuestOutOfMemory { size: r.code },
+            Some(ReportKind::Fault) => {
+                let vector = u8::try_from(r.vector).unwrap_or(u8::MAX);
+                let guard = self.layout.is_stack_guard(r.cr2);
+                if guard && (vector == 8 || vector == 14) {
+                    HyperlightError::StackOverflow {
+                        rip: r.rip,
+                        cr2: r.cr2,
+                    }
+                } else {
+                    HyperlightError::GuestFault {
+                        vector,
+                        error_code: r.error_code,
+                        rip: r.rip,
+                        cr2: r.cr2,
+                    }
+                }
+            }
+            Some(ReportKind::None) | None => HyperlightError::ProtocolViolation(
+                "guest signalled a failure without a report".into(),
+            ),
+        }
+    }
+
+    /// Serves one host call whose request frame is at data offset `offset`
+    /// of the output ring; writes the response at the input tail.
+    fn serve_host_call(&mut self, offset: usize, host: &mut HostFunctions) -> Result<()> {
+        let output = ring_slice(&self.vm, self.layout.output_ring)?;
+        let reader = RingReader::new(output)
+            .map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+        let frame = reader
+            .frame_at(offset, reader.capacity())
+            .map_err(|e| HyperlightError::ProtocolViolation(format!("host-call frame: {e}")))?;
+        if frame.kind != FrameKind::HostCallRequest {
+            return Err(HyperlightError::ProtocolViolation(format!(
+                "expected a host-call request at {offset:#x}, found {:?}",
+                frame.kind
+            )));
+        }
+        let (fn_id, payload) = rpc::decode_request(frame.body)
+            .map_err(|e| HyperlightError::ProtocolViolation(format!("host-call request: {e}")))?;
+        let (status, answer) = match host.get_mut(fn_id) {
+            None => (Status::UnknownHostFunction, Vec::new()),
+            Some(f) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(payload))) {
+                Ok(Ok(bytes)) => (Status::Ok, bytes),
+                Ok(Err(e)) => (Status::HostError, e.to_string().into_bytes()),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
+                    return Err(HyperlightError::HostFunctionPanicked { fn_id, message });
+                }
+            },
+        };
+        let tail = self.input_tail;
+        let input = ring_slice_mut(&mut self.vm, self.layout.input_ring)?;
+        let mut w = RingWriter::new(input).map_err(|e| HyperlightError::Error(e.to_string()))?;
+        let written = w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
+            rpc::encode_response(body, status as u32, &answer)
+        });
+        if written.is_err() {
+            let msg = format!(
+                "host function {fn_id} returned {} bytes, more than the input ring holds",
+                answer.len()
+            );
+            w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
+                rpc::encode_response(body, Status::HostError as u32, msg.as_bytes())
+            })
+            .map_err(|_| {
+                HyperlightError::Error("input ring cannot hold a host-call error".into())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the first response of the output ring.
+    pub(crate) fn take_response(&self) -> Result<RawResponse> {
+        let output = ring_slice(&self.vm, self.layout.output_ring)?;
+        let reader = RingReader::new(output)
+            .map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+        let frame = reader
+            .first()
+            .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?
+            .ok_or_else(|| {
+                HyperlightError::ProtocolViolation("guest returned no response".into())
+            })?;
+        if frame.kind != FrameKind::Response {
+            return Err(HyperlightError::ProtocolViolation(format!(
+                "expected a response frame, found {:?}",
+                frame.kind
+            )));
+        }
+        let (status, payload) = rpc::decode_response(frame.body)
+            .map_err(|e| HyperlightError::ProtocolViolation(format!("response: {e}")))?;
+        Ok(RawResponse {
+            status,
+            payload: payload.to_vec(),
+        })
+    }
+
+    /// Output ring data capacity.
+    pub(crate) fn output_capacity(&self) -> usize {
+        (self.layout.output_ring.size as usize).saturating_sub(ring::RING_HEADER_SIZE)
+    }
+}

@@ -1,0 +1,51 @@
+//! nub: call into small `no_std` x86_64 guests running in KVM micro-VMs.
+//!
+//! ```no_run
+//! use nub_sandbox::{GuestBinary, MultiUseSandbox, SandboxConfiguration, UninitializedSandbox};
+//!
+//! let cfg = SandboxConfiguration::default();
+//! let mut sbox: MultiUseSandbox =
+//!     UninitializedSandbox::new(GuestBinary::FilePath("nub-default-guest".into()), Some(cfg))?
+//!         .evolve()?;
+//! let echoed = sbox.call_raw(1, b"hello")?;
+//! assert_eq!(echoed, b"hello");
+//! # Ok::<(), nub_sandbox::HyperlightError>(())
+//! ```
+//!
+//! A sandbox is one VM with one vCPU. [`UninitializedSandbox::new`] loads
+//! and checks the guest ELF; [`UninitializedSandbox::evolve`] creates the VM
+//! and boots the guest until it is ready; [`MultiUseSandbox::call_raw`]
+//! writes a request frame into shared memory and runs the vCPU until the
+//! guest answers: one VM exit per call. A failed execution (fault, panic,
+//! abort, kill, timeout) poisons the sandbox; build a new one.
+//!
+//! Modules:
+//! - [`binary`]: guest binaries and the ELF loader.
+//! - [`config`]: [`SandboxConfiguration`].
+//! - [`error`]: [`HyperlightError`], variant by variant.
+//! - [`host_functions`]: host functions and [`Registerable`].
+//! - [`interrupt`]: [`InterruptHandle`].
+//! - [`sandbox`]: the two sandbox phases.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod binary;
+pub mod config;
+pub mod error;
+mod exec;
+pub mod host_functions;
+pub mod interrupt;
+pub mod sandbox;
+mod watchdog;
+
+pub use binary::GuestBinary;
+pub use config::SandboxConfiguration;
+pub use error::{GuestBinaryError, HyperlightError, Result};
+pub use host_functions::Registerable;
+pub use interrupt::InterruptHandle;
+pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
+
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<MultiUseSandbox>();
+    assert_send::<UninitializedSandbox>();
+};

@@ -1,0 +1,262 @@
+//! The two sandbox phases: [`UninitializedSandbox`] (guest loaded, host
+//! functions being registered) and [`MultiUseSandbox`] (booted, callable).
+
+use std::sync::Arc;
+
+use nub_host_common::{
+    boot::{BOOT_MAGIC, BootInfo},
+    layout::{Access, BOOT_INFO_GPA, MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
+    ports::ExitPort,
+    rpc::{self, Status},
+};
+use nub_hypervisor::{GuestMemory, Mapping, Vm, VmSetup};
+
+use crate::{
+    binary::{GuestBinary, GuestImage},
+    config::SandboxConfiguration,
+    error::{HyperlightError, Result},
+    exec::GuestVm,
+    host_functions::{HostFunctions, Registerable},
+    interrupt::{InterruptHandle, VcpuInterruptHandle},
+};
+
+/// A guest loaded into fresh memory, not yet running. Register host
+/// functions here, then [`evolve`](Self::evolve) it.
+#[derive(Debug)]
+pub struct UninitializedSandbox {
+    memory: GuestMemory,
+    mappings: Vec<Mapping>,
+    layout: MemoryLayout,
+    entry: u64,
+    config: SandboxConfiguration,
+    host_functions: HostFunctions,
+}
+
+impl UninitializedSandbox {
+    /// Loads `binary` into a new guest memory laid out by `config` (or the
+    /// defaults). Validates the ELF and the layout; creates no VM yet.
+    pub fn new(binary: GuestBinary, config: Option<SandboxConfiguration>) -> Result<Self> {
+        let config = config.unwrap_or_default();
+        let bytes = binary.bytes()?;
+        let image = GuestImage::parse(&bytes)?;
+        let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
+        let mut memory =
+            GuestMemory::new(layout.memory_size).map_err(|e| HyperlightError::Kvm(e.into()))?;
+        let mem_err = |e: nub_hypervisor::MemoryError| HyperlightError::Kvm(e.into());
+
+        let mut mappings = Vec::with_capacity(image.segments.len() + 8);
+        for seg in &image.segments {
+            let file = bytes.get(seg.file_range.clone()).unwrap_or(&[]);
+            memory.write(seg.vaddr, file).map_err(mem_err)?;
+            mappings.push(Mapping {
+                region: seg.pages(),
+                access: seg.access,
+            });
+        }
+        mappings.push(Mapping {
+            region: Region {
+                start: REPORT_PAGE_GPA,
+                size: PAGE_SIZE,
+            },
+            access: Access::ReadWrite,
+        });
+        for region in [
+            layout.input_ring,
+            layout.output_ring,
+            layout.heap,
+            layout.ist_stack,
+            layout.stack,
+        ] {
+            mappings.push(Mapping {
+                region,
+                access: Access::ReadWrite,
+            });
+        }
+        let info = BootInfo {
+            magic: BOOT_MAGIC,
+            abi_version: nub_host_common::ABI_VERSION,
+            flags: 0,
+            memory_size: layout.memory_size,
+            input_ring_va: layout.input_ring.start,
+            input_ring_size: layout.input_ring.size,
+            output_ring_va: layout.output_ring.start,
+            output_ring_size: layout.output_ring.size,
+            report_va: REPORT_PAGE_GPA,
+            heap_va: layout.heap.start,
+            heap_size: layout.heap.size,
+            stack_top: layout.stack.end(),
+            stack_size: layout.stack.size,
+            ist_stack_top: layout.ist_stack.end(),
+            directory_va: 0,
+        };
+        memory
+            .write(BOOT_INFO_GPA, &info.to_bytes())
+            .map_err(mem_err)?;
+        Ok(Self {
+            memory,
+            mappings,
+            layout,
+            entry: image.entry,
+            config,
+            host_functions: HostFunctions::default(),
+        })
+    }
+
+    /// The memory layout this sandbox will use.
+    pub fn layout(&self) -> &MemoryLayout {
+        &self.layout
+    }
+
+    /// Creates the VM, boots the guest and runs its init until it signals
+    /// READY. Host functions registered so far move to the returned sandbox
+    /// (and are callable from the guest's init).
+    pub fn evolve(self) -> Result<MultiUseSandbox> {
+        let setup = VmSetup {
+            mappings: &self.mappings,
+            entry: self.entry,
+            // SysV: at a function's entry RSP + 8 is 16-byte aligned.
+            stack_pointer: self.layout.stack.end() - 8,
+            ist_stack_top: self.layout.ist_stack.end(),
+            boot_info: BOOT_INFO_GPA,
+        };
+        let vm = Vm::new(self.memory, &setup)?;
+        let mut guest = GuestVm::new(vm, self.layout, self.config);
+        let mut host_functions = self.host_functions;
+        guest.run_until(ExitPort::Ready, &mut host_functions)?;
+        Ok(MultiUseSandbox {
+            guest,
+            host_functions,
+            poisoned: false,
+        })
+    }
+}
+
+impl Registerable for UninitializedSandbox {
+    fn register_host_function<F>(&mut self, fn_id: u32, f: F) -> Result<()>
+    where
+        F: FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+    {
+        self.host_functions.register(fn_id, Box::new(f))
+    }
+}
+
+/// A booted guest that can be called any number of times. Guest state
+/// (globals, heap) persists between calls. After a failed execution the
+/// sandbox is poisoned: drop it and build a new one.
+#[derive(Debug)]
+pub struct MultiUseSandbox {
+    guest: GuestVm,
+    host_functions: HostFunctions,
+    poisoned: bool,
+}
+
+impl MultiUseSandbox {
+    /// Calls guest function `fn_id` with `payload` and returns its result.
+    /// Costs one VM exit (plus one per host call the guest makes).
+    pub fn call_raw(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
+        if self.poisoned {
+            return Err(HyperlightError::PoisonedSandbox);
+        }
+        let result = self.call_unpoisoned(fn_id, payload);
+        if let Err(e) = &result
+            && e.poisons()
+        {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
+        self.guest.queue_request(fn_id, payload)?;
+        self.guest
+            .run_until(ExitPort::Done, &mut self.host_functions)?;
+        let response = self.guest.take_response()?;
+        match Status::try_from(response.status) {
+            Ok(Status::Ok) => Ok(response.payload),
+            Ok(Status::GuestError) => Err(HyperlightError::GuestFunctionError {
+                fn_id,
+                message: String::from_utf8_lossy(&response.payload).into_owned(),
+            }),
+            Ok(Status::UnknownFunction) => Err(HyperlightError::UnknownFunction { fn_id }),
+            Ok(Status::ResponseTooLarge) => Err(HyperlightError::ResponseTooLarge {
+                needed: response
+                    .payload
+                    .first_chunk::<8>()
+                    .map(|b| u64::from_le_bytes(*b))
+                    .unwrap_or(0),
+                capacity: self.guest.output_capacity(),
+            }),
+            Ok(other) => Err(HyperlightError::ProtocolViolation(format!(
+                "guest answered with status {other:?}"
+            ))),
+            Err(raw) => Err(HyperlightError::ProtocolViolation(format!(
+                "guest answered with unknown status {raw}"
+            ))),
+        }
+    }
+
+    /// Whether an earlier failed execution poisoned this sandbox.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// A handle that can stop this sandbox's running call from any thread.
+    pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
+        Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.vm.interrupt())))
+    }
+
+    /// The guest's heap figures (one system call into the guest).
+    pub fn heap_stats(&mut self) -> Result<HeapStats> {
+        let bytes = self.call_raw(rpc::FN_ID_NUB_HEAP_STATS, &[])?;
+        let word = |i: usize| {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| HyperlightError::ProtocolViolation("short heap stats".into()))
+        };
+        Ok(HeapStats {
+            size: word(0)?,
+            used: word(1)?,
+            free: word(2)?,
+        })
+    }
+
+    /// The guest's copy of its boot info (one system call into the guest).
+    pub fn boot_info(&mut self) -> Result<BootInfo> {
+        let bytes = self.call_raw(rpc::FN_ID_NUB_GET_BOOT_INFO, &[])?;
+        BootInfo::from_bytes(&bytes).ok_or_else(|| {
+            HyperlightError::ProtocolViolation("boot info with bad magic or version".into())
+        })
+    }
+
+    /// VM exits since the sandbox was created (boot included).
+    pub fn exit_count(&self) -> u64 {
+        self.guest.vm.exit_count()
+    }
+
+    /// The memory layout.
+    pub fn layout(&self) -> &MemoryLayout {
+        &self.guest.layout
+    }
+}
+
+impl Registerable for MultiUseSandbox {
+    fn register_host_function<F>(&mut self, fn_id: u32, f: F) -> Result<()>
+    where
+        F: FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+    {
+        self.host_functions.register(fn_id, Box::new(f))
+    }
+}
+
+/// Guest heap figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Heap size in bytes.
+    pub size: u64,
+    /// Bytes allocated.
+    pub used: u64,
+    /// Bytes free.
+    pub free: u64,
+}
