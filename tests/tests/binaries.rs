@@ -1,0 +1,160 @@
+//! Bad guest binaries are typed errors, never panics.
+
+use nub_sandbox::{GuestBinary, GuestBinaryError, HyperlightError, SandboxConfiguration, UninitializedSandbox};
+use nub_tests::DEFAULT_GUEST;
+
+fn load(bytes: Vec<u8>) -> Result<UninitializedSandbox, HyperlightError> {
+    nub_tests::require_kvm();
+    UninitializedSandbox::new(GuestBinary::Buffer(bytes), None)
+}
+
+fn guest_bytes() -> Vec<u8> {
+    std::fs::read(DEFAULT_GUEST).unwrap()
+}
+
+fn binary_error(r: Result<UninitializedSandbox, HyperlightError>) -> GuestBinaryError {
+    match r {
+        Err(HyperlightError::BadGuestBinary(e)) => e,
+        Err(other) => panic!("expected BadGuestBinary, got {other:?}"),
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
+#[test]
+fn empty_file() {
+    assert!(matches!(binary_error(load(vec![])), GuestBinaryError::Empty));
+}
+
+#[test]
+fn missing_file() {
+    let r = UninitializedSandbox::new(GuestBinary::FilePath("/nonexistent/guest".into()), None);
+    assert!(matches!(binary_error(r), GuestBinaryError::Io { .. }));
+}
+
+#[test]
+fn not_an_elf() {
+    let e = binary_error(load(b"#!/bin/sh\necho not a guest\n".to_vec()));
+    assert!(matches!(e, GuestBinaryError::NotElf(_)), "{e:?}");
+}
+
+#[test]
+fn elf_for_another_architecture() {
+    let mut bytes = guest_bytes();
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::WrongArchitecture { machine: 183, .. }), "{e:?}");
+}
+
+#[test]
+fn thirty_two_bit_elf() {
+    // A minimal ELF32 header for i386.
+    let mut h = vec![0u8; 52];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 1; // ELFCLASS32
+    h[5] = 1; // little endian
+    h[6] = 1;
+    h[16..18].copy_from_slice(&2u16.to_le_bytes());
+    h[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
+    h[20..24].copy_from_slice(&1u32.to_le_bytes());
+    h[40..42].copy_from_slice(&52u16.to_le_bytes());
+    let e = binary_error(load(h));
+    assert!(
+        matches!(e, GuestBinaryError::WrongArchitecture { .. } | GuestBinaryError::NotElf(_)),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn truncated_elf_at_every_cut() {
+    let bytes = guest_bytes();
+    let mut cuts: Vec<usize> = (0..256).collect();
+    cuts.extend((256..bytes.len()).step_by(997));
+    for cut in cuts {
+        match load(bytes[..cut].to_vec()) {
+            Err(HyperlightError::BadGuestBinary(_)) => {}
+            Err(other) => panic!("cut {cut}: unexpected error {other:?}"),
+            // Cutting only trailing sections (symbols, strings) can leave a
+            // loadable image; that must then boot and work.
+            Ok(s) => {
+                let mut s = s.evolve().unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+                assert_eq!(s.call_raw(1, b"ok").unwrap(), b"ok");
+            }
+        }
+    }
+}
+
+/// Offset of program header `i`'s field at `field` in an ELF64 file.
+fn phdr_field(bytes: &[u8], i: usize, field: usize) -> usize {
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes(bytes[54..56].try_into().unwrap()) as usize;
+    phoff + i * phentsize + field
+}
+
+#[test]
+fn segment_outside_guest_memory() {
+    let mut bytes = guest_bytes();
+    // Move the last PT_LOAD (data) far above what the layout can map.
+    let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
+    let last_load = (0..phnum)
+        .filter(|&i| {
+            let o = phdr_field(&bytes, i, 0);
+            u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) == 1
+        })
+        .last()
+        .unwrap();
+    let vaddr = phdr_field(&bytes, last_load, 16);
+    bytes[vaddr..vaddr + 8].copy_from_slice(&0x7000_0000u64.to_le_bytes());
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::BadSegment { .. }), "{e:?}");
+}
+
+#[test]
+fn segment_bytes_beyond_the_file() {
+    let mut bytes = guest_bytes();
+    let filesz = phdr_field(&bytes, 0, 32);
+    bytes[filesz..filesz + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let memsz = phdr_field(&bytes, 0, 40);
+    bytes[memsz..memsz + 8].copy_from_slice(&(1u64 << 41).to_le_bytes());
+    assert!(load(bytes).is_err());
+}
+
+#[test]
+fn writable_and_executable_segment_is_refused() {
+    let mut bytes = guest_bytes();
+    let flags = phdr_field(&bytes, 0, 4);
+    bytes[flags..flags + 4].copy_from_slice(&7u32.to_le_bytes());
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::BadSegment { reason, .. } if reason.contains("W^X")), "{e:?}");
+}
+
+#[test]
+fn configuration_that_cannot_be_laid_out() {
+    nub_tests::require_kvm();
+    let cfg = SandboxConfiguration::default().with_heap_size(4 << 30);
+    let r = UninitializedSandbox::new(GuestBinary::FilePath(DEFAULT_GUEST.into()), Some(cfg));
+    assert!(matches!(r, Err(HyperlightError::InvalidConfiguration(_))), "{r:?}");
+    let cfg = SandboxConfiguration::default().with_stack_size(1000);
+    let r = UninitializedSandbox::new(GuestBinary::FilePath(DEFAULT_GUEST.into()), Some(cfg));
+    assert!(matches!(r, Err(HyperlightError::InvalidConfiguration(_))), "{r:?}");
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let base = guest_bytes();
+    for round in 0..300 {
+        let mut bytes = base.clone();
+        for _ in 0..(1 + round % 8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Corrupt the headers, where the loader looks.
+            let i = (seed as usize) % 512;
+            bytes[i] = (seed >> 40) as u8;
+        }
+        if let Ok(s) = load(bytes) {
+            // Whatever loads must fail or work cleanly when booted.
+            let _ = s.evolve().map(|mut s| s.call_raw(1, b"x"));
+        }
+    }
+}
