@@ -1,0 +1,47 @@
+//! `nub`: run functions of a `no_std` guest program inside a KVM micro-VM
+//! from the command line.
+//!
+//! ```text
+//! nub call 1 --data hello          # boot the built-in guest, call fn 1 (echo)
+//! nub call 4 --file input.bin      # blake3 of a file, computed in the guest
+//! nub call 2 --hex 0500000000000000 --repeat 3
+//! nub info --guest path/to/guest   # ELF segments and the memory map
+//! ```
+//!
+//! Without `--guest`, `nub` uses the default guest, which its build script
+//! builds and this binary embeds. Every command that boots a guest needs
+//! `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
+//! (2 for a bad command line).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod call;
+mod cli;
+mod error;
+mod guest;
+mod info;
+mod output;
+mod payload;
+mod size;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Call(args) => call::run(&args),
+        Command::Info(args) => info::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

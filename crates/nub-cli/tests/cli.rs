@@ -1,0 +1,209 @@
+//! Runs the built `nub` binary against its embedded default guest. These
+//! tests boot real guests and need `/dev/kvm`; without it they fail.
+
+use std::process::{Command, Output};
+
+/// Runs `nub` with `args` (after checking for KVM).
+fn nub(args: &[&str]) -> Output {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "the nub CLI tests boot real guests and need /dev/kvm"
+    );
+    Command::new(env!("CARGO_BIN_EXE_nub"))
+        .args(args)
+        .output()
+        .expect("run the nub binary")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `nub` expecting success; returns stdout.
+fn nub_ok(args: &[&str]) -> String {
+    let out = nub(args);
+    assert!(
+        out.status.success(),
+        "nub {args:?} failed with {}: {}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn echo_prints_text() {
+    assert_eq!(nub_ok(&["call", "1", "--data", "hello"]), "hello\n");
+}
+
+#[test]
+fn blake3_prints_hex() {
+    let expected = blake3::hash(b"abc").to_hex().to_string();
+    assert_eq!(
+        nub_ok(&["call", "4", "--data", "abc"]),
+        format!("{expected}\n")
+    );
+}
+
+#[test]
+fn blake3_of_a_file() {
+    let path = std::env::temp_dir().join(format!("nub-cli-test-{}.bin", std::process::id()));
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let got = nub_ok(&["call", "4", "--file", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(got, format!("{}\n", blake3::hash(&bytes).to_hex()));
+}
+
+#[test]
+fn binary_result_prints_hex() {
+    assert_eq!(
+        nub_ok(&["call", "2", "--hex", "0500000000000000"]),
+        "0500000000000000\n"
+    );
+}
+
+#[test]
+fn repeat_keeps_guest_state_and_prints_the_last_result() {
+    // add keeps a running total in the guest: 3 calls of 5 give 15.
+    assert_eq!(
+        nub_ok(&["call", "2", "--hex", "0500000000000000", "--repeat", "3"]),
+        "0f00000000000000\n"
+    );
+}
+
+#[test]
+fn raw_hex_forces_hex() {
+    assert_eq!(
+        nub_ok(&["call", "1", "--data", "hi", "--raw-hex"]),
+        "6869\n"
+    );
+}
+
+#[test]
+fn empty_payload_by_default() {
+    assert_eq!(nub_ok(&["call", "1"]), "\n");
+}
+
+#[test]
+fn guest_error_exits_1_with_message() {
+    let out = nub(&["call", "3", "--data", "boom"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("boom"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn unknown_function_fails() {
+    let out = nub(&["call", "999"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("999"), "{}", stderr(&out));
+}
+
+#[test]
+fn guest_fault_is_reported() {
+    // Selector 2 executes ud2.
+    let out = nub(&["call", "8", "--hex", "02"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fault"), "{}", stderr(&out));
+}
+
+#[test]
+fn timeout_cancels_a_spinning_guest() {
+    let out = nub(&["call", "9", "--timeout", "200ms"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline"), "{}", stderr(&out));
+}
+
+#[test]
+fn sizes_configure_the_sandbox() {
+    // A 4 KiB ring cannot take an 8 KiB payload.
+    let big = "x".repeat(8192);
+    let out = nub(&["call", "1", "--ring", "4K", "--data", &big]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("8192"), "{}", stderr(&out));
+    // An invalid size is rejected by the sandbox with its own message.
+    let out = nub(&["call", "1", "--heap", "1000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("heap"), "{}", stderr(&out));
+    // And the layout reflects the sizes.
+    let info = nub_ok(&["info", "--heap", "2M", "--stack", "64K"]);
+    let line = |name: &str| {
+        info.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{info}"))
+            .to_string()
+    };
+    assert!(line("heap").contains("2 MiB"), "{info}");
+    assert!(line("stack").contains("64 KiB"), "{info}");
+}
+
+#[test]
+fn bad_command_lines_are_rejected() {
+    let out = nub(&["call", "1", "--data", "a", "--hex", "00"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    let out = nub(&["call", "1", "--hex", "abc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--hex"), "{}", stderr(&out));
+    let out = nub(&["call", "1", "--heap", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn info_shows_entry_and_layout() {
+    let info = nub_ok(&["info"]);
+    for needle in [
+        "entry",
+        "input ring",
+        "output ring",
+        "heap",
+        "stack",
+        "PT_LOAD",
+    ] {
+        assert!(info.contains(needle), "missing {needle:?}:\n{info}");
+    }
+}
+
+#[test]
+fn external_guest_file() {
+    let out = nub(&["call", "1", "--guest", "/nonexistent/guest.elf"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/guest.elf"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn guest_from_a_file() {
+    // The build script exports the default guest's path to every target.
+    let path = env!("NUB_GUEST_NUB_DEFAULT_GUEST");
+    assert_eq!(
+        nub_ok(&["call", "1", "--data", "from file", "--guest", path]),
+        "from file\n"
+    );
+    assert!(nub_ok(&["info", "--guest", path]).contains(path));
+}
+
+#[test]
+fn payload_from_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nub"))
+        .args(["call", "1", "--file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the nub binary");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"piped in").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "piped in\n");
+}
