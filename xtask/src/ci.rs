@@ -1,0 +1,56 @@
+//! `cargo xtask ci`: the full pre-submit check. Runs every step even after
+//! one fails, then lists the failures.
+//!
+//! The guest programs form their own cargo workspace (they only build for
+//! `x86_64-unknown-none`), so rustfmt and clippy run there too.
+
+use crate::{
+    cmd::{Cargo, Error},
+    test,
+};
+
+/// Where the guest workspace is, relative to the repository root.
+const GUESTS: &str = "guest-x86/guests";
+
+/// Runs the task.
+pub fn run() -> Result<(), Error> {
+    let checks = [
+        ("rustfmt", Cargo::new(&["fmt", "--all", "--", "--check"])),
+        (
+            "rustfmt (guests)",
+            Cargo::new(&["fmt", "--", "--check"]).in_dir(GUESTS),
+        ),
+        (
+            "clippy",
+            Cargo::new(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        (
+            "clippy (guests)",
+            Cargo::new(&["clippy", "--workspace", "--", "-D", "warnings"]).in_dir(GUESTS),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        if let Err(e) = check.run() {
+            eprintln!("xtask: {name}: {e}");
+            failed.push(name.to_string());
+        }
+    }
+    if let Err(e) = test::run(&[]) {
+        eprintln!("xtask: tests: {e}");
+        failed.push("tests".to_string());
+    }
+    if failed.is_empty() {
+        println!("ci: all checks passed");
+        Ok(())
+    } else {
+        Err(Error::Steps(failed))
+    }
+}

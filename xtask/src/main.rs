@@ -1,0 +1,74 @@
+//! nub's build tasks, run through the cargo alias `cargo xtask <task>`
+//! (see `.cargo/config.toml`), in the style of rust-analyzer's xtask: plain
+//! Rust instead of shell scripts, one module per task, few dependencies.
+//!
+//! ```text
+//! cargo xtask build-guest     # build the guest programs, list their ELFs
+//! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test)
+//! cargo xtask ci              # fmt check, clippy -D warnings, tests
+//! ```
+//!
+//! Every command a task runs is printed before it runs.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod build_guest;
+mod ci;
+mod cmd;
+mod test;
+
+use std::process::ExitCode;
+
+use crate::cmd::Error;
+
+/// Usage text for `cargo xtask help`.
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  build-guest    build the guest programs under guest-x86/guests and print
+                 `name: path` for each ELF
+  test [ARGS]    cargo nextest run --workspace [ARGS] (cargo test --workspace
+                 [ARGS] when cargo-nextest is not installed)
+  ci             the pre-submit check: rustfmt and clippy (-D warnings) on
+                 the workspace and the guests, then the tests
+  help           print this message
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "build-guest" => no_args(task, rest).and_then(|()| build_guest::run()),
+        "test" => test::run(rest),
+        "ci" => no_args(task, rest).and_then(|()| ci::run()),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Error::Usage(format!("unknown task `{other}`"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            if matches!(e, Error::Usage(_)) {
+                eprint!("\n{USAGE}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// Fails when a task that takes no arguments got some.
+fn no_args(task: &str, rest: &[String]) -> Result<(), Error> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(Error::Usage(format!(
+            "`{task}` takes no arguments (got `{arg}`)"
+        ))),
+    }
+}
