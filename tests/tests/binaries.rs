@@ -1,6 +1,8 @@
 //! Bad guest binaries are typed errors, never panics.
 
-use nub_sandbox::{GuestBinary, GuestBinaryError, HyperlightError, SandboxConfiguration, UninitializedSandbox};
+use nub_sandbox::{
+    GuestBinary, GuestBinaryError, HyperlightError, SandboxConfiguration, UninitializedSandbox,
+};
 use nub_tests::DEFAULT_GUEST;
 
 fn load(bytes: Vec<u8>) -> Result<UninitializedSandbox, HyperlightError> {
@@ -22,7 +24,10 @@ fn binary_error(r: Result<UninitializedSandbox, HyperlightError>) -> GuestBinary
 
 #[test]
 fn empty_file() {
-    assert!(matches!(binary_error(load(vec![])), GuestBinaryError::Empty));
+    assert!(matches!(
+        binary_error(load(vec![])),
+        GuestBinaryError::Empty
+    ));
 }
 
 #[test]
@@ -42,7 +47,10 @@ fn elf_for_another_architecture() {
     let mut bytes = guest_bytes();
     bytes[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
     let e = binary_error(load(bytes));
-    assert!(matches!(e, GuestBinaryError::WrongArchitecture { machine: 183, .. }), "{e:?}");
+    assert!(
+        matches!(e, GuestBinaryError::WrongArchitecture { machine: 183, .. }),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -59,7 +67,10 @@ fn thirty_two_bit_elf() {
     h[40..42].copy_from_slice(&52u16.to_le_bytes());
     let e = binary_error(load(h));
     assert!(
-        matches!(e, GuestBinaryError::WrongArchitecture { .. } | GuestBinaryError::NotElf(_)),
+        matches!(
+            e,
+            GuestBinaryError::WrongArchitecture { .. } | GuestBinaryError::NotElf(_)
+        ),
         "{e:?}"
     );
 }
@@ -124,7 +135,10 @@ fn writable_and_executable_segment_is_refused() {
     let flags = phdr_field(&bytes, 0, 4);
     bytes[flags..flags + 4].copy_from_slice(&7u32.to_le_bytes());
     let e = binary_error(load(bytes));
-    assert!(matches!(e, GuestBinaryError::BadSegment { reason, .. } if reason.contains("W^X")), "{e:?}");
+    assert!(
+        matches!(e, GuestBinaryError::BadSegment { reason, .. } if reason.contains("W^X")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -132,10 +146,16 @@ fn configuration_that_cannot_be_laid_out() {
     nub_tests::require_kvm();
     let cfg = SandboxConfiguration::default().with_heap_size(4 << 30);
     let r = UninitializedSandbox::new(GuestBinary::FilePath(DEFAULT_GUEST.into()), Some(cfg));
-    assert!(matches!(r, Err(HyperlightError::InvalidConfiguration(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(HyperlightError::InvalidConfiguration(_))),
+        "{r:?}"
+    );
     let cfg = SandboxConfiguration::default().with_stack_size(1000);
     let r = UninitializedSandbox::new(GuestBinary::FilePath(DEFAULT_GUEST.into()), Some(cfg));
-    assert!(matches!(r, Err(HyperlightError::InvalidConfiguration(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(HyperlightError::InvalidConfiguration(_))),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -12,7 +12,11 @@ fn echo_round_trips_small_and_page_sized_payloads() {
     let mut s = sandbox();
     for len in [0usize, 1, 4096] {
         let payload = pattern(len);
-        assert_eq!(s.call_raw(fn_id::ECHO, &payload).unwrap(), payload, "len {len}");
+        assert_eq!(
+            s.call_raw(fn_id::ECHO, &payload).unwrap(),
+            payload,
+            "len {len}"
+        );
     }
 }
 
@@ -41,16 +45,24 @@ fn add_keeps_state_between_calls() {
 fn unknown_fn_id_is_typed_and_leaves_the_sandbox_usable() {
     let mut s = sandbox();
     let err = s.call_raw(4242, b"").unwrap_err();
-    assert!(matches!(err, HyperlightError::UnknownFunction { fn_id: 4242 }), "{err:?}");
+    assert!(
+        matches!(err, HyperlightError::UnknownFunction { fn_id: 4242 }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("4242"));
     assert!(!s.is_poisoned());
-    assert_eq!(s.call_raw(fn_id::ECHO, b"still here").unwrap(), b"still here");
+    assert_eq!(
+        s.call_raw(fn_id::ECHO, b"still here").unwrap(),
+        b"still here"
+    );
 }
 
 #[test]
 fn guest_function_error_carries_the_message() {
     let mut s = sandbox();
-    let err = s.call_raw(fn_id::FAIL, "no such thing ✓".as_bytes()).unwrap_err();
+    let err = s
+        .call_raw(fn_id::FAIL, "no such thing ✓".as_bytes())
+        .unwrap_err();
     match err {
         HyperlightError::GuestFunctionError { fn_id, message } => {
             assert_eq!(fn_id, 3);
@@ -86,7 +98,9 @@ fn largest_payload_fits_exactly() {
     let mut s = sandbox_with(cfg);
     let mut max = 16 << 10;
     // Find the bound the sandbox reports, then use exactly it.
-    if let Err(HyperlightError::PayloadTooLarge { max: m, .. }) = s.call_raw(fn_id::ECHO, &vec![1u8; max]) {
+    if let Err(HyperlightError::PayloadTooLarge { max: m, .. }) =
+        s.call_raw(fn_id::ECHO, &vec![1u8; max])
+    {
         max = m;
     }
     let payload = pattern(max);
@@ -182,5 +196,8 @@ fn hundred_thousand_echoes_do_not_grow_heap_or_rss() {
     let heap_after = s.heap_stats().unwrap();
     let rss_after = rss_kib();
     assert_eq!(heap_after.used, heap_before.used, "guest heap use changed");
-    assert!(rss_after < rss_before + 4096, "host RSS grew from {rss_before} KiB to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 4096,
+        "host RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
 }

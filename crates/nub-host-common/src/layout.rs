@@ -42,12 +42,19 @@ pub const PAGE_TABLES_GPA: u64 = 0x3000;
 pub const IMAGE_BASE: u64 = 0x10_0000;
 /// Size of the interrupt stack used by the double-fault handler.
 pub const IST_STACK_SIZE: u64 = 16 * 1024;
-/// GDT selector of the 64-bit code segment.
+/// GDT selector of the 64-bit kernel (CPL 0) code segment.
 pub const CODE_SELECTOR: u16 = 0x08;
-/// GDT selector of the data segment.
+/// GDT selector of the kernel data segment.
 pub const DATA_SELECTOR: u16 = 0x10;
+/// GDT selector (with RPL 3) of the 64-bit user (CPL 3) code segment.
+pub const USER_CODE_SELECTOR: u16 = 0x18 | 3;
+/// GDT selector (with RPL 3) of the user data segment.
+pub const USER_DATA_SELECTOR: u16 = 0x20 | 3;
 /// GDT selector of the TSS.
-pub const TSS_SELECTOR: u16 = 0x18;
+pub const TSS_SELECTOR: u16 = 0x28;
+/// RFLAGS for guest user mode: IOPL 3 (so `out` to the exit ports runs at
+/// CPL 3), interrupts off, reserved bit 1 set.
+pub const USER_RFLAGS: u64 = 0x3002;
 
 /// Page-table pages available between [`PAGE_TABLES_GPA`] and [`IMAGE_BASE`].
 pub const MAX_PAGE_TABLE_PAGES: u64 = (IMAGE_BASE - PAGE_TABLES_GPA) / PAGE_SIZE;

@@ -7,7 +7,10 @@
 //! uses, so a stack overflow can still be reported.
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use nub_host_common::layout::{CODE_SELECTOR, DATA_SELECTOR, GDT_GPA, TSS_GPA, TSS_SELECTOR};
+use nub_host_common::layout::{
+    CODE_SELECTOR, DATA_SELECTOR, GDT_GPA, TSS_GPA, TSS_SELECTOR, USER_CODE_SELECTOR,
+    USER_DATA_SELECTOR, USER_RFLAGS,
+};
 use x86_64::registers::{
     control::{Cr0Flags, Cr4Flags},
     model_specific::EferFlags,
@@ -17,17 +20,34 @@ use crate::memory::{GuestMemory, MemoryError};
 
 /// Size of a 64-bit TSS.
 const TSS_SIZE: u64 = 104;
+/// Offset of RSP0 in the TSS.
+const TSS_RSP0_OFFSET: u64 = 0x4;
 /// Offset of IST1 in the TSS.
 const TSS_IST1_OFFSET: u64 = 0x24;
 /// Offset of the I/O map base in the TSS.
 const TSS_IOMAP_OFFSET: u64 = 0x66;
-/// GDT entries in bytes: null, code, data, TSS (two slots).
-const GDT_SIZE: u64 = 5 * 8;
+/// Ports `0..IO_BITMAP_PORTS` are open to CPL 3 through the TSS I/O
+/// permission bitmap, so the exit ports work from user mode and a write to
+/// any other low port still reaches the host (as an unknown-port error)
+/// instead of faulting in the guest. (kvm_pvm ignores RFLAGS.IOPL.)
+const IO_BITMAP_PORTS: u64 = 0x400;
+/// Bitmap bytes: one bit per port, plus the terminating 0xFF byte.
+const IO_BITMAP_SIZE: u64 = IO_BITMAP_PORTS / 8 + 1;
+/// The TSS segment limit: the 104-byte TSS and the bitmap after it.
+const TSS_LIMIT: u64 = TSS_SIZE + IO_BITMAP_SIZE - 1;
+
+/// GDT entries in bytes: null, kernel code, kernel data, user code, user
+/// data, TSS (two slots).
+const GDT_SIZE: u64 = 7 * 8;
 
 /// 64-bit code: present, DPL 0, code exec/read accessed, L=1, G=1.
 const GDT_CODE64: u64 = 0x00AF_9B00_0000_FFFF;
 /// Data: present, DPL 0, read/write accessed, D/B=1, G=1.
 const GDT_DATA: u64 = 0x00CF_9300_0000_FFFF;
+/// 64-bit user code: as kernel code with DPL 3.
+const GDT_USER_CODE64: u64 = 0x00AF_FB00_0000_FFFF;
+/// User data: as kernel data with DPL 3.
+const GDT_USER_DATA: u64 = 0x00CF_F300_0000_FFFF;
 /// System descriptor type of a busy 64-bit TSS.
 const TSS_TYPE_BUSY: u8 = 0xB;
 
@@ -40,20 +60,37 @@ fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
     (low, base >> 32)
 }
 
-/// Writes the GDT and TSS into the boot page. `ist_stack_top` becomes IST1.
+/// Writes the GDT and TSS into the boot page. `ist_stack_top` becomes both
+/// RSP0 (the stack exceptions from user mode switch to) and IST1 (the
+/// double-fault stack).
 pub fn write_descriptor_tables(
     memory: &mut GuestMemory,
     ist_stack_top: u64,
 ) -> Result<(), MemoryError> {
-    let (tss_low, tss_high) = tss_descriptor(TSS_GPA, TSS_SIZE - 1);
-    let entries = [0, GDT_CODE64, GDT_DATA, tss_low, tss_high];
+    let (tss_low, tss_high) = tss_descriptor(TSS_GPA, TSS_LIMIT);
+    let entries = [
+        0,
+        GDT_CODE64,
+        GDT_DATA,
+        GDT_USER_CODE64,
+        GDT_USER_DATA,
+        tss_low,
+        tss_high,
+    ];
     for (i, e) in entries.iter().enumerate() {
         memory.write_u64(GDT_GPA + i as u64 * 8, *e)?;
     }
     memory.write(TSS_GPA, &[0u8; TSS_SIZE as usize])?;
+    memory.write_u64(TSS_GPA + TSS_RSP0_OFFSET, ist_stack_top)?;
     memory.write_u64(TSS_GPA + TSS_IST1_OFFSET, ist_stack_top)?;
-    // No I/O permission bitmap: the map base points past the TSS limit.
+    // The I/O permission bitmap follows the TSS: zero bits open ports
+    // 0..IO_BITMAP_PORTS, the last byte (all ones) closes the rest.
     memory.write(TSS_GPA + TSS_IOMAP_OFFSET, &(TSS_SIZE as u16).to_le_bytes())?;
+    let mut bitmap = [0u8; IO_BITMAP_SIZE as usize];
+    if let Some(last) = bitmap.last_mut() {
+        *last = 0xFF;
+    }
+    memory.write(TSS_GPA + TSS_SIZE, &bitmap)?;
     Ok(())
 }
 
@@ -64,7 +101,7 @@ fn segment(selector: u16, type_: u8, code: bool) -> kvm_segment {
         selector,
         type_,
         present: 1,
-        dpl: 0,
+        dpl: (selector & 3) as u8,
         db: u8::from(!code),
         s: 1,
         l: u8::from(code),
@@ -77,10 +114,16 @@ fn segment(selector: u16, type_: u8, code: bool) -> kvm_segment {
 
 /// Fills `sregs` for 64-bit long mode with paging rooted at `cr3`, NX and
 /// write protection on, and SSE left disabled (CR4.OSFXSR clear, so an SSE
-/// instruction raises #UD instead of running).
-pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64) {
-    let code = segment(CODE_SELECTOR, 0xB, true);
-    let data = segment(DATA_SELECTOR, 0x3, false);
+/// instruction raises #UD instead of running). With `user_mode` the vCPU
+/// starts at CPL 3 (user code and data segments); otherwise at CPL 0.
+pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool) {
+    let (code, data) = if user_mode {
+        (USER_CODE_SELECTOR, USER_DATA_SELECTOR)
+    } else {
+        (CODE_SELECTOR, DATA_SELECTOR)
+    };
+    let code = segment(code, 0xB, true);
+    let data = segment(data, 0x3, false);
     sregs.cs = code;
     sregs.ds = data;
     sregs.es = data;
@@ -89,7 +132,7 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64) {
     sregs.ss = data;
     sregs.tr = kvm_segment {
         base: TSS_GPA,
-        limit: (TSS_SIZE - 1) as u32,
+        limit: TSS_LIMIT as u32,
         selector: TSS_SELECTOR,
         type_: TSS_TYPE_BUSY,
         present: 1,
@@ -120,13 +163,13 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64) {
 }
 
 /// General registers at entry: RIP = entry, RSP = stack pointer, RDI = the
-/// BootInfo address, interrupts off.
-pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64) -> kvm_regs {
+/// BootInfo address, interrupts off (and IOPL 3 in user mode).
+pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64, user_mode: bool) -> kvm_regs {
     kvm_regs {
         rip: entry,
         rsp: stack_pointer,
         rdi: boot_info,
-        rflags: 0x2,
+        rflags: if user_mode { USER_RFLAGS } else { 0x2 },
         ..Default::default()
     }
 }

@@ -21,6 +21,7 @@
 //!     stack_pointer: 0x20_0000,
 //!     ist_stack_top: 0x20_0000,
 //!     boot_info: 0x1000,
+//!     user_mode: false,
 //! };
 //! let mut vm = Vm::new(memory, &setup)?;
 //! assert_eq!(vm.run()?, VmExit::IoOut { port: 0xe1, value: 0 });

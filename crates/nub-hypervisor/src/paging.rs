@@ -37,7 +37,7 @@ pub enum PagingError {
 }
 
 fn leaf_flags(access: Access) -> Option<F> {
-    let base = F::PRESENT | F::ACCESSED | F::DIRTY;
+    let base = F::PRESENT | F::USER_ACCESSIBLE | F::ACCESSED | F::DIRTY;
     match access {
         Access::Unmapped => None,
         Access::Read => Some(base | F::NO_EXECUTE),
@@ -84,7 +84,7 @@ pub fn write_page_tables(
     let pml4 = table(0);
     let pdpt = table(1);
     let pd = table(2);
-    let upper = (F::PRESENT | F::WRITABLE | F::ACCESSED).bits();
+    let upper = (F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE | F::ACCESSED).bits();
     memory.write_u64(pml4, pdpt | upper)?;
     memory.write_u64(pdpt, pd | upper)?;
     let pts = size.div_ceil(512 * PAGE_SIZE);

@@ -98,6 +98,11 @@ pub struct VmSetup<'a> {
     pub ist_stack_top: u64,
     /// RDI at entry (the BootInfo address).
     pub boot_info: u64,
+    /// Start at CPL 3 instead of CPL 0. Under kvm_pvm, guest code at CPL 0
+    /// is emulated instruction by instruction, while CPL 3 code runs
+    /// natively; nub guests boot at CPL 0 only to load their IDT and then
+    /// drop to CPL 3 themselves.
+    pub user_mode: bool,
 }
 
 /// Process-wide KVM handle and its supported CPUID, opened once.
@@ -165,9 +170,14 @@ impl Vm {
         let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-        cpu::long_mode_sregs(&mut sregs, cr3);
+        cpu::long_mode_sregs(&mut sregs, cr3, setup.user_mode);
         vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-        let regs = cpu::entry_regs(setup.entry, setup.stack_pointer, setup.boot_info);
+        let regs = cpu::entry_regs(
+            setup.entry,
+            setup.stack_pointer,
+            setup.boot_info,
+            setup.user_mode,
+        );
         vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
         let run_page: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();

@@ -33,6 +33,7 @@ fn vm_with(code: &[u8]) -> Vm {
         stack_pointer: DATA + 0x1000,
         ist_stack_top: DATA + 0x1000,
         boot_info: 0x1000,
+        user_mode: false,
     };
     Vm::new(memory, &setup).unwrap()
 }
