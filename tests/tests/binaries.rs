@@ -107,11 +107,11 @@ fn segment_outside_guest_memory() {
     // Move the last PT_LOAD (data) far above what the layout can map.
     let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
     let last_load = (0..phnum)
-        .filter(|&i| {
+        .rev()
+        .find(|&i| {
             let o = phdr_field(&bytes, i, 0);
             u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) == 1
         })
-        .last()
         .unwrap();
     let vaddr = phdr_field(&bytes, last_load, 16);
     bytes[vaddr..vaddr + 8].copy_from_slice(&0x7000_0000u64.to_le_bytes());

@@ -171,7 +171,7 @@ pub struct MemoryLayout {
 }
 
 fn checked_size(what: &'static str, value: u64, min: u64) -> Result<u64, LayoutError> {
-    if value < min || value % PAGE_SIZE != 0 {
+    if value < min || !value.is_multiple_of(PAGE_SIZE) {
         return Err(LayoutError::BadSize { what, value });
     }
     Ok(value)
@@ -298,7 +298,7 @@ mod tests {
             MemoryLayout::new(IMAGE_BASE + 1, s),
             Err(LayoutError::TooLarge { .. })
         ));
-        s.heap = u64::MAX & !(PAGE_SIZE - 1);
+        s.heap = !(PAGE_SIZE - 1);
         assert!(matches!(
             MemoryLayout::new(IMAGE_BASE + 1, s),
             Err(LayoutError::TooLarge { .. })
@@ -310,6 +310,6 @@ mod tests {
         // PML4 + PDPT + PD + one PT per 2 MiB.
         let pts = MAX_MEMORY_SIZE.div_ceil(512 * PAGE_SIZE);
         assert!(PAGE_TABLES_GPA + (3 + pts) * PAGE_SIZE <= IMAGE_BASE);
-        assert!(MAX_MEMORY_SIZE <= 1 << 30, "one page directory covers it");
+        const { assert!(MAX_MEMORY_SIZE <= 1 << 30, "one page directory covers it") };
     }
 }

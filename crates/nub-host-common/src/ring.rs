@@ -192,7 +192,7 @@ impl<'a> RingReader<'a> {
         let tail = tail.min(self.capacity());
         let data = self.data();
         let body_start = offset.checked_add(FRAME_HEADER_SIZE).ok_or(truncated)?;
-        if body_start > tail || offset % FRAME_ALIGN != 0 {
+        if body_start > tail || !offset.is_multiple_of(FRAME_ALIGN) {
             return Err(truncated);
         }
         let len = read_u32(data, offset).ok_or(truncated)? as usize;
@@ -293,7 +293,7 @@ impl<'a> RingWriter<'a> {
             needed: FRAME_HEADER_SIZE,
             free,
         };
-        if offset % FRAME_ALIGN != 0 || free < FRAME_HEADER_SIZE {
+        if !offset.is_multiple_of(FRAME_ALIGN) || free < FRAME_HEADER_SIZE {
             return Err(PushError::Ring(full));
         }
         let data = self

@@ -21,10 +21,10 @@
 //!
 //! Modules:
 //! - [`binary`]: guest binaries and the ELF loader.
-//! - [`config`]: [`SandboxConfiguration`].
+//! - [`config`]: the sandbox configuration.
 //! - [`error`]: [`HyperlightError`], variant by variant.
 //! - [`host_functions`]: host functions and [`Registerable`].
-//! - [`interrupt`]: [`InterruptHandle`].
+//! - [`interrupt`]: interrupt handles.
 //! - [`sandbox`]: the two sandbox phases.
 #![deny(unsafe_op_in_unsafe_fn)]
 

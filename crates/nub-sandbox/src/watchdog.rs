@@ -19,9 +19,13 @@ struct Entry {
     generation: u64,
 }
 
+/// Armed deadlines by (deadline, sequence number), and the last sequence
+/// number handed out.
+type Armed = (BTreeMap<(Instant, u64), Entry>, u64);
+
 #[derive(Default)]
 struct Shared {
-    entries: Mutex<(BTreeMap<(Instant, u64), Entry>, u64)>,
+    entries: Mutex<Armed>,
     wake: Condvar,
 }
 

@@ -54,7 +54,8 @@ mod tests {
     fn truncates_on_char_boundary() {
         let mut buf = [0u8; 5];
         let mut w = BoundedWriter::new(&mut buf);
-        write!(w, "ab{}", "çç").unwrap();
+        let tail = "çç";
+        write!(w, "ab{tail}").unwrap();
         assert_eq!(w.len(), 4);
         assert_eq!(&buf[..4], "abç".as_bytes());
     }

@@ -102,52 +102,100 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + core::hint::black_box(buf[3])
 }
 
+/// The address read by fault selector 0: in the unmapped null page.
+const UNMAPPED: u64 = 0x10;
+/// The address written by fault selector 9: beyond all guest memory.
+const BEYOND_MEMORY: u64 = 0x3000_0000;
+
+fn read_unmapped() {
+    // SAFETY: deliberately faults (#PF); the kernel reports it and the
+    // execution ends there.
+    unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+}
+
+fn general_protection() {
+    // SAFETY: a non-canonical address raises #GP; the execution ends there.
+    unsafe { core::ptr::read_volatile(0x8000_0000_0000_0000u64 as *const u64) };
+}
+
+fn invalid_opcode() {
+    // SAFETY: `ud2` raises #UD; the execution ends there.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+}
+
+fn divide_by_zero() {
+    // SAFETY: dividing by a zero register raises #DE; the execution ends
+    // there. The clobbered registers are declared.
+    unsafe {
+        core::arch::asm!(
+            "xor edx, edx",
+            "xor eax, eax",
+            "xor ecx, ecx",
+            "div ecx",
+            out("eax") _,
+            out("edx") _,
+            out("ecx") _,
+            options(nomem, nostack),
+        )
+    };
+}
+
+fn write_own_code() {
+    // SAFETY: code pages are read-only, so this raises #PF; the execution
+    // ends there.
+    unsafe { core::ptr::write_volatile(fault as *const () as *mut u8, 0xcc) };
+}
+
+fn out_unknown_port() {
+    // SAFETY: an `out` to a port nub does not define exits to the host,
+    // which ends the execution with an unknown-port error.
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") 0x3f8u16, in("al") 0u8, options(nomem, nostack))
+    };
+}
+
+fn write_beyond_memory() {
+    // SAFETY: the address is outside guest memory and unmapped: #PF; the
+    // execution ends there.
+    unsafe { core::ptr::write_volatile(BEYOND_MEMORY as *mut u64, 1) };
+}
+
+fn execute_heap() {
+    let code = alloc::boxed::Box::new([0xc3u8; 16]);
+    // SAFETY: the heap is mapped no-execute, so the call raises #PF (an
+    // instruction fetch) before any byte runs; the execution ends there.
+    let f: extern "C" fn() = unsafe { core::mem::transmute(code.as_ptr()) };
+    f();
+}
+
+fn exhaust_heap() -> ! {
+    let mut hoard = alloc::vec::Vec::new();
+    loop {
+        hoard.push(alloc::vec![0u8; 64 * 1024]);
+    }
+}
+
 /// Misbehaves on purpose; the payload's first byte picks how:
 /// 0 read of an unmapped address, 1 general protection fault, 2 `ud2`,
 /// 3 divide by zero, 4 unbounded recursion, 5 panic, 6 abort with code 42,
 /// 7 write to its own code, 8 `out` to an unknown port, 9 access beyond
 /// guest memory, 10 exhaust the heap, 11 execute from the heap.
 fn fault(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
-    let selector = input.first().copied().unwrap_or(0xff);
-    // SAFETY (all arms): each arm deliberately faults; the kernel reports the
-    // exception to the host and the execution ends there.
-    match selector {
-        0 => unsafe {
-            core::ptr::read_volatile(0x10 as *const u64);
-        },
-        1 => unsafe {
-            // Non-canonical address: #GP.
-            core::ptr::read_volatile(0x8000_0000_0000_0000u64 as *const u64);
-        },
-        2 => unsafe { core::arch::asm!("ud2") },
-        3 => unsafe {
-            core::arch::asm!("xor edx, edx", "xor eax, eax", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _);
-        },
+    match input.first().copied().unwrap_or(0xff) {
+        0 => read_unmapped(),
+        1 => general_protection(),
+        2 => invalid_opcode(),
+        3 => divide_by_zero(),
         4 => {
             core::hint::black_box(recurse(0));
         }
         5 => panic!("guest panicked on purpose"),
         6 => nub_arch_x86::abort(42, "guest aborted on purpose"),
-        7 => unsafe {
-            core::ptr::write_volatile(fault as *const () as *mut u8, 0xcc);
-        },
-        8 => unsafe {
-            core::arch::asm!("out dx, al", in("dx") 0x3f8u16, in("al") 0u8);
-        },
-        9 => unsafe {
-            core::ptr::write_volatile(0x3000_0000 as *mut u64, 1);
-        },
-        10 => {
-            let mut hoard = alloc::vec::Vec::new();
-            loop {
-                hoard.push(alloc::vec![0u8; 64 * 1024]);
-            }
-        }
-        11 => unsafe {
-            let code = alloc::boxed::Box::new([0xc3u8; 16]);
-            let f: extern "C" fn() = core::mem::transmute(code.as_ptr());
-            f();
-        },
+        7 => write_own_code(),
+        8 => out_unknown_port(),
+        9 => write_beyond_memory(),
+        10 => exhaust_heap(),
+        11 => execute_heap(),
         _ => return Err(GuestError::new("unknown fault selector")),
     }
     Err(GuestError::new("the fault did not fault"))
