@@ -188,6 +188,12 @@ impl GuestVm {
                         rip: r.rip,
                         cr2: r.cr2,
                     }
+                } else if vector == 14 && r.cr2 >= self.layout.memory_size {
+                    // Page-fault error code bit 1: the access was a write.
+                    HyperlightError::MemoryAccessViolation {
+                        addr: r.cr2,
+                        write: r.error_code & 2 != 0,
+                    }
                 } else {
                     HyperlightError::GuestFault {
                         vector,
