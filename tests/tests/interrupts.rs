@@ -1,0 +1,262 @@
+//! kill(), deadlines, poisoning and resource cleanup.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use nub_sandbox::{HyperlightError, InterruptHandle, Registerable, SandboxConfiguration};
+use nub_tests::{fn_id, sandbox, sandbox_with, uninit};
+
+#[test]
+fn kill_stops_a_spinning_guest() {
+    let mut s = sandbox();
+    let handle = s.interrupt_handle();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        let issued = Instant::now();
+        assert!(handle.kill(), "a call was running");
+        issued
+    });
+    let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
+    let returned = Instant::now();
+    let issued = killer.join().unwrap();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    assert!(s.is_poisoned());
+    eprintln!(
+        "kill latency: {:?}",
+        returned.saturating_duration_since(issued)
+    );
+}
+
+#[test]
+fn kill_while_idle_never_cancels_a_later_call() {
+    let mut s = sandbox();
+    let handle = s.interrupt_handle();
+    for i in 0..1000u64 {
+        assert!(!handle.kill(), "nothing is running");
+        let got = s.call_raw(fn_id::ADD, &1u64.to_le_bytes()).unwrap();
+        assert_eq!(u64::from_le_bytes(got.try_into().unwrap()), i + 1);
+    }
+}
+
+#[test]
+fn kill_during_a_host_call_cancels_when_it_returns() {
+    let mut u = uninit(None);
+    u.register_host_function(1, |_: &[u8]| {
+        std::thread::sleep(Duration::from_millis(30));
+        Ok(vec![0, 0, 0, 0])
+    })
+    .unwrap();
+    let mut s = u.evolve().unwrap();
+    let handle = s.interrupt_handle();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(10));
+        handle.kill()
+    });
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend(1000u32.to_le_bytes());
+    let err = s.call_raw(fn_id::HOST_LOOP, &payload).unwrap_err();
+    assert!(killer.join().unwrap());
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+}
+
+#[test]
+fn handle_reports_dropped() {
+    let s = sandbox();
+    let handle = s.interrupt_handle();
+    assert!(!handle.dropped());
+    drop(s);
+    assert!(handle.dropped());
+    assert!(!handle.kill());
+}
+
+/// A tiny xorshift so the stress test needs no dependency.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn kill_stress_ten_thousand_calls() {
+    const THREADS: usize = 4;
+    const CALLS: usize = 2500;
+    let handles: Arc<Vec<Mutex<Option<Arc<dyn InterruptHandle>>>>> =
+        Arc::new((0..THREADS).map(|_| Mutex::new(None)).collect());
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+
+    let killer = {
+        let handles = Arc::clone(&handles);
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut kills = 0u64;
+            while done.load(std::sync::atomic::Ordering::SeqCst) < THREADS {
+                std::thread::sleep(Duration::from_micros(next(&mut seed) % 1500));
+                let i = (next(&mut seed) as usize) % THREADS;
+                let h = handles[i].lock().unwrap().clone();
+                if let Some(h) = h
+                    && h.kill()
+                {
+                    kills += 1;
+                }
+            }
+            kills
+        })
+    };
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let handles = Arc::clone(&handles);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut seed = 0x9e37_79b9 + t as u64;
+                let mut host_calls = 0u32;
+                let build = |host_calls: &mut u32| {
+                    let mut u = uninit(None);
+                    u.register_host_function(1, |b: &[u8]| Ok(b.to_vec()))
+                        .unwrap();
+                    let s = u.evolve().unwrap();
+                    *host_calls = 0;
+                    s
+                };
+                let mut s = build(&mut host_calls);
+                *handles[t].lock().unwrap() = Some(s.interrupt_handle());
+                let (mut ok, mut canceled) = (0, 0);
+                for _ in 0..CALLS {
+                    let count = (next(&mut seed) % 16) as u32;
+                    let mut payload = 1u32.to_le_bytes().to_vec();
+                    payload.extend(count.to_le_bytes());
+                    match s.call_raw(fn_id::HOST_LOOP, &payload) {
+                        Ok(v) => {
+                            let expected: u64 = (0..u64::from(count)).sum();
+                            assert_eq!(u64::from_le_bytes(v.try_into().unwrap()), expected);
+                            ok += 1;
+                        }
+                        Err(HyperlightError::Canceled) => {
+                            canceled += 1;
+                            s = build(&mut host_calls);
+                            *handles[t].lock().unwrap() = Some(s.interrupt_handle());
+                        }
+                        Err(other) => panic!("call ended with {other:?}"),
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (ok, canceled)
+            })
+        })
+        .collect();
+    let mut total = (0, 0);
+    for w in workers {
+        let (ok, canceled) = w.join().unwrap();
+        total.0 += ok;
+        total.1 += canceled;
+    }
+    let kills = killer.join().unwrap();
+    assert_eq!(total.0 + total.1, THREADS * CALLS);
+    assert!(
+        total.1 as u64 <= kills,
+        "every cancel was caused by a kill that found a call running"
+    );
+    eprintln!(
+        "kill stress: {} completed, {} canceled, {kills} kills landed",
+        total.0, total.1
+    );
+}
+
+#[test]
+fn deadline_stops_a_spinning_guest() {
+    let limit = Duration::from_millis(50);
+    let mut s = sandbox_with(SandboxConfiguration::default().with_max_execution_time(Some(limit)));
+    let start = Instant::now();
+    let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
+    let took = start.elapsed();
+    match err {
+        HyperlightError::ExecutionTimeout(d) => assert_eq!(d, limit),
+        other => panic!("expected ExecutionTimeout, got {other:?}"),
+    }
+    assert!(took >= limit, "stopped after {took:?}");
+    assert!(s.is_poisoned());
+    eprintln!("deadline of {limit:?} fired after {took:?}");
+}
+
+#[test]
+fn deadline_never_hits_calls_that_finish_in_time() {
+    let cfg =
+        SandboxConfiguration::default().with_max_execution_time(Some(Duration::from_millis(200)));
+    let mut s = sandbox_with(cfg);
+    let start = Instant::now();
+    let mut calls = 0u64;
+    // Keep calling past several deadlines' worth of time.
+    while start.elapsed() < Duration::from_millis(700) {
+        assert_eq!(s.call_raw(fn_id::ECHO, b"on time").unwrap(), b"on time");
+        calls += 1;
+    }
+    assert!(calls > 10);
+}
+
+#[test]
+fn hundred_deadlines_in_flight_on_four_threads() {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    let limit = Duration::from_millis(20 + (i * 7 + t) % 40);
+                    let mut s = sandbox_with(
+                        SandboxConfiguration::default().with_max_execution_time(Some(limit)),
+                    );
+                    match s.call_raw(fn_id::SPIN, b"") {
+                        Err(HyperlightError::ExecutionTimeout(d)) => assert_eq!(d, limit),
+                        other => panic!("expected a timeout, got {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn thousand_faulted_sandboxes_leak_nothing() {
+    // Warm up (KVM handle, watchdog, signal handler), then measure.
+    for _ in 0..20 {
+        let mut s = sandbox();
+        let _ = s.call_raw(fn_id::FAULT, &[0]);
+    }
+    let fds = open_fds();
+    let rss = rss_kib();
+    for i in 0..1000u32 {
+        let mut s = sandbox();
+        let selector = [0u8, 2, 5, 6, 8, 10][i as usize % 6];
+        assert!(s.call_raw(fn_id::FAULT, &[selector]).is_err());
+        if i % 3 == 0 {
+            // Some are dropped with a live interrupt handle around.
+            let h = s.interrupt_handle();
+            drop(s);
+            assert!(h.dropped());
+        }
+    }
+    assert_eq!(open_fds(), fds, "file descriptors leaked");
+    let grown = rss_kib().saturating_sub(rss);
+    assert!(
+        grown < 16 * 1024,
+        "RSS grew by {grown} KiB over 1000 sandboxes"
+    );
+}
