@@ -11,6 +11,7 @@
 //! - [`ring`]: the shared-memory ring header and frame format.
 //! - [`rpc`]: rkyv `Request`/`Response` frames and the system fn ids.
 //! - [`report`]: the fault/panic report page.
+//! - [`directory`]: the capability directory's host-readable layout.
 //!
 //! `docs/abi.md` at the repository root describes the same contract in prose.
 #![cfg_attr(not(test), no_std)]
@@ -19,6 +20,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod directory;
 pub mod layout;
 pub mod ports;
 pub mod report;

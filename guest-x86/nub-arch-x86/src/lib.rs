@@ -31,6 +31,7 @@
 //! - [`hostcall`]: calls from the guest into host functions.
 //! - [`system`]: the system functions every guest serves.
 //! - [`report`]: bounded formatting for panic and abort messages.
+//! - [`state_cache`]: the capability directory, `DIRECTORY`.
 //! - `arch` (only on `x86_64-unknown-none`): entry, IDT, port I/O, heap,
 //!   panic handler.
 //!
@@ -45,10 +46,12 @@ pub mod arch;
 pub mod dispatch;
 pub mod hostcall;
 pub mod report;
+pub mod state_cache;
 pub mod system;
 
 pub use dispatch::{GuestError, GuestFn, Output, Registry, RegistryError};
 pub use hostcall::HostCallError;
+pub use javm_cap;
 pub use nub_host_common as abi;
 
 #[cfg(target_os = "none")]

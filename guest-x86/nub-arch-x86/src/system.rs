@@ -1,8 +1,25 @@
 //! System functions: the reserved fn ids every guest serves.
+//!
+//! | id | input | output |
+//! | --- | --- | --- |
+//! | `FN_ID_NUB_PUT_CAP` | `WireCap` bytes | the 32-byte hash, or 32 × 0xFF on any failure |
+//! | `FN_ID_NUB_GET_BOOT_INFO` | - | `BootInfo` bytes (with `directory_va`) |
+//! | `FN_ID_NUB_GET_CAP` | 32-byte hash | `1` + `WireCap` bytes, or `0` if absent |
+//! | `FN_ID_NUB_DIRECTORY_STATS` | - | count, bytes held, capacity (u64 LE each) |
+//! | `FN_ID_NUB_HEAP_STATS` | - | heap size, used, free (u64 LE each) |
 
+use javm_cap::CapHash;
 use nub_host_common::{boot::BootInfo, rpc};
 
-use crate::dispatch::{GuestError, Output, SystemFunctions};
+use crate::{
+    dispatch::{GuestError, Output, SystemFunctions},
+    state_cache::DIRECTORY,
+};
+
+/// `FN_ID_NUB_GET_CAP` tag: the cap follows.
+pub const GET_CAP_FOUND: u8 = 1;
+/// `FN_ID_NUB_GET_CAP` tag: no cap under that hash.
+pub const GET_CAP_ABSENT: u8 = 0;
 
 /// Heap figures reported by `FN_ID_NUB_HEAP_STATS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,13 +56,33 @@ impl SystemFunctions for KernelSystem {
     fn call(
         &mut self,
         fn_id: u32,
-        _input: &[u8],
+        input: &[u8],
         out: &mut Output<'_>,
     ) -> Option<Result<(), GuestError>> {
         Some(match fn_id {
             rpc::FN_ID_NUB_GET_BOOT_INFO => out.write(&self.boot_info.to_bytes()),
             rpc::FN_ID_NUB_HEAP_STATS => out.write(&(self.heap_stats)().to_bytes()),
+            rpc::FN_ID_NUB_PUT_CAP => {
+                let hash = DIRECTORY.lock().put(input).unwrap_or(CapHash::SENTINEL);
+                out.write(hash.as_bytes())
+            }
+            rpc::FN_ID_NUB_GET_CAP => get_cap(input, out),
+            rpc::FN_ID_NUB_DIRECTORY_STATS => out.write(&DIRECTORY.lock().stats().to_bytes()),
             _ => return None,
         })
+    }
+}
+
+fn get_cap(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let hash: [u8; 32] = input
+        .try_into()
+        .map_err(|_| GuestError::new("expected a 32-byte hash"))?;
+    let dir = DIRECTORY.lock();
+    match dir.get_bytes(&CapHash::from_bytes(hash)) {
+        Some(bytes) => {
+            out.write(&[GET_CAP_FOUND])?;
+            out.write(bytes)
+        }
+        None => out.write(&[GET_CAP_ABSENT]),
     }
 }

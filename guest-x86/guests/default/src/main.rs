@@ -8,9 +8,11 @@
 //! | 3 | `fail` | UTF-8 message | guest-function error with that message |
 //! | 4 | `blake3` | any bytes | 32-byte blake3 hash |
 //! | 5 | `host_echo` | u32 LE host fn id + bytes | the host function's answer |
+//! | 6 | `cap_sum` | 32-byte cap hash | sum of the Data cap's bytes, u64 LE |
 //! | 7 | `host_loop` | u32 LE host fn id + u32 LE count | sum of the u32 LE answers, u64 LE |
 //! | 8 | `fault` | selector byte | never returns normally (see [`fault`]) |
 //! | 9 | `spin` | - | never returns |
+//! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
 #![no_std]
 #![no_main]
 
@@ -30,6 +32,10 @@ pub const FAIL: u32 = 3;
 pub const BLAKE3: u32 = 4;
 /// Fn id of `host_echo`.
 pub const HOST_ECHO: u32 = 5;
+/// Fn id of `cap_sum`.
+pub const CAP_SUM: u32 = 6;
+/// Fn id of `scribble_directory`.
+pub const SCRIBBLE_DIRECTORY: u32 = 10;
 /// Fn id of `host_loop`.
 pub const HOST_LOOP: u32 = 7;
 /// Fn id of `fault`.
@@ -90,6 +96,47 @@ fn host_loop(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
         sum += u64::from(value);
     }
     out.write(&sum.to_le_bytes())
+}
+
+fn cap_sum(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let hash: [u8; 32] = input
+        .try_into()
+        .map_err(|_| GuestError::new("expected a 32-byte cap hash"))?;
+    let sum = {
+        let dir = nub_arch_x86::state_cache::DIRECTORY.lock();
+        let cap = dir
+            .get(&nub_arch_x86::javm_cap::CapHash::from_bytes(hash))
+            .ok_or(GuestError::new("no cap with that hash"))?;
+        let data = cap.data().ok_or(GuestError::new("the cap is not a Data cap"))?;
+        data.iter().map(|&b| u64::from(b)).sum::<u64>()
+    };
+    out.write(&sum.to_le_bytes())
+}
+
+/// Corrupts the directory's host-readable header, to test that the host's
+/// reader survives it. The selector byte picks the damage: 0 magic, 1 a
+/// capacity that is not a power of two, 2 a huge capacity, 3 a table address
+/// outside memory, 4 the rest of the payload copied over the header.
+fn scribble_directory(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    let header = nub_arch_x86::state_cache::DIRECTORY.lock().header_addr() as *mut u64;
+    let (selector, rest) = input.split_first().ok_or(GuestError::new("expected a selector"))?;
+    let (word, value) = match selector {
+        0 => (0, 0),
+        1 => (2, 3),
+        2 => (2, 1 << 40),
+        3 => (4, 0xffff_ffff_0000),
+        4 => {
+            let len = rest.len().min(64);
+            // SAFETY: the header is a 64-byte heap block the directory owns;
+            // the guest is single-threaded and the lock is released.
+            unsafe { core::ptr::copy_nonoverlapping(rest.as_ptr(), header.cast::<u8>(), len) };
+            return Ok(());
+        }
+        _ => return Err(GuestError::new("unknown scribble selector")),
+    };
+    // SAFETY: as above; `word` < 8 indexes inside the 64-byte header.
+    unsafe { header.add(word).write_volatile(value) };
+    Ok(())
 }
 
 #[inline(never)]
@@ -208,7 +255,7 @@ fn spin(_: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
 }
 
 fn init(registry: &mut Registry) {
-    let functions: [(u32, nub_arch_x86::GuestFn); 8] = [
+    let functions: [(u32, nub_arch_x86::GuestFn); 10] = [
         (ECHO, echo),
         (ADD, add),
         (FAIL, fail),
@@ -217,6 +264,8 @@ fn init(registry: &mut Registry) {
         (HOST_LOOP, host_loop),
         (FAULT, fault),
         (SPIN, spin),
+        (CAP_SUM, cap_sum),
+        (SCRIBBLE_DIRECTORY, scribble_directory),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {

@@ -85,6 +85,8 @@ extern "C" fn kernel_main(boot_info: *const BootInfo) -> ! {
     }
     // SAFETY: the heap region comes from BootInfo; first and only init.
     unsafe { heap::init(info.heap_va, info.heap_size) };
+    let mut info = info;
+    info.directory_va = crate::state_cache::DIRECTORY.lock().header_addr();
     let info = *BOOT.call_once(|| info);
 
     let mut registry = Registry::new();
