@@ -26,6 +26,10 @@ pub mod fn_id {
     pub const FAULT: u32 = 8;
     /// Spins forever.
     pub const SPIN: u32 = 9;
+    /// Sums the bytes of a Data cap in the directory.
+    pub const CAP_SUM: u32 = 6;
+    /// Corrupts the directory header (tests only).
+    pub const SCRIBBLE_DIRECTORY: u32 = 10;
 }
 
 /// Fails loudly when KVM is missing.

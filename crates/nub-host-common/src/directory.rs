@@ -117,7 +117,11 @@ impl Header {
 /// `read(addr, buf)` fills `buf` from guest memory and returns `false` if
 /// the range is not readable. Any inconsistency reads as "not present";
 /// at most [`MAX_PROBE`] slots are read.
-pub fn probe(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, header_va: u64, hash: &[u8; 32]) -> bool {
+pub fn probe(
+    read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
+    header_va: u64,
+    hash: &[u8; 32],
+) -> bool {
     let mut header = [0u8; HEADER_SIZE];
     if !read(header_va, &mut header) {
         return false;
@@ -166,8 +170,12 @@ mod tests {
     impl Mem {
         fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
             self.reads += 1;
-            let Some(off) = addr.checked_sub(self.base) else { return false };
-            let Ok(off) = usize::try_from(off) else { return false };
+            let Some(off) = addr.checked_sub(self.base) else {
+                return false;
+            };
+            let Ok(off) = usize::try_from(off) else {
+                return false;
+            };
             match self.bytes.get(off..off + buf.len()) {
                 Some(src) => {
                     buf.copy_from_slice(src);
@@ -199,7 +207,11 @@ mod tests {
                 i = (i + 1) % capacity;
             }
         }
-        Mem { base, bytes, reads: 0 }
+        Mem {
+            base,
+            bytes,
+            reads: 0,
+        }
     }
 
     fn h(n: u8) -> [u8; 32] {

@@ -224,6 +224,16 @@ pub enum HyperlightError {
     /// A capability could not be converted to its wire form.
     #[error("capability cannot be sent to the guest: {0}")]
     Wire(#[from] javm_cap::WireError),
+    /// The guest refused a CNode because this child is not in its
+    /// directory (publish children first, or use `put_cap_graph`).
+    #[error("the guest's directory does not hold child {child} of the capability")]
+    CapMissingChild {
+        /// The missing child's hash.
+        child: javm_cap::CapHash,
+    },
+    /// The guest refused a capability (it answered with the sentinel hash).
+    #[error("the guest refused the capability")]
+    CapRejected,
     /// Anything else (last resort).
     #[error("{0}")]
     Error(String),
@@ -240,6 +250,8 @@ impl HyperlightError {
                 | Self::ResponseTooLarge { .. }
                 | Self::ReservedFunctionId { .. }
                 | Self::Wire(_)
+                | Self::CapMissingChild { .. }
+                | Self::CapRejected
                 | Self::BadGuestBinary(_)
                 | Self::InvalidConfiguration(_)
                 | Self::PoisonedSandbox

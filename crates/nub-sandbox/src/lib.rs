@@ -21,6 +21,7 @@
 //!
 //! Modules:
 //! - [`binary`]: guest binaries and the ELF loader.
+//! - [`caps`]: capabilities, the guest directory and its reader.
 //! - [`config`]: the sandbox configuration.
 //! - [`error`]: [`HyperlightError`], variant by variant.
 //! - [`host_functions`]: host functions and [`Registerable`].
@@ -29,6 +30,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod binary;
+pub mod caps;
 pub mod config;
 pub mod error;
 mod exec;
@@ -38,10 +40,12 @@ pub mod sandbox;
 mod watchdog;
 
 pub use binary::GuestBinary;
+pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::SandboxConfiguration;
 pub use error::{GuestBinaryError, HyperlightError, Result};
 pub use host_functions::Registerable;
 pub use interrupt::InterruptHandle;
+pub use javm_cap;
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
 
 const _: () = {

@@ -129,6 +129,7 @@ impl UninitializedSandbox {
             guest,
             host_functions,
             poisoned: false,
+            directory_va: None,
         })
     }
 }
@@ -150,6 +151,8 @@ pub struct MultiUseSandbox {
     guest: GuestVm,
     host_functions: HostFunctions,
     poisoned: bool,
+    /// The guest directory's header address, once asked for.
+    pub(crate) directory_va: Option<u64>,
 }
 
 impl MultiUseSandbox {
@@ -240,6 +243,11 @@ impl MultiUseSandbox {
     /// The memory layout.
     pub fn layout(&self) -> &MemoryLayout {
         &self.guest.layout
+    }
+
+    /// Guest memory, for readers that run while the vCPU is stopped.
+    pub(crate) fn memory(&self) -> &GuestMemory {
+        self.guest.vm.memory()
     }
 }
 
