@@ -71,6 +71,9 @@ fn handle_reports_dropped() {
     assert!(!handle.kill());
 }
 
+/// The interrupt handle of a worker's current sandbox.
+type CurrentHandle = Mutex<Option<Arc<dyn InterruptHandle>>>;
+
 /// A tiny xorshift so the stress test needs no dependency.
 fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
@@ -83,7 +86,7 @@ fn next(seed: &mut u64) -> u64 {
 fn kill_stress_ten_thousand_calls() {
     const THREADS: usize = 4;
     const CALLS: usize = 2500;
-    let handles: Arc<Vec<Mutex<Option<Arc<dyn InterruptHandle>>>>> =
+    let handles: Arc<Vec<CurrentHandle>> =
         Arc::new((0..THREADS).map(|_| Mutex::new(None)).collect());
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 

@@ -34,9 +34,11 @@
 //! - [`cpu`]: GDT, TSS and the long-mode register state.
 //! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
 //! - [`interrupt`]: stopping a running vCPU from another thread.
+//! - [`floor`]: the minimal guest whose exit round trip is the cost floor.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cpu;
+pub mod floor;
 pub mod interrupt;
 pub mod memory;
 pub mod paging;

@@ -28,7 +28,8 @@ use rkyv::util::AlignedVec;
 /// The guest's directory. Locked for every access; never hold the guard
 /// across a host call (the guest is single-threaded, so a second lock would
 /// spin forever).
-pub static DIRECTORY: spin::LazyLock<spin::Mutex<Directory>> = spin::LazyLock::new(|| spin::Mutex::new(Directory::new()));
+pub static DIRECTORY: spin::LazyLock<spin::Mutex<Directory>> =
+    spin::LazyLock::new(|| spin::Mutex::new(Directory::new()));
 
 /// Slots in a new table.
 const INITIAL_CAPACITY: usize = 64;
@@ -74,7 +75,8 @@ const _: () = assert!(core::mem::size_of::<Slot>() == nub_host_common::directory
 #[derive(Debug)]
 struct HeaderWords([u64; 8]);
 
-const _: () = assert!(core::mem::size_of::<HeaderWords>() == nub_host_common::directory::HEADER_SIZE);
+const _: () =
+    assert!(core::mem::size_of::<HeaderWords>() == nub_host_common::directory::HEADER_SIZE);
 
 /// Directory figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,9 +218,10 @@ impl Directory {
         };
         self.bytes_held += stored.len() as u64;
         self.storage.push(stored);
-        if (self.storage.len()) * 2 > self.table.len() {
-            self.rebuild(self.table.len() * 2);
-        } else if !self.place(slot, index) {
+        // Keep the load factor at most one half; a rebuild also places the
+        // new entry.
+        let crowded = self.storage.len() * 2 > self.table.len();
+        if crowded || !self.place(slot, index) {
             self.rebuild(self.table.len() * 2);
         }
         self.publish();
@@ -248,8 +251,12 @@ impl Directory {
             self.table = vec![EMPTY; capacity];
             self.entry = vec![u32::MAX; capacity];
             for index in 0..self.storage.len() {
-                let Some(stored) = self.storage.get(index) else { continue };
-                let Ok(cap) = wire::access(stored.as_slice()) else { continue };
+                let Some(stored) = self.storage.get(index) else {
+                    continue;
+                };
+                let Ok(cap) = wire::access(stored.as_slice()) else {
+                    continue;
+                };
                 let slot = Slot {
                     hash: *cap.hash().as_bytes(),
                     cap_va: stored.as_ptr() as u64,
@@ -295,7 +302,10 @@ mod tests {
         let mut d = Directory::new();
         let child = Cap::inline(vec![1, 2, 3]);
         let node = Cap::cnode(vec![CapSlot::Empty, CapSlot::Hash(child.hash())]);
-        assert_eq!(d.put(&bytes(&node)), Err(PutError::MissingChild(child.hash())));
+        assert_eq!(
+            d.put(&bytes(&node)),
+            Err(PutError::MissingChild(child.hash()))
+        );
         assert_eq!(d.stats().count, 0);
         d.put(&bytes(&child)).unwrap();
         assert_eq!(d.put(&bytes(&node)).unwrap(), node.hash());
@@ -311,7 +321,9 @@ mod tests {
     #[test]
     fn grows_and_keeps_everything_findable() {
         let mut d = Directory::new();
-        let caps: Vec<Cap> = (0..2000u32).map(|i| Cap::inline(i.to_le_bytes().to_vec())).collect();
+        let caps: Vec<Cap> = (0..2000u32)
+            .map(|i| Cap::inline(i.to_le_bytes().to_vec()))
+            .collect();
         for c in &caps {
             d.put(&bytes(c)).unwrap();
         }
@@ -331,7 +343,9 @@ mod tests {
     #[test]
     fn header_matches_the_host_probe() {
         let mut d = Directory::new();
-        let caps: Vec<Cap> = (0..300u32).map(|i| Cap::inline(vec![i as u8; i as usize])).collect();
+        let caps: Vec<Cap> = (0..300u32)
+            .map(|i| Cap::inline(vec![i as u8; i as usize]))
+            .collect();
         for c in &caps {
             d.put(&bytes(c)).unwrap();
         }
@@ -363,9 +377,17 @@ mod tests {
             true
         };
         for c in &caps {
-            assert!(nub_host_common::directory::probe(&mut read, header_ptr, c.hash().as_bytes()));
+            assert!(nub_host_common::directory::probe(
+                &mut read,
+                header_ptr,
+                c.hash().as_bytes()
+            ));
         }
         let absent = Cap::inline(b"absent".to_vec()).hash();
-        assert!(!nub_host_common::directory::probe(&mut read, header_ptr, absent.as_bytes()));
+        assert!(!nub_host_common::directory::probe(
+            &mut read,
+            header_ptr,
+            absent.as_bytes()
+        ));
     }
 }

@@ -107,7 +107,9 @@ fn cap_sum(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
         let cap = dir
             .get(&nub_arch_x86::javm_cap::CapHash::from_bytes(hash))
             .ok_or(GuestError::new("no cap with that hash"))?;
-        let data = cap.data().ok_or(GuestError::new("the cap is not a Data cap"))?;
+        let data = cap
+            .data()
+            .ok_or(GuestError::new("the cap is not a Data cap"))?;
         data.iter().map(|&b| u64::from(b)).sum::<u64>()
     };
     out.write(&sum.to_le_bytes())
@@ -119,7 +121,9 @@ fn cap_sum(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
 /// outside memory, 4 the rest of the payload copied over the header.
 fn scribble_directory(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
     let header = nub_arch_x86::state_cache::DIRECTORY.lock().header_addr() as *mut u64;
-    let (selector, rest) = input.split_first().ok_or(GuestError::new("expected a selector"))?;
+    let (selector, rest) = input
+        .split_first()
+        .ok_or(GuestError::new("expected a selector"))?;
     let (word, value) = match selector {
         0 => (0, 0),
         1 => (2, 3),
