@@ -81,7 +81,9 @@ fn truncated_elf_at_every_cut() {
     let mut cuts: Vec<usize> = (0..256).collect();
     cuts.extend((256..bytes.len()).step_by(997));
     for cut in cuts {
-        match load(bytes[..cut].to_vec()) {
+        let cfg = SandboxConfiguration::default()
+            .with_max_execution_time(Some(std::time::Duration::from_secs(2)));
+        match UninitializedSandbox::new(GuestBinary::Buffer(bytes[..cut].to_vec()), Some(cfg)) {
             Err(HyperlightError::BadGuestBinary(_)) => {}
             Err(other) => panic!("cut {cut}: unexpected error {other:?}"),
             // Cutting only trailing sections (symbols, strings) can leave a
@@ -172,7 +174,10 @@ fn random_bytes_never_panic() {
             let i = (seed as usize) % 512;
             bytes[i] = (seed >> 40) as u8;
         }
-        if let Ok(s) = load(bytes) {
+        // Corrupt code may loop forever: a deadline bounds every run.
+        let cfg = SandboxConfiguration::default()
+            .with_max_execution_time(Some(std::time::Duration::from_secs(2)));
+        if let Ok(s) = UninitializedSandbox::new(GuestBinary::Buffer(bytes), Some(cfg)) {
             // Whatever loads must fail or work cleanly when booted.
             let _ = s.evolve().map(|mut s| s.call_raw(1, b"x"));
         }

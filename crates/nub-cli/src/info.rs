@@ -102,6 +102,7 @@ fn access_label(access: Access) -> &'static str {
         Access::Read => "R",
         Access::ReadWrite => "RW",
         Access::ReadExecute => "RX",
+        Access::KernelExecute => "RX (CPL 0)",
     }
 }
 

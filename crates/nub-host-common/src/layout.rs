@@ -7,9 +7,10 @@
 //!
 //! ```text
 //! 0x0000_0000  null guard            unmapped
-//! 0x0000_1000  boot page             R, NX   BootInfo @0, GDT @0x800, TSS @0xC00
+//! 0x0000_1000  boot page             R, NX   BootInfo @0, IDT @0x200, GDT @0x800, TSS @0xC00
 //! 0x0000_2000  report page           RW, NX  fault / panic report
-//! 0x0000_3000  page tables           unmapped (the CPU walks them physically)
+//! 0x0000_3000  exception handlers    R+X, supervisor only (host-written code)
+//! 0x0000_4000  page tables           unmapped (the CPU walks them physically)
 //! 0x0010_0000  ELF image             per segment: R+X code, R NX rodata, RW NX data
 //!              guard                 unmapped
 //!              input ring            RW, NX
@@ -30,19 +31,27 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const BOOT_PAGE_GPA: u64 = 0x1000;
 /// Guest address of the [`crate::boot::BootInfo`] block (passed in RDI).
 pub const BOOT_INFO_GPA: u64 = BOOT_PAGE_GPA;
+/// Guest address of the IDT (inside the boot page): 32 gates written by the
+/// host, pointing into the exception-handler page.
+pub const IDT_GPA: u64 = BOOT_PAGE_GPA + 0x200;
 /// Guest address of the GDT (inside the boot page).
 pub const GDT_GPA: u64 = BOOT_PAGE_GPA + 0x800;
 /// Guest address of the 64-bit TSS (inside the boot page).
 pub const TSS_GPA: u64 = BOOT_PAGE_GPA + 0xC00;
 /// The report page (see [`crate::report`]).
 pub const REPORT_PAGE_GPA: u64 = 0x2000;
+/// The exception-handler page: code the host writes, mapped executable for
+/// CPL 0 only. Every CPU exception lands here, records itself in the report
+/// page and exits through the FAULT port.
+pub const EXCEPTION_CODE_GPA: u64 = 0x3000;
 /// First page-table page (the PML4); the tables follow contiguously.
-pub const PAGE_TABLES_GPA: u64 = 0x3000;
+pub const PAGE_TABLES_GPA: u64 = 0x4000;
 /// Where guest images are linked; the page tables must end below it.
 pub const IMAGE_BASE: u64 = 0x10_0000;
 /// Size of the interrupt stack used by the double-fault handler.
 pub const IST_STACK_SIZE: u64 = 16 * 1024;
-/// GDT selector of the 64-bit kernel (CPL 0) code segment.
+/// GDT selector of the 64-bit kernel (CPL 0) code segment (the exception
+/// handlers run here).
 pub const CODE_SELECTOR: u16 = 0x08;
 /// GDT selector of the kernel data segment.
 pub const DATA_SELECTOR: u16 = 0x10;
@@ -86,6 +95,8 @@ pub enum Access {
     ReadWrite,
     /// Read and execute.
     ReadExecute,
+    /// Read and execute at CPL 0 only (the host's exception handlers).
+    KernelExecute,
 }
 
 /// A page-aligned range of guest memory.
@@ -229,7 +240,7 @@ impl MemoryLayout {
     /// The fixed system pages and the configured regions, in address order,
     /// with the access the guest gets (the image is listed as one region; its
     /// pages follow the ELF segment flags).
-    pub fn regions(&self) -> [(&'static str, Region, Access); 9] {
+    pub fn regions(&self) -> [(&'static str, Region, Access); 10] {
         let page = |start| Region {
             start,
             size: PAGE_SIZE,
@@ -238,6 +249,11 @@ impl MemoryLayout {
             ("null guard", page(0), Access::Unmapped),
             ("boot info, GDT, TSS", page(BOOT_PAGE_GPA), Access::Read),
             ("report page", page(REPORT_PAGE_GPA), Access::ReadWrite),
+            (
+                "exception handlers",
+                page(EXCEPTION_CODE_GPA),
+                Access::KernelExecute,
+            ),
             ("guest image", self.image, Access::ReadExecute),
             ("input ring", self.input_ring, Access::ReadWrite),
             ("output ring", self.output_ring, Access::ReadWrite),

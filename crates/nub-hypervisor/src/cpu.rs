@@ -147,8 +147,8 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool) {
     };
     sregs.gdt.base = GDT_GPA;
     sregs.gdt.limit = (GDT_SIZE - 1) as u16;
-    sregs.idt.base = 0;
-    sregs.idt.limit = 0;
+    sregs.idt.base = nub_host_common::layout::IDT_GPA;
+    sregs.idt.limit = crate::exceptions::IDT_LIMIT;
     sregs.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
         | Cr0Flags::EXTENSION_TYPE
         | Cr0Flags::NUMERIC_ERROR

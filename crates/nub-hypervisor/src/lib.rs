@@ -32,12 +32,14 @@
 //! - [`memory`]: the guest memory mapping and its bounds-checked accessors.
 //! - [`paging`]: the identity-mapped page tables with per-page permissions.
 //! - [`cpu`]: GDT, TSS and the long-mode register state.
+//! - [`exceptions`]: the IDT and the exception handlers the host provides.
 //! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
 //! - [`interrupt`]: stopping a running vCPU from another thread.
 //! - [`floor`]: the minimal guest whose exit round trip is the cost floor.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cpu;
+pub mod exceptions;
 pub mod floor;
 pub mod interrupt;
 pub mod memory;

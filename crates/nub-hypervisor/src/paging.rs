@@ -43,6 +43,7 @@ fn leaf_flags(access: Access) -> Option<F> {
         Access::Read => Some(base | F::NO_EXECUTE),
         Access::ReadWrite => Some(base | F::WRITABLE | F::NO_EXECUTE),
         Access::ReadExecute => Some(base),
+        Access::KernelExecute => Some(F::PRESENT | F::ACCESSED | F::DIRTY),
     }
 }
 

@@ -99,9 +99,9 @@ pub struct VmSetup<'a> {
     /// RDI at entry (the BootInfo address).
     pub boot_info: u64,
     /// Start at CPL 3 instead of CPL 0. Under kvm_pvm, guest code at CPL 0
-    /// is emulated instruction by instruction, while CPL 3 code runs
-    /// natively; nub guests boot at CPL 0 only to load their IDT and then
-    /// drop to CPL 3 themselves.
+    /// is emulated instruction by instruction while CPL 3 code runs
+    /// natively, so nub guests run at CPL 3 from their first instruction;
+    /// only the host's exception handlers run at CPL 0.
     pub user_mode: bool,
 }
 
@@ -151,8 +151,24 @@ impl Vm {
             },
             access: nub_host_common::layout::Access::Read,
         });
+        // The exception handlers write the report page.
+        mappings.push(Mapping {
+            region: Region {
+                start: nub_host_common::layout::REPORT_PAGE_GPA,
+                size: PAGE_SIZE,
+            },
+            access: nub_host_common::layout::Access::ReadWrite,
+        });
+        mappings.push(Mapping {
+            region: Region {
+                start: nub_host_common::layout::EXCEPTION_CODE_GPA,
+                size: PAGE_SIZE,
+            },
+            access: nub_host_common::layout::Access::KernelExecute,
+        });
         let cr3 = paging::write_page_tables(&mut memory, &mappings)?;
         cpu::write_descriptor_tables(&mut memory, setup.ist_stack_top)?;
+        crate::exceptions::write_exception_handlers(&mut memory)?;
 
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         let region = kvm_userspace_memory_region {

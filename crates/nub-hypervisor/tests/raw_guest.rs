@@ -1,6 +1,9 @@
 //! Boots hand-assembled long-mode snippets: the exits the run loop reports.
 
-use nub_host_common::layout::{Access, Region};
+use nub_host_common::{
+    layout::{Access, REPORT_PAGE_GPA, Region},
+    report::{Report, ReportKind},
+};
 use nub_hypervisor::{
     GuestMemory, HypervisorError, Mapping, Vm, VmExit, VmSetup, interrupt::CancelReason,
 };
@@ -55,18 +58,49 @@ fn out_loop_resumes_after_each_exit() {
 }
 
 #[test]
-fn hlt_mmio_and_shutdown_are_typed() {
+fn hlt_is_typed() {
     let mut vm = vm_with(&[0xf4]);
     assert_eq!(vm.run().unwrap(), VmExit::Halt);
+}
+
+/// `(vector, rip, cr2)` from the report page, which must hold a fault.
+fn report(vm: &Vm) -> (u32, u64, u64) {
+    let page = vm.memory().slice(REPORT_PAGE_GPA, 4096).unwrap();
+    let r = Report::decode(page);
+    assert_eq!(r.kind, Some(ReportKind::Fault));
+    (r.vector, r.rip, r.cr2)
+}
+
+#[test]
+fn exceptions_reach_the_host_handlers_with_a_report() {
     // mov rax, 0x4000_0000 (beyond memory); mov [rax], al
     let mut vm = vm_with(&[0x48, 0xc7, 0xc0, 0, 0, 0, 0x40, 0x88, 0x00, 0xf4]);
-    assert!(matches!(
+    assert_eq!(
         vm.run().unwrap(),
-        VmExit::Mmio { .. } | VmExit::Shutdown
-    ));
-    // ud2 with no IDT: triple fault.
+        VmExit::IoOut {
+            port: 0xE5,
+            value: 14
+        }
+    );
+    assert_eq!(report(&vm), (14, CODE + 7, 0x4000_0000));
+    // The handler keeps reporting if resumed.
+    assert_eq!(
+        vm.run().unwrap(),
+        VmExit::IoOut {
+            port: 0xE5,
+            value: 14
+        }
+    );
+    // ud2: #UD at the entry point.
     let mut vm = vm_with(&[0x0f, 0x0b]);
-    assert_eq!(vm.run().unwrap(), VmExit::Shutdown);
+    assert_eq!(
+        vm.run().unwrap(),
+        VmExit::IoOut {
+            port: 0xE5,
+            value: 6
+        }
+    );
+    assert_eq!(report(&vm).1, CODE);
 }
 
 #[test]

@@ -118,8 +118,9 @@ impl UninitializedSandbox {
             stack_pointer: self.layout.stack.end() - 8,
             ist_stack_top: self.layout.ist_stack.end(),
             boot_info: BOOT_INFO_GPA,
-            // The guest kernel loads its IDT at CPL 0, then drops to CPL 3.
-            user_mode: false,
+            // Guests run at CPL 3 from their first instruction: kvm_pvm
+            // emulates CPL 0 code, and the host provides the IDT.
+            user_mode: true,
         };
         let vm = Vm::new(self.memory, &setup)?;
         let mut guest = GuestVm::new(vm, self.layout, self.config);

@@ -19,12 +19,12 @@
 //! nub_arch_x86::guest_main!(init);
 //! ```
 //!
-//! At entry the kernel installs its IDT (every CPU exception is reported to
-//! the host with vector, error code, RIP and CR2; double faults run on their
-//! own stack), sets up the heap, runs the guest's init, signals READY and then
-//! serves requests forever: each time the host resumes it, it answers every
-//! request frame in the input ring with a response frame in the output ring
-//! and exits through the DONE port.
+//! The kernel runs at CPL 3 from its first instruction. It sets up the heap
+//! and the capability directory, runs the guest's init, signals READY and
+//! then serves requests forever: each time the host resumes it, it answers
+//! every request frame in the input ring with a response frame in the output
+//! ring and exits through the DONE port. CPU exceptions are reported by the
+//! host's own handlers (vector, error code, RIP, CR2), not by guest code.
 //!
 //! Modules:
 //! - [`dispatch`]: the registry of guest functions and the request loop body.
@@ -32,8 +32,8 @@
 //! - [`system`]: the system functions every guest serves.
 //! - [`report`]: bounded formatting for panic and abort messages.
 //! - [`state_cache`]: the capability directory, `DIRECTORY`.
-//! - `arch` (only on `x86_64-unknown-none`): entry, IDT, port I/O, heap,
-//!   panic handler.
+//! - `arch` (only on `x86_64-unknown-none`): entry, port I/O, heap, panic
+//!   handler.
 //!
 //! Everything except `arch` is plain Rust and is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]

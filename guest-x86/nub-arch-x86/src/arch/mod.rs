@@ -1,8 +1,11 @@
-//! The hardware-specific kernel: entry, IDT, port I/O, heap, panic handler.
+//! The hardware-specific kernel: entry, port I/O, heap, panic handler.
 //! Built only for `x86_64-unknown-none`.
+//!
+//! The kernel runs entirely at CPL 3 (kvm_pvm emulates every CPL 0
+//! instruction). CPU exceptions never reach guest code: the host's own
+//! handlers, behind the host-written IDT, report them.
 
 pub mod heap;
-pub mod idt;
 pub mod io;
 
 use nub_host_common::{
@@ -34,13 +37,10 @@ unsafe fn region(va: u64, size: u64) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(va as *mut u8, size as usize) }
 }
 
-/// Kernel entry point: the host jumps here at CPL 0 with RDI = BootInfo.
-///
-/// The only work done at CPL 0 is loading the IDT: under kvm_pvm every
-/// CPL 0 instruction is emulated, while CPL 3 code runs natively, so the
-/// kernel drops to user mode (an `iretq` to [`kernel_main`]) at once.
-/// Exceptions still enter the CPL 0 handlers through the IDT, on the TSS's
-/// RSP0 stack.
+/// Kernel entry point: the host starts the vCPU here, at CPL 3, with RDI =
+/// the BootInfo address and RSP at the top of the stack. Sets up the heap
+/// and the capability directory, runs the guest's init, signals READY and
+/// then serves requests forever.
 ///
 /// # Safety
 ///
@@ -48,37 +48,7 @@ unsafe fn region(va: u64, size: u64) -> &'static mut [u8] {
 /// boot page and the memory map it describes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
-    idt::init();
     // SAFETY: the host passes the address of a BootInfo in the boot page.
-    let stack_top = unsafe { core::ptr::addr_of!((*boot_info).stack_top).read_volatile() };
-    let entry: extern "C" fn(*const BootInfo) -> ! = kernel_main;
-    // SAFETY: builds an interrupt-return frame to user mode: SS and CS are
-    // the CPL 3 selectors of the host's GDT, RSP is the top of the main stack
-    // (minus 8: the alignment a function expects after a call), RFLAGS keeps
-    // interrupts off. `kernel_main` never returns.
-    unsafe {
-        core::arch::asm!(
-            "push {ss}",
-            "push {rsp}",
-            "push {rflags}",
-            "push {cs}",
-            "push {rip}",
-            "iretq",
-            ss = in(reg) u64::from(nub_host_common::layout::USER_DATA_SELECTOR),
-            rsp = in(reg) stack_top - 8,
-            rflags = in(reg) nub_host_common::layout::USER_RFLAGS,
-            cs = in(reg) u64::from(nub_host_common::layout::USER_CODE_SELECTOR),
-            rip = in(reg) entry as usize as u64,
-            in("rdi") boot_info,
-            options(noreturn),
-        )
-    }
-}
-
-/// The kernel proper, at CPL 3: heap, the guest's init, READY, then the
-/// request loop.
-extern "C" fn kernel_main(boot_info: *const BootInfo) -> ! {
-    // SAFETY: `_start` passes on the host's BootInfo pointer.
     let info = unsafe { boot_info.read_volatile() };
     if info.magic != BOOT_MAGIC || info.abi_version != nub_host_common::ABI_VERSION {
         abort(1, "bad BootInfo magic or ABI version");
