@@ -56,3 +56,13 @@ pub fn sandbox() -> MultiUseSandbox {
 pub fn sandbox_with(cfg: SandboxConfiguration) -> MultiUseSandbox {
     uninit(Some(cfg)).evolve().expect("boot the default guest")
 }
+
+/// This process's resident set size in KiB (from `/proc/self/status`).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}

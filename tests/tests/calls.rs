@@ -170,15 +170,6 @@ fn eight_sandboxes_on_four_threads_keep_their_own_state() {
     }
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn hundred_thousand_echoes_do_not_grow_heap_or_rss() {
     let mut s = sandbox();
@@ -188,13 +179,13 @@ fn hundred_thousand_echoes_do_not_grow_heap_or_rss() {
         s.call_raw(fn_id::ECHO, &payload).unwrap();
     }
     let heap_before = s.heap_stats().unwrap();
-    let rss_before = rss_kib();
+    let rss_before = nub_tests::rss_kib();
     for _ in 0..100_000 {
         let out = s.call_raw(fn_id::ECHO, &payload).unwrap();
         assert_eq!(out.len(), 64);
     }
     let heap_after = s.heap_stats().unwrap();
-    let rss_after = rss_kib();
+    let rss_after = nub_tests::rss_kib();
     assert_eq!(heap_after.used, heap_before.used, "guest heap use changed");
     assert!(
         rss_after < rss_before + 4096,

@@ -227,15 +227,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn thousand_faulted_sandboxes_leak_nothing() {
     // Warm up (KVM handle, watchdog, signal handler), then measure.
@@ -244,7 +235,7 @@ fn thousand_faulted_sandboxes_leak_nothing() {
         let _ = s.call_raw(fn_id::FAULT, &[0]);
     }
     let fds = open_fds();
-    let rss = rss_kib();
+    let rss = nub_tests::rss_kib();
     for i in 0..1000u32 {
         let mut s = sandbox();
         let selector = [0u8, 2, 5, 6, 8, 10][i as usize % 6];
@@ -257,7 +248,7 @@ fn thousand_faulted_sandboxes_leak_nothing() {
         }
     }
     assert_eq!(open_fds(), fds, "file descriptors leaked");
-    let grown = rss_kib().saturating_sub(rss);
+    let grown = nub_tests::rss_kib().saturating_sub(rss);
     assert!(
         grown < 16 * 1024,
         "RSS grew by {grown} KiB over 1000 sandboxes"

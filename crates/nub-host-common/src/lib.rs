@@ -71,6 +71,24 @@ pub fn write_u32(bytes: &mut [u8], off: usize, value: u32) -> bool {
     }
 }
 
+/// Decodes exactly `N` little-endian u64 words (the shape of the stats
+/// results); `None` if `bytes` is not `8 * N` long.
+pub fn decode_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut words = [0u64; N];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = read_u64(bytes, i * 8)?;
+    }
+    Some(words)
+}
+
+/// Encodes u64 words little endian, one after another.
+pub fn encode_u64s(words: &[u64]) -> alloc::vec::Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
 /// Rounds `value` up to a multiple of `align` (a power of two), or `None` on
 /// overflow.
 #[inline]

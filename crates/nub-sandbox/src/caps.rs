@@ -245,17 +245,12 @@ impl MultiUseSandbox {
     /// The guest directory's figures (one call into the guest).
     pub fn directory_stats(&mut self) -> Result<DirectoryStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_DIRECTORY_STATS, &[])?;
-        let word = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| protocol("short directory stats"))
-        };
+        let [count, bytes_held, capacity] = nub_host_common::decode_u64s(&bytes)
+            .ok_or_else(|| protocol("malformed directory stats"))?;
         Ok(DirectoryStats {
-            count: word(0)?,
-            bytes_held: word(1)?,
-            capacity: word(2)?,
+            count,
+            bytes_held,
+            capacity,
         })
     }
 }

@@ -214,18 +214,9 @@ impl MultiUseSandbox {
     /// The guest's heap figures (one system call into the guest).
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_HEAP_STATS, &[])?;
-        let word = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .ok_or_else(|| HyperlightError::ProtocolViolation("short heap stats".into()))
-        };
-        Ok(HeapStats {
-            size: word(0)?,
-            used: word(1)?,
-            free: word(2)?,
-        })
+        let [size, used, free] = nub_host_common::decode_u64s(&bytes)
+            .ok_or_else(|| HyperlightError::ProtocolViolation("malformed heap stats".into()))?;
+        Ok(HeapStats { size, used, free })
     }
 
     /// The guest's copy of its boot info (one system call into the guest).

@@ -89,17 +89,6 @@ pub struct Stats {
     pub capacity: u64,
 }
 
-impl Stats {
-    /// Encodes as three u64 LE (the `FN_ID_NUB_DIRECTORY_STATS` result).
-    pub fn to_bytes(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        b[..8].copy_from_slice(&self.count.to_le_bytes());
-        b[8..16].copy_from_slice(&self.bytes_held.to_le_bytes());
-        b[16..].copy_from_slice(&self.capacity.to_le_bytes());
-        b
-    }
-}
-
 /// A content-addressed store of capabilities with a host-readable index.
 #[derive(Debug)]
 pub struct Directory {

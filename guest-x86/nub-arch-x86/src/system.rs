@@ -32,17 +32,6 @@ pub struct HeapStats {
     pub free: u64,
 }
 
-impl HeapStats {
-    /// Encodes as three u64 LE.
-    pub fn to_bytes(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        b[..8].copy_from_slice(&self.size.to_le_bytes());
-        b[8..16].copy_from_slice(&self.used.to_le_bytes());
-        b[16..].copy_from_slice(&self.free.to_le_bytes());
-        b
-    }
-}
-
 /// The kernel's system functions.
 #[derive(Debug)]
 pub struct KernelSystem {
@@ -61,13 +50,23 @@ impl SystemFunctions for KernelSystem {
     ) -> Option<Result<(), GuestError>> {
         Some(match fn_id {
             rpc::FN_ID_NUB_GET_BOOT_INFO => out.write(&self.boot_info.to_bytes()),
-            rpc::FN_ID_NUB_HEAP_STATS => out.write(&(self.heap_stats)().to_bytes()),
+            rpc::FN_ID_NUB_HEAP_STATS => {
+                let h = (self.heap_stats)();
+                out.write(&nub_host_common::encode_u64s(&[h.size, h.used, h.free]))
+            }
             rpc::FN_ID_NUB_PUT_CAP => {
                 let hash = DIRECTORY.lock().put(input).unwrap_or(CapHash::SENTINEL);
                 out.write(hash.as_bytes())
             }
             rpc::FN_ID_NUB_GET_CAP => get_cap(input, out),
-            rpc::FN_ID_NUB_DIRECTORY_STATS => out.write(&DIRECTORY.lock().stats().to_bytes()),
+            rpc::FN_ID_NUB_DIRECTORY_STATS => {
+                let st = DIRECTORY.lock().stats();
+                out.write(&nub_host_common::encode_u64s(&[
+                    st.count,
+                    st.bytes_held,
+                    st.capacity,
+                ]))
+            }
             _ => return None,
         })
     }
