@@ -41,7 +41,7 @@ pub struct BootInfo {
     pub stack_top: u64,
     /// Main stack size in bytes.
     pub stack_size: u64,
-    /// One past the top of the double-fault stack.
+    /// One past the top of the exception stack (RSP0 / IST1).
     pub ist_stack_top: u64,
     /// Address of the capability directory header; 0 until the guest has
     /// built it (the host's copy in the boot page is always 0).

@@ -71,6 +71,12 @@ pub const MAX_PAGE_TABLE_PAGES: u64 = (IMAGE_BASE - PAGE_TABLES_GPA) / PAGE_SIZE
 /// one page table per 2 MiB for the rest of the page-table area.
 pub const MAX_MEMORY_SIZE: u64 = (MAX_PAGE_TABLE_PAGES - 3) * 512 * PAGE_SIZE;
 
+/// Page-table pages needed to map `memory_size` bytes with 4 KiB pages:
+/// PML4, PDPT, PD and one page table per 2 MiB.
+pub const fn page_table_pages(memory_size: u64) -> u64 {
+    3 + memory_size.div_ceil(512 * PAGE_SIZE)
+}
+
 /// Sizes that shape the layout, all in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayoutSizes {
@@ -173,7 +179,7 @@ pub struct MemoryLayout {
     pub output_ring: Region,
     /// Guest heap.
     pub heap: Region,
-    /// Double-fault interrupt stack.
+    /// Exception stack: RSP0 (exceptions from CPL 3) and IST1 (double fault).
     pub ist_stack: Region,
     /// Main stack; the page below it is unmapped.
     pub stack: Region,
@@ -240,27 +246,45 @@ impl MemoryLayout {
     /// The fixed system pages and the configured regions, in address order,
     /// with the access the guest gets (the image is listed as one region; its
     /// pages follow the ELF segment flags).
-    pub fn regions(&self) -> [(&'static str, Region, Access); 10] {
+    pub fn regions(&self) -> [(&'static str, Region, Access); 11] {
         let page = |start| Region {
             start,
             size: PAGE_SIZE,
         };
         [
             ("null guard", page(0), Access::Unmapped),
-            ("boot info, GDT, TSS", page(BOOT_PAGE_GPA), Access::Read),
+            (
+                "boot info, IDT, GDT, TSS",
+                page(BOOT_PAGE_GPA),
+                Access::Read,
+            ),
             ("report page", page(REPORT_PAGE_GPA), Access::ReadWrite),
             (
                 "exception handlers",
                 page(EXCEPTION_CODE_GPA),
                 Access::KernelExecute,
             ),
+            (
+                "page tables",
+                Region {
+                    start: PAGE_TABLES_GPA,
+                    size: self.page_table_pages() * PAGE_SIZE,
+                },
+                Access::Unmapped,
+            ),
             ("guest image", self.image, Access::ReadExecute),
             ("input ring", self.input_ring, Access::ReadWrite),
             ("output ring", self.output_ring, Access::ReadWrite),
             ("heap", self.heap, Access::ReadWrite),
-            ("double-fault stack", self.ist_stack, Access::ReadWrite),
+            ("exception stack", self.ist_stack, Access::ReadWrite),
             ("stack", self.stack, Access::ReadWrite),
         ]
+    }
+
+    /// Page-table pages needed to map the whole memory: PML4, PDPT, PD and
+    /// one page table per 2 MiB.
+    pub fn page_table_pages(&self) -> u64 {
+        page_table_pages(self.memory_size)
     }
 
     /// Whether `addr` falls in the guard page just below the stack.

@@ -47,11 +47,6 @@ fn leaf_flags(access: Access) -> Option<F> {
     }
 }
 
-/// Number of page-table pages needed for `memory_size` bytes.
-pub fn table_pages(memory_size: u64) -> u64 {
-    3 + memory_size.div_ceil(512 * PAGE_SIZE)
-}
-
 /// Writes the page tables for `memory`, applying `mappings` in order (a
 /// later mapping overrides an earlier one on the pages they share). Returns
 /// the guest physical address of the PML4 (the CR3 value).

@@ -94,7 +94,7 @@ pub struct VmSetup<'a> {
     pub entry: u64,
     /// RSP at entry.
     pub stack_pointer: u64,
-    /// Top of the double-fault stack (IST1).
+    /// Top of the exception stack (RSP0 and IST1).
     pub ist_stack_top: u64,
     /// RDI at entry (the BootInfo address).
     pub boot_info: u64,
