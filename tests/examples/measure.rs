@@ -56,6 +56,10 @@ fn main() {
         floor3,
     );
 
+    let batch: Vec<(u32, &[u8])> = (0..100).map(|_| (fn_id::ECHO, &b""[..])).collect();
+    let per_batch = time(N / 10, || drop(s.call_batch(&batch).unwrap()));
+    report("echo in a batch of 100, per call", per_batch / 100, floor3);
+
     let mut u = uninit(None);
     u.register_host_function(1, |b: &[u8]| Ok(b.to_vec()))
         .unwrap();

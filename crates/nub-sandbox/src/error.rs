@@ -106,6 +106,15 @@ pub enum HyperlightError {
         /// Largest payload accepted.
         max: usize,
     },
+    /// A batch of requests does not fit in the input ring together; nothing
+    /// ran.
+    #[error("a batch of {calls} requests does not fit in the input ring ({capacity} bytes)")]
+    BatchTooLarge {
+        /// Requests in the batch.
+        calls: usize,
+        /// Input ring data capacity.
+        capacity: usize,
+    },
     /// The guest's result did not fit in the output ring.
     #[error("guest result of {needed} bytes does not fit in the output ring ({capacity} bytes)")]
     ResponseTooLarge {
@@ -247,6 +256,7 @@ impl HyperlightError {
             Self::GuestFunctionError { .. }
                 | Self::UnknownFunction { .. }
                 | Self::PayloadTooLarge { .. }
+                | Self::BatchTooLarge { .. }
                 | Self::ResponseTooLarge { .. }
                 | Self::ReservedFunctionId { .. }
                 | Self::Wire(_)

@@ -70,11 +70,12 @@ impl GuestVm {
         body.saturating_sub(rpc::request_size(0))
     }
 
-    /// Queues one request; resets both rings first. Fails without touching
-    /// the guest if it does not fit.
-    pub(crate) fn queue_request(&mut self, fn_id: u32, payload: &[u8]) -> Result<()> {
+    /// Queues requests in order; resets both rings first. Fails without
+    /// touching the guest if any payload is over the limit or the batch does
+    /// not fit.
+    pub(crate) fn queue_requests(&mut self, calls: &[(u32, &[u8])]) -> Result<()> {
         let max = self.max_payload();
-        if payload.len() > max {
+        if let Some((_, payload)) = calls.iter().find(|(_, p)| p.len() > max) {
             return Err(HyperlightError::PayloadTooLarge {
                 size: payload.len(),
                 max,
@@ -87,13 +88,19 @@ impl GuestVm {
         let input = ring_slice_mut(&mut self.vm, self.layout.input_ring)?;
         let mut w = RingWriter::new(input).map_err(|e| HyperlightError::Error(e.to_string()))?;
         w.reset();
-        w.push_with(FrameKind::Request, |body| {
-            rpc::encode_request(body, fn_id, payload)
-        })
-        .map_err(|_| HyperlightError::PayloadTooLarge {
-            size: payload.len(),
-            max,
-        })?;
+        for (fn_id, payload) in calls {
+            let pushed = w.push_with(FrameKind::Request, |body| {
+                rpc::encode_request(body, *fn_id, payload)
+            });
+            if pushed.is_err() {
+                let capacity = w.reader().capacity();
+                w.reset();
+                return Err(HyperlightError::BatchTooLarge {
+                    calls: calls.len(),
+                    capacity,
+                });
+            }
+        }
         self.input_tail = w.reader().offsets().map(|(_, t)| t).unwrap_or(0);
         Ok(())
     }
@@ -262,29 +269,35 @@ impl GuestVm {
         Ok(())
     }
 
-    /// Reads the first response of the output ring.
-    pub(crate) fn take_response(&self) -> Result<RawResponse> {
+    /// Reads up to `n` responses from the output ring, in order. Fewer come
+    /// back when the guest wrote fewer (its output ring filled up).
+    pub(crate) fn take_responses(&self, n: usize) -> Result<Vec<RawResponse>> {
         let output = ring_slice(&self.vm, self.layout.output_ring)?;
         let reader = RingReader::new(output)
             .map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
-        let frame = reader
-            .first()
-            .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?
-            .ok_or_else(|| {
-                HyperlightError::ProtocolViolation("guest returned no response".into())
-            })?;
-        if frame.kind != FrameKind::Response {
-            return Err(HyperlightError::ProtocolViolation(format!(
-                "expected a response frame, found {:?}",
-                frame.kind
-            )));
+        let (mut head, tail) = reader
+            .offsets()
+            .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?;
+        let mut responses = Vec::with_capacity(n.min(1024));
+        while head < tail && responses.len() < n {
+            let frame = reader
+                .frame_at(head, tail)
+                .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?;
+            if frame.kind != FrameKind::Response {
+                return Err(HyperlightError::ProtocolViolation(format!(
+                    "expected a response frame, found {:?}",
+                    frame.kind
+                )));
+            }
+            let (status, payload) = rpc::decode_response(frame.body)
+                .map_err(|e| HyperlightError::ProtocolViolation(format!("response: {e}")))?;
+            responses.push(RawResponse {
+                status,
+                payload: payload.to_vec(),
+            });
+            head = frame.next;
         }
-        let (status, payload) = rpc::decode_response(frame.body)
-            .map_err(|e| HyperlightError::ProtocolViolation(format!("response: {e}")))?;
-        Ok(RawResponse {
-            status,
-            payload: payload.to_vec(),
-        })
+        Ok(responses)
     }
 
     /// Output ring data capacity.

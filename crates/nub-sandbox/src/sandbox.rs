@@ -173,10 +173,59 @@ impl MultiUseSandbox {
     }
 
     fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
-        self.guest.queue_request(fn_id, payload)?;
+        self.guest.queue_requests(&[(fn_id, payload)])?;
         self.guest
             .run_until(ExitPort::Done, &mut self.host_functions)?;
-        let response = self.guest.take_response()?;
+        let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
+            HyperlightError::ProtocolViolation("guest returned no response".into())
+        })?;
+        self.response_result(fn_id, response)
+    }
+
+    /// Calls several guest functions in one VM run: all requests go into the
+    /// input ring, the guest answers them in order, and the whole batch costs
+    /// one exit. The outer `Result` fails (and poisons the sandbox) when the
+    /// execution fails; otherwise each call has its own result, in order.
+    /// A batch that does not fit the input ring is refused before anything
+    /// runs ([`HyperlightError::BatchTooLarge`]); calls whose results no
+    /// longer fit the output ring get [`HyperlightError::ResponseTooLarge`].
+    pub fn call_batch(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+        if self.poisoned {
+            return Err(HyperlightError::PoisonedSandbox);
+        }
+        let result = self.batch_unpoisoned(calls);
+        if let Err(e) = &result
+            && e.poisons()
+        {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn batch_unpoisoned(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.guest.queue_requests(calls)?;
+        self.guest
+            .run_until(ExitPort::Done, &mut self.host_functions)?;
+        let mut responses = self.guest.take_responses(calls.len())?.into_iter();
+        let capacity = self.guest.output_capacity();
+        Ok(calls
+            .iter()
+            .map(|(fn_id, _)| match responses.next() {
+                Some(r) => self.response_result(*fn_id, r),
+                None => Err(HyperlightError::ResponseTooLarge {
+                    needed: 0,
+                    capacity,
+                }),
+            })
+            .collect())
+    }
+
+    /// Turns one response into the call's result. Statuses that only the
+    /// host may send, or unknown ones, are protocol violations.
+    fn response_result(&self, fn_id: u32, response: crate::exec::RawResponse) -> Result<Vec<u8>> {
         match Status::try_from(response.status) {
             Ok(Status::Ok) => Ok(response.payload),
             Ok(Status::GuestError) => Err(HyperlightError::GuestFunctionError {
