@@ -224,9 +224,6 @@ pub enum HyperlightError {
         /// The id.
         fn_id: u32,
     },
-    /// The guest did not signal READY after init.
-    #[error("guest init did not complete: {0}")]
-    InitFailed(Box<HyperlightError>),
     /// KVM failed.
     #[error(transparent)]
     Kvm(#[from] HypervisorError),
