@@ -8,15 +8,25 @@ use std::{
 use nub_sandbox::{HyperlightError, InterruptHandle, Registerable, SandboxConfiguration};
 use nub_tests::{fn_id, sandbox, sandbox_with, uninit};
 
+/// Kills as soon as a call is running (the call may start late on a loaded
+/// machine); returns when the kill was issued.
+fn kill_when_running(handle: &dyn InterruptHandle) -> Instant {
+    loop {
+        let issued = Instant::now();
+        if handle.kill() {
+            return issued;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn kill_stops_a_spinning_guest() {
     let mut s = sandbox();
     let handle = s.interrupt_handle();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(10));
-        let issued = Instant::now();
-        assert!(handle.kill(), "a call was running");
-        issued
+        kill_when_running(handle.as_ref())
     });
     let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
     let returned = Instant::now();
@@ -52,7 +62,8 @@ fn kill_during_a_host_call_cancels_when_it_returns() {
     let handle = s.interrupt_handle();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(10));
-        handle.kill()
+        kill_when_running(handle.as_ref());
+        true
     });
     let mut payload = 1u32.to_le_bytes().to_vec();
     payload.extend(1000u32.to_le_bytes());
@@ -188,12 +199,12 @@ fn deadline_stops_a_spinning_guest() {
 #[test]
 fn deadline_never_hits_calls_that_finish_in_time() {
     let cfg =
-        SandboxConfiguration::default().with_max_execution_time(Some(Duration::from_millis(200)));
+        SandboxConfiguration::default().with_max_execution_time(Some(Duration::from_millis(300)));
     let mut s = sandbox_with(cfg);
     let start = Instant::now();
     let mut calls = 0u64;
     // Keep calling past several deadlines' worth of time.
-    while start.elapsed() < Duration::from_millis(700) {
+    while start.elapsed() < Duration::from_millis(1000) {
         assert_eq!(s.call_raw(fn_id::ECHO, b"on time").unwrap(), b"on time");
         calls += 1;
     }
