@@ -115,11 +115,14 @@ impl GuestVm {
             .max_execution_time
             .map(|limit| watchdog::arm(Instant::now() + limit, self.vm.interrupt(), generation));
         let result = self.run_loop(until, host);
-        let cancel = call.finish();
-        match (result, cancel) {
-            (Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))), _)
-            | (Err(_), Some(reason)) => Err(self.cancel_error(reason)),
-            (result, _) => result,
+        // A cancel that lands after the guest already finished (or failed
+        // for its own reason) does not change the outcome.
+        let _late_cancel = call.finish();
+        match result {
+            Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))) => {
+                Err(self.cancel_error(reason))
+            }
+            result => result,
         }
     }
 
