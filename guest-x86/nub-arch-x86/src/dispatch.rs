@@ -147,12 +147,34 @@ const ROOT_RESERVE: usize = 16;
 /// or `usize::MAX` when none is: a host call made from inside a guest
 /// function places its frame after it. The guest is single-threaded; the
 /// atomic only makes the static safe to share.
+#[cfg(not(test))]
 static PARTIAL_RESPONSE_END: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+// Host unit tests run dispatchers on several threads at once: one tracker
+// per thread keeps them apart.
+#[cfg(test)]
+std::thread_local! {
+    static PARTIAL_RESPONSE_END_TL: AtomicUsize = const { AtomicUsize::new(usize::MAX) };
+}
+
+fn partial_response_end() -> usize {
+    #[cfg(not(test))]
+    return PARTIAL_RESPONSE_END.load(Ordering::Relaxed);
+    #[cfg(test)]
+    return PARTIAL_RESPONSE_END_TL.with(|v| v.load(Ordering::Relaxed));
+}
+
+fn set_partial_response_end(end: usize) {
+    #[cfg(not(test))]
+    PARTIAL_RESPONSE_END.store(end, Ordering::Relaxed);
+    #[cfg(test)]
+    PARTIAL_RESPONSE_END_TL.with(|v| v.store(end, Ordering::Relaxed));
+}
 
 /// Data offset in the output ring where a host-call frame can go without
 /// touching the response being built, if one is being built.
 pub fn host_call_slot() -> Option<usize> {
-    match PARTIAL_RESPONSE_END.load(Ordering::Relaxed) {
+    match partial_response_end() {
         usize::MAX => None,
         end => Some((end + ROOT_RESERVE).next_multiple_of(FRAME_ALIGN)),
     }
@@ -186,7 +208,7 @@ impl<'a> Output<'a> {
     }
 
     fn publish_end(&self) {
-        PARTIAL_RESPONSE_END.store(self.base + self.len, Ordering::Relaxed);
+        set_partial_response_end(self.base + self.len);
     }
 
     fn limit(&self) -> usize {
@@ -348,7 +370,7 @@ fn answer(
         };
         rpc::finish_response_in_place(body, status as u32, len)
     });
-    PARTIAL_RESPONSE_END.store(usize::MAX, Ordering::Relaxed);
+    set_partial_response_end(usize::MAX);
     if let Err(PushError::Ring(_) | PushError::Fill(_)) = result {
         // Not even an error response fits; tell the host with the smallest
         // frame there is.
@@ -464,6 +486,39 @@ mod tests {
             }
             let _ = process_requests(&mut input, &mut output, &reg, &mut NoSystem);
         }
+    }
+
+    /// Writes 100 bytes, then checks where a host call made now would put its
+    /// frame: after the partial response, so the bytes survive.
+    fn writes_then_reports_slot(_: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+        out.write(&[0xAA; 100])?;
+        let slot = host_call_slot().ok_or(GuestError::new("no slot while a response is built"))?;
+        // Response frame at offset 0: body starts at 16, 100 bytes written.
+        if slot < FRAME_HEADER_SIZE + 100 || slot % FRAME_ALIGN != 0 {
+            return Err(GuestError::new(
+                "host-call slot overlaps the partial response",
+            ));
+        }
+        out.write(&(slot as u64).to_le_bytes())
+    }
+
+    #[test]
+    fn host_call_slot_lies_past_the_partial_response() {
+        let mut r = Registry::new();
+        r.register(5, writes_then_reports_slot).unwrap();
+        let mut input = vec![0u8; 4096];
+        let mut output = vec![0u8; 4096];
+        push_requests(&mut input, &[(5, b"")]);
+        process_requests(&mut input, &mut output, &r, &mut NoSystem);
+        let got = read_responses(&output);
+        assert_eq!(
+            got[0].0,
+            Status::Ok as u32,
+            "{:?}",
+            String::from_utf8_lossy(&got[0].1)
+        );
+        assert_eq!(&got[0].1[..100], &[0xAA; 100][..]);
+        assert_eq!(host_call_slot(), None, "no slot once the response is done");
     }
 
     #[test]
