@@ -12,7 +12,7 @@ use nub_host_common::{
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
     ports::ExitPort,
     report::{Report, ReportKind},
-    ring::{self, FrameKind, RingReader, RingWriter},
+    ring::{self, Frame, FrameKind, RingReader, RingWriter},
     rpc::{self, Status},
 };
 use nub_hypervisor::{HypervisorError, Vm, VmExit, interrupt::CancelReason};
@@ -40,6 +40,26 @@ pub(crate) struct GuestVm {
 pub(crate) struct RawResponse {
     pub(crate) status: u32,
     pub(crate) payload: Vec<u8>,
+}
+
+/// The guest-written frame at data offset `offset` (ending by `bound`),
+/// which must be of `kind`; anything else is a protocol violation.
+fn guest_frame<'a>(
+    reader: &RingReader<'a>,
+    offset: usize,
+    bound: usize,
+    kind: FrameKind,
+) -> Result<Frame<'a>> {
+    let frame = reader.frame_at(offset, bound).map_err(|e| {
+        HyperlightError::ProtocolViolation(format!("{kind:?} frame at {offset:#x}: {e}"))
+    })?;
+    if frame.kind != kind {
+        return Err(HyperlightError::ProtocolViolation(format!(
+            "expected a {kind:?} frame at {offset:#x}, found {:?}",
+            frame.kind
+        )));
+    }
+    Ok(frame)
 }
 
 fn ring_slice(vm: &Vm, ring: Region) -> Result<&[u8]> {
@@ -225,15 +245,12 @@ impl GuestVm {
         let output = ring_slice(&self.vm, self.layout.output_ring)?;
         let reader = RingReader::new(output)
             .map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
-        let frame = reader
-            .frame_at(offset, reader.capacity())
-            .map_err(|e| HyperlightError::ProtocolViolation(format!("host-call frame: {e}")))?;
-        if frame.kind != FrameKind::HostCallRequest {
-            return Err(HyperlightError::ProtocolViolation(format!(
-                "expected a host-call request at {offset:#x}, found {:?}",
-                frame.kind
-            )));
-        }
+        let frame = guest_frame(
+            &reader,
+            offset,
+            reader.capacity(),
+            FrameKind::HostCallRequest,
+        )?;
         let (fn_id, payload) = rpc::decode_request(frame.body)
             .map_err(|e| HyperlightError::ProtocolViolation(format!("host-call request: {e}")))?;
         let (status, answer) = match host.get_mut(fn_id) {
@@ -283,15 +300,7 @@ impl GuestVm {
             .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?;
         let mut responses = Vec::with_capacity(n.min(1024));
         while head < tail && responses.len() < n {
-            let frame = reader
-                .frame_at(head, tail)
-                .map_err(|e| HyperlightError::ProtocolViolation(format!("output ring: {e}")))?;
-            if frame.kind != FrameKind::Response {
-                return Err(HyperlightError::ProtocolViolation(format!(
-                    "expected a response frame, found {:?}",
-                    frame.kind
-                )));
-            }
+            let frame = guest_frame(&reader, head, tail, FrameKind::Response)?;
             let (status, payload) = rpc::decode_response(frame.body)
                 .map_err(|e| HyperlightError::ProtocolViolation(format!("response: {e}")))?;
             responses.push(RawResponse {
