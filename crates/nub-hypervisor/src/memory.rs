@@ -84,56 +84,51 @@ impl GuestMemory {
         self.base.as_ptr() as u64
     }
 
-    fn range(&self, addr: u64, len: usize) -> Result<std::ops::Range<usize>, MemoryError> {
-        let err = MemoryError::OutOfBounds {
-            addr,
-            len: len as u64,
-            size: self.size as u64,
-        };
-        let start = usize::try_from(addr).map_err(|_| err)?;
-        let end = start.checked_add(len).ok_or(err)?;
-        if end > self.size {
-            return Err(err);
-        }
-        Ok(start..end)
-    }
-
-    /// The whole of guest memory as bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `base` points to `size` bytes mapped readable and writable
-        // for the life of `self`; the vCPU cannot write while `&self` is
-        // borrowed because it only runs under `&mut Vm`.
+    /// The whole mapping. Private: callers go through [`Self::slice`] and
+    /// friends, which check every guest-supplied address and length.
+    fn whole(&self) -> &[u8] {
+        // SAFETY: `base` and `size` are the host's own mmap result and its
+        // length (nothing the guest controls); the mapping is readable for
+        // the life of `self`. The vCPU cannot write to it while `&self` is
+        // borrowed, because it only runs inside `Vm::run(&mut self)`.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.size) }
     }
 
-    /// The whole of guest memory as mutable bytes.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only
+    /// The whole mapping, mutable. Private, as [`Self::whole`].
+    fn whole_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `whole`; `&mut self` also makes this the only
         // reference into the mapping.
         unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.size) }
     }
 
-    /// `[addr, addr + len)` as a slice, bounds-checked.
-    pub fn slice(&self, addr: u64, len: usize) -> Result<&[u8], MemoryError> {
-        let r = self.range(addr, len)?;
-        self.as_slice().get(r).ok_or(MemoryError::OutOfBounds {
+    /// Byte range of `[addr, addr + len)`, or `None` on overflow. Bounds
+    /// against the mapping are checked by the `get` that uses it.
+    fn range(addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(addr).ok()?;
+        Some(start..start.checked_add(len)?)
+    }
+
+    fn out_of_bounds(&self, addr: u64, len: usize) -> MemoryError {
+        MemoryError::OutOfBounds {
             addr,
             len: len as u64,
             size: self.size as u64,
-        })
+        }
+    }
+
+    /// `[addr, addr + len)` as a slice, bounds-checked.
+    pub fn slice(&self, addr: u64, len: usize) -> Result<&[u8], MemoryError> {
+        Self::range(addr, len)
+            .and_then(|r| self.whole().get(r))
+            .ok_or(self.out_of_bounds(addr, len))
     }
 
     /// `[addr, addr + len)` as a mutable slice, bounds-checked.
     pub fn slice_mut(&mut self, addr: u64, len: usize) -> Result<&mut [u8], MemoryError> {
-        let size = self.size as u64;
-        let r = self.range(addr, len)?;
-        self.as_mut_slice()
-            .get_mut(r)
-            .ok_or(MemoryError::OutOfBounds {
-                addr,
-                len: len as u64,
-                size,
-            })
+        let err = self.out_of_bounds(addr, len);
+        Self::range(addr, len)
+            .and_then(|r| self.whole_mut().get_mut(r))
+            .ok_or(err)
     }
 
     /// Copies `data` into guest memory at `addr`.
