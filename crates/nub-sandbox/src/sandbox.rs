@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
-    layout::{Access, BOOT_INFO_GPA, MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
+    layout::{Access, BOOT_INFO_GPA, MemoryLayout, REPORT_PAGE_GPA},
     ports::ExitPort,
     rpc::{self, Status},
 };
@@ -53,13 +53,8 @@ impl UninitializedSandbox {
                 access: seg.access,
             });
         }
-        mappings.push(Mapping {
-            region: Region {
-                start: REPORT_PAGE_GPA,
-                size: PAGE_SIZE,
-            },
-            access: Access::ReadWrite,
-        });
+        // The system pages (boot, report, exception handlers) are mapped by
+        // the hypervisor itself.
         for region in [
             layout.input_ring,
             layout.output_ring,

@@ -96,7 +96,9 @@ pub struct Directory {
     table: Vec<Slot>,
     /// `entry[i]`: index into `storage` of the cap in table slot `i`.
     entry: Vec<u32>,
-    storage: Vec<AlignedVec<16>>,
+    /// Stored caps with their table slot (hash, address, length), so a
+    /// rebuild re-places entries without re-validating or re-hashing them.
+    storage: Vec<(Slot, AlignedVec<16>)>,
     bytes_held: u64,
 }
 
@@ -169,7 +171,7 @@ impl Directory {
     pub fn get_bytes(&self, hash: &CapHash) -> Option<&[u8]> {
         let i = self.find(hash)?;
         let e = *self.entry.get(i)? as usize;
-        self.storage.get(e).map(|v| v.as_slice())
+        self.storage.get(e).map(|(_, v)| v.as_slice())
     }
 
     /// The stored cap under `hash`, archived (zero-copy).
@@ -206,7 +208,7 @@ impl Directory {
             cap_len: stored.len() as u64,
         };
         self.bytes_held += stored.len() as u64;
-        self.storage.push(stored);
+        self.storage.push((slot, stored));
         // Keep the load factor at most one half; a rebuild also places the
         // new entry.
         let crowded = self.storage.len() * 2 > self.table.len();
@@ -240,16 +242,8 @@ impl Directory {
             self.table = vec![EMPTY; capacity];
             self.entry = vec![u32::MAX; capacity];
             for index in 0..self.storage.len() {
-                let Some(stored) = self.storage.get(index) else {
+                let Some(&(slot, _)) = self.storage.get(index) else {
                     continue;
-                };
-                let Ok(cap) = wire::access(stored.as_slice()) else {
-                    continue;
-                };
-                let slot = Slot {
-                    hash: *cap.hash().as_bytes(),
-                    cap_va: stored.as_ptr() as u64,
-                    cap_len: stored.len() as u64,
                 };
                 if !self.place(slot, index as u32) {
                     capacity *= 2;
