@@ -215,8 +215,10 @@ fn scribbled_header_makes_the_reader_say_absent_and_puts_still_work() {
     }
 }
 
+/// The host turning a sentinel answer into an error is covered by the
+/// `put_answer` unit test in nub-sandbox and by the missing-child test here.
 #[test]
-fn sentinel_hash_from_the_guest_is_an_error() {
+fn guest_answers_garbage_with_the_sentinel_and_oversized_caps_stay_on_the_host() {
     let mut s = sandbox();
     // Garbage instead of a WireCap: the guest answers with the sentinel.
     let answer = s
