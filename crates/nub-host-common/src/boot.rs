@@ -46,9 +46,16 @@ pub struct BootInfo {
     /// Address of the capability directory header; 0 until the guest has
     /// built it (the host's copy in the boot page is always 0).
     pub directory_va: u64,
+    /// The log buffer (see [`crate::log_buffer`]): start address.
+    pub log_va: u64,
+    /// The log buffer's size in bytes, header included.
+    pub log_size: u64,
+    /// The most verbose level the host collects: 0 off, 1 error … 5 trace
+    /// ([`crate::log_buffer::LogLevel`]).
+    pub log_level: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 112);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 136);
 
 impl BootInfo {
     /// Size of the encoded block.
@@ -73,6 +80,9 @@ impl BootInfo {
             self.stack_size,
             self.ist_stack_top,
             self.directory_va,
+            self.log_va,
+            self.log_size,
+            self.log_level,
         ];
         for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.to_le_bytes());
@@ -100,6 +110,9 @@ impl BootInfo {
             stack_size: w(11)?,
             ist_stack_top: w(12)?,
             directory_va: w(13)?,
+            log_va: w(14)?,
+            log_size: w(15)?,
+            log_level: w(16)?,
         };
         (info.magic == BOOT_MAGIC && info.abi_version == crate::ABI_VERSION).then_some(info)
     }
@@ -127,6 +140,9 @@ mod tests {
             stack_size: 10,
             ist_stack_top: 11,
             directory_va: 12,
+            log_va: 13,
+            log_size: 14,
+            log_level: 15,
         };
         let bytes = info.to_bytes();
         assert_eq!(BootInfo::from_bytes(&bytes), Some(info));
@@ -146,7 +162,7 @@ mod tests {
             ..Default::default()
         };
         assert!(BootInfo::from_bytes(&info.to_bytes()).is_some());
-        assert!(BootInfo::from_bytes(&info.to_bytes()[..100]).is_none());
+        assert!(BootInfo::from_bytes(&info.to_bytes()[..BootInfo::SIZE - 1]).is_none());
         info.abi_version += 1;
         assert!(BootInfo::from_bytes(&info.to_bytes()).is_none());
         info.abi_version -= 1;

@@ -17,6 +17,8 @@
 //!              guard                 unmapped
 //!              output ring           RW, NX
 //!              guard                 unmapped
+//!              log buffer            RW, NX
+//!              guard                 unmapped
 //!              heap                  RW, NX
 //!              guard                 unmapped
 //!              IST stack (#DF)       RW, NX
@@ -88,6 +90,8 @@ pub struct LayoutSizes {
     pub input_ring: u64,
     /// Output ring (guest to host), header included.
     pub output_ring: u64,
+    /// Guest log buffer, header included (see [`crate::log_buffer`]).
+    pub log_buffer: u64,
 }
 
 /// Access a mapped region grants the guest.
@@ -177,6 +181,8 @@ pub struct MemoryLayout {
     pub input_ring: Region,
     /// Guest-to-host ring.
     pub output_ring: Region,
+    /// Guest log buffer.
+    pub log_buffer: Region,
     /// Guest heap.
     pub heap: Region,
     /// Exception stack: RSP0 (exceptions from CPL 3) and IST1 (double fault).
@@ -201,6 +207,7 @@ impl MemoryLayout {
         let stack = checked_size("stack", sizes.stack, PAGE_SIZE)?;
         let input = checked_size("input ring", sizes.input_ring, PAGE_SIZE)?;
         let output = checked_size("output ring", sizes.output_ring, PAGE_SIZE)?;
+        let log = checked_size("log buffer", sizes.log_buffer, PAGE_SIZE)?;
         if image_end <= IMAGE_BASE {
             return Err(LayoutError::BadImage);
         }
@@ -219,6 +226,7 @@ impl MemoryLayout {
         };
         let input_ring = next(input)?;
         let output_ring = next(output)?;
+        let log_buffer = next(log)?;
         let heap = next(heap)?;
         let ist_stack = next(IST_STACK_SIZE)?;
         let stack = next(stack)?;
@@ -236,6 +244,7 @@ impl MemoryLayout {
             },
             input_ring,
             output_ring,
+            log_buffer,
             heap,
             ist_stack,
             stack,
@@ -246,7 +255,7 @@ impl MemoryLayout {
     /// The fixed system pages and the configured regions, in address order,
     /// with the access the guest gets (the image is listed as one region; its
     /// pages follow the ELF segment flags).
-    pub fn regions(&self) -> [(&'static str, Region, Access); 11] {
+    pub fn regions(&self) -> [(&'static str, Region, Access); 12] {
         let page = |start| Region {
             start,
             size: PAGE_SIZE,
@@ -275,6 +284,7 @@ impl MemoryLayout {
             ("guest image", self.image, Access::ReadExecute),
             ("input ring", self.input_ring, Access::ReadWrite),
             ("output ring", self.output_ring, Access::ReadWrite),
+            ("log buffer", self.log_buffer, Access::ReadWrite),
             ("heap", self.heap, Access::ReadWrite),
             ("exception stack", self.ist_stack, Access::ReadWrite),
             ("stack", self.stack, Access::ReadWrite),
@@ -302,13 +312,21 @@ mod tests {
         stack: 0x2_0000,
         input_ring: 0x1_0000,
         output_ring: 0x1_0000,
+        log_buffer: 0x4000,
     };
 
     #[test]
     fn regions_are_ordered_guarded_and_aligned() {
         let l = MemoryLayout::new(IMAGE_BASE + 0x1234, SIZES).unwrap();
         assert_eq!(l.image.end(), IMAGE_BASE + 0x2000);
-        let rs = [l.input_ring, l.output_ring, l.heap, l.ist_stack, l.stack];
+        let rs = [
+            l.input_ring,
+            l.output_ring,
+            l.log_buffer,
+            l.heap,
+            l.ist_stack,
+            l.stack,
+        ];
         let mut prev_end = l.image.end();
         for r in rs {
             assert_eq!(r.start, prev_end + PAGE_SIZE, "one guard page before {r:?}");

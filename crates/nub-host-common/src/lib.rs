@@ -12,6 +12,7 @@
 //! - [`rpc`]: rkyv `Request`/`Response` frames and the system fn ids.
 //! - [`report`]: the fault/panic report page.
 //! - [`directory`]: the capability directory's host-readable layout.
+//! - [`log_buffer`]: the guest log buffer and its record format.
 //!
 //! `docs/abi.md` at the repository root describes the same contract in prose.
 #![cfg_attr(not(test), no_std)]
@@ -22,6 +23,7 @@ extern crate alloc;
 pub mod boot;
 pub mod directory;
 pub mod layout;
+pub mod log_buffer;
 pub mod ports;
 pub mod report;
 pub mod ring;
@@ -29,7 +31,7 @@ pub mod rpc;
 
 /// Version of the host/guest ABI described by this crate. Bumped on any
 /// incompatible change to a layout, port or frame defined here.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Reads a little-endian `u64` at `off` in `bytes`, or `None` if out of range.
 #[inline]

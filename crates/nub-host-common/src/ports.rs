@@ -21,6 +21,9 @@ pub enum ExitPort {
     Abort = 0x0E4,
     /// A CPU exception; the report page holds vector, error code, RIP, CR2.
     Fault = 0x0E5,
+    /// The guest log buffer is full; drain it (see [`crate::log_buffer`])
+    /// and resume the vCPU.
+    Log = 0x0E6,
 }
 
 impl TryFrom<u16> for ExitPort {
@@ -34,6 +37,7 @@ impl TryFrom<u16> for ExitPort {
             0x0E3 => Self::Panic,
             0x0E4 => Self::Abort,
             0x0E5 => Self::Fault,
+            0x0E6 => Self::Log,
             other => return Err(other),
         })
     }
@@ -59,6 +63,7 @@ mod tests {
             ExitPort::Panic,
             ExitPort::Abort,
             ExitPort::Fault,
+            ExitPort::Log,
         ] {
             assert_eq!(ExitPort::try_from(p.port()), Ok(p));
         }

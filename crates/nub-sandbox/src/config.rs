@@ -1,4 +1,5 @@
-//! [`SandboxConfiguration`]: memory sizes and the per-call deadline.
+//! [`SandboxConfiguration`]: memory sizes, deadlines and the guest log
+//! level.
 
 use std::time::Duration;
 
@@ -22,6 +23,14 @@ pub struct SandboxConfiguration {
     /// canceled with [`crate::HyperlightError::ExecutionTimeout`]. `None`
     /// (the default) means no limit.
     pub max_execution_time: Option<Duration>,
+    /// The most verbose guest log records the host collects and emits
+    /// through the `log` crate (target `nub::guest`). Default
+    /// [`log::LevelFilter::Info`]; [`log::LevelFilter::Off`] turns guest
+    /// logging off (the guest's `log` macros then cost nothing).
+    pub guest_log_level: log::LevelFilter,
+    /// Guest log buffer, header included. Records wait here until the call
+    /// returns; a full buffer costs one VM exit to drain. Default 16 KiB.
+    pub log_buffer_size: u64,
 }
 
 impl Default for SandboxConfiguration {
@@ -32,6 +41,8 @@ impl Default for SandboxConfiguration {
             input_ring_size: 256 << 10,
             output_ring_size: 256 << 10,
             max_execution_time: None,
+            guest_log_level: log::LevelFilter::Info,
+            log_buffer_size: 16 << 10,
         }
     }
 }
@@ -62,6 +73,18 @@ impl SandboxConfiguration {
         self
     }
 
+    /// Sets the most verbose guest log level collected.
+    pub fn with_guest_log_level(mut self, level: log::LevelFilter) -> Self {
+        self.guest_log_level = level;
+        self
+    }
+
+    /// Sets the guest log buffer size.
+    pub fn with_log_buffer_size(mut self, bytes: u64) -> Self {
+        self.log_buffer_size = bytes;
+        self
+    }
+
     /// The layout sizes this configuration asks for.
     pub fn layout_sizes(&self) -> LayoutSizes {
         LayoutSizes {
@@ -69,6 +92,7 @@ impl SandboxConfiguration {
             stack: self.stack_size,
             input_ring: self.input_ring_size,
             output_ring: self.output_ring_size,
+            log_buffer: self.log_buffer_size,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::{panic::AssertUnwindSafe, time::Instant};
 
 use nub_host_common::{
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
+    log_buffer::{self, LogLevel},
     ports::ExitPort,
     report::{Report, ReportKind},
     ring::{self, Frame, FrameKind, RingReader, RingWriter},
@@ -24,6 +25,28 @@ use crate::{
     watchdog,
 };
 
+/// The `log` target of every record a guest logs.
+pub const GUEST_LOG_TARGET: &str = "nub::guest";
+
+/// Emits one guest record through the `log` crate: target
+/// [`GUEST_LOG_TARGET`], the guest's level, and a message that names the
+/// sandbox and the guest module the record came from.
+fn emit_guest_record(sandbox: u64, record: &log_buffer::LogRecord<'_>) {
+    let level = match record.level {
+        LogLevel::Error => log::Level::Error,
+        LogLevel::Warn => log::Level::Warn,
+        LogLevel::Info => log::Level::Info,
+        LogLevel::Debug => log::Level::Debug,
+        LogLevel::Trace => log::Level::Trace,
+    };
+    if !log::log_enabled!(target: GUEST_LOG_TARGET, level) {
+        return;
+    }
+    let target = String::from_utf8_lossy(record.target);
+    let message = String::from_utf8_lossy(record.message);
+    log::log!(target: GUEST_LOG_TARGET, level, "[sandbox {sandbox}] {target}: {message}");
+}
+
 /// A booted VM and what the host knows about its memory.
 #[derive(Debug)]
 pub(crate) struct GuestVm {
@@ -33,6 +56,8 @@ pub(crate) struct GuestVm {
     /// Data offset in the input ring just past the queued requests: where
     /// host-call responses go. Host-owned, never read back from the guest.
     input_tail: usize,
+    /// The sandbox's id, for log records.
+    pub(crate) id: u64,
 }
 
 /// One answer read from the output ring.
@@ -75,12 +100,13 @@ fn ring_slice_mut(vm: &mut Vm, ring: Region) -> Result<&mut [u8]> {
 }
 
 impl GuestVm {
-    pub(crate) fn new(vm: Vm, layout: MemoryLayout, config: SandboxConfiguration) -> Self {
+    pub(crate) fn new(vm: Vm, layout: MemoryLayout, config: SandboxConfiguration, id: u64) -> Self {
         Self {
             vm,
             layout,
             config,
             input_tail: 0,
+            id,
         }
     }
 
@@ -138,6 +164,14 @@ impl GuestVm {
         // A cancel that lands after the guest already finished (or failed
         // for its own reason) does not change the outcome.
         let _late_cancel = call.finish();
+        // Records written before a failure are the most useful ones: collect
+        // them whatever happened. A broken log buffer fails a call that
+        // otherwise succeeded; it never hides the error of one that failed.
+        let logs = self.drain_log();
+        let result = match (result, logs) {
+            (Ok(()), Err(e)) => Err(e),
+            (result, _) => result,
+        };
         match result {
             Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))) => {
                 Err(self.cancel_error(reason))
@@ -165,6 +199,7 @@ impl GuestVm {
             match ExitPort::try_from(port) {
                 Ok(p) if p == until => return Ok(()),
                 Ok(ExitPort::HostCall) => self.serve_host_call(value as usize, host)?,
+                Ok(ExitPort::Log) => self.drain_log()?,
                 Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
                     return Err(self.report_error());
                 }
@@ -310,6 +345,47 @@ impl GuestVm {
             head = frame.next;
         }
         Ok(responses)
+    }
+
+    /// Collects the guest's log records (see `nub_host_common::log_buffer`)
+    /// and emits each through the `log` crate with target `nub::guest`,
+    /// then empties the buffer. The header is copied once and checked, the
+    /// records are copied out once and parsed from that private copy; a
+    /// malformed buffer is a protocol violation (after the records before
+    /// the bad one were emitted).
+    fn drain_log(&mut self) -> Result<()> {
+        let region = self.layout.log_buffer;
+        let size = region.size as usize;
+        let mut header = [0u8; log_buffer::LOG_HEADER_SIZE];
+        self.vm
+            .memory()
+            .read(region.start, &mut header)
+            .map_err(|e| HyperlightError::Kvm(e.into()))?;
+        let checked = log_buffer::read_header(&header, size);
+        let reset = self
+            .vm
+            .memory_mut()
+            .slice_mut(region.start, log_buffer::LOG_HEADER_SIZE)
+            .map(log_buffer::reset);
+        reset.map_err(|e| HyperlightError::Kvm(e.into()))?;
+        let (write, dropped) =
+            checked.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+        if write > 0 {
+            let mut data = vec![0u8; write];
+            self.vm
+                .memory()
+                .read(region.start + log_buffer::LOG_HEADER_SIZE as u64, &mut data)
+                .map_err(|e| HyperlightError::Kvm(e.into()))?;
+            for record in log_buffer::parse_records(&data) {
+                let record =
+                    record.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+                emit_guest_record(self.id, &record);
+            }
+        }
+        if dropped > 0 {
+            log::warn!(target: GUEST_LOG_TARGET, "[sandbox {}] the guest dropped {dropped} log records", self.id);
+        }
+        Ok(())
     }
 
     /// Output ring data capacity.

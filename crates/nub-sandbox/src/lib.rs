@@ -43,6 +43,7 @@ pub use binary::GuestBinary;
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::SandboxConfiguration;
 pub use error::{GuestBinaryError, HyperlightError, Result};
+pub use exec::GUEST_LOG_TARGET;
 pub use host_functions::Registerable;
 pub use interrupt::InterruptHandle;
 pub use javm_cap;

@@ -1,7 +1,10 @@
 //! The two sandbox phases: [`UninitializedSandbox`] (guest loaded, host
 //! functions being registered) and [`MultiUseSandbox`] (booted, callable).
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
@@ -30,7 +33,11 @@ pub struct UninitializedSandbox {
     entry: u64,
     config: SandboxConfiguration,
     host_functions: HostFunctions,
+    id: u64,
 }
+
+/// Sandbox ids, unique in the process; they tag the guest's log records.
+static NEXT_SANDBOX_ID: AtomicU64 = AtomicU64::new(1);
 
 impl UninitializedSandbox {
     /// Loads `binary` into a new guest memory laid out by `config` (or the
@@ -58,6 +65,7 @@ impl UninitializedSandbox {
         for region in [
             layout.input_ring,
             layout.output_ring,
+            layout.log_buffer,
             layout.heap,
             layout.ist_stack,
             layout.stack,
@@ -83,6 +91,9 @@ impl UninitializedSandbox {
             stack_size: layout.stack.size,
             ist_stack_top: layout.ist_stack.end(),
             directory_va: 0,
+            log_va: layout.log_buffer.start,
+            log_size: layout.log_buffer.size,
+            log_level: config.guest_log_level as u64,
         };
         memory
             .write(BOOT_INFO_GPA, &info.to_bytes())
@@ -94,12 +105,20 @@ impl UninitializedSandbox {
             entry: image.entry,
             config,
             host_functions: HostFunctions::default(),
+            id: NEXT_SANDBOX_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
     /// The memory layout this sandbox will use.
     pub fn layout(&self) -> &MemoryLayout {
         &self.layout
+    }
+
+    /// This sandbox's id: unique in the process, kept by the
+    /// [`MultiUseSandbox`] it evolves into, and carried by every guest log
+    /// record the host emits (`[sandbox N]`).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Creates the VM, boots the guest and runs its init until it signals
@@ -118,7 +137,7 @@ impl UninitializedSandbox {
             user_mode: true,
         };
         let vm = Vm::new(self.memory, &setup)?;
-        let mut guest = GuestVm::new(vm, self.layout, self.config);
+        let mut guest = GuestVm::new(vm, self.layout, self.config, self.id);
         let mut host_functions = self.host_functions;
         guest.run_until(ExitPort::Ready, &mut host_functions)?;
         Ok(MultiUseSandbox {
@@ -279,6 +298,11 @@ impl MultiUseSandbox {
     /// The memory layout.
     pub fn layout(&self) -> &MemoryLayout {
         &self.guest.layout
+    }
+
+    /// This sandbox's id (see [`UninitializedSandbox::id`]).
+    pub fn id(&self) -> u64 {
+        self.guest.id
     }
 
     /// Guest memory, for readers that run while the vCPU is stopped.

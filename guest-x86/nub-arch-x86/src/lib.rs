@@ -29,6 +29,7 @@
 //! Modules:
 //! - [`dispatch`]: the registry of guest functions and the request loop body.
 //! - [`hostcall`]: calls from the guest into host functions.
+//! - [`logger`]: the `log` crate's records into the host-collected log buffer.
 //! - [`system`]: the system functions every guest serves.
 //! - [`report`]: bounded formatting for panic and abort messages.
 //! - [`state_cache`]: the capability directory, `DIRECTORY`.
@@ -45,6 +46,7 @@ extern crate alloc;
 pub mod arch;
 pub mod dispatch;
 pub mod hostcall;
+pub mod logger;
 pub mod report;
 pub mod state_cache;
 pub mod system;

@@ -55,6 +55,7 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     }
     // SAFETY: the heap region comes from BootInfo; first and only init.
     unsafe { heap::init(info.heap_va, info.heap_size) };
+    crate::logger::init(&info);
     let mut info = info;
     info.directory_va = crate::state_cache::DIRECTORY.lock().header_addr();
     let info = *BOOT.call_once(|| info);
