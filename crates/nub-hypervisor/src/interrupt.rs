@@ -95,20 +95,33 @@ pub fn install_signal_handler() -> Result<(), std::io::Error> {
     (*result).map_err(std::io::Error::from_raw_os_error)
 }
 
+impl Default for VcpuInterrupt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl VcpuInterrupt {
-    /// New state for a vCPU whose `kvm_run` page is at `kvm_run`.
-    pub(crate) fn new(kvm_run: *mut kvm_run) -> Self {
+    /// New state for a vCPU that does not exist yet: handles can be given
+    /// out before the VM is created (a kill then does nothing, as no call
+    /// runs); [`crate::Vm::with_interrupt`] attaches it to its vCPU.
+    pub fn new() -> Self {
         Self {
             state: Mutex::new(State {
                 running: false,
                 generation: 0,
                 cancel: None,
                 thread: 0,
-                kvm_run,
+                kvm_run: std::ptr::null_mut(),
                 dropped: false,
             }),
             cancel_pending: AtomicBool::new(false),
         }
+    }
+
+    /// Attaches the state to the vCPU whose `kvm_run` page is at `kvm_run`.
+    pub(crate) fn attach(&self, kvm_run: *mut kvm_run) {
+        self.lock().kvm_run = kvm_run;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -135,9 +148,9 @@ impl VcpuInterrupt {
         s.running = false;
         let cancel = s.cancel.take();
         self.cancel_pending.store(false, Ordering::SeqCst);
-        if !s.dropped {
-            // SAFETY: not dropped, so the kvm_run mapping is alive; we hold
-            // the lock, so no other writer races this field.
+        if !s.dropped && !s.kvm_run.is_null() {
+            // SAFETY: attached and not dropped, so the kvm_run mapping is
+            // alive; we hold the lock, so no other writer races this field.
             unsafe { std::ptr::addr_of_mut!((*s.kvm_run).immediate_exit).write_volatile(0) };
         }
         cancel
@@ -163,12 +176,6 @@ impl VcpuInterrupt {
         self.lock().dropped
     }
 
-    /// Generation of the running call, if one is running.
-    pub fn running_generation(&self) -> Option<u64> {
-        let s = self.lock();
-        (s.running && !s.dropped).then_some(s.generation)
-    }
-
     /// Cancels the call running now. Returns whether one was running.
     pub fn kill(&self) -> bool {
         self.cancel_locked(None, CancelReason::Killed)
@@ -181,15 +188,19 @@ impl VcpuInterrupt {
 
     fn cancel_locked(&self, generation: Option<u64>, reason: CancelReason) -> bool {
         let mut s = self.lock();
-        if !s.running || s.dropped || generation.is_some_and(|g| g != s.generation) {
+        if !s.running
+            || s.dropped
+            || s.kvm_run.is_null()
+            || generation.is_some_and(|g| g != s.generation)
+        {
             return false;
         }
         if s.cancel.is_none() {
             s.cancel = Some(reason);
         }
         self.cancel_pending.store(true, Ordering::SeqCst);
-        // SAFETY: not dropped (checked under the lock), so the kvm_run page
-        // is mapped; immediate_exit is a plain u8 KVM reads on entry.
+        // SAFETY: attached and not dropped (checked under the lock), so the
+        // kvm_run page is mapped; immediate_exit is a plain u8 KVM reads on entry.
         unsafe { std::ptr::addr_of_mut!((*s.kvm_run).immediate_exit).write_volatile(1) };
         // SAFETY: `thread` is the live thread inside `begin_call`..`end_call`
         // (end_call needs this lock, so it has not returned); the signal has

@@ -138,7 +138,18 @@ impl Vm {
     /// Creates the VM around `memory` (already holding the guest image and
     /// boot data): writes page tables, GDT and TSS, registers the memory
     /// slot and sets the vCPU up to enter the guest as `setup` says.
-    pub fn new(mut memory: GuestMemory, setup: &VmSetup<'_>) -> Result<Self, HypervisorError> {
+    pub fn new(memory: GuestMemory, setup: &VmSetup<'_>) -> Result<Self, HypervisorError> {
+        Self::with_interrupt(memory, setup, Arc::new(VcpuInterrupt::new()))
+    }
+
+    /// As [`Vm::new`], with interrupt state created earlier (so handles
+    /// given out before the VM existed stop its calls). The state must be
+    /// fresh: not attached to another vCPU.
+    pub fn with_interrupt(
+        mut memory: GuestMemory,
+        setup: &VmSetup<'_>,
+        interrupt: Arc<VcpuInterrupt>,
+    ) -> Result<Self, HypervisorError> {
         interrupt::install_signal_handler()
             .map_err(|e| HypervisorError::KvmUnavailable(format!("signal handler: {e}")))?;
         let (kvm, cpuid) = kvm()?;
@@ -197,11 +208,12 @@ impl Vm {
         vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
         let run_page: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
+        interrupt.attach(run_page);
         Ok(Self {
             vcpu,
             _vm: vm,
             memory,
-            interrupt: Arc::new(VcpuInterrupt::new(run_page)),
+            interrupt,
             exits: 0,
         })
     }

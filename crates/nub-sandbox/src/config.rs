@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use nub_host_common::layout::LayoutSizes;
 
+/// The default boot deadline: far above a normal boot (about a millisecond)
+/// and well below what a caller would wait for a hung one.
+pub const DEFAULT_MAX_BOOT_TIME: Duration = Duration::from_secs(5);
+
 /// How a sandbox is sized. Every size is in bytes and must be a non-zero
 /// multiple of 4 KiB; [`Default`] suits small guests (a little over 2 MiB
 /// of guest memory in all, most of it never touched).
@@ -19,10 +23,17 @@ pub struct SandboxConfiguration {
     pub input_ring_size: u64,
     /// Guest-to-host ring: bounds the response payload. Default 256 KiB.
     pub output_ring_size: u64,
-    /// Longest a single call (or the boot in `evolve`) may run before it is
-    /// canceled with [`crate::HyperlightError::ExecutionTimeout`]. `None`
-    /// (the default) means no limit.
+    /// Longest a single call may run before it is canceled with
+    /// [`crate::HyperlightError::ExecutionTimeout`]. `None` (the default)
+    /// means no limit, and so does a duration too large to add to the
+    /// current instant (e.g. `Duration::MAX`).
     pub max_execution_time: Option<Duration>,
+    /// Longest the boot in `evolve` (the guest's init, host calls included)
+    /// may run before it is canceled with
+    /// [`crate::HyperlightError::ExecutionTimeout`]. Default
+    /// [`DEFAULT_MAX_BOOT_TIME`]: a guest whose init never finishes must not
+    /// hang `evolve`. `None` means no limit.
+    pub max_boot_time: Option<Duration>,
     /// The most verbose guest log records the host collects and emits
     /// through the `log` crate (target `nub::guest`). Default
     /// [`log::LevelFilter::Info`]; [`log::LevelFilter::Off`] turns guest
@@ -41,6 +52,7 @@ impl Default for SandboxConfiguration {
             input_ring_size: 256 << 10,
             output_ring_size: 256 << 10,
             max_execution_time: None,
+            max_boot_time: Some(DEFAULT_MAX_BOOT_TIME),
             guest_log_level: log::LevelFilter::Info,
             log_buffer_size: 16 << 10,
         }
@@ -70,6 +82,12 @@ impl SandboxConfiguration {
     /// Sets the per-call deadline.
     pub fn with_max_execution_time(mut self, limit: Option<Duration>) -> Self {
         self.max_execution_time = limit;
+        self
+    }
+
+    /// Sets the boot deadline (`None`: no limit).
+    pub fn with_max_boot_time(mut self, limit: Option<Duration>) -> Self {
+        self.max_boot_time = limit;
         self
     }
 

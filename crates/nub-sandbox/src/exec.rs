@@ -6,7 +6,10 @@
 //! access, and the report page is decoded field by field with clamped
 //! lengths.
 
-use std::{panic::AssertUnwindSafe, time::Instant};
+use std::{
+    panic::AssertUnwindSafe,
+    time::{Duration, Instant},
+};
 
 use nub_host_common::{
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
@@ -45,6 +48,15 @@ fn emit_guest_record(sandbox: u64, record: &log_buffer::LogRecord<'_>) {
     let target = String::from_utf8_lossy(record.target);
     let message = String::from_utf8_lossy(record.message);
     log::log!(target: GUEST_LOG_TARGET, level, "[sandbox {sandbox}] {target}: {message}");
+}
+
+/// The error a canceled run returns: a timeout when its deadline (`limit`)
+/// fired, otherwise a kill.
+fn cancel_error(reason: CancelReason, limit: Option<Duration>) -> HyperlightError {
+    match (reason, limit) {
+        (CancelReason::DeadlineExceeded, Some(limit)) => HyperlightError::ExecutionTimeout(limit),
+        _ => HyperlightError::Canceled,
+    }
 }
 
 /// A booted VM and what the host knows about its memory.
@@ -154,12 +166,18 @@ impl GuestVm {
     /// Runs the vCPU until the guest exits through `until` (READY at boot,
     /// DONE for calls), serving host calls on the way. Any other way of
     /// stopping is an error.
-    pub(crate) fn run_until(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
+    /// `limit` bounds the run (the boot or the call); a limit too large to
+    /// add to the current instant means no deadline.
+    pub(crate) fn run_until(
+        &mut self,
+        until: ExitPort,
+        host: &mut HostFunctions,
+        limit: Option<Duration>,
+    ) -> Result<()> {
         let (call, generation) = self.vm.begin_call();
-        let _deadline = self
-            .config
-            .max_execution_time
-            .map(|limit| watchdog::arm(Instant::now() + limit, self.vm.interrupt(), generation));
+        let _deadline = limit
+            .and_then(|limit| Instant::now().checked_add(limit))
+            .map(|deadline| watchdog::arm(deadline, self.vm.interrupt(), generation));
         let result = self.run_loop(until, host);
         // A cancel that lands after the guest already finished (or failed
         // for its own reason) does not change the outcome.
@@ -174,20 +192,12 @@ impl GuestVm {
         };
         match result {
             Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))) => {
-                Err(self.cancel_error(reason))
+                Err(cancel_error(reason, limit))
             }
             result => result,
         }
     }
 
-    fn cancel_error(&self, reason: CancelReason) -> HyperlightError {
-        match (reason, self.config.max_execution_time) {
-            (CancelReason::DeadlineExceeded, Some(limit)) => {
-                HyperlightError::ExecutionTimeout(limit)
-            }
-            _ => HyperlightError::Canceled,
-        }
-    }
 
     fn run_loop(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
         loop {

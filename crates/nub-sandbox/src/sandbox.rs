@@ -12,7 +12,7 @@ use nub_host_common::{
     ports::ExitPort,
     rpc::{self, Status},
 };
-use nub_hypervisor::{GuestMemory, Mapping, Vm, VmSetup};
+use nub_hypervisor::{GuestMemory, Mapping, VcpuInterrupt, Vm, VmSetup};
 
 use crate::{
     binary::{GuestBinary, GuestImage},
@@ -34,6 +34,28 @@ pub struct UninitializedSandbox {
     config: SandboxConfiguration,
     host_functions: HostFunctions,
     id: u64,
+    interrupt: InterruptOwner,
+}
+
+/// The interrupt state of a sandbox whose VM does not exist yet. Handles
+/// taken from an [`UninitializedSandbox`] share it with the VM `evolve`
+/// creates; if the sandbox is dropped instead, the handles learn so.
+#[derive(Debug)]
+struct InterruptOwner(Option<Arc<VcpuInterrupt>>);
+
+impl InterruptOwner {
+    /// Hands the state to the VM (which marks it dropped when it goes).
+    fn take(mut self) -> Arc<VcpuInterrupt> {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for InterruptOwner {
+    fn drop(&mut self) {
+        if let Some(interrupt) = self.0.take() {
+            interrupt.mark_dropped();
+        }
+    }
 }
 
 /// Sandbox ids, unique in the process; they tag the guest's log records.
@@ -106,12 +128,23 @@ impl UninitializedSandbox {
             config,
             host_functions: HostFunctions::default(),
             id: NEXT_SANDBOX_ID.fetch_add(1, Ordering::Relaxed),
+            interrupt: InterruptOwner(Some(Arc::new(VcpuInterrupt::new()))),
         })
     }
 
     /// The memory layout this sandbox will use.
     pub fn layout(&self) -> &MemoryLayout {
         &self.layout
+    }
+
+    /// A handle that can stop [`evolve`](Self::evolve) (a guest whose init
+    /// never finishes) from any thread, and every later call of the
+    /// [`MultiUseSandbox`] it becomes: it is the same handle
+    /// [`MultiUseSandbox::interrupt_handle`] returns. A kill while nothing
+    /// runs has no effect.
+    pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
+        let interrupt = self.interrupt.0.clone().unwrap_or_default();
+        Arc::new(VcpuInterruptHandle(interrupt))
     }
 
     /// This sandbox's id: unique in the process, kept by the
@@ -123,7 +156,9 @@ impl UninitializedSandbox {
 
     /// Creates the VM, boots the guest and runs its init until it signals
     /// READY. Host functions registered so far move to the returned sandbox
-    /// (and are callable from the guest's init).
+    /// (and are callable from the guest's init). The boot is bounded by
+    /// [`SandboxConfiguration::max_boot_time`] (5 s by default) and can be
+    /// stopped with [`Self::interrupt_handle`].
     pub fn evolve(self) -> Result<MultiUseSandbox> {
         let setup = VmSetup {
             mappings: &self.mappings,
@@ -136,10 +171,14 @@ impl UninitializedSandbox {
             // emulates CPL 0 code, and the host provides the IDT.
             user_mode: true,
         };
-        let vm = Vm::new(self.memory, &setup)?;
+        let vm = Vm::with_interrupt(self.memory, &setup, self.interrupt.take())?;
         let mut guest = GuestVm::new(vm, self.layout, self.config, self.id);
         let mut host_functions = self.host_functions;
-        guest.run_until(ExitPort::Ready, &mut host_functions)?;
+        guest.run_until(
+            ExitPort::Ready,
+            &mut host_functions,
+            self.config.max_boot_time,
+        )?;
         Ok(MultiUseSandbox {
             guest,
             host_functions,
@@ -188,8 +227,11 @@ impl MultiUseSandbox {
 
     fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
         self.guest.queue_requests(&[(fn_id, payload)])?;
-        self.guest
-            .run_until(ExitPort::Done, &mut self.host_functions)?;
+        self.guest.run_until(
+            ExitPort::Done,
+            &mut self.host_functions,
+            self.guest.config.max_execution_time,
+        )?;
         let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
             HyperlightError::ProtocolViolation("guest returned no response".into())
         })?;
@@ -221,8 +263,11 @@ impl MultiUseSandbox {
             return Ok(Vec::new());
         }
         self.guest.queue_requests(calls)?;
-        self.guest
-            .run_until(ExitPort::Done, &mut self.host_functions)?;
+        self.guest.run_until(
+            ExitPort::Done,
+            &mut self.host_functions,
+            self.guest.config.max_execution_time,
+        )?;
         let mut responses = self.guest.take_responses(calls.len())?.into_iter();
         let capacity = self.guest.output_capacity();
         Ok(calls
