@@ -1,15 +1,27 @@
 //! `cargo xtask build-guest`: builds every guest program (release, for
-//! `x86_64-unknown-none`) with the same code the build scripts use, and
-//! prints where each ELF landed.
+//! `x86_64-unknown-none`) with the same code the build scripts and `nub
+//! build` use, and prints where each ELF landed.
+
+use std::path::Path;
+
+use nub_guest_build::cargo::{RUSTFLAGS, Selection, build_command};
 
 use crate::cmd::Error;
 
 /// Runs the task.
 pub fn run() -> Result<(), Error> {
+    let dir = nub_guest_build::guests_dir();
+    // The command the build runs (RUSTC is pinned to the checked toolchain).
+    let cmd = build_command(&dir, &Selection::Workspace, None, Path::new("rustc"));
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     println!(
-        "$ (cd {} && cargo build --release --workspace --target {})",
-        nub_guest_build::guests_dir().display(),
-        nub_guest_build::GUEST_TARGET
+        "$ (cd {} && CARGO_ENCODED_RUSTFLAGS='{}' cargo {})",
+        dir.display(),
+        RUSTFLAGS.join(" "),
+        args.join(" ")
     );
     let guests = nub_guest_build::build_guests().map_err(Error::GuestBuild)?;
     for guest in guests {

@@ -1,18 +1,37 @@
-//! Builds the guest programs under `guest-x86/guests/`.
+//! Builds nub guest programs: the ones under `guest-x86/guests/` and any
+//! guest crate of a user's.
 //!
-//! One implementation, used by `cargo xtask build-guest` and by the build
+//! One implementation, used by `cargo xtask build-guest`, by the build
 //! scripts of crates that need a guest ELF (the CLI embeds the default
-//! guest; the integration tests boot every guest). The guests form their own
-//! cargo workspace because they only build for `x86_64-unknown-none`; this
-//! crate runs `cargo build --release` there with a clean environment (so an
-//! outer cargo's flags and wrappers, e.g. clippy's, do not leak in) and
-//! reports where each ELF landed.
+//! guest; the integration tests boot every guest), by `nub build`, and by a
+//! host crate's own `build.rs` through [`build_guest`]:
+//!
+//! ```no_run
+//! // The body of `fn main` in the build.rs of a host crate whose guest
+//! // crate is in `guest/` (made with `nub new guest`):
+//! let elf = nub_guest_build::build_guest("guest".as_ref())
+//!     .unwrap_or_else(|e| panic!("{e}"));
+//! println!("cargo:rerun-if-changed=guest/src");
+//! println!("cargo:rerun-if-changed=guest/Cargo.toml");
+//! // In the host crate: include_bytes!(env!("MY_GUEST"))
+//! println!("cargo:rustc-env=MY_GUEST={}", elf.display());
+//! ```
+//!
+//! Every build runs `cargo build --release --target x86_64-unknown-none`
+//! with nub's profile and link flags on the command line ([`cargo`]), in a
+//! clean environment ([`env`]), after making sure the toolchain has the
+//! target ([`target`]); the ELF paths come from cargo's JSON messages.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    process::Command,
-};
+pub mod cargo;
+pub mod env;
+mod error;
+pub mod target;
+
+use std::path::{Path, PathBuf};
+
+pub use error::BuildError;
+
+use crate::cargo::Selection;
 
 /// The guest target triple.
 pub const GUEST_TARGET: &str = "x86_64-unknown-none";
@@ -20,31 +39,11 @@ pub const GUEST_TARGET: &str = "x86_64-unknown-none";
 /// A built guest program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestElf {
-    /// Package (and binary) name, e.g. `nub-default-guest`.
+    /// Binary name, e.g. `nub-default-guest`.
     pub name: String,
     /// Path of the ELF file.
     pub path: PathBuf,
 }
-
-/// Why the guests could not be built.
-#[derive(Debug)]
-pub enum BuildError {
-    /// Reading the guest workspace failed.
-    Io(PathBuf, std::io::Error),
-    /// `cargo build` could not start or failed.
-    Cargo(String),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Io(path, e) => write!(f, "{}: {e}", path.display()),
-            Self::Cargo(msg) => write!(f, "building guests failed: {msg}"),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {}
 
 /// The repository root (this crate lives at `crates/nub-guest-build`).
 pub fn repo_root() -> PathBuf {
@@ -53,6 +52,11 @@ pub fn repo_root() -> PathBuf {
         .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The guest kernel crate's directory in a nub checkout at `root`.
+pub fn kernel_dir(root: &Path) -> PathBuf {
+    root.join("guest-x86").join("nub-arch-x86")
 }
 
 /// The guest workspace directory.
@@ -84,7 +88,10 @@ pub fn source_dirs() -> Vec<PathBuf> {
 /// Directories of the guest packages (each holds a `Cargo.toml`).
 fn member_dirs() -> Result<Vec<PathBuf>, BuildError> {
     let dir = guests_dir();
-    let entries = std::fs::read_dir(&dir).map_err(|e| BuildError::Io(dir.clone(), e))?;
+    let entries = std::fs::read_dir(&dir).map_err(|source| BuildError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     let mut members: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -94,80 +101,46 @@ fn member_dirs() -> Result<Vec<PathBuf>, BuildError> {
     Ok(members)
 }
 
-/// The `[package] name` of a guest manifest.
-fn package_name(manifest: &Path) -> Result<String, BuildError> {
-    let text =
-        std::fs::read_to_string(manifest).map_err(|e| BuildError::Io(manifest.to_path_buf(), e))?;
-    let mut in_package = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package && let Some(rest) = line.strip_prefix("name") {
-            let value = rest.trim_start().trim_start_matches('=').trim();
-            return Ok(value.trim_matches('"').to_string());
-        }
-    }
-    Err(BuildError::Cargo(format!(
-        "{}: no [package] name",
-        manifest.display()
-    )))
-}
-
-/// Builds every guest (release) and returns their ELF paths.
+/// Builds every guest under `guest-x86/guests/` (release) and returns their
+/// ELFs, sorted by name. Same flags and code path as [`build_guest`].
 pub fn build_guests() -> Result<Vec<GuestElf>, BuildError> {
     let dir = guests_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&dir).args([
-        "build",
-        "--release",
-        "--workspace",
-        "--target",
-        GUEST_TARGET,
-    ]);
-    // A clean slate: nothing from an outer cargo invocation may change how
-    // the guests build.
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let outer = key.starts_with("CARGO_")
-            || key.starts_with("RUSTC")
-            || key == "RUSTFLAGS"
-            || key == "RUSTDOCFLAGS"
-            || key == "TARGET"
-            || key == "HOST"
-            || key == "OUT_DIR"
-            || key == "OPT_LEVEL"
-            || key == "PROFILE"
-            || key == "DEBUG"
-            || key == "NUM_JOBS";
-        if outer && key != "CARGO_HOME" && key != "CARGO_NET_OFFLINE" {
-            cmd.env_remove(key);
-        }
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| BuildError::Cargo(format!("cannot run cargo: {e}")))?;
-    if !status.success() {
-        return Err(BuildError::Cargo(format!(
-            "cargo build in {} exited with {status}",
-            dir.display()
-        )));
-    }
-    let out = dir.join("target").join(GUEST_TARGET).join("release");
-    member_dirs()?
-        .iter()
-        .map(|m| {
-            let name = package_name(&m.join("Cargo.toml"))?;
-            let path = out.join(&name);
-            if !path.is_file() {
-                return Err(BuildError::Cargo(format!(
-                    "expected {} after the build",
-                    path.display()
-                )));
-            }
-            Ok(GuestElf { name, path })
+    let built = cargo::build(&dir, &Selection::Workspace, None)?;
+    Ok(built
+        .into_iter()
+        .map(|b| GuestElf {
+            name: b.name,
+            path: b.path,
         })
-        .collect()
+        .collect())
+}
+
+/// Builds the guest crate in `dir` (release, `x86_64-unknown-none`, nub's
+/// link script) and returns its ELF's path.
+///
+/// `dir` must hold a package that depends on `nub-arch-x86` and has a
+/// binary target (the one named after the package when it has several); it
+/// may be a standalone crate or a member of a workspace of its own. Cargo's
+/// progress and errors go to stderr. Called from a build script whose
+/// target directory the guest shares (a guest that is a member of the host
+/// crate's workspace), the guest builds in `<target>/nub-guest` instead, so
+/// the nested cargo does not wait for its parent's lock.
+pub fn build_guest(dir: &Path) -> Result<PathBuf, BuildError> {
+    let guest = cargo::inspect(dir)?;
+    let out_dir = std::env::var_os("OUT_DIR").map(PathBuf::from);
+    let target_dir = cargo::separate_target_dir(out_dir.as_deref(), &guest.target_dir);
+    let selection = Selection::Binary {
+        manifest: guest.manifest,
+        bin: guest.bin.clone(),
+    };
+    cargo::build(dir, &selection, target_dir.as_deref())?
+        .into_iter()
+        .find(|b| b.name == guest.bin)
+        .map(|b| b.path)
+        .ok_or_else(|| BuildError::NoArtifact {
+            dir: dir.to_path_buf(),
+            wanted: guest.bin,
+        })
 }
 
 /// For build scripts: builds the guests, exports each ELF path as
@@ -202,11 +175,11 @@ mod tests {
     fn names_and_paths() {
         assert_eq!(env_name("nub-default-guest"), "NUB_GUEST_NUB_DEFAULT_GUEST");
         assert!(guests_dir().join("Cargo.toml").is_file());
+        assert!(kernel_dir(&repo_root()).join("Cargo.toml").is_file());
         let members = member_dirs().unwrap();
-        let names: Vec<String> = members
-            .iter()
-            .map(|m| package_name(&m.join("Cargo.toml")).unwrap())
-            .collect();
-        assert!(names.contains(&"nub-default-guest".to_string()));
+        assert!(
+            members.iter().any(|m| m.ends_with("default")),
+            "{members:?}"
+        );
     }
 }

@@ -1,0 +1,432 @@
+//! The one way nub builds a guest: `cargo build` in release for
+//! `x86_64-unknown-none` with nub's flags, the ELFs read back from cargo's
+//! JSON messages.
+//!
+//! The flags go on the command line, not into a config file of the guest's,
+//! so any crate builds the same inside or outside a workspace of its own:
+//! the profile with `--config` (which takes precedence over the manifest's
+//! profile), the codegen flags with `CARGO_ENCODED_RUSTFLAGS` (which replaces
+//! any `rustflags` a config file sets, so they are never doubled).
+
+use std::{
+    io::BufReader,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use cargo_metadata::{Message, MetadataCommand, TargetKind};
+
+use crate::{BuildError, GUEST_TARGET, env::clean_env, target};
+
+/// The guest kernel crate every guest depends on.
+pub const KERNEL_CRATE: &str = "nub-arch-x86";
+
+/// The release profile every guest builds with, as `--config` values.
+pub const PROFILE: [&str; 4] = [
+    "profile.release.panic=\"abort\"",
+    "profile.release.opt-level=\"s\"",
+    "profile.release.lto=true",
+    "profile.release.codegen-units=1",
+];
+
+/// The codegen flags every guest builds with: linked at the fixed addresses
+/// of `nub-guest.ld` (nub-arch-x86's build script puts it on the linker's
+/// search path), no PIE. Soft-float is the target's default.
+pub const RUSTFLAGS: [&str; 4] = [
+    "-C",
+    "relocation-model=static",
+    "-C",
+    "link-arg=-Tnub-guest.ld",
+];
+
+/// The cargo that builds guests: `$CARGO` (the one running the build
+/// script or `cargo run`), else `cargo` from `PATH`.
+pub fn cargo_program() -> PathBuf {
+    std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
+}
+
+/// What one build covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every member of the workspace rooted at the build directory.
+    Workspace,
+    /// One binary of the package whose manifest is given.
+    Binary {
+        /// The package's `Cargo.toml`.
+        manifest: PathBuf,
+        /// The binary target's name.
+        bin: String,
+    },
+}
+
+/// A guest crate checked by [`inspect`]: the binary to build and where
+/// cargo puts its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestCrate {
+    /// The package's `Cargo.toml`.
+    pub manifest: PathBuf,
+    /// The binary target that becomes the guest ELF.
+    pub bin: String,
+    /// The target directory of the package's workspace.
+    pub target_dir: PathBuf,
+}
+
+/// Checks that `dir` is a guest crate: a package (not a virtual manifest)
+/// depending on nub-arch-x86 with a binary target. Runs `cargo metadata
+/// --no-deps`, which reads manifests only.
+pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
+    if !dir.is_dir() {
+        return Err(BuildError::NotADirectory {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(BuildError::NoManifest {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let manifest = manifest.canonicalize().map_err(|source| BuildError::Io {
+        path: manifest.clone(),
+        source,
+    })?;
+    let mut metadata = MetadataCommand::new();
+    metadata
+        .cargo_path(cargo_program())
+        .manifest_path(&manifest)
+        .current_dir(dir)
+        .no_deps();
+    let mut cmd = metadata.cargo_command();
+    clean_env(&mut cmd);
+    let metadata_err = |source| BuildError::Metadata {
+        manifest: manifest.clone(),
+        source,
+    };
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BuildError::Spawn {
+            program: "cargo metadata".to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(metadata_err(cargo_metadata::Error::CargoMetadata {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .ok_or_else(|| metadata_err(cargo_metadata::Error::NoJson))?;
+    let metadata = MetadataCommand::parse(json).map_err(metadata_err)?;
+    let package = metadata
+        .packages
+        .iter()
+        .find(|p| p.manifest_path.as_std_path() == manifest)
+        .ok_or_else(|| BuildError::NoPackage {
+            manifest: manifest.clone(),
+        })?;
+    let name = package.name.to_string();
+    if !package.dependencies.iter().any(|d| d.name == KERNEL_CRATE) {
+        return Err(BuildError::NoNubDependency {
+            package: name,
+            manifest,
+        });
+    }
+    let bins: Vec<String> = package
+        .targets
+        .iter()
+        .filter(|t| t.is_kind(TargetKind::Bin))
+        .map(|t| t.name.clone())
+        .collect();
+    let bin = match bins.as_slice() {
+        [] => {
+            return Err(BuildError::NoBinary {
+                package: name,
+                manifest,
+            });
+        }
+        [only] => only.clone(),
+        several => several
+            .iter()
+            .find(|b| **b == name)
+            .cloned()
+            .ok_or_else(|| BuildError::SeveralBinaries {
+                package: name.clone(),
+                names: bins.clone(),
+            })?,
+    };
+    Ok(GuestCrate {
+        manifest,
+        bin,
+        target_dir: metadata.target_directory.into_std_path_buf(),
+    })
+}
+
+/// The target directory a build from inside a build script must use
+/// instead of the workspace's own, if any: when the build script's `OUT_DIR`
+/// lies in the guest's target directory, the guest is part of the workspace
+/// being built, and a nested cargo on the same directory would wait forever
+/// for the lock its parent holds.
+pub fn separate_target_dir(out_dir: Option<&Path>, target_dir: &Path) -> Option<PathBuf> {
+    out_dir
+        .filter(|out| out.starts_with(target_dir))
+        .map(|_| target_dir.join("nub-guest"))
+}
+
+/// A built binary: its target name and ELF path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The binary target's name.
+    pub name: String,
+    /// The ELF.
+    pub path: PathBuf,
+}
+
+/// Builds `selection` in `dir` and returns the binaries cargo reported.
+/// Cargo's progress and errors go to stderr as they happen.
+pub fn build(
+    dir: &Path,
+    selection: &Selection,
+    target_dir: Option<&Path>,
+) -> Result<Vec<Built>, BuildError> {
+    let sysroot = target::sysroot(dir)?;
+    target::ensure(&sysroot)?;
+    let mut cmd = build_command(dir, selection, target_dir, &target::sysroot_rustc(&sysroot));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| BuildError::Spawn {
+            program: cargo_program().display().to_string(),
+            source,
+        })?;
+    let mut built = Vec::new();
+    let mut read_error = None;
+    if let Some(stdout) = child.stdout.take() {
+        for message in Message::parse_stream(BufReader::new(stdout)) {
+            match message {
+                Ok(Message::CompilerArtifact(artifact)) => {
+                    if let Some(path) = artifact.executable
+                        && artifact.target.is_kind(TargetKind::Bin)
+                    {
+                        built.push(Built {
+                            name: artifact.target.name,
+                            path: path.into_std_path_buf(),
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(BuildError::Messages)?;
+    if !status.success() {
+        return Err(BuildError::CargoFailed {
+            dir: dir.to_path_buf(),
+            status,
+        });
+    }
+    if let Some(e) = read_error {
+        return Err(BuildError::Messages(e));
+    }
+    built.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(built)
+}
+
+/// The `cargo build` command for `selection`, run in `dir` with `rustc`.
+pub fn build_command(
+    dir: &Path,
+    selection: &Selection,
+    target_dir: Option<&Path>,
+    rustc: &Path,
+) -> Command {
+    let mut cmd = Command::new(cargo_program());
+    clean_env(&mut cmd);
+    cmd.current_dir(dir).args([
+        "build",
+        "--release",
+        "--target",
+        GUEST_TARGET,
+        "--message-format=json-render-diagnostics",
+    ]);
+    match selection {
+        Selection::Workspace => {
+            cmd.arg("--workspace");
+        }
+        Selection::Binary { manifest, bin } => {
+            cmd.arg("--manifest-path")
+                .arg(manifest)
+                .args(["--bin", bin]);
+        }
+    }
+    if let Some(target_dir) = target_dir {
+        cmd.arg("--target-dir").arg(target_dir);
+    }
+    for setting in PROFILE {
+        cmd.args(["--config", setting]);
+    }
+    cmd.env("RUSTC", rustc)
+        .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS.join("\x1f"));
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn env(cmd: &Command, key: &str) -> Option<String> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v)
+            .map(|v| v.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn command_carries_nubs_flags() {
+        let selection = Selection::Binary {
+            manifest: PathBuf::from("/g/Cargo.toml"),
+            bin: "g".to_string(),
+        };
+        let cmd = build_command(
+            Path::new("/g"),
+            &selection,
+            None,
+            Path::new("/tc/bin/rustc"),
+        );
+        let args = args(&cmd);
+        for expected in [
+            "build",
+            "--release",
+            "x86_64-unknown-none",
+            "--message-format=json-render-diagnostics",
+            "/g/Cargo.toml",
+            "profile.release.panic=\"abort\"",
+            "profile.release.lto=true",
+        ] {
+            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a == "--target-dir"), "{args:?}");
+        assert_eq!(env(&cmd, "RUSTC").as_deref(), Some("/tc/bin/rustc"));
+        assert_eq!(
+            env(&cmd, "CARGO_ENCODED_RUSTFLAGS").as_deref(),
+            Some("-C\x1frelocation-model=static\x1f-C\x1flink-arg=-Tnub-guest.ld")
+        );
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/g")));
+    }
+
+    #[test]
+    fn workspace_build_and_target_dir() {
+        let cmd = build_command(
+            Path::new("/w"),
+            &Selection::Workspace,
+            Some(Path::new("/w/target/nub-guest")),
+            Path::new("rustc"),
+        );
+        let args = args(&cmd);
+        assert!(args.iter().any(|a| a == "--workspace"), "{args:?}");
+        let at = args.iter().position(|a| a == "--target-dir").unwrap();
+        assert_eq!(args[at + 1], "/w/target/nub-guest");
+    }
+
+    #[test]
+    fn nested_build_in_the_same_target_dir_moves_aside() {
+        let target = Path::new("/host/target");
+        assert_eq!(separate_target_dir(None, target), None);
+        assert_eq!(
+            separate_target_dir(
+                Some(Path::new("/elsewhere/target/debug/build/x/out")),
+                target
+            ),
+            None
+        );
+        assert_eq!(
+            separate_target_dir(Some(Path::new("/host/target/debug/build/x/out")), target),
+            Some(PathBuf::from("/host/target/nub-guest"))
+        );
+    }
+
+    /// A crate directory with this manifest and (optionally) a main.rs.
+    fn crate_dir(manifest: &str, main: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        let file = if main { "main.rs" } else { "lib.rs" };
+        std::fs::write(dir.path().join("src").join(file), "").unwrap();
+        dir
+    }
+
+    fn kernel_path() -> String {
+        crate::repo_root()
+            .join("guest-x86/nub-arch-x86")
+            .display()
+            .to_string()
+    }
+
+    #[test]
+    fn inspect_names_what_is_missing() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = inspect(empty.path()).unwrap_err();
+        assert!(matches!(err, BuildError::NoManifest { .. }), "{err}");
+        assert!(err.to_string().contains("no Cargo.toml"), "{err}");
+
+        let err = inspect(&empty.path().join("nope")).unwrap_err();
+        assert!(matches!(err, BuildError::NotADirectory { .. }), "{err}");
+
+        let plain = "[package]\nname = \"plain\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\
+                     [workspace]\n";
+        let dir = crate_dir(plain, true);
+        let err = inspect(dir.path()).unwrap_err();
+        assert!(matches!(err, BuildError::NoNubDependency { .. }), "{err}");
+        assert!(err.to_string().contains("nub-arch-x86"), "{err}");
+
+        let lib = format!(
+            "{plain}[dependencies]\nnub-arch-x86 = {{ path = \"{}\" }}\n",
+            kernel_path()
+        );
+        let dir = crate_dir(&lib, false);
+        let err = inspect(dir.path()).unwrap_err();
+        assert!(matches!(err, BuildError::NoBinary { .. }), "{err}");
+        assert!(err.to_string().contains("no binary target"), "{err}");
+
+        let dir = crate_dir("[workspace]\nmembers = []\n", false);
+        let err = inspect(dir.path()).unwrap_err();
+        assert!(matches!(err, BuildError::NoPackage { .. }), "{err}");
+
+        let dir = crate_dir("[package\nname = ", true);
+        let err = inspect(dir.path()).unwrap_err();
+        assert!(matches!(err, BuildError::Metadata { .. }), "{err}");
+    }
+
+    #[test]
+    fn inspect_accepts_a_guest_crate() {
+        let manifest = format!(
+            "[package]\nname = \"my-guest\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\
+             [workspace]\n[dependencies]\nnub-arch-x86 = {{ path = \"{}\" }}\n",
+            kernel_path()
+        );
+        let dir = crate_dir(&manifest, true);
+        let guest = inspect(dir.path()).unwrap();
+        assert_eq!(guest.bin, "my-guest");
+        assert_eq!(
+            guest.manifest,
+            dir.path().canonicalize().unwrap().join("Cargo.toml")
+        );
+        assert_eq!(
+            guest.target_dir,
+            dir.path().canonicalize().unwrap().join("target")
+        );
+    }
+}
