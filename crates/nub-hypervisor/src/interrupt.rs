@@ -164,8 +164,10 @@ impl VcpuInterrupt {
         self.lock().cancel
     }
 
-    /// Marks the vCPU gone; later kills do nothing.
-    pub(crate) fn mark_dropped(&self) {
+    /// Marks the vCPU gone (its VM dropped, or never created because the
+    /// sandbox holding this state was dropped first); later kills do
+    /// nothing.
+    pub fn mark_dropped(&self) {
         let mut s = self.lock();
         s.dropped = true;
         s.running = false;
