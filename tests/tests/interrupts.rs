@@ -265,3 +265,45 @@ fn thousand_faulted_sandboxes_leak_nothing() {
         "RSS grew by {grown} KiB over 1000 sandboxes"
     );
 }
+
+#[test]
+fn durations_too_large_for_a_deadline_mean_no_deadline() {
+    let cfg = SandboxConfiguration::default()
+        .with_max_execution_time(Some(Duration::MAX))
+        .with_max_boot_time(Some(Duration::MAX));
+    let mut s = sandbox_with(cfg);
+    assert_eq!(s.call_raw(fn_id::ECHO, b"no panic").unwrap(), b"no panic");
+    // Without a deadline a spinning guest runs until it is killed.
+    let handle = s.interrupt_handle();
+    let killer = std::thread::spawn(move || kill_when_running(handle.as_ref()));
+    let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+}
+
+#[test]
+fn the_uninitialized_sandbox_handle_stops_later_calls() {
+    let u = uninit(None);
+    let early = u.interrupt_handle();
+    assert!(!early.kill(), "no VM yet, nothing runs");
+    assert!(!early.dropped());
+    let mut s = u.evolve().unwrap();
+    assert!(!early.kill(), "booted and idle");
+    assert_eq!(s.call_raw(fn_id::ECHO, b"after").unwrap(), b"after");
+    let handle = Arc::clone(&early);
+    let killer = std::thread::spawn(move || kill_when_running(handle.as_ref()));
+    let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    drop(s);
+    assert!(early.dropped());
+}
+
+#[test]
+fn dropping_an_uninitialized_sandbox_marks_its_handle_dropped() {
+    let u = uninit(None);
+    let handle = u.interrupt_handle();
+    drop(u);
+    assert!(handle.dropped());
+    assert!(!handle.kill());
+}
