@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo xtask build-guest     # build the guest programs, list their ELFs
-//! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test)
+//! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test),
+//!                             # then the guests' unit tests on the host
 //! cargo xtask ci              # fmt check, clippy -D warnings, tests
 //! ```
 //!
@@ -29,7 +30,9 @@ tasks:
   build-guest    build the guest programs under guest-x86/guests and print
                  `name: path` for each ELF
   test [ARGS]    cargo nextest run --workspace [ARGS] (cargo test --workspace
-                 [ARGS] when cargo-nextest is not installed)
+                 [ARGS] when cargo-nextest is not installed), the doc
+                 examples, then the guests' unit tests on the host
+                 (cargo test --target <host> in guest-x86/guests)
   ci             the pre-submit check: rustfmt and clippy (-D warnings) on
                  the workspace and the guests, then the tests
   help           print this message

@@ -2,8 +2,15 @@
 //! or with `cargo test` when nextest is not installed. Extra arguments are
 //! passed on. With nextest, the doc examples (which nextest does not run)
 //! are compiled and run afterwards with `cargo test --doc`.
+//!
+//! Then the guests' own unit tests run on the host (`nub_arch_x86::testing`):
+//! the guest workspace builds for `x86_64-unknown-none` by default, so they
+//! run with `cargo test --target <host triple>` in `guest-x86/guests`.
 
 use crate::cmd::{Cargo, Error};
+
+/// Where the guest workspace is, relative to the repository root.
+const GUESTS: &str = "guest-x86/guests";
 
 /// Runs the task; fails with the test runner's status.
 pub fn run(extra: &[String]) -> Result<(), Error> {
@@ -11,9 +18,42 @@ pub fn run(extra: &[String]) -> Result<(), Error> {
         Cargo::new(&["nextest", "run", "--workspace"])
             .args(extra)
             .run()?;
-        Cargo::new(&["test", "--doc", "--workspace"]).run()
+        Cargo::new(&["test", "--doc", "--workspace"]).run()?;
     } else {
         println!("cargo-nextest is not installed; falling back to cargo test");
-        Cargo::new(&["test", "--workspace"]).args(extra).run()
+        Cargo::new(&["test", "--workspace"]).args(extra).run()?;
+    }
+    guest_tests().run()
+}
+
+/// The guests' unit tests, built for and run on the host.
+fn guest_tests() -> Cargo {
+    Cargo::new(&["test", "--workspace", "--target", HOST_TRIPLE]).in_dir(GUESTS)
+}
+
+/// The host's target triple: the one xtask itself was built for (recorded
+/// by `build.rs`).
+pub const HOST_TRIPLE: &str = env!("XTASK_HOST_TRIPLE");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_triple_is_a_hosted_target() {
+        assert!(HOST_TRIPLE.contains('-'), "{HOST_TRIPLE:?}");
+        assert!(!HOST_TRIPLE.ends_with("-none"), "{HOST_TRIPLE}");
+        assert!(
+            HOST_TRIPLE.starts_with(std::env::consts::ARCH),
+            "{HOST_TRIPLE}"
+        );
+    }
+
+    #[test]
+    fn guest_tests_run_in_the_guest_workspace_for_the_host() {
+        assert_eq!(
+            guest_tests().display(),
+            format!("(cd guest-x86/guests && cargo test --workspace --target {HOST_TRIPLE})")
+        );
     }
 }

@@ -31,6 +31,9 @@ pub enum HostCallError {
     RequestTooLarge,
     /// The host's response was missing or undecodable.
     BadResponse,
+    /// There is no host to call: on the host (off the bare-metal target),
+    /// outside a guest function run by [`crate::testing`].
+    NoHost,
 }
 
 impl fmt::Display for HostCallError {
@@ -40,6 +43,10 @@ impl fmt::Display for HostCallError {
             Self::Host(msg) => write!(f, "host function failed: {msg}"),
             Self::RequestTooLarge => write!(f, "host-call request does not fit in the output ring"),
             Self::BadResponse => write!(f, "host-call response missing or undecodable"),
+            Self::NoHost => write!(
+                f,
+                "no host to call (outside a guest function run by nub_arch_x86::testing)"
+            ),
         }
     }
 }

@@ -35,12 +35,19 @@
 //! - [`state_cache`]: the capability directory, `DIRECTORY`.
 //! - `arch` (only on `x86_64-unknown-none`): entry, port I/O, heap, panic
 //!   handler.
+//! - [`testing`] (only off the bare-metal target): runs guest functions on
+//!   the host under `cargo test`, with host calls answered by closures.
 //!
 //! Everything except `arch` is plain Rust and is unit-tested on the host.
+//! [`host_call`] and [`abort`] exist on both: in a guest they exit to the
+//! host; on the host they go to the [`testing`] harness (see there).
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
+// The host-only testing module needs std (thread-locals, boxed closures).
+#[cfg(all(not(test), not(target_os = "none")))]
+extern crate std;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -50,6 +57,8 @@ pub mod logger;
 pub mod report;
 pub mod state_cache;
 pub mod system;
+#[cfg(not(target_os = "none"))]
+pub mod testing;
 
 pub use dispatch::{GuestError, GuestFn, Output, Registry, RegistryError};
 pub use hostcall::HostCallError;
@@ -58,6 +67,8 @@ pub use nub_host_common as abi;
 
 #[cfg(target_os = "none")]
 pub use arch::{abort, heap_stats, host_call};
+#[cfg(not(target_os = "none"))]
+pub use testing::{abort, host_call};
 
 /// Declares the guest's init function: `fn(&mut Registry)`. The kernel calls
 /// it once at boot, before signalling READY.

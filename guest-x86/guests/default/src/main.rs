@@ -13,8 +13,13 @@
 //! | 8 | `fault` | selector byte | never returns normally (see [`fault`]) |
 //! | 9 | `spin` | - | never returns |
 //! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
-#![no_std]
-#![no_main]
+//!
+//! The functions' logic is tested on the host with `nub_arch_x86::testing`
+//! (`cargo test --target x86_64-unknown-linux-gnu` in `guest-x86/guests`,
+//! part of `cargo xtask test`); under `cfg(test)` this is an ordinary std
+//! binary.
+#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(test), no_main)]
 
 extern crate alloc;
 
@@ -279,3 +284,181 @@ fn init(registry: &mut Registry) {
 }
 
 nub_arch_x86::guest_main!(init);
+
+#[cfg(test)]
+mod tests {
+    use nub_arch_x86::{
+        abi::rpc::FN_ID_NUB_PUT_CAP,
+        javm_cap::{Cap, CapHash, wire},
+        testing::{self, CallError, Harness},
+    };
+
+    use super::*;
+
+    /// Host fn id the host-call tests answer.
+    const HOST_FN: u32 = 100;
+
+    fn guest_error(message: &'static str) -> CallError {
+        CallError::Guest(GuestError::new(message))
+    }
+
+    fn host_payload(fn_id: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut p = fn_id.to_le_bytes().to_vec();
+        p.extend_from_slice(bytes);
+        p
+    }
+
+    #[test]
+    fn echo_returns_its_input() {
+        assert_eq!(
+            testing::call_id(init, ECHO, b"hello, guest").unwrap(),
+            b"hello, guest"
+        );
+        assert_eq!(testing::call_id(init, ECHO, b"").unwrap(), b"");
+        let big = vec![0x5a; 100 << 10];
+        assert_eq!(testing::call(echo, &big).unwrap(), big);
+    }
+
+    #[test]
+    fn add_keeps_a_running_total() {
+        let call = |n: u64| -> u64 {
+            let out = testing::call_id(init, ADD, &n.to_le_bytes()).unwrap();
+            u64::from_le_bytes(out.try_into().unwrap())
+        };
+        // The counter is a static shared by every call in this process; this
+        // is the only test that adds to it.
+        let start = call(0);
+        assert_eq!(call(5), start + 5);
+        assert_eq!(call(7), start + 12);
+        assert_eq!(
+            testing::call_id(init, ADD, b"short"),
+            Err(guest_error("expected a u64 LE payload (8 bytes)"))
+        );
+    }
+
+    #[test]
+    fn fail_returns_its_message_as_a_guest_error() {
+        assert_eq!(
+            testing::call_id(init, FAIL, b"no such thing"),
+            Err(guest_error("no such thing"))
+        );
+    }
+
+    #[test]
+    fn blake3_matches_the_blake3_crate() {
+        // The published BLAKE3 hash of the empty input.
+        let empty = testing::call_id(init, BLAKE3, b"").unwrap();
+        assert_eq!(
+            blake3::Hash::from_slice(&empty).unwrap().to_hex().as_str(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        for len in [1usize, 64, 1024, 1025, 65536] {
+            let input: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let out = testing::call_id(init, BLAKE3, &input).unwrap();
+            assert_eq!(out, blake3::hash(&input).as_bytes(), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn host_echo_returns_the_host_functions_answer() {
+        let mut h = Harness::new().host_fn(HOST_FN, |p| Ok(p.iter().rev().copied().collect()));
+        let out = h
+            .call_id(init, HOST_ECHO, &host_payload(HOST_FN, b"abc"))
+            .unwrap();
+        assert_eq!(out, b"cba");
+        assert_eq!(h.host_calls(), &[(HOST_FN, b"abc".to_vec())]);
+        // Errors of the host call become the guest function's error.
+        assert_eq!(
+            h.call_id(init, HOST_ECHO, &host_payload(HOST_FN + 1, b"x")),
+            Err(CallError::Guest(GuestError::msg(
+                nub_arch_x86::HostCallError::UnknownFunction(HOST_FN + 1)
+            )))
+        );
+        assert_eq!(
+            h.call_id(init, HOST_ECHO, b"id"),
+            Err(guest_error("expected a u32 LE host fn id"))
+        );
+        let mut refusing = Harness::new().host_fn(HOST_FN, |_| Err("refused".into()));
+        let err = refusing
+            .call_id(init, HOST_ECHO, &host_payload(HOST_FN, b""))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CallError::Guest(GuestError::msg("host function failed: refused"))
+        );
+    }
+
+    #[test]
+    fn host_loop_sums_the_host_answers() {
+        // The host answers call i with i * 3.
+        let mut h = Harness::new().host_fn(HOST_FN, |p| {
+            let i = u32::from_le_bytes(p.try_into().map_err(|_| "bad payload")?);
+            Ok((i * 3).to_le_bytes().to_vec())
+        });
+        let mut payload = HOST_FN.to_le_bytes().to_vec();
+        payload.extend_from_slice(&50u32.to_le_bytes());
+        let out = h.call_id(init, HOST_LOOP, &payload).unwrap();
+        let expected: u64 = (0..50u64).map(|i| i * 3).sum();
+        assert_eq!(out, expected.to_le_bytes());
+        assert_eq!(h.host_calls().len(), 50);
+        assert_eq!(h.host_calls()[49], (HOST_FN, 49u32.to_le_bytes().to_vec()));
+        // An answer too short to hold a u32 ends the loop with an error.
+        let mut short = Harness::new().host_fn(HOST_FN, |_| Ok(vec![1]));
+        assert_eq!(
+            short.call_id(init, HOST_LOOP, &payload),
+            Err(guest_error("expected a u32 LE host fn id"))
+        );
+        assert_eq!(short.host_calls().len(), 1);
+    }
+
+    #[test]
+    fn cap_sum_adds_the_bytes_of_a_stored_data_cap() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        let cap = Cap::inline(data.clone());
+        let bytes = wire::encode_cap(&cap).unwrap();
+        // Store it the way the host's put_cap does: the PUT_CAP system fn.
+        let hash = testing::call_id(init, FN_ID_NUB_PUT_CAP, &bytes).unwrap();
+        assert_eq!(hash, cap.hash().as_bytes());
+        let out = testing::call_id(init, CAP_SUM, &hash).unwrap();
+        let expected: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(out, expected.to_le_bytes());
+
+        let absent = CapHash::from_bytes([7; 32]);
+        assert_eq!(
+            testing::call_id(init, CAP_SUM, absent.as_bytes()),
+            Err(guest_error("no cap with that hash"))
+        );
+        let node = Cap::cnode(vec![cap.hash().into()]);
+        let node_hash =
+            testing::call_id(init, FN_ID_NUB_PUT_CAP, &wire::encode_cap(&node).unwrap()).unwrap();
+        assert_eq!(
+            testing::call_id(init, CAP_SUM, &node_hash),
+            Err(guest_error("the cap is not a Data cap"))
+        );
+        assert_eq!(
+            testing::call_id(init, CAP_SUM, b"short"),
+            Err(guest_error("expected a 32-byte cap hash"))
+        );
+    }
+
+    #[test]
+    fn every_contract_id_is_registered() {
+        let mut registry = Registry::new();
+        init(&mut registry);
+        for id in [
+            ECHO,
+            ADD,
+            FAIL,
+            BLAKE3,
+            HOST_ECHO,
+            CAP_SUM,
+            HOST_LOOP,
+            FAULT,
+            SPIN,
+            SCRIBBLE_DIRECTORY,
+        ] {
+            assert!(registry.get(id).is_some(), "fn id {id}");
+        }
+        assert_eq!(registry.len(), 10);
+    }
+}
