@@ -11,6 +11,15 @@
 //!   all.
 //! - [`MultiUseSandbox::put_cap_graph`] publishes a whole graph (with `Ref`
 //!   slots and paged data) children first, skipping what the guest holds.
+//!
+//! # What is verified
+//! The guest is untrusted. The host computes every hash itself: a `PUT_CAP`
+//! answer that is not the hash of the cap sent, and a `GET_CAP` answer that
+//! is malformed or does not hash to the hash asked for, are
+//! [`HyperlightError::ProtocolViolation`]s that poison the sandbox. The
+//! [`GuestCacheReader`] is only a hint (see its docs): the paths that must
+//! be sure ([`MultiUseSandbox::get_cap`], the children of
+//! [`MultiUseSandbox::put_cap_graph`]) never rely on it alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -53,6 +62,19 @@ pub struct DirectoryStats {
 /// [`directory::MAX_PROBE`] slots are read, and any inconsistency (bad magic,
 /// version, capacity, table address) means "not present", which callers
 /// treat as "ask the guest".
+///
+/// # A hint, not a proof
+/// The index lives in guest memory and the guest can write it. A guest can
+/// make the reader answer "absent" for a hash it holds (harmless: the
+/// caller then asks the guest) or "present" for a hash it does not hold.
+/// The second is a lie only the guest suffers from: an exit-free
+/// [`MultiUseSandbox::put_cap_with_hash`] returns `Ok` without publishing,
+/// so the guest lacks a cap it was offered. Nothing the host gets back
+/// depends on the reader: [`MultiUseSandbox::get_cap`] always asks the
+/// guest and checks the answer's hash, and
+/// [`MultiUseSandbox::put_cap_graph`] publishes a child for real when the
+/// guest refuses a parent for lacking a child the reader claimed. A
+/// poisoned sandbox has no reader ([`MultiUseSandbox::cache_reader`] fails).
 #[derive(Debug, Clone, Copy)]
 pub struct GuestCacheReader<'a> {
     memory: &'a GuestMemory,
@@ -71,25 +93,97 @@ impl GuestCacheReader<'_> {
     }
 }
 
-fn protocol(msg: &str) -> HyperlightError {
-    HyperlightError::ProtocolViolation(msg.into())
+/// Why a guest's answer to a cap system call cannot be true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lie {
+    /// A `PUT_CAP` answer of the wrong length.
+    PutAnswerLength(usize),
+    /// A `PUT_CAP` answer naming another hash than the cap sent.
+    PutHash {
+        expected: CapHash,
+        answered: CapHash,
+    },
+    /// A `GET_CAP` answer with an unknown tag, or none.
+    GetTag,
+    /// A `GET_CAP` answer whose cap bytes are not a valid `WireCap`.
+    GetMalformed(javm_cap::WireError),
+    /// A `GET_CAP` answer whose cap hashes to another hash.
+    GetHash { asked: CapHash, answered: CapHash },
+    /// A `DIRECTORY_STATS` answer that is not three u64s.
+    Stats,
+    /// The guest refused a parent for lacking a child it was just given.
+    ChildStillMissing(CapHash),
+}
+
+impl Lie {
+    fn message(&self) -> String {
+        match self {
+            Self::PutAnswerLength(len) => {
+                format!("PUT_CAP answered with {len} bytes, not a 32-byte hash")
+            }
+            Self::PutHash { expected, answered } => {
+                format!("PUT_CAP answered hash {answered} for a cap whose hash is {expected}")
+            }
+            Self::GetTag => "GET_CAP answered with an unknown tag".into(),
+            Self::GetMalformed(e) => format!("GET_CAP answered with a malformed cap: {e}"),
+            Self::GetHash { asked, answered } => {
+                format!("GET_CAP for {asked} answered with a cap whose hash is {answered}")
+            }
+            Self::Stats => "malformed directory stats".into(),
+            Self::ChildStillMissing(child) => format!(
+                "the guest accepted child {child} and then refused its parent for lacking it"
+            ),
+        }
+    }
 }
 
 /// Decodes a `PUT_CAP` answer: `Some(hash)`, or `None` for the sentinel
 /// (the guest refused the cap).
-fn put_answer(bytes: &[u8]) -> Result<Option<CapHash>> {
+fn put_answer(bytes: &[u8]) -> std::result::Result<Option<CapHash>, Lie> {
     let raw: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| protocol("PUT_CAP answered with a result that is not 32 bytes"))?;
+        .map_err(|_| Lie::PutAnswerLength(bytes.len()))?;
     let hash = CapHash::from_bytes(raw);
     Ok((!hash.is_sentinel()).then_some(hash))
+}
+
+/// Checks a `PUT_CAP` answer against the hash the host computed:
+/// `Some(hash)` if the guest stored the cap, `None` if it refused it.
+fn check_put_answer(bytes: &[u8], expected: CapHash) -> std::result::Result<Option<CapHash>, Lie> {
+    match put_answer(bytes)? {
+        Some(answered) if answered != expected => Err(Lie::PutHash { expected, answered }),
+        answer => Ok(answer),
+    }
+}
+
+/// Decodes and verifies a `GET_CAP` answer for `asked`.
+fn get_answer(bytes: &[u8], asked: CapHash) -> std::result::Result<Option<Cap>, Lie> {
+    match bytes.split_first() {
+        Some((&GET_CAP_ABSENT, [])) => Ok(None),
+        Some((&GET_CAP_FOUND, cap_bytes)) => {
+            // Copy into an aligned buffer: rkyv reads need alignment.
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(cap_bytes.len());
+            aligned.extend_from_slice(cap_bytes);
+            let archived = wire::access(&aligned).map_err(Lie::GetMalformed)?;
+            let answered = archived.hash();
+            if answered != asked {
+                return Err(Lie::GetHash { asked, answered });
+            }
+            Ok(Some(archived.to_cap()))
+        }
+        _ => Err(Lie::GetTag),
+    }
 }
 
 impl MultiUseSandbox {
     /// The directory reader, built on first use by one
     /// `FN_ID_NUB_GET_BOOT_INFO` call (the directory's address never changes
-    /// afterwards).
+    /// afterwards). Fails with [`HyperlightError::PoisonedSandbox`] once the
+    /// sandbox is poisoned: a dead guest's index answers nothing.
     pub fn cache_reader(&mut self) -> Result<GuestCacheReader<'_>> {
+        if self.is_poisoned() {
+            return Err(HyperlightError::PoisonedSandbox);
+        }
         let header_va = match self.directory_va {
             Some(va) => va,
             None => {
@@ -104,36 +198,50 @@ impl MultiUseSandbox {
         })
     }
 
-    /// Sends `cap` to the guest's directory and returns the hash the guest
-    /// computed. Fails with [`HyperlightError::Wire`] (nothing sent) if the
-    /// cap has paged data or `Ref` slots or breaks a limit (use
-    /// [`Self::put_cap_graph`] for those), and with
-    /// [`HyperlightError::CapMissingChild`] / [`HyperlightError::CapRejected`]
-    /// if the guest refuses it. Idempotent.
-    pub fn put_cap(&mut self, cap: &Cap) -> Result<AbiCapHash> {
-        let wire = WireCap::try_from(cap)?;
-        self.put_wire(&wire)
+    /// The error for a guest answer that cannot be true: poisons the
+    /// sandbox (its guest can no longer be trusted) and returns a
+    /// [`HyperlightError::ProtocolViolation`].
+    fn lied(&mut self, lie: &Lie) -> HyperlightError {
+        self.poison();
+        HyperlightError::ProtocolViolation(lie.message())
     }
 
-    fn put_wire(&mut self, wire: &WireCap) -> Result<AbiCapHash> {
+    /// Sends `cap` to the guest's directory and returns its hash. Fails with
+    /// [`HyperlightError::Wire`] (nothing sent) if the cap has paged data or
+    /// `Ref` slots or breaks a limit (use [`Self::put_cap_graph`] for
+    /// those), and with [`HyperlightError::CapMissingChild`] /
+    /// [`HyperlightError::CapRejected`] if the guest refuses it. The host
+    /// hashes the cap itself; a guest that answers with another hash gets a
+    /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox.
+    /// Idempotent.
+    pub fn put_cap(&mut self, cap: &Cap) -> Result<AbiCapHash> {
+        let wire = WireCap::try_from(cap)?;
+        self.put_wire(&wire, wire.hash())
+    }
+
+    /// Sends `wire`, whose hash is `expected`, and checks the answer.
+    fn put_wire(&mut self, wire: &WireCap, expected: CapHash) -> Result<AbiCapHash> {
         let bytes = wire::encode(wire)?;
         let answer = self.call_raw(rpc::FN_ID_NUB_PUT_CAP, &bytes)?;
-        match put_answer(&answer)? {
-            Some(hash) => Ok(hash),
-            None => Err(self.diagnose_rejection(wire)),
+        match check_put_answer(&answer, expected) {
+            Ok(Some(hash)) => Ok(hash),
+            Ok(None) => Err(self.diagnose_rejection(wire)),
+            Err(lie) => Err(self.lied(&lie)),
         }
     }
 
-    /// Why the guest refused `wire`: a missing child if the reader (or a
-    /// lookup call) shows one, else a generic rejection.
+    /// Why the guest refused `wire`: the first child the guest says it does
+    /// not hold (asked with [`Self::get_cap`], never the reader), else a
+    /// generic rejection. A failed or lying lookup is returned as is.
     fn diagnose_rejection(&mut self, wire: &WireCap) -> HyperlightError {
         if let WireCap::CNode(slots) = wire {
             for slot in slots {
                 if let WireSlot::Hash(h) = slot {
                     let child = CapHash::from_bytes(*h);
-                    let present = matches!(self.get_cap(child), Ok(Some(_)));
-                    if !present {
-                        return HyperlightError::CapMissingChild { child };
+                    match self.get_cap(child) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return HyperlightError::CapMissingChild { child },
+                        Err(e) => return e,
                     }
                 }
             }
@@ -141,20 +249,30 @@ impl MultiUseSandbox {
         HyperlightError::CapRejected
     }
 
-    /// Makes sure the guest holds `cap`, whose hash the caller already knows.
-    /// When the directory reader finds `hash` this costs no VM exit;
-    /// otherwise it is [`Self::put_cap`] (and the guest's hash is
-    /// debug-asserted to equal `hash`).
+    /// Makes sure the guest holds `cap`, whose hash the caller already
+    /// knows.
+    ///
+    /// When the [`GuestCacheReader`] finds `hash` this costs no VM exit and
+    /// no hashing: the caller's `hash` is trusted, and so is the reader (a
+    /// hint; a hostile guest can fake presence and so only deprive itself of
+    /// the cap). Otherwise the host hashes `cap` before sending it: if that
+    /// is not `hash` the call fails with
+    /// [`HyperlightError::CapHashMismatch`] (a caller bug; nothing is sent
+    /// and the sandbox stays usable); then it is [`Self::put_cap`], whose
+    /// answer is verified.
     pub fn put_cap_with_hash(&mut self, hash: AbiCapHash, cap: &Cap) -> Result<()> {
         if self.cache_reader()?.contains(&hash) {
             return Ok(());
         }
-        let got = self.put_cap(cap)?;
-        debug_assert_eq!(
-            got, hash,
-            "put_cap_with_hash: the hash given does not match the cap"
-        );
-        Ok(())
+        let wire = WireCap::try_from(cap)?;
+        let computed = wire.hash();
+        if computed != hash {
+            return Err(HyperlightError::CapHashMismatch {
+                given: hash,
+                computed,
+            });
+        }
+        self.put_wire(&wire, computed).map(|_| ())
     }
 
     /// Publishes a whole capability graph, children first: `Ref` slots
@@ -163,18 +281,28 @@ impl MultiUseSandbox {
     /// skipped with its subtree. Shared subtrees are published once. Returns
     /// the root's hash. Iterative: the graph's depth is not limited by the
     /// host stack.
+    ///
+    /// Every cap it sends is verified (its hash, and by the guest's merkle
+    /// walk, its children). A child skipped because the reader claimed it
+    /// is published for real when the guest then refuses its parent for
+    /// lacking it, so a lying index cannot make this return `Ok` for a
+    /// parent the guest refused. A guest that still refuses the parent
+    /// after acknowledging the child gets a
+    /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox. Like
+    /// [`Self::put_cap_with_hash`], a root the reader claims is not sent.
+    /// A `Hash` slot the guest lacks (a child outside this graph) is
+    /// [`HyperlightError::CapMissingChild`].
     pub fn put_cap_graph(&mut self, root: &Cap) -> Result<AbiCapHash> {
         enum Step<'a> {
             Enter(&'a Cap),
             Exit(&'a Cap),
         }
-        let mut done: HashMap<*const Cap, CapHash> = HashMap::new();
-        let mut published: HashSet<CapHash> = HashSet::new();
+        let mut walk = GraphWalk::default();
         let mut stack = vec![Step::Enter(root)];
         while let Some(step) = stack.pop() {
             match step {
                 Step::Enter(cap) => {
-                    if done.contains_key(&std::ptr::from_ref(cap)) {
+                    if walk.done.contains_key(&std::ptr::from_ref(cap)) {
                         continue;
                     }
                     stack.push(Step::Exit(cap));
@@ -187,71 +315,122 @@ impl MultiUseSandbox {
                     }
                 }
                 Step::Exit(cap) => {
-                    let wire = match cap {
-                        Cap::Data(DataContent::Inline(bytes)) => WireCap::Data(bytes.clone()),
-                        Cap::Data(DataContent::Paged(pages)) => WireCap::Data(pages.to_vec()),
-                        Cap::CNode { slots } => {
-                            let mut out = Vec::with_capacity(slots.len());
-                            for slot in slots {
-                                out.push(match slot {
-                                    Slot::Empty => WireSlot::Empty,
-                                    Slot::Hash(h) => WireSlot::Hash(h.to_bytes()),
-                                    Slot::Ref(child) => {
-                                        let h = done
-                                            .get(&std::ptr::from_ref::<Cap>(child))
-                                            .ok_or_else(|| {
-                                                HyperlightError::Error(
-                                                    "graph walk lost a child".into(),
-                                                )
-                                            })?;
-                                        WireSlot::Hash(h.to_bytes())
-                                    }
-                                });
-                            }
-                            WireCap::CNode(out)
-                        }
-                    };
-                    wire.check_limits()?;
+                    let wire = walk.wire_of(cap)?;
                     let hash = wire.hash();
-                    if !published.contains(&hash) && !self.cache_reader()?.contains(&hash) {
-                        let got = self.put_wire(&wire)?;
-                        published.insert(got);
+                    if walk.sent.contains(&hash) {
+                        // Published earlier in this walk.
+                    } else if self.cache_reader()?.contains(&hash) {
+                        walk.skipped.entry(hash).or_insert(cap);
+                    } else {
+                        self.publish_verified(wire, hash, &mut walk)?;
                     }
-                    done.insert(std::ptr::from_ref(cap), hash);
+                    walk.done.insert(std::ptr::from_ref(cap), hash);
                 }
             }
         }
-        done.get(&std::ptr::from_ref(root))
+        walk.done
+            .get(&std::ptr::from_ref(root))
             .copied()
             .ok_or_else(|| HyperlightError::Error("graph walk lost the root".into()))
     }
 
-    /// The cap stored under `hash`, or `None` if the guest does not hold it.
-    pub fn get_cap(&mut self, hash: AbiCapHash) -> Result<Option<Cap>> {
-        let answer = self.call_raw(rpc::FN_ID_NUB_GET_CAP, hash.as_bytes())?;
-        match answer.split_first() {
-            Some((&GET_CAP_ABSENT, [])) => Ok(None),
-            Some((&GET_CAP_FOUND, bytes)) => {
-                // Copy into an aligned buffer: rkyv reads need alignment.
-                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-                aligned.extend_from_slice(bytes);
-                let cap = wire::decode(&aligned)?;
-                Ok(Some(cap))
+    /// Publishes `wire` (hash `hash`); when the guest refuses it for lacking
+    /// a child that the walk skipped on the reader's word, publishes that
+    /// child for real (and, the same way, its own children) and retries.
+    fn publish_verified<'a>(
+        &mut self,
+        wire: WireCap,
+        hash: CapHash,
+        walk: &mut GraphWalk<'a>,
+    ) -> Result<()> {
+        let mut pending = vec![(wire, hash)];
+        while let Some((wire, hash)) = pending.last() {
+            match self.put_wire(wire, *hash) {
+                Ok(_) => {
+                    walk.sent.insert(*hash);
+                    pending.pop();
+                }
+                Err(HyperlightError::CapMissingChild { child }) => {
+                    if walk.sent.contains(&child) {
+                        return Err(self.lied(&Lie::ChildStillMissing(child)));
+                    }
+                    let Some(&cap) = walk.skipped.get(&child) else {
+                        // Not a cap of this graph: the caller's `Hash` slot.
+                        return Err(HyperlightError::CapMissingChild { child });
+                    };
+                    let child_wire = walk.wire_of(cap)?;
+                    pending.push((child_wire, child));
+                }
+                Err(e) => return Err(e),
             }
-            _ => Err(protocol("GET_CAP answered with an unknown tag")),
         }
+        Ok(())
     }
 
-    /// The guest directory's figures (one call into the guest).
+    /// The cap stored under `hash`, or `None` if the guest does not hold it.
+    /// Always asks the guest (one call) and verifies the answer: a cap that
+    /// does not hash to `hash`, or malformed cap bytes, are a
+    /// [`HyperlightError::ProtocolViolation`] and poison the sandbox.
+    pub fn get_cap(&mut self, hash: AbiCapHash) -> Result<Option<Cap>> {
+        let answer = self.call_raw(rpc::FN_ID_NUB_GET_CAP, hash.as_bytes())?;
+        get_answer(&answer, hash).map_err(|lie| self.lied(&lie))
+    }
+
+    /// The guest directory's figures (one call into the guest). The
+    /// figures are the guest's claim; a malformed answer is a
+    /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox.
     pub fn directory_stats(&mut self) -> Result<DirectoryStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_DIRECTORY_STATS, &[])?;
-        let [count, bytes_held, capacity] = nub_host_common::decode_u64s(&bytes)
-            .ok_or_else(|| protocol("malformed directory stats"))?;
+        let [count, bytes_held, capacity] =
+            nub_host_common::decode_u64s(&bytes).ok_or_else(|| self.lied(&Lie::Stats))?;
         Ok(DirectoryStats {
             count,
             bytes_held,
             capacity,
         })
+    }
+}
+
+/// The state of one [`MultiUseSandbox::put_cap_graph`] walk.
+#[derive(Default)]
+struct GraphWalk<'a> {
+    /// Hash of every cap left (by address: shared subtrees are walked once).
+    done: HashMap<*const Cap, CapHash>,
+    /// Hashes the guest acknowledged during this walk.
+    sent: HashSet<CapHash>,
+    /// Caps not sent because the reader claimed them, by hash.
+    skipped: HashMap<CapHash, &'a Cap>,
+}
+
+impl GraphWalk<'_> {
+    /// `cap` in wire form: `Ref` slots become the `Hash` slots of their
+    /// (already walked) children, paged data goes inline.
+    fn wire_of(&self, cap: &Cap) -> Result<WireCap> {
+        let wire = match cap {
+            Cap::Data(DataContent::Inline(bytes)) => WireCap::Data(bytes.clone()),
+            Cap::Data(DataContent::Paged(pages)) => WireCap::Data(pages.to_vec()),
+            Cap::CNode { slots } => {
+                let mut out = Vec::with_capacity(slots.len());
+                for slot in slots {
+                    out.push(match slot {
+                        Slot::Empty => WireSlot::Empty,
+                        Slot::Hash(h) => WireSlot::Hash(h.to_bytes()),
+                        Slot::Ref(child) => {
+                            let h = self
+                                .done
+                                .get(&std::ptr::from_ref::<Cap>(child))
+                                .ok_or_else(|| {
+                                    HyperlightError::Error("graph walk lost a child".into())
+                                })?;
+                            WireSlot::Hash(h.to_bytes())
+                        }
+                    });
+                }
+                WireCap::CNode(out)
+            }
+        };
+        wire.check_limits()?;
+        Ok(wire)
     }
 }
 
@@ -261,16 +440,65 @@ mod tests {
 
     #[test]
     fn sentinel_and_malformed_put_answers() {
-        assert_eq!(put_answer(CapHash::SENTINEL.as_bytes()).unwrap(), None);
+        assert_eq!(put_answer(CapHash::SENTINEL.as_bytes()), Ok(None));
         let h = javm_cap::hash_data(b"x");
-        assert_eq!(put_answer(h.as_bytes()).unwrap(), Some(h));
-        assert!(matches!(
-            put_answer(&[0xFF; 31]),
-            Err(HyperlightError::ProtocolViolation(_))
-        ));
-        assert!(matches!(
-            put_answer(&[]),
-            Err(HyperlightError::ProtocolViolation(_))
-        ));
+        assert_eq!(put_answer(h.as_bytes()), Ok(Some(h)));
+        assert_eq!(put_answer(&[0xFF; 31]), Err(Lie::PutAnswerLength(31)));
+        assert_eq!(put_answer(&[]), Err(Lie::PutAnswerLength(0)));
+    }
+
+    #[test]
+    fn a_put_answer_must_be_the_hash_the_host_computed() {
+        let h = javm_cap::hash_data(b"x");
+        let other = javm_cap::hash_data(b"y");
+        assert_eq!(check_put_answer(h.as_bytes(), h), Ok(Some(h)));
+        assert_eq!(check_put_answer(CapHash::SENTINEL.as_bytes(), h), Ok(None));
+        assert_eq!(
+            check_put_answer(other.as_bytes(), h),
+            Err(Lie::PutHash {
+                expected: h,
+                answered: other
+            })
+        );
+    }
+
+    fn found(cap: &Cap) -> Vec<u8> {
+        let mut bytes = vec![GET_CAP_FOUND];
+        bytes.extend_from_slice(&wire::encode_cap(cap).unwrap());
+        bytes
+    }
+
+    #[test]
+    fn get_answers_are_verified() {
+        let cap = Cap::inline(b"asked for".to_vec());
+        let other = Cap::inline(b"something else".to_vec());
+        assert_eq!(get_answer(&found(&cap), cap.hash()), Ok(Some(cap.clone())));
+        assert_eq!(get_answer(&[GET_CAP_ABSENT], cap.hash()), Ok(None));
+        assert_eq!(
+            get_answer(&found(&other), cap.hash()),
+            Err(Lie::GetHash {
+                asked: cap.hash(),
+                answered: other.hash()
+            })
+        );
+        assert_eq!(get_answer(&[], cap.hash()), Err(Lie::GetTag));
+        assert_eq!(get_answer(&[7], cap.hash()), Err(Lie::GetTag));
+        assert_eq!(
+            get_answer(&[GET_CAP_ABSENT, 0], cap.hash()),
+            Err(Lie::GetTag)
+        );
+        assert_eq!(
+            get_answer(&[GET_CAP_FOUND, 0xAB, 0xCD, 0xEF], cap.hash()),
+            Err(Lie::GetMalformed(javm_cap::WireError::Malformed))
+        );
+        // The messages name the hashes involved.
+        let lie = Lie::PutHash {
+            expected: cap.hash(),
+            answered: other.hash(),
+        };
+        let msg = lie.message();
+        assert!(msg.contains(&cap.hash().to_string()) && msg.contains(&other.hash().to_string()));
+        let msg = Lie::ChildStillMissing(cap.hash()).message();
+        assert!(msg.contains(&cap.hash().to_string()));
     }
 }

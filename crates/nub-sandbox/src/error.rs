@@ -240,6 +240,15 @@ pub enum HyperlightError {
     /// The guest refused a capability (it answered with the sentinel hash).
     #[error("the guest refused the capability")]
     CapRejected,
+    /// `put_cap_with_hash` was given a hash that is not the cap's (a caller
+    /// bug; nothing was sent and the sandbox stays usable).
+    #[error("the hash given ({given}) is not the capability's hash ({computed})")]
+    CapHashMismatch {
+        /// The hash the caller gave.
+        given: javm_cap::CapHash,
+        /// The cap's hash, computed by the host.
+        computed: javm_cap::CapHash,
+    },
     /// Anything else (last resort).
     #[error("{0}")]
     Error(String),
@@ -259,6 +268,7 @@ impl HyperlightError {
                 | Self::Wire(_)
                 | Self::CapMissingChild { .. }
                 | Self::CapRejected
+                | Self::CapHashMismatch { .. }
                 | Self::BadGuestBinary(_)
                 | Self::InvalidConfiguration(_)
                 | Self::PoisonedSandbox

@@ -314,6 +314,12 @@ impl MultiUseSandbox {
         self.poisoned
     }
 
+    /// Marks the sandbox poisoned: for a guest answer that cannot be true,
+    /// found outside the call itself (e.g. a cap whose hash is wrong).
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     /// A handle that can stop this sandbox's running call from any thread.
     pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
         Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.vm.interrupt())))
