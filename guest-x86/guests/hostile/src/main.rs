@@ -1,0 +1,149 @@
+//! The hostile nub guest. Every function attacks the host/guest ABI the
+//! way a compromised guest could; the hostile-guest tests
+//! (`tests/tests/hostile.rs`) check that each attack ends in a typed error,
+//! or in a correct answer where the lie is harmless, and never hurts the
+//! host or another sandbox. Its fn ids are a contract with those tests.
+//!
+//! | id | name | payload | behaviour |
+//! | --- | --- | --- | --- |
+//! | 1 | `echo` | any bytes | the same bytes (a control) |
+//! | 2 | `frame_past_end` | selector | a response frame whose length runs past the ring's end |
+//! | 3 | `garbage_body` | selector | a response frame of valid length holding garbage, not rkyv |
+//! | 4 | `payload_outside_frame` | selector | an archived payload pointing outside its frame |
+//! | 5 | `bad_ring_header` | selector | an output ring header with head past tail or tail past capacity |
+//! | 6 | `no_response` | - | exits DONE with no response written |
+//! | 7 | `garbage_host_call` | selector | a host call with a garbage frame or offset |
+//! | 8 | `host_calls_forever` | u32 LE host fn id | calls that host function forever |
+//! | 9 | `rewrite_boot_info` | selector | writes the read-only boot page (faults), or forges its own copies |
+//! | 10 | `corrupt_directory` | selector | corrupts the directory header and table |
+//! | 11 | `lie_on_put_cap` | - | from now on answers PUT_CAP with a wrong non-sentinel hash |
+//! | 12 | `lie_on_get_cap` | selector | from now on answers GET_CAP with a different (or malformed) cap |
+//! | 13 | `fake_directory_slot` | 32-byte hash | an occupied directory slot for that hash, which it does not hold |
+//! | 14 | `port_io` | 8-byte records | port I/O on the ports and values given |
+//! | 15 | `privileged` | selector | a privileged instruction |
+//! | 16 | `exhaust_heap` | selector | allocates until the heap is exhausted |
+//! | 17 | `scribble_everything` | pattern byte | writes the pattern over every page it can spare, then answers |
+//!
+//! Id 18 (corrupting the log buffer) is reserved for the log tests.
+//!
+//! At init it calls host function [`INIT_HOST_FN`]; an unknown host
+//! function is ignored, and the answer `b"spin"` makes init loop forever
+//! (to test stopping `evolve()`).
+//!
+//! Functions 2–7 never return to the kernel's dispatcher: they write the
+//! rings themselves and leave through an exit port, and abort if the host
+//! ever resumes them. Functions 11 and 12 replace the kernel's request loop
+//! with their own, which answers through a lying system-function table; the
+//! kernel itself stays honest.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod directory;
+mod forge;
+mod liar;
+mod machine;
+
+use nub_arch_x86::{
+    GuestError, GuestFn, Output, Registry,
+    abi::{boot::BootInfo, layout::BOOT_INFO_GPA},
+};
+
+/// Fn id of `echo`.
+pub const ECHO: u32 = 1;
+/// Fn id of `frame_past_end`.
+pub const FRAME_PAST_END: u32 = 2;
+/// Fn id of `garbage_body`.
+pub const GARBAGE_BODY: u32 = 3;
+/// Fn id of `payload_outside_frame`.
+pub const PAYLOAD_OUTSIDE_FRAME: u32 = 4;
+/// Fn id of `bad_ring_header`.
+pub const BAD_RING_HEADER: u32 = 5;
+/// Fn id of `no_response`.
+pub const NO_RESPONSE: u32 = 6;
+/// Fn id of `garbage_host_call`.
+pub const GARBAGE_HOST_CALL: u32 = 7;
+/// Fn id of `host_calls_forever`.
+pub const HOST_CALLS_FOREVER: u32 = 8;
+/// Fn id of `rewrite_boot_info`.
+pub const REWRITE_BOOT_INFO: u32 = 9;
+/// Fn id of `corrupt_directory`.
+pub const CORRUPT_DIRECTORY: u32 = 10;
+/// Fn id of `lie_on_put_cap`.
+pub const LIE_ON_PUT_CAP: u32 = 11;
+/// Fn id of `lie_on_get_cap`.
+pub const LIE_ON_GET_CAP: u32 = 12;
+/// Fn id of `fake_directory_slot`.
+pub const FAKE_DIRECTORY_SLOT: u32 = 13;
+/// Fn id of `port_io`.
+pub const PORT_IO: u32 = 14;
+/// Fn id of `privileged`.
+pub const PRIVILEGED: u32 = 15;
+/// Fn id of `exhaust_heap`.
+pub const EXHAUST_HEAP: u32 = 16;
+/// Fn id of `scribble_everything`.
+pub const SCRIBBLE_EVERYTHING: u32 = 17;
+
+/// The host function init calls.
+pub const INIT_HOST_FN: u32 = 0xF00D;
+
+/// The payload's first byte (0 if empty): most functions take a selector.
+fn selector(input: &[u8]) -> u8 {
+    input.first().copied().unwrap_or(0)
+}
+
+/// The host's BootInfo, read from the boot page (readable, not writable).
+fn boot() -> BootInfo {
+    // SAFETY: the host maps the boot page readable at BOOT_INFO_GPA with a
+    // BootInfo (repr(C), 8-byte aligned at a page start) at its start; the
+    // volatile read copies it out and keeps no reference.
+    unsafe { (BOOT_INFO_GPA as *const BootInfo).read_volatile() }
+}
+
+fn echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    out.write(input)
+}
+
+/// Every function, by id (init and the takeover loop of 11/12 both use
+/// it).
+fn register_all(registry: &mut Registry) {
+    let functions: [(u32, GuestFn); 17] = [
+        (ECHO, echo),
+        (FRAME_PAST_END, forge::frame_past_end),
+        (GARBAGE_BODY, forge::garbage_body),
+        (PAYLOAD_OUTSIDE_FRAME, forge::payload_outside_frame),
+        (BAD_RING_HEADER, forge::bad_ring_header),
+        (NO_RESPONSE, forge::no_response),
+        (GARBAGE_HOST_CALL, forge::garbage_host_call),
+        (HOST_CALLS_FOREVER, machine::host_calls_forever),
+        (REWRITE_BOOT_INFO, machine::rewrite_boot_info),
+        (CORRUPT_DIRECTORY, directory::corrupt_directory),
+        (LIE_ON_PUT_CAP, liar::lie_on_put_cap),
+        (LIE_ON_GET_CAP, liar::lie_on_get_cap),
+        (FAKE_DIRECTORY_SLOT, directory::fake_directory_slot),
+        (PORT_IO, machine::port_io),
+        (PRIVILEGED, machine::privileged),
+        (EXHAUST_HEAP, machine::exhaust_heap),
+        (SCRIBBLE_EVERYTHING, machine::scribble_everything),
+    ];
+    for (id, f) in functions {
+        if registry.register(id, f).is_err() {
+            nub_arch_x86::abort(1, "hostile guest: fn id refused");
+        }
+    }
+}
+
+fn init(registry: &mut Registry) {
+    register_all(registry);
+    // No such host function is the normal case: carry on.
+    if let Ok(answer) = nub_arch_x86::host_call(INIT_HOST_FN, b"init")
+        && answer == b"spin"
+    {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+nub_arch_x86::guest_main!(init);
