@@ -307,3 +307,64 @@ fn dropping_an_uninitialized_sandbox_marks_its_handle_dropped() {
     assert!(handle.dropped());
     assert!(!handle.kill());
 }
+
+/// The kernel's id of the calling thread, from `/proc/thread-self`.
+fn current_tid() -> String {
+    let link = std::fs::read_link("/proc/thread-self").unwrap();
+    link.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Whether thread `tid` of this process is blocked in `read(2)` (syscall 0
+/// on x86_64), per `/proc/self/task/<tid>/syscall`.
+fn blocked_in_read(tid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some("0"))
+}
+
+#[test]
+fn kill_during_a_blocking_host_syscall_lets_the_host_function_finish() {
+    use std::io::{Read, Write};
+
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel::<String>();
+    let outcome: Arc<Mutex<Option<std::io::Result<Vec<u8>>>>> = Arc::new(Mutex::new(None));
+    let mut u = uninit(None);
+    {
+        let outcome = Arc::clone(&outcome);
+        u.register_host_function(1, move |_: &[u8]| {
+            tid_tx.send(current_tid()).unwrap();
+            // One read(2): std does not retry a plain `read` on EINTR, so an
+            // interrupted syscall shows up here as ErrorKind::Interrupted.
+            let mut buf = [0u8; 4];
+            let got = reader.read(&mut buf).map(|n| buf[..n].to_vec());
+            *outcome.lock().unwrap() = Some(got);
+            Ok(vec![0, 0, 0, 0])
+        })
+        .unwrap();
+    }
+    let mut s = u.evolve().unwrap();
+    let handle = s.interrupt_handle();
+    let killer = std::thread::spawn(move || {
+        let tid = tid_rx.recv().unwrap();
+        while !blocked_in_read(&tid) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(handle.kill(), "the call is running");
+        // Give the signal time to be handled while the read still blocks;
+        // it must not end the read.
+        std::thread::sleep(Duration::from_millis(50));
+        writer.write_all(b"data").unwrap();
+    });
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend(1u32.to_le_bytes());
+    let err = s.call_raw(fn_id::HOST_LOOP, &payload).unwrap_err();
+    killer.join().unwrap();
+    let got = outcome
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the host function ran");
+    assert_eq!(got.unwrap(), b"data", "the read finished despite the kill");
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    assert!(s.is_poisoned());
+}

@@ -5,29 +5,47 @@
 //! Each [`crate::Vm`] owns one [`VcpuInterrupt`], shared (through an `Arc`)
 //! with any number of interrupt handles and the deadline watchdog. Its
 //! state — whether a call is running, the call's generation number, the
-//! thread running it and a pending cancel — sits behind one mutex:
+//! thread running it and a pending cancel — sits behind one mutex. The
+//! killer never touches the vCPU's `kvm_run` page: only the vCPU thread
+//! does, as Firecracker does it.
 //!
 //! 1. `begin_call` (vCPU thread) bumps the generation, records the thread and
-//!    marks the call running. `immediate_exit` is 0 at this point.
+//!    marks the call running.
 //! 2. `kill` / `kill_generation` (any thread), under the lock: if a call is
-//!    running (of the given generation), record the cancel, set
-//!    `kvm_run.immediate_exit = 1`, and send a real-time signal (no-op
-//!    handler) to the vCPU thread.
-//! 3. The vCPU thread checks the cancel flag before every `KVM_RUN` and after
-//!    every `EINTR`. A kill that lands before the ioctl is caught by the flag
-//!    or by `immediate_exit` (KVM returns at once); one that lands inside it
-//!    is caught by the signal. So a kill is never lost for its call.
-//! 4. `end_call` (vCPU thread), under the lock: clear running, the cancel and
-//!    `immediate_exit`. A kill that takes the lock afterwards sees nothing
-//!    running and does nothing, so it can never cancel a later call. A
-//!    signal still in flight at that point only makes a later `KVM_RUN`
-//!    return `EINTR` with no cancel pending, which the run loop retries.
-//! 5. Dropping the `Vm` marks the state dropped under the lock, so no handle
-//!    ever writes to a `kvm_run` page that no longer exists.
+//!    running (of the given generation), record the cancel, raise the atomic
+//!    "cancel pending" flag, and send [`interrupt_signal`] to the vCPU
+//!    thread.
+//! 3. Each `KVM_RUN` is bracketed by a *run window* ([`RunWindow`]): the
+//!    vCPU thread stores its `kvm_run` pointer in a thread-local, then checks
+//!    the pending flag, enters `KVM_RUN`, and clears the thread-local as soon
+//!    as the ioctl returns. The signal handler runs on the vCPU thread; if
+//!    the window is open it sets `kvm_run.immediate_exit = 1`. So a kill
+//!    that lands before the check is seen by the check; one between the check
+//!    and the ioctl makes KVM return `EINTR` at once (`immediate_exit`); one
+//!    inside the ioctl makes it return `EINTR` (the signal). After the window
+//!    closes the vCPU thread resets `immediate_exit` to 0 and checks the flag
+//!    again before the next `KVM_RUN`. A kill is never lost for its call.
+//! 4. `end_call` (vCPU thread), under the lock: clear running and the
+//!    cancel. A kill that takes the lock afterwards sees nothing running and
+//!    does nothing, so it can never cancel a later call. A signal still in
+//!    flight at that point at most makes one later `KVM_RUN` return `EINTR`
+//!    with no cancel pending, which the run loop retries.
+//! 5. Dropping the `Vm` marks the state dropped under the lock; later kills
+//!    do nothing.
+//!
+//! The handler is installed with `SA_RESTART`, so a kill that arrives while
+//! a host function runs on the vCPU thread does not fail that function's own
+//! syscalls with `EINTR` (a `read`, a `nanosleep`… are restarted or
+//! resumed). `KVM_RUN` is not restarted: KVM returns a plain `-EINTR` (not
+//! `-ERESTARTSYS`) when it leaves the guest for a pending signal or for
+//! `immediate_exit`, and the kernel only restarts `-ERESTART*` returns.
 
-use std::sync::{
-    Mutex, MutexGuard, OnceLock,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    ptr::NonNull,
+    sync::{
+        Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering},
+    },
 };
 
 use kvm_bindings::kvm_run;
@@ -47,7 +65,8 @@ struct State {
     generation: u64,
     cancel: Option<CancelReason>,
     thread: libc::pthread_t,
-    kvm_run: *mut kvm_run,
+    /// A vCPU runs with this state (set by [`crate::Vm::with_interrupt`]).
+    attached: bool,
     dropped: bool,
 }
 
@@ -60,29 +79,68 @@ pub struct VcpuInterrupt {
     cancel_pending: AtomicBool,
 }
 
-// SAFETY: the raw `kvm_run` pointer is only dereferenced under the mutex and
-// only while `dropped` is false, i.e. while the owning `VcpuFd` (and so the
-// mapping) is alive; `pthread_t` is a plain integer id on Linux.
-unsafe impl Send for VcpuInterrupt {}
-// SAFETY: all shared state is behind the mutex or atomic (see above).
-unsafe impl Sync for VcpuInterrupt {}
-
 /// The real-time signal used to kick a vCPU thread out of `KVM_RUN`.
 pub fn interrupt_signal() -> libc::c_int {
     libc::SIGRTMIN() + 2
 }
 
-extern "C" fn noop_handler(_: libc::c_int) {}
+thread_local! {
+    /// The `kvm_run` page of the vCPU this thread is running, while a
+    /// [`RunWindow`] is open; null otherwise. Const-initialised and without
+    /// a destructor, so reading it from a signal handler never allocates,
+    /// locks or panics.
+    static RUN_WINDOW: AtomicPtr<kvm_run> = const { AtomicPtr::new(std::ptr::null_mut()) };
+}
 
-/// Installs the no-op handler for [`interrupt_signal`] once per process.
+/// The `immediate_exit` byte of the `kvm_run` page at `run`, as an atomic.
+///
+/// # Safety
+///
+/// `run` must point to a live, mapped `kvm_run` page, and for as long as the
+/// returned reference is used no Rust reference (`&`/`&mut kvm_run` or into
+/// its `immediate_exit` field) may be live: every access to the byte then
+/// goes through this atomic (or the kernel, which reads it with
+/// `READ_ONCE`).
+unsafe fn immediate_exit<'a>(run: NonNull<kvm_run>) -> &'a AtomicU8 {
+    // SAFETY: the field is inside the live mapping (caller's contract), a u8
+    // has the alignment of AtomicU8, and no non-atomic access overlaps ours
+    // (caller's contract), which is what `AtomicU8::from_ptr` requires.
+    unsafe { AtomicU8::from_ptr(std::ptr::addr_of_mut!((*run.as_ptr()).immediate_exit)) }
+}
+
+/// Runs on the vCPU thread (a signal is directed at it with
+/// `pthread_kill`). Only touches a const thread-local and an atomic byte,
+/// both async-signal-safe.
+extern "C" fn interrupt_handler(_: libc::c_int) {
+    // try_with cannot fail for a const thread-local without a destructor;
+    // if it ever did, doing nothing is safe (the pending flag still stops
+    // the next KVM_RUN, and a KVM_RUN in progress gets EINTR).
+    let run = RUN_WINDOW
+        .try_with(|w| w.load(Ordering::SeqCst))
+        .unwrap_or(std::ptr::null_mut());
+    if let Some(run) = NonNull::new(run) {
+        // SAFETY: the pointer is non-null only while a RunWindow is open on
+        // this thread (the handler runs on the thread it interrupts). The
+        // window's contract keeps the page mapped and rules out any Rust
+        // reference into it while open: the interrupted code is checking the
+        // pending flag, inside KVM_RUN, or in RunWindow's atomic stores. So
+        // this atomic store overlaps no non-atomic access.
+        unsafe { immediate_exit(run) }.store(1, Ordering::SeqCst);
+    }
+}
+
+/// Installs [`interrupt_signal`]'s handler once per process, with
+/// `SA_RESTART` (see the module docs).
 pub fn install_signal_handler() -> Result<(), std::io::Error> {
     static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
     let result = INSTALLED.get_or_init(|| {
-        // SAFETY: zeroed `sigaction` is a valid starting value; we set a
-        // handler that does nothing (async-signal-safe) and an empty mask.
+        // SAFETY: zeroed `sigaction` is a valid starting value; the handler
+        // is async-signal-safe (a thread-local load and an atomic store);
+        // the mask is emptied before use.
         let rc = unsafe {
             let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = noop_handler as *const () as libc::sighandler_t;
+            act.sa_sigaction = interrupt_handler as *const () as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(interrupt_signal(), &act, std::ptr::null_mut())
         };
@@ -93,6 +151,43 @@ pub fn install_signal_handler() -> Result<(), std::io::Error> {
         }
     });
     (*result).map_err(std::io::Error::from_raw_os_error)
+}
+
+/// One `KVM_RUN` on the current thread: while it lives, the interrupt
+/// handler may set `immediate_exit` on `run`.
+///
+/// Between [`RunWindow::open`] and drop the vCPU thread creates no Rust
+/// reference to the `kvm_run` page: it only checks the pending flag and
+/// issues the ioctl. Drop closes the window (so the handler no longer
+/// writes) and then resets `immediate_exit` to 0, in that order; only
+/// afterwards may the caller read the exit out of the page.
+pub(crate) struct RunWindow {
+    run: NonNull<kvm_run>,
+}
+
+impl RunWindow {
+    /// Opens the window for the `kvm_run` page at `run`.
+    ///
+    /// # Safety
+    ///
+    /// `run` must be the mapped `kvm_run` page of the vCPU about to run on
+    /// this thread, it must stay mapped until the window drops, and the
+    /// caller must hold no Rust reference into the page until then.
+    pub(crate) unsafe fn open(run: NonNull<kvm_run>) -> Self {
+        RUN_WINDOW.with(|w| w.store(run.as_ptr(), Ordering::SeqCst));
+        Self { run }
+    }
+}
+
+impl Drop for RunWindow {
+    fn drop(&mut self) {
+        RUN_WINDOW.with(|w| w.store(std::ptr::null_mut(), Ordering::SeqCst));
+        // SAFETY: still mapped and unreferenced (the `open` contract); the
+        // handler can no longer write (the window is closed, and SeqCst on
+        // one thread orders this store after the one above), so this is the
+        // last write to the byte until the next window.
+        unsafe { immediate_exit(self.run) }.store(0, Ordering::SeqCst);
+    }
 }
 
 impl Default for VcpuInterrupt {
@@ -112,16 +207,16 @@ impl VcpuInterrupt {
                 generation: 0,
                 cancel: None,
                 thread: 0,
-                kvm_run: std::ptr::null_mut(),
+                attached: false,
                 dropped: false,
             }),
             cancel_pending: AtomicBool::new(false),
         }
     }
 
-    /// Attaches the state to the vCPU whose `kvm_run` page is at `kvm_run`.
-    pub(crate) fn attach(&self, kvm_run: *mut kvm_run) {
-        self.lock().kvm_run = kvm_run;
+    /// Attaches the state to a vCPU.
+    pub(crate) fn attach(&self) {
+        self.lock().attached = true;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -148,11 +243,6 @@ impl VcpuInterrupt {
         s.running = false;
         let cancel = s.cancel.take();
         self.cancel_pending.store(false, Ordering::SeqCst);
-        if !s.dropped && !s.kvm_run.is_null() {
-            // SAFETY: attached and not dropped, so the kvm_run mapping is
-            // alive; we hold the lock, so no other writer races this field.
-            unsafe { std::ptr::addr_of_mut!((*s.kvm_run).immediate_exit).write_volatile(0) };
-        }
         cancel
     }
 
@@ -190,24 +280,107 @@ impl VcpuInterrupt {
 
     fn cancel_locked(&self, generation: Option<u64>, reason: CancelReason) -> bool {
         let mut s = self.lock();
-        if !s.running
-            || s.dropped
-            || s.kvm_run.is_null()
-            || generation.is_some_and(|g| g != s.generation)
-        {
+        if !s.running || s.dropped || !s.attached || generation.is_some_and(|g| g != s.generation) {
             return false;
         }
         if s.cancel.is_none() {
             s.cancel = Some(reason);
         }
+        // Raised before the signal is sent, so the vCPU thread sees it no
+        // later than the handler runs.
         self.cancel_pending.store(true, Ordering::SeqCst);
-        // SAFETY: attached and not dropped (checked under the lock), so the
-        // kvm_run page is mapped; immediate_exit is a plain u8 KVM reads on entry.
-        unsafe { std::ptr::addr_of_mut!((*s.kvm_run).immediate_exit).write_volatile(1) };
         // SAFETY: `thread` is the live thread inside `begin_call`..`end_call`
-        // (end_call needs this lock, so it has not returned); the signal has
-        // a no-op handler installed before any VM exists.
+        // (end_call needs this lock, so it has not returned); the signal's
+        // handler is installed before any VM exists.
         unsafe { libc::pthread_kill(s.thread, interrupt_signal()) };
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raises the interrupt signal on this thread; Linux delivers it before
+    /// `pthread_kill` returns to the caller.
+    fn signal_self() {
+        // SAFETY: the handler is installed (by the caller) and only touches
+        // the thread-local and an atomic.
+        let rc = unsafe { libc::pthread_kill(libc::pthread_self(), interrupt_signal()) };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn handler_sets_immediate_exit_only_inside_a_run_window() {
+        install_signal_handler().unwrap();
+        // SAFETY: kvm_run is plain integers and unions of them; all-zero is
+        // a valid value.
+        let mut page: Box<kvm_run> = Box::new(unsafe { std::mem::zeroed() });
+
+        signal_self();
+        assert_eq!(page.immediate_exit, 0, "no window: untouched");
+
+        let run = NonNull::from(page.as_mut());
+        {
+            // SAFETY: `page` outlives the window and is not referenced until
+            // it drops.
+            let _window = unsafe { RunWindow::open(run) };
+            signal_self();
+            // SAFETY: still open, read through the same atomic view the
+            // handler used.
+            assert_eq!(unsafe { immediate_exit(run) }.load(Ordering::SeqCst), 1);
+        }
+        assert_eq!(page.immediate_exit, 0, "closing resets it");
+
+        signal_self();
+        assert_eq!(page.immediate_exit, 0, "closed: untouched");
+    }
+
+    #[test]
+    fn handler_is_installed_with_sa_restart() {
+        install_signal_handler().unwrap();
+        // SAFETY: all-zero is a valid sigaction to receive the old one.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only queries; `old` is a valid out
+        // pointer.
+        let rc = unsafe { libc::sigaction(interrupt_signal(), std::ptr::null(), &mut old) };
+        assert_eq!(rc, 0);
+        assert_ne!(old.sa_flags & libc::SA_RESTART, 0);
+        assert_eq!(
+            old.sa_sigaction,
+            interrupt_handler as *const () as libc::sighandler_t
+        );
+    }
+
+    #[test]
+    fn kill_reaches_only_the_running_generation() {
+        let i = VcpuInterrupt::new();
+        i.attach();
+        assert!(!i.kill(), "nothing running");
+        install_signal_handler().unwrap();
+        let g = i.begin_call();
+        assert!(!i.kill_generation(g + 1, CancelReason::DeadlineExceeded));
+        assert_eq!(i.pending(), None);
+        assert!(i.kill_generation(g, CancelReason::DeadlineExceeded));
+        assert!(i.kill(), "a second kill still reports a running call");
+        assert_eq!(
+            i.pending(),
+            Some(CancelReason::DeadlineExceeded),
+            "the first reason wins"
+        );
+        assert_eq!(i.end_call(), Some(CancelReason::DeadlineExceeded));
+        assert!(!i.kill(), "ended");
+        assert_eq!(i.pending(), None);
+        let g2 = i.begin_call();
+        assert!(
+            !i.kill_generation(g, CancelReason::DeadlineExceeded),
+            "an old deadline"
+        );
+        assert_eq!(i.end_call(), None);
+        assert!(g2 > g);
+        i.mark_dropped();
+        assert!(i.dropped());
+        i.begin_call();
+        assert!(!i.kill(), "dropped");
     }
 }

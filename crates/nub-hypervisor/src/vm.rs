@@ -1,15 +1,25 @@
 //! VM and vCPU creation, and the run loop that turns KVM exits into
 //! [`VmExit`] values.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    os::fd::AsRawFd,
+    ptr::NonNull,
+    sync::{Arc, OnceLock},
+};
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_userspace_memory_region};
-use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::{
+    KVM_EXIT_DEBUG, KVM_EXIT_EXCEPTION, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_HYPERCALL,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
+    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
+    KVM_MAX_CPUID_ENTRIES, kvm_run, kvm_userspace_memory_region,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nub_host_common::layout::{BOOT_PAGE_GPA, PAGE_SIZE, Region};
 
 use crate::{
     cpu,
-    interrupt::{self, CancelReason, VcpuInterrupt},
+    interrupt::{self, CancelReason, RunWindow, VcpuInterrupt},
     memory::{GuestMemory, MemoryError},
     paging::{self, Mapping, PagingError},
 };
@@ -105,9 +115,16 @@ pub struct VmSetup<'a> {
     pub user_mode: bool,
 }
 
-/// Process-wide KVM handle and its supported CPUID, opened once.
-fn kvm() -> Result<&'static (Kvm, kvm_bindings::CpuId), HypervisorError> {
-    static KVM: OnceLock<Result<(Kvm, kvm_bindings::CpuId), String>> = OnceLock::new();
+/// The process-wide KVM handle, its supported CPUID and the size of a vCPU's
+/// `kvm_run` mapping, opened once.
+struct KvmSystem {
+    kvm: Kvm,
+    cpuid: kvm_bindings::CpuId,
+    run_size: usize,
+}
+
+fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
+    static KVM: OnceLock<Result<KvmSystem, String>> = OnceLock::new();
     KVM.get_or_init(|| {
         let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
         if !kvm.check_extension(Cap::ImmediateExit) {
@@ -116,11 +133,29 @@ fn kvm() -> Result<&'static (Kvm, kvm_bindings::CpuId), HypervisorError> {
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
-        Ok((kvm, cpuid))
+        let run_size = kvm
+            .get_vcpu_mmap_size()
+            .map_err(|e| format!("KVM_GET_VCPU_MMAP_SIZE: {e}"))?;
+        if run_size < std::mem::size_of::<kvm_run>() {
+            return Err(format!(
+                "KVM's vCPU mapping ({run_size} bytes) cannot hold kvm_run"
+            ));
+        }
+        Ok(KvmSystem {
+            kvm,
+            cpuid,
+            run_size,
+        })
     })
     .as_ref()
     .map_err(|e| HypervisorError::KvmUnavailable(e.clone()))
 }
+
+/// `KVM_RUN` = `_IO(KVMIO, 0x80)` (linux/kvm.h). kvm-ioctls keeps its own
+/// constant private; nub issues the ioctl itself so that no Rust reference
+/// to `kvm_run` exists while the interrupt handler may write to it (see
+/// [`crate::interrupt`]).
+const KVM_RUN: libc::c_ulong = ((kvm_bindings::KVMIO as libc::c_ulong) << 8) | 0x80;
 
 /// A KVM virtual machine with one vCPU and one memory slot.
 #[derive(Debug)]
@@ -131,6 +166,8 @@ pub struct Vm {
     _vm: VmFd,
     memory: GuestMemory,
     interrupt: Arc<VcpuInterrupt>,
+    /// Size of the vCPU's `kvm_run` mapping (bounds the I/O data offset).
+    run_size: usize,
     exits: u64,
 }
 
@@ -152,7 +189,11 @@ impl Vm {
     ) -> Result<Self, HypervisorError> {
         interrupt::install_signal_handler()
             .map_err(|e| HypervisorError::KvmUnavailable(format!("signal handler: {e}")))?;
-        let (kvm, cpuid) = kvm()?;
+        let KvmSystem {
+            kvm,
+            cpuid,
+            run_size,
+        } = kvm()?;
 
         let mut mappings = setup.mappings.to_vec();
         mappings.push(Mapping {
@@ -194,7 +235,7 @@ impl Vm {
         unsafe { vm.set_user_memory_region(region) }
             .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
 
-        let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         cpu::long_mode_sregs(&mut sregs, cr3, setup.user_mode);
@@ -207,13 +248,13 @@ impl Vm {
         );
         vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
-        let run_page: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
-        interrupt.attach(run_page);
+        interrupt.attach();
         Ok(Self {
             vcpu,
             _vm: vm,
             memory,
             interrupt,
+            run_size: *run_size,
             exits: 0,
         })
     }
@@ -255,56 +296,123 @@ impl Vm {
     /// cancel ends the run with [`HypervisorError::Canceled`].
     pub fn run(&mut self) -> Result<VmExit, HypervisorError> {
         loop {
-            if let Some(reason) = self.interrupt.pending() {
-                return Err(HypervisorError::Canceled(reason));
-            }
-            let exit = self.vcpu.run();
+            // The window is closed here, so this short-lived `&mut kvm_run`
+            // cannot meet a write from the interrupt handler.
+            let run = NonNull::from(self.vcpu.get_kvm_run());
+            let result = {
+                // SAFETY: `run` is this vCPU's mapping, kept alive by
+                // `&mut self` until the window drops at the end of this
+                // block, and nothing in the block references the page: it
+                // only checks the pending flag and issues the ioctl.
+                let _window = unsafe { RunWindow::open(run) };
+                if let Some(reason) = self.interrupt.pending() {
+                    return Err(HypervisorError::Canceled(reason));
+                }
+                // SAFETY: KVM_RUN on our own vCPU fd takes no argument; the
+                // kernel writes only the kvm_run mapping, which outlives the
+                // call.
+                let rc = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_RUN, 0) };
+                if rc < 0 {
+                    Err(kvm_ioctls::Error::last())
+                } else {
+                    Ok(())
+                }
+            };
             self.exits += 1;
-            let exit = match exit {
-                Ok(exit) => exit,
+            match result {
+                Ok(()) => {}
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
                 Err(e) => return Err(ioctl("KVM_RUN")(e)),
-            };
-            return Ok(match exit {
-                VcpuExit::IoOut(port, data) => {
-                    let mut raw = [0u8; 4];
-                    let n = data.len().min(4);
-                    if let (Some(dst), Some(src)) = (raw.get_mut(..n), data.get(..n)) {
-                        dst.copy_from_slice(src);
-                    }
-                    VmExit::IoOut {
-                        port,
-                        value: u32::from_le_bytes(raw),
-                    }
-                }
-                VcpuExit::IoIn(port, _) => VmExit::IoIn { port },
-                VcpuExit::Hlt => VmExit::Halt,
-                VcpuExit::Shutdown => VmExit::Shutdown,
-                VcpuExit::MmioRead(addr, _) => VmExit::Mmio { addr, write: false },
-                VcpuExit::MmioWrite(addr, _) => VmExit::Mmio { addr, write: true },
-                VcpuExit::InternalError => {
-                    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so the
-                    // `internal` member of the union is the one KVM filled.
-                    let suberror =
-                        unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    VmExit::InternalError { suberror }
-                }
-                VcpuExit::FailEntry(reason, _) => VmExit::FailEntry { reason },
-                VcpuExit::Intr => continue,
-                other => VmExit::Other(exit_name(&other)),
-            });
+            }
+            // SAFETY: the window is closed (the handler no longer writes),
+            // KVM_RUN has returned (the kernel no longer writes), and we hold
+            // `&mut self`, so nothing else references the mapping.
+            if let Some(exit) = unsafe { decode_exit(run, self.run_size) } {
+                return Ok(exit);
+            }
         }
     }
 }
 
-fn exit_name(exit: &VcpuExit<'_>) -> &'static str {
-    match exit {
-        VcpuExit::Unknown => "KVM_EXIT_UNKNOWN",
-        VcpuExit::Exception => "KVM_EXIT_EXCEPTION",
-        VcpuExit::Hypercall(_) => "KVM_EXIT_HYPERCALL",
-        VcpuExit::Debug(_) => "KVM_EXIT_DEBUG",
-        VcpuExit::IrqWindowOpen => "KVM_EXIT_IRQ_WINDOW_OPEN",
-        VcpuExit::SystemEvent(..) => "KVM_EXIT_SYSTEM_EVENT",
+/// The exit KVM described in the `kvm_run` page at `run` (`run_size` bytes
+/// mapped), or `None` for `KVM_EXIT_INTR` (a signal: the caller re-checks
+/// for a cancel and runs again).
+///
+/// # Safety
+///
+/// `run` must be a mapped vCPU `kvm_run` area of `run_size` bytes that
+/// nothing writes to while this runs.
+unsafe fn decode_exit(run: NonNull<kvm_run>, run_size: usize) -> Option<VmExit> {
+    // SAFETY: mapped and not written concurrently (the caller's contract).
+    let r = unsafe { run.as_ref() };
+    Some(match r.exit_reason {
+        KVM_EXIT_IO => {
+            // SAFETY: exit_reason is KVM_EXIT_IO, so `io` is the member of
+            // the union KVM filled; it is plain integers.
+            let io = unsafe { r.__bindgen_anon_1.io };
+            match u32::from(io.direction) {
+                KVM_EXIT_IO_IN => VmExit::IoIn { port: io.port },
+                KVM_EXIT_IO_OUT => {
+                    // SAFETY: the whole `run_size`-byte area is mapped and
+                    // only read (the caller's contract).
+                    let area =
+                        unsafe { std::slice::from_raw_parts(run.as_ptr().cast::<u8>(), run_size) };
+                    let len = (usize::from(io.size) * io.count as usize).min(4);
+                    let data = usize::try_from(io.data_offset)
+                        .ok()
+                        .and_then(|start| area.get(start..start.checked_add(len)?));
+                    let mut raw = [0u8; 4];
+                    if let (Some(dst), Some(src)) = (raw.get_mut(..len), data) {
+                        dst.copy_from_slice(src);
+                    }
+                    VmExit::IoOut {
+                        port: io.port,
+                        value: u32::from_le_bytes(raw),
+                    }
+                }
+                _ => VmExit::Other("KVM_EXIT_IO with an unknown direction"),
+            }
+        }
+        KVM_EXIT_HLT => VmExit::Halt,
+        KVM_EXIT_SHUTDOWN => VmExit::Shutdown,
+        KVM_EXIT_MMIO => {
+            // SAFETY: exit_reason is KVM_EXIT_MMIO, so `mmio` is the member
+            // KVM filled.
+            let mmio = unsafe { r.__bindgen_anon_1.mmio };
+            VmExit::Mmio {
+                addr: mmio.phys_addr,
+                write: mmio.is_write != 0,
+            }
+        }
+        KVM_EXIT_INTERNAL_ERROR => {
+            // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal`
+            // is the member KVM filled.
+            let suberror = unsafe { r.__bindgen_anon_1.internal.suberror };
+            VmExit::InternalError { suberror }
+        }
+        KVM_EXIT_FAIL_ENTRY => {
+            // SAFETY: exit_reason is KVM_EXIT_FAIL_ENTRY, so `fail_entry` is
+            // the member KVM filled.
+            let reason = unsafe { r.__bindgen_anon_1.fail_entry.hardware_entry_failure_reason };
+            VmExit::FailEntry { reason }
+        }
+        KVM_EXIT_INTR => return None,
+        other => VmExit::Other(exit_name(other)),
+    })
+}
+
+/// The `KVM_EXIT_*` name of an exit reason nub does not handle.
+fn exit_name(reason: u32) -> &'static str {
+    match reason {
+        KVM_EXIT_UNKNOWN => "KVM_EXIT_UNKNOWN",
+        KVM_EXIT_EXCEPTION => "KVM_EXIT_EXCEPTION",
+        KVM_EXIT_HYPERCALL => "KVM_EXIT_HYPERCALL",
+        KVM_EXIT_DEBUG => "KVM_EXIT_DEBUG",
+        KVM_EXIT_IRQ_WINDOW_OPEN => "KVM_EXIT_IRQ_WINDOW_OPEN",
+        KVM_EXIT_SYSTEM_EVENT => "KVM_EXIT_SYSTEM_EVENT",
+        KVM_EXIT_X86_RDMSR => "KVM_EXIT_X86_RDMSR",
+        KVM_EXIT_X86_WRMSR => "KVM_EXIT_X86_WRMSR",
+        KVM_EXIT_MEMORY_FAULT => "KVM_EXIT_MEMORY_FAULT",
         _ => "KVM_EXIT_OTHER",
     }
 }
@@ -334,5 +442,16 @@ impl Drop for CallGuard {
         if let Some(i) = self.interrupt.take() {
             i.end_call();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_run_ioctl_number_matches_linux() {
+        // _IO(0xAE, 0x80) from linux/kvm.h.
+        assert_eq!(KVM_RUN, 0xAE80);
     }
 }
