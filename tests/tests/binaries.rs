@@ -183,3 +183,90 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+/// A path in the temp dir unique to this process and test.
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("nub-binaries-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn file_over_the_size_limit_is_refused_before_reading() {
+    use nub_sandbox::binary::MAX_GUEST_BINARY_SIZE;
+    nub_tests::require_kvm();
+    // A sparse file: its metadata says MAX + 1 bytes, no disk is used, and
+    // the loader must refuse it from the metadata alone.
+    let path = temp_path("huge.elf");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_GUEST_BINARY_SIZE + 1).unwrap();
+    drop(file);
+    let r = UninitializedSandbox::new(GuestBinary::FilePath(path.clone()), None);
+    std::fs::remove_file(&path).unwrap();
+    let e = binary_error(r);
+    assert!(
+        matches!(
+            e,
+            GuestBinaryError::TooLarge { size, max }
+                if size == MAX_GUEST_BINARY_SIZE + 1 && max == MAX_GUEST_BINARY_SIZE
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn buffer_over_the_size_limit_is_refused() {
+    use nub_sandbox::binary::MAX_GUEST_BINARY_SIZE;
+    let mut bytes = guest_bytes();
+    bytes.resize(MAX_GUEST_BINARY_SIZE as usize + 1, 0);
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::TooLarge { .. }), "{e:?}");
+}
+
+#[test]
+fn file_at_the_size_limit_loads() {
+    use nub_sandbox::binary::MAX_GUEST_BINARY_SIZE;
+    // Trailing bytes after the guest are never looked at; padding the real
+    // guest up to exactly the limit still loads and runs.
+    let path = temp_path("padded.elf");
+    std::fs::write(&path, guest_bytes()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(MAX_GUEST_BINARY_SIZE)
+        .unwrap();
+    nub_tests::require_kvm();
+    let r = UninitializedSandbox::new(GuestBinary::FilePath(path.clone()), None);
+    std::fs::remove_file(&path).unwrap();
+    let mut s = r.unwrap().evolve().unwrap();
+    assert_eq!(s.call_raw(1, b"padded").unwrap(), b"padded");
+}
+
+#[test]
+fn section_headers_are_never_parsed() {
+    // Section headers pointing far outside the file, a huge count and a
+    // bogus string-table index: a full ELF parse fails on these, the loader
+    // only reads the ELF header and the program headers.
+    let mut bytes = guest_bytes();
+    bytes[40..48].copy_from_slice(&u64::MAX.to_le_bytes()); // e_shoff
+    bytes[60..62].copy_from_slice(&0xFFFFu16.to_le_bytes()); // e_shnum
+    bytes[62..64].copy_from_slice(&0xFFFEu16.to_le_bytes()); // e_shstrndx
+    let mut s = load(bytes).unwrap().evolve().unwrap();
+    assert_eq!(s.call_raw(1, b"no sections").unwrap(), b"no sections");
+}
+
+#[test]
+fn wrong_program_header_entry_size_is_refused() {
+    let mut bytes = guest_bytes();
+    bytes[54..56].copy_from_slice(&40u16.to_le_bytes()); // e_phentsize
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::NotElf(_)), "{e:?}");
+}
+
+#[test]
+fn program_headers_outside_the_file_are_refused() {
+    let mut bytes = guest_bytes();
+    let len = bytes.len() as u64;
+    bytes[32..40].copy_from_slice(&(len - 8).to_le_bytes()); // e_phoff
+    let e = binary_error(load(bytes));
+    assert!(matches!(e, GuestBinaryError::NotElf(_)), "{e:?}");
+}

@@ -2,15 +2,19 @@
 //!
 //! Guests are static `x86_64` ELF executables linked at
 //! [`IMAGE_BASE`](nub_host_common::layout::IMAGE_BASE) by `nub-guest.ld`.
-//! The loader (goblin) checks every header field it uses: machine, class,
-//! type, that each `PT_LOAD` lies inside the file and inside the image area,
-//! that segments do not share pages, and that none is both writable and
+//! The loader reads at most [`MAX_GUEST_BINARY_SIZE`] bytes (a file's size
+//! is checked with its metadata before it is read) and parses only the ELF
+//! header and the program headers (goblin); section headers, symbols and
+//! everything else in the file are never looked at. It checks every header
+//! field it uses: machine, class, type, the program-header entry size, that
+//! each `PT_LOAD` lies inside the file and inside the image area, that
+//! segments do not share pages, and that none is both writable and
 //! executable. Each segment's pages are then mapped with the segment's
 //! permissions.
 
-use std::path::PathBuf;
+use std::{io::Read, path::PathBuf};
 
-use goblin::elf::{Elf, header, program_header};
+use goblin::elf::{Elf, ProgramHeader, header, program_header};
 use nub_host_common::layout::{Access, IMAGE_BASE, MAX_MEMORY_SIZE, PAGE_SIZE, Region};
 
 use crate::error::GuestBinaryError;
@@ -24,18 +28,49 @@ pub enum GuestBinary {
     Buffer(Vec<u8>),
 }
 
+/// Largest guest ELF nub loads: 64 MiB. Guest memory itself is at most
+/// [`MAX_MEMORY_SIZE`] (about 1 GiB), but a guest image is code and data
+/// for a `no_std` program; nub's own guests are a few hundred KiB, so this
+/// leaves ample room while bounding what a wrong or hostile path makes the
+/// host read into memory.
+pub const MAX_GUEST_BINARY_SIZE: u64 = 64 << 20;
+
+fn too_large(size: u64) -> GuestBinaryError {
+    GuestBinaryError::TooLarge {
+        size,
+        max: MAX_GUEST_BINARY_SIZE,
+    }
+}
+
+/// Reads the file at `path`, refusing one larger than
+/// [`MAX_GUEST_BINARY_SIZE`] before reading it (and, should it grow while
+/// being read, after at most one byte more).
+fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, GuestBinaryError> {
+    let io = |source| GuestBinaryError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > MAX_GUEST_BINARY_SIZE {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_GUEST_BINARY_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let read = bytes.len() as u64;
+    if read > MAX_GUEST_BINARY_SIZE {
+        return Err(too_large(read));
+    }
+    Ok(bytes)
+}
+
 impl GuestBinary {
     /// The ELF bytes.
     pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, GuestBinaryError> {
         match self {
-            Self::FilePath(path) => {
-                std::fs::read(path)
-                    .map(std::borrow::Cow::Owned)
-                    .map_err(|source| GuestBinaryError::Io {
-                        path: path.clone(),
-                        source,
-                    })
-            }
+            Self::FilePath(path) => read_bounded(path).map(std::borrow::Cow::Owned),
             Self::Buffer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
         }
     }
@@ -83,7 +118,14 @@ impl GuestImage {
         if bytes.is_empty() {
             return Err(GuestBinaryError::Empty);
         }
-        let elf = Elf::parse(bytes).map_err(|e| GuestBinaryError::NotElf(e.to_string()))?;
+        if bytes.len() as u64 > MAX_GUEST_BINARY_SIZE {
+            return Err(too_large(bytes.len() as u64));
+        }
+        let not_elf = |e: goblin::error::Error| GuestBinaryError::NotElf(e.to_string());
+        // Only the ELF header and the program headers: `Elf::lazy_parse`
+        // validates class and byte order and parses nothing else.
+        let header = Elf::parse_header(bytes).map_err(not_elf)?;
+        let elf = Elf::lazy_parse(header).map_err(not_elf)?;
         if elf.header.e_machine != header::EM_X86_64 || !elf.is_64 || !elf.little_endian {
             return Err(GuestBinaryError::WrongArchitecture {
                 machine: elf.header.e_machine,
@@ -93,8 +135,26 @@ impl GuestImage {
         if elf.header.e_type != header::ET_EXEC {
             return Err(GuestBinaryError::NotExecutable(elf.header.e_type));
         }
+        let ctx = goblin::container::Ctx::new(
+            elf.header.container().map_err(not_elf)?,
+            elf.header.endianness().map_err(not_elf)?,
+        );
+        let phnum = usize::from(elf.header.e_phnum);
+        let entry_size = ProgramHeader::size(ctx);
+        if phnum > 0 && usize::from(elf.header.e_phentsize) != entry_size {
+            return Err(GuestBinaryError::NotElf(format!(
+                "program header entries of {} bytes (expected {entry_size})",
+                elf.header.e_phentsize
+            )));
+        }
+        let phoff = usize::try_from(elf.header.e_phoff).map_err(|_| {
+            GuestBinaryError::NotElf(format!("program headers at {:#x}", elf.header.e_phoff))
+        })?;
+        // goblin bounds-checks the table against `bytes` (and the count
+        // against the length before allocating).
+        let program_headers = ProgramHeader::parse(bytes, phoff, phnum, ctx).map_err(not_elf)?;
         let mut segments = Vec::new();
-        for (index, ph) in elf.program_headers.iter().enumerate() {
+        for (index, ph) in program_headers.iter().enumerate() {
             if ph.p_type != program_header::PT_LOAD || ph.p_memsz == 0 {
                 continue;
             }

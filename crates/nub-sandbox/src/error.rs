@@ -29,6 +29,14 @@ pub enum GuestBinaryError {
     /// Zero bytes.
     #[error("guest binary is empty")]
     Empty,
+    /// Larger than [`crate::binary::MAX_GUEST_BINARY_SIZE`]; not read.
+    #[error("guest binary is {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// Its size (from the file's metadata, or the bytes read).
+        size: u64,
+        /// The limit, [`crate::binary::MAX_GUEST_BINARY_SIZE`].
+        max: u64,
+    },
     /// Not an ELF file, or an ELF goblin cannot parse (e.g. truncated).
     #[error("guest binary is not a valid ELF file: {0}")]
     NotElf(String),
