@@ -257,6 +257,10 @@ pub enum HyperlightError {
         /// The cap's hash, computed by the host.
         computed: javm_cap::CapHash,
     },
+    /// A deadline was asked for, but the watchdog thread that enforces
+    /// deadlines could not be started; the call (or boot) did not run.
+    #[error("cannot start the deadline watchdog thread: {0}")]
+    WatchdogUnavailable(#[source] std::io::Error),
     /// Anything else (last resort).
     #[error("{0}")]
     Error(String),
@@ -279,6 +283,7 @@ impl HyperlightError {
                 | Self::CapHashMismatch { .. }
                 | Self::BadGuestBinary(_)
                 | Self::InvalidConfiguration(_)
+                | Self::WatchdogUnavailable(_)
                 | Self::PoisonedSandbox
         )
     }

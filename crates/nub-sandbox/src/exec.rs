@@ -175,9 +175,13 @@ impl GuestVm {
         limit: Option<Duration>,
     ) -> Result<()> {
         let (call, generation) = self.vm.begin_call();
+        // No watchdog, no run: a deadline that nothing enforces would let a
+        // spinning guest hang the caller. The guard ends the call on return.
         let _deadline = limit
             .and_then(|limit| Instant::now().checked_add(limit))
-            .map(|deadline| watchdog::arm(deadline, self.vm.interrupt(), generation));
+            .map(|deadline| watchdog::arm(deadline, self.vm.interrupt(), generation))
+            .transpose()
+            .map_err(HyperlightError::WatchdogUnavailable)?;
         let result = self.run_loop(until, host);
         // A cancel that lands after the guest already finished (or failed
         // for its own reason) does not change the outcome.
@@ -197,7 +201,6 @@ impl GuestVm {
             result => result,
         }
     }
-
 
     fn run_loop(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
         loop {

@@ -5,9 +5,15 @@
 //! generation through the same interrupt path as `kill()`. Because the
 //! cancel names the generation, a deadline can only ever stop the call that
 //! registered it. Finished calls unregister their entry.
+//!
+//! The thread starts on the first armed deadline. If it cannot be started
+//! (the process is out of threads, say), arming fails with the spawn's
+//! `io::Error` and the call does not run ([`arm`]); the next arm tries
+//! again. A deadline is never silently ignored.
 
 use std::{
     collections::BTreeMap,
+    io,
     sync::{Arc, Condvar, Mutex, OnceLock, Weak},
     time::Instant,
 };
@@ -29,18 +35,51 @@ struct Shared {
     wake: Condvar,
 }
 
-fn shared() -> &'static Arc<Shared> {
-    static WATCHDOG: OnceLock<Arc<Shared>> = OnceLock::new();
-    WATCHDOG.get_or_init(|| {
+/// The process's watchdog: started once, by the first [`arm`] that
+/// succeeds in spawning its thread.
+struct Watchdog {
+    started: OnceLock<Arc<Shared>>,
+    /// Serialises start attempts, so at most one thread is ever spawned.
+    starting: Mutex<()>,
+}
+
+impl Watchdog {
+    const fn new() -> Self {
+        Self {
+            started: OnceLock::new(),
+            starting: Mutex::new(()),
+        }
+    }
+
+    /// The running watchdog's state, starting it with `spawn` (which gets
+    /// the state the new thread must serve) if no start has succeeded yet.
+    fn get_or_start(
+        &self,
+        spawn: impl FnOnce(Arc<Shared>) -> io::Result<()>,
+    ) -> io::Result<&Arc<Shared>> {
+        if let Some(shared) = self.started.get() {
+            return Ok(shared);
+        }
+        let _starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = self.started.get() {
+            return Ok(shared);
+        }
         let shared = Arc::new(Shared::default());
-        let worker = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("nub-watchdog".into())
-            .spawn(move || run(&worker))
-            .map(|_| ())
-            .unwrap_or_else(|e| eprintln!("nub: cannot start the deadline watchdog: {e}"));
-        shared
-    })
+        spawn(Arc::clone(&shared))?;
+        Ok(self.started.get_or_init(|| shared))
+    }
+}
+
+fn spawn_thread(shared: Arc<Shared>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("nub-watchdog".into())
+        .spawn(move || run(&shared))
+        .map(|_| ())
+}
+
+fn shared() -> io::Result<&'static Arc<Shared>> {
+    static WATCHDOG: Watchdog = Watchdog::new();
+    WATCHDOG.get_or_start(spawn_thread)
 }
 
 fn run(shared: &Shared) {
@@ -72,12 +111,19 @@ fn run(shared: &Shared) {
 
 /// A registered deadline; dropping it unregisters.
 pub(crate) struct Deadline {
+    shared: &'static Shared,
     key: (Instant, u64),
 }
 
-/// Arms a deadline for call `generation` on `vcpu`.
-pub(crate) fn arm(deadline: Instant, vcpu: &Arc<VcpuInterrupt>, generation: u64) -> Deadline {
-    let shared = shared();
+/// Arms a deadline for call `generation` on `vcpu`. Fails only when the
+/// watchdog thread is not running and cannot be started: the caller must
+/// not run the call then, since nothing would enforce its deadline.
+pub(crate) fn arm(
+    deadline: Instant,
+    vcpu: &Arc<VcpuInterrupt>,
+    generation: u64,
+) -> io::Result<Deadline> {
+    let shared: &'static Shared = shared()?;
     let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
     guard.1 += 1;
     let key = (deadline, guard.1);
@@ -93,12 +139,49 @@ pub(crate) fn arm(deadline: Instant, vcpu: &Arc<VcpuInterrupt>, generation: u64)
     if earliest {
         shared.wake.notify_one();
     }
-    Deadline { key }
+    Ok(Deadline { shared, key })
 }
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        let mut guard = shared().entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self
+            .shared
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         guard.0.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_is_an_error_and_the_next_arm_retries() {
+        let watchdog = Watchdog::new();
+        let refused = watchdog
+            .get_or_start(|_| Err(io::Error::other("out of threads")))
+            .map(Arc::as_ptr);
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "out of threads",
+            "the spawn's error comes back"
+        );
+        assert!(watchdog.started.get().is_none(), "nothing is started");
+        let mut spawned = 0;
+        let first = watchdog
+            .get_or_start(|_| {
+                spawned += 1;
+                Ok(())
+            })
+            .map(Arc::as_ptr)
+            .unwrap();
+        let second = watchdog
+            .get_or_start(|_| panic!("already started"))
+            .map(Arc::as_ptr)
+            .unwrap();
+        assert_eq!(spawned, 1);
+        assert_eq!(first, second);
     }
 }
