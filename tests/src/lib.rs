@@ -8,6 +8,9 @@ use nub_sandbox::{GuestBinary, MultiUseSandbox, SandboxConfiguration, Uninitiali
 /// Path of the default guest ELF, built by this crate's build script.
 pub const DEFAULT_GUEST: &str = env!("NUB_GUEST_NUB_DEFAULT_GUEST");
 
+/// Path of the hostile guest ELF (`guest-x86/guests/hostile`).
+pub const HOSTILE_GUEST: &str = env!("NUB_GUEST_NUB_HOSTILE_GUEST");
+
 /// The default guest's fn ids (the contract shared with the CLI and benches).
 pub mod fn_id {
     /// Returns the payload.
@@ -30,6 +33,72 @@ pub mod fn_id {
     pub const CAP_SUM: u32 = 6;
     /// Corrupts the directory header (tests only).
     pub const SCRIBBLE_DIRECTORY: u32 = 10;
+    /// Logs a message N times at a level (then panics if asked).
+    pub const LOG: u32 = 11;
+}
+
+/// The hostile guest's fn ids (a contract with `guest-x86/guests/hostile`;
+/// payloads and selectors are documented there).
+pub mod hostile_fn_id {
+    /// Returns the payload (a control).
+    pub const ECHO: u32 = 1;
+    /// A response frame whose length runs past the ring's end.
+    pub const FRAME_PAST_END: u32 = 2;
+    /// A response frame of valid length holding garbage, not rkyv.
+    pub const GARBAGE_BODY: u32 = 3;
+    /// An archived payload pointing outside its frame.
+    pub const PAYLOAD_OUTSIDE_FRAME: u32 = 4;
+    /// An output ring header with head past tail or tail past capacity.
+    pub const BAD_RING_HEADER: u32 = 5;
+    /// Exits DONE with no response written.
+    pub const NO_RESPONSE: u32 = 6;
+    /// A host call with a garbage frame or offset.
+    pub const GARBAGE_HOST_CALL: u32 = 7;
+    /// Calls a host function (u32 LE id) forever.
+    pub const HOST_CALLS_FOREVER: u32 = 8;
+    /// Writes the read-only boot page, or forges its own BootInfo copies.
+    pub const REWRITE_BOOT_INFO: u32 = 9;
+    /// Corrupts the directory header and table.
+    pub const CORRUPT_DIRECTORY: u32 = 10;
+    /// From now on answers PUT_CAP with a wrong non-sentinel hash.
+    pub const LIE_ON_PUT_CAP: u32 = 11;
+    /// From now on answers GET_CAP with a different (or malformed) cap.
+    pub const LIE_ON_GET_CAP: u32 = 12;
+    /// An occupied directory slot for the 32-byte hash given.
+    pub const FAKE_DIRECTORY_SLOT: u32 = 13;
+    /// Port I/O from 8-byte records (direction, size, port, value).
+    pub const PORT_IO: u32 = 14;
+    /// One privileged instruction, by selector.
+    pub const PRIVILEGED: u32 = 15;
+    /// Allocates until the heap is exhausted.
+    pub const EXHAUST_HEAP: u32 = 16;
+    /// Writes a pattern over every page it can spare, then answers.
+    pub const SCRIBBLE_EVERYTHING: u32 = 17;
+    /// The host function the hostile guest's init calls; answering
+    /// `b"spin"` makes init loop forever.
+    pub const INIT_HOST_FN: u32 = 0xF00D;
+    /// The `directory_va` that `REWRITE_BOOT_INFO` selector 1 forges.
+    pub const FORGED_DIRECTORY_VA: u64 = 0xdead_0000;
+}
+
+/// The hostile guest, uninitialized, with `cfg`.
+pub fn hostile_uninit(cfg: Option<SandboxConfiguration>) -> UninitializedSandbox {
+    require_kvm();
+    UninitializedSandbox::new(GuestBinary::FilePath(HOSTILE_GUEST.into()), cfg)
+        .expect("load the hostile guest")
+}
+
+/// Per-call deadline of [`hostile`] sandboxes: a regression that lets an
+/// attack hang fails its test instead of stalling the run.
+pub const HOSTILE_CALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The hostile guest, booted, with the default configuration plus a
+/// [`HOSTILE_CALL_DEADLINE`] per call.
+pub fn hostile() -> MultiUseSandbox {
+    let cfg = SandboxConfiguration::default().with_max_execution_time(Some(HOSTILE_CALL_DEADLINE));
+    hostile_uninit(Some(cfg))
+        .evolve()
+        .expect("boot the hostile guest")
 }
 
 /// Fails loudly when KVM is missing.

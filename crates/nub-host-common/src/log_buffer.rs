@@ -117,7 +117,10 @@ impl fmt::Display for LogError {
                 "log buffer write offset {write} is past its {capacity}-byte data area"
             ),
             Self::Truncated { offset } => {
-                write!(f, "log record at offset {offset} runs past the written bytes")
+                write!(
+                    f,
+                    "log record at offset {offset} runs past the written bytes"
+                )
             }
             Self::BadLevel { offset, level } => {
                 write!(f, "log record at offset {offset} has invalid level {level}")
@@ -169,13 +172,14 @@ pub const fn record_size(target_len: usize, message_len: usize) -> usize {
 
 /// Appends one record to the region `region` (header included): the guest
 /// side. The target is cut to [`MAX_TARGET_LEN`] bytes and the message to
-/// what fits (at most [`MAX_MESSAGE_LEN`]); a cut message ends at a byte
-/// boundary, which the host's lossy decoding tolerates.
+/// [`MAX_MESSAGE_LEN`]; a cut message ends at a byte boundary, which the
+/// host's lossy decoding tolerates.
 ///
-/// Returns `Full` (writing nothing) when not even the record header and the
-/// target fit in the space left, so the caller can have the host drain the
-/// buffer and try again, and `Cut` when the record was stored with a
-/// shortened message.
+/// Returns `Full` (writing nothing) when the record does not fit in the
+/// space left, so the caller can have the host drain the buffer and try
+/// again. Only a record larger than the whole data area is stored cut to
+/// fit (`Cut`), and only into an empty buffer; `Full` from an empty buffer
+/// means not even the record header and target fit.
 pub fn append(region: &mut [u8], level: LogLevel, target: &[u8], message: &[u8]) -> Appended {
     let capacity = capacity(region.len());
     let write = read_u64(region, WRITE_OFFSET)
@@ -183,13 +187,18 @@ pub fn append(region: &mut [u8], level: LogLevel, target: &[u8], message: &[u8])
         .filter(|&w| w <= capacity);
     // A corrupt offset (the guest scribbled on its own buffer) restarts it.
     let write = write.unwrap_or(0);
-    let target = target.get(..target.len().min(MAX_TARGET_LEN)).unwrap_or(&[]);
+    let target = target
+        .get(..target.len().min(MAX_TARGET_LEN))
+        .unwrap_or(&[]);
     let room = capacity - write;
     let fixed = RECORD_HEADER_SIZE + target.len();
-    if room < fixed || (room == fixed && !message.is_empty()) {
+    let wanted = message.len();
+    let whole = fixed + wanted.min(MAX_MESSAGE_LEN);
+    // A record is only cut when it is larger than the whole (empty) data
+    // area; otherwise a full buffer is drained first, so nothing is lost.
+    if whole > room && (write > 0 || room < fixed || (room == fixed && wanted > 0)) {
         return Appended::Full;
     }
-    let wanted = message.len();
     let message_len = wanted.min(MAX_MESSAGE_LEN).min(room - fixed);
     let message = message.get(..message_len).unwrap_or(&[]);
     let start = LOG_HEADER_SIZE + write;
@@ -296,8 +305,7 @@ fn parse_one(bytes: &[u8], offset: usize) -> Result<(LogRecord<'_>, usize), LogE
     let [level, target_len, m0, m1, rest @ ..] = bytes else {
         return Err(truncated);
     };
-    let level =
-        LogLevel::try_from(*level).map_err(|level| LogError::BadLevel { offset, level })?;
+    let level = LogLevel::try_from(*level).map_err(|level| LogError::BadLevel { offset, level })?;
     let target_len = usize::from(*target_len);
     let message_len = usize::from(u16::from_le_bytes([*m0, *m1]));
     let target = rest.get(..target_len).ok_or(truncated)?;
@@ -353,27 +361,39 @@ mod tests {
     }
 
     #[test]
-    fn full_buffer_refuses_then_cuts() {
+    fn full_buffer_refuses_until_drained_and_only_cuts_oversized_records() {
         // 64 header + 32 data bytes.
         let mut region = vec![0u8; 96];
         assert_eq!(
             append(&mut region, LogLevel::Warn, b"t", &[b'x'; 20]),
             Appended::Stored
         );
-        // 25 used, 7 left: a 5-byte header+target fits with a 2-byte cut.
+        // 25 used, 7 left: a 25-byte record waits for a drain, uncut.
         assert_eq!(
             append(&mut region, LogLevel::Warn, b"t", &[b'y'; 20]),
-            Appended::Cut
-        );
-        assert_eq!(
-            append(&mut region, LogLevel::Warn, b"t", b"z"),
             Appended::Full
         );
-        let got = records(&region);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1].2, b"yy");
+        // A 40-byte record is larger than the whole area: Full until the
+        // buffer is empty, then stored cut to fit.
+        assert_eq!(
+            append(&mut region, LogLevel::Warn, b"t", &[b'z'; 35]),
+            Appended::Full
+        );
+        assert_eq!(records(&region).len(), 1);
+        reset(&mut region);
+        assert_eq!(
+            append(&mut region, LogLevel::Warn, b"t", &[b'z'; 35]),
+            Appended::Cut
+        );
+        assert_eq!(records(&region)[0].2, vec![b'z'; 27]);
         count_dropped(&mut region);
         assert_eq!(read_header(&region, region.len()).unwrap(), (32, 1));
+        // A target that alone overflows the empty area cannot be stored.
+        reset(&mut region);
+        assert_eq!(
+            append(&mut region, LogLevel::Warn, &[b't'; 40], b""),
+            Appended::Full
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | 8 | `fault` | selector byte | never returns normally (see [`fault`]) |
 //! | 9 | `spin` | - | never returns |
 //! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
+//! | 11 | `log` | level u8 (1 error … 5 trace), flags u8 (bit 0: panic afterwards), u32 LE count, message | logs `"{message} #{i}"` count times; the count, u32 LE |
 //!
 //! The functions' logic is tested on the host with `nub_arch_x86::testing`
 //! (`cargo test --target x86_64-unknown-linux-gnu` in `guest-x86/guests`,
@@ -47,6 +48,8 @@ pub const HOST_LOOP: u32 = 7;
 pub const FAULT: u32 = 8;
 /// Fn id of `spin`.
 pub const SPIN: u32 = 9;
+/// Fn id of `log`.
+pub const LOG: u32 = 11;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -263,8 +266,37 @@ fn spin(_: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
     }
 }
 
+/// Logs a message `count` times at a level, through the `log` crate (the
+/// host collects the records; see docs/guest-logs.md), then answers with
+/// the count, or panics when flag bit 0 asks for it.
+fn log_records(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    let Some((&[level, flags], rest)) = input.split_first_chunk::<2>() else {
+        return Err(GuestError::new("expected level, flags, count, message"));
+    };
+    let Some((count, message)) = rest.split_first_chunk::<4>() else {
+        return Err(GuestError::new("expected a u32 LE count"));
+    };
+    let level = match level {
+        1 => log::Level::Error,
+        2 => log::Level::Warn,
+        3 => log::Level::Info,
+        4 => log::Level::Debug,
+        5 => log::Level::Trace,
+        _ => return Err(GuestError::new("level must be 1..=5")),
+    };
+    let count = u32::from_le_bytes(*count);
+    let message = core::str::from_utf8(message).map_err(GuestError::msg)?;
+    for i in 0..count {
+        log::log!(level, "{message} #{i}");
+    }
+    if flags & 1 != 0 {
+        panic!("panicked after logging");
+    }
+    out.write(&count.to_le_bytes())
+}
+
 fn init(registry: &mut Registry) {
-    let functions: [(u32, nub_arch_x86::GuestFn); 10] = [
+    let functions: [(u32, nub_arch_x86::GuestFn); 11] = [
         (ECHO, echo),
         (ADD, add),
         (FAIL, fail),
@@ -275,6 +307,7 @@ fn init(registry: &mut Registry) {
         (SPIN, spin),
         (CAP_SUM, cap_sum),
         (SCRIBBLE_DIRECTORY, scribble_directory),
+        (LOG, log_records),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {
