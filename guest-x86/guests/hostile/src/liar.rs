@@ -29,8 +29,14 @@ use crate::{boot, register_all, selector};
 
 /// Whether the takeover loop is running.
 static TAKEN_OVER: AtomicBool = AtomicBool::new(false);
-/// Whether PUT_CAP lies.
-static LIE_PUT: AtomicBool = AtomicBool::new(false);
+/// How PUT_CAP lies: [`PUT_HONEST`], [`PUT_WRONG_HASH`], [`PUT_REFUSE`],
+/// [`PUT_DISCARD_DATA`].
+static LIE_PUT: AtomicU8 = AtomicU8::new(PUT_HONEST);
+
+const PUT_HONEST: u8 = 0;
+const PUT_WRONG_HASH: u8 = 1;
+const PUT_REFUSE: u8 = 2;
+const PUT_DISCARD_DATA: u8 = 3;
 /// How GET_CAP lies: [`GET_HONEST`], [`GET_OTHER_CAP`], [`GET_MALFORMED`].
 static LIE_GET: AtomicU8 = AtomicU8::new(GET_HONEST);
 
@@ -43,9 +49,17 @@ const OTHER_CAP: &[u8] = b"not the cap you asked for";
 
 /// Id 11: from now on PUT_CAP stores the cap but answers with its hash
 /// with one bit flipped (or a constant, where the honest answer is the
-/// sentinel): never the sentinel, never the right hash.
-pub fn lie_on_put_cap(_: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
-    LIE_PUT.store(true, Ordering::Relaxed);
+/// sentinel): never the sentinel, never the right hash. Selector 1
+/// instead refuses every cap (answers the sentinel), which is the guest's
+/// right; selector 2 answers a data cap's right hash without storing it
+/// (CNodes are honest, so their merkle check then misses the child).
+pub fn lie_on_put_cap(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    let mode = match selector(input) {
+        0 => PUT_WRONG_HASH,
+        1 => PUT_REFUSE,
+        _ => PUT_DISCARD_DATA,
+    };
+    LIE_PUT.store(mode, Ordering::Relaxed);
     take_over()
 }
 
@@ -65,9 +79,11 @@ pub fn lie_on_get_cap(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError
 struct Liar(KernelSystem);
 
 impl Liar {
-    fn lie_put(out: &mut Output<'_>) -> Result<(), GuestError> {
+    fn lie_put(mode: u8, out: &mut Output<'_>) -> Result<(), GuestError> {
         let mut hash = [0x5A; 32];
-        if let Ok(honest) = <[u8; 32]>::try_from(out.as_slice())
+        if mode == PUT_REFUSE {
+            hash = [0xFF; 32];
+        } else if let Ok(honest) = <[u8; 32]>::try_from(out.as_slice())
             && honest != [0xFF; 32]
         {
             hash = honest;
@@ -96,9 +112,19 @@ impl SystemFunctions for Liar {
         input: &[u8],
         out: &mut Output<'_>,
     ) -> Option<Result<(), GuestError>> {
+        if fn_id == rpc::FN_ID_NUB_PUT_CAP
+            && LIE_PUT.load(Ordering::Relaxed) == PUT_DISCARD_DATA
+            && let Ok(cap) = wire::access(input)
+            && cap.data().is_some()
+        {
+            return Some(out.write(cap.hash().as_bytes()));
+        }
         let honest = self.0.call(fn_id, input, out)?;
         Some(match fn_id {
-            rpc::FN_ID_NUB_PUT_CAP if LIE_PUT.load(Ordering::Relaxed) => Self::lie_put(out),
+            rpc::FN_ID_NUB_PUT_CAP => match LIE_PUT.load(Ordering::Relaxed) {
+                mode @ (PUT_WRONG_HASH | PUT_REFUSE) => Self::lie_put(mode, out),
+                _ => honest,
+            },
             rpc::FN_ID_NUB_GET_CAP => match LIE_GET.load(Ordering::Relaxed) {
                 GET_HONEST => honest,
                 mode => Self::lie_get(mode, out),

@@ -152,11 +152,14 @@ fn port_in(size: u8, port: u16) -> u32 {
     value
 }
 
-/// Id 15: one privileged instruction at CPL 3, by selector: 0 `cli`,
-/// 1 `hlt`, 2 `int 0x80`, 3 `iretq` to a CPL 0 frame, 4 `mov cr3`,
-/// 5 `wrmsr` (EFER), 6 `int 14` (a software "page fault"), 7 `int3`,
-/// 8 `sti`, 9 `lidt`. If the instruction does not fault the function
-/// answers `b"executed"` (and `b"escalated"` if `iretq` reached CPL 0).
+/// Id 15: one privileged (or system) instruction at CPL 3, by selector:
+/// 0 `cli`, 1 `hlt`, 2 `int 0x80`, 3 `iretq` to a CPL 0 frame, 4 `mov
+/// cr3`, 5 `wrmsr` (EFER), 6 `int 14` (a software "page fault"), 7 `int3`,
+/// 8 `sti`, 9 `lidt`, 10 `syscall`, 11 `sysenter`, 12 `vmcall`,
+/// 13 `vmmcall`, 14 an SSE instruction, 15 `swapgs`, 16 `int 8`,
+/// 17 `rdmsr`, 18 `mov dr7`, 19 `wbinvd`. If the instruction does not
+/// fault the function answers `b"executed"` (and `b"escalated"` if `iretq`
+/// reached CPL 0).
 pub fn privileged(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
     // SAFETY: each instruction either raises an exception at CPL 3, which
     // ends the execution with a host-written fault report, or runs without
@@ -198,6 +201,20 @@ pub fn privileged(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> 
                 let descriptor = [0u64; 2];
                 core::arch::asm!("lidt [{}]", in(reg) descriptor.as_ptr());
             }
+            10 => core::arch::asm!("syscall", out("rcx") _, out("r11") _),
+            11 => core::arch::asm!("sysenter"),
+            // A hypercall KVM may serve (it answers CPL 3 with an error in
+            // RAX).
+            12 => core::arch::asm!("vmcall", inout("rax") 0u64 => _),
+            13 => core::arch::asm!("vmmcall", inout("rax") 0u64 => _),
+            // The guest is soft-float: the compiler never keeps anything in
+            // xmm0, so clobbering it is harmless.
+            14 => core::arch::asm!("movaps xmm0, xmm1"),
+            15 => core::arch::asm!("swapgs"),
+            16 => core::arch::asm!("int 8"),
+            17 => core::arch::asm!("rdmsr", in("ecx") 0xC000_0080u32, out("eax") _, out("edx") _),
+            18 => core::arch::asm!("mov dr7, {}", in(reg) 0u64),
+            19 => core::arch::asm!("wbinvd"),
             _ => return Err(GuestError::new("unknown selector")),
         }
     }

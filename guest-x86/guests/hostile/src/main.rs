@@ -16,7 +16,7 @@
 //! | 8 | `host_calls_forever` | u32 LE host fn id | calls that host function forever |
 //! | 9 | `rewrite_boot_info` | selector | writes the read-only boot page (faults), or forges its own copies |
 //! | 10 | `corrupt_directory` | selector | corrupts the directory header and table |
-//! | 11 | `lie_on_put_cap` | - | from now on answers PUT_CAP with a wrong non-sentinel hash |
+//! | 11 | `lie_on_put_cap` | selector | from now on answers PUT_CAP with a wrong non-sentinel hash (selector 1: refuses every cap; 2: acknowledges data caps without storing them) |
 //! | 12 | `lie_on_get_cap` | selector | from now on answers GET_CAP with a different (or malformed) cap |
 //! | 13 | `fake_directory_slot` | 32-byte hash | an occupied directory slot for that hash, which it does not hold |
 //! | 14 | `port_io` | 8-byte records | port I/O on the ports and values given |
