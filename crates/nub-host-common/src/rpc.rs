@@ -19,7 +19,8 @@ use rkyv::{
 /// by the guest kernel (guest functions) or by nub itself (host functions)
 /// and can't be registered by users.
 pub const SYSTEM_FN_ID_BASE: u32 = 0x8000_0000;
-/// System: store a capability in the guest directory (see DESIGN.md).
+/// System: store a capability in the guest directory (see docs/abi.md,
+/// *Capability directory*).
 pub const FN_ID_NUB_PUT_CAP: u32 = SYSTEM_FN_ID_BASE + 1;
 /// System: return the guest's [`crate::boot::BootInfo`] (with
 /// `directory_va`).
