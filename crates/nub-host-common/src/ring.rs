@@ -420,20 +420,71 @@ mod tests {
     }
 
     #[test]
-    fn every_header_byte_pattern_is_safe() {
-        // Small exhaustive-ish sweep: no panic for any head/tail/len combo.
+    fn every_header_byte_pattern_is_read_and_written_exactly() {
+        // A sweep over hostile head/tail/len combinations: each read and
+        // each push does exactly what the header allows, and nothing else.
+        let capacity = 256 - RING_HEADER_SIZE as u64;
         for head in [0u64, 16, 17, 48, 4096, u64::MAX] {
             for tail in [0u64, 16, 32, 48, 192, 4096, u64::MAX] {
                 for len in [0u32, 1, 16, 176, u32::MAX] {
                     let mut mem = region(256);
                     write_u64(&mut mem, HEAD_OFFSET, head);
                     write_u64(&mut mem, TAIL_OFFSET, tail);
+                    // Only the frame at offset 0 has a known kind.
                     write_u32(&mut mem, RING_HEADER_SIZE, len);
                     write_u32(&mut mem, RING_HEADER_SIZE + 4, 2);
+                    let valid = head <= tail && tail <= capacity;
+                    let case = format!("head {head} tail {tail} len {len}");
+
                     let r = RingReader::new(&mem).unwrap();
-                    let _ = r.first();
+                    match r.first() {
+                        Err(RingError::BadOffsets { head: h, tail: t }) => {
+                            assert!(!valid && (h, t) == (head, tail), "{case}")
+                        }
+                        Ok(None) => assert!(valid && head == tail, "{case}"),
+                        Ok(Some(f)) => {
+                            let fits = FRAME_HEADER_SIZE as u64 + u64::from(len) <= tail;
+                            assert!(valid && head == 0 && head < tail && fits, "{case}");
+                            assert_eq!(f.kind, FrameKind::Response, "{case}");
+                            assert_eq!(f.body.len() as u64, u64::from(len), "{case}");
+                            assert!(f.next as u64 <= tail, "{case}");
+                        }
+                        Err(e) => {
+                            // A frame that is misplaced, runs past the
+                            // tail, or (away from offset 0) has kind 0.
+                            let fits = FRAME_HEADER_SIZE as u64 + u64::from(len) <= tail;
+                            assert!(valid && head < tail && !(head == 0 && fits), "{case}");
+                            assert!(
+                                matches!(
+                                    e,
+                                    RingError::Truncated { .. }
+                                        | RingError::UnknownKind { kind: 0 }
+                                ),
+                                "{case}: {e:?}"
+                            );
+                        }
+                    }
+
                     let mut w = RingWriter::new(&mut mem).unwrap();
-                    let _ = w.push(FrameKind::Response, b"x");
+                    let pushed = w.push(FrameKind::Response, b"x");
+                    let room = valid && tail + 32 <= capacity;
+                    match pushed {
+                        Ok(offset) => {
+                            assert!(room && offset as u64 == tail, "{case}");
+                            let r = w.reader();
+                            assert_eq!(r.offsets().unwrap(), (head as usize, offset + 32));
+                            let f = r.frame_at(offset, offset + 32).unwrap();
+                            assert_eq!((f.kind, f.body), (FrameKind::Response, &b"x"[..]));
+                        }
+                        Err(RingError::BadOffsets { .. }) => assert!(!valid, "{case}"),
+                        Err(RingError::Full { .. }) => assert!(valid && !room, "{case}"),
+                        Err(e) => panic!("{case}: unexpected {e:?}"),
+                    }
+                    if pushed.is_err() {
+                        // A refused push leaves the header alone.
+                        assert_eq!(read_u64(&mem, HEAD_OFFSET), Some(head), "{case}");
+                        assert_eq!(read_u64(&mem, TAIL_OFFSET), Some(tail), "{case}");
+                    }
                 }
             }
         }
