@@ -63,9 +63,11 @@ pub const USER_CODE_SELECTOR: u16 = 0x18 | 3;
 pub const USER_DATA_SELECTOR: u16 = 0x20 | 3;
 /// GDT selector of the TSS.
 pub const TSS_SELECTOR: u16 = 0x28;
-/// RFLAGS for guest user mode: IOPL 3 (so `out` to the exit ports runs at
-/// CPL 3), interrupts off, reserved bit 1 set.
-pub const USER_RFLAGS: u64 = 0x3002;
+/// RFLAGS for guest user mode: IOPL 0, interrupts off, reserved bit 1 set.
+/// With IOPL 0 a CPL 3 guest may not run `cli`/`sti`/`popf` on IF, and
+/// reaches only the ports the TSS I/O permission bitmap opens (the exit
+/// ports; see `nub_hypervisor::cpu`).
+pub const USER_RFLAGS: u64 = 0x0002;
 
 /// Page-table pages available between [`PAGE_TABLES_GPA`] and [`IMAGE_BASE`].
 pub const MAX_PAGE_TABLE_PAGES: u64 = (IMAGE_BASE - PAGE_TABLES_GPA) / PAGE_SIZE;

@@ -7,9 +7,12 @@
 //! uses, so a stack overflow can still be reported.
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use nub_host_common::layout::{
-    CODE_SELECTOR, DATA_SELECTOR, GDT_GPA, TSS_GPA, TSS_SELECTOR, USER_CODE_SELECTOR,
-    USER_DATA_SELECTOR, USER_RFLAGS,
+use nub_host_common::{
+    layout::{
+        CODE_SELECTOR, DATA_SELECTOR, GDT_GPA, TSS_GPA, TSS_SELECTOR, USER_CODE_SELECTOR,
+        USER_DATA_SELECTOR, USER_RFLAGS,
+    },
+    ports::ExitPort,
 };
 use x86_64::registers::{
     control::{Cr0Flags, Cr4Flags},
@@ -26,15 +29,32 @@ const TSS_RSP0_OFFSET: u64 = 0x4;
 const TSS_IST1_OFFSET: u64 = 0x24;
 /// Offset of the I/O map base in the TSS.
 const TSS_IOMAP_OFFSET: u64 = 0x66;
-/// Ports `0..IO_BITMAP_PORTS` are open to CPL 3 through the TSS I/O
-/// permission bitmap, so the exit ports work from user mode and a write to
-/// any other low port still reaches the host (as an unknown-port error)
-/// instead of faulting in the guest. (kvm_pvm ignores RFLAGS.IOPL.)
-const IO_BITMAP_PORTS: u64 = 0x400;
-/// Bitmap bytes: one bit per port, plus the terminating 0xFF byte.
+/// The ports open to CPL 3 through the TSS I/O permission bitmap: the
+/// bytes a 32-bit `out dx, eax` to an exit port ([`ExitPort`], 0xE0..=0xE6)
+/// touches, so 0xE0..=0xE9, and nothing else. Guests run with IOPL 0, so
+/// any access that touches another port raises #GP in the guest, which the
+/// host's handler reports as a fault (`GuestFault`, vector 13); an access
+/// to 0xE7..=0xE9 alone exits to the host as an unknown port.
+const OPEN_PORTS: std::ops::RangeInclusive<u16> = ExitPort::Ready.port()..=ExitPort::Log.port() + 3;
+/// Ports covered by the bitmap (one bit each, all set but the open ones);
+/// ports at or above this lie beyond the TSS limit, which closes them too.
+const IO_BITMAP_PORTS: u64 = 0x100;
+/// Bitmap bytes: one bit per port, plus the terminating 0xFF byte (the CPU
+/// reads two bytes for an access, which may straddle the last port).
 const IO_BITMAP_SIZE: u64 = IO_BITMAP_PORTS / 8 + 1;
 /// The TSS segment limit: the 104-byte TSS and the bitmap after it.
 const TSS_LIMIT: u64 = TSS_SIZE + IO_BITMAP_SIZE - 1;
+
+/// The I/O permission bitmap: a 1 bit closes a port, a 0 bit opens it.
+fn io_bitmap() -> [u8; IO_BITMAP_SIZE as usize] {
+    let mut bitmap = [0xFFu8; IO_BITMAP_SIZE as usize];
+    for port in OPEN_PORTS {
+        if let Some(byte) = bitmap.get_mut(usize::from(port / 8)) {
+            *byte &= !(1 << (port % 8));
+        }
+    }
+    bitmap
+}
 
 /// GDT entries in bytes: null, kernel code, kernel data, user code, user
 /// data, TSS (two slots).
@@ -83,14 +103,10 @@ pub fn write_descriptor_tables(
     memory.write(TSS_GPA, &[0u8; TSS_SIZE as usize])?;
     memory.write_u64(TSS_GPA + TSS_RSP0_OFFSET, ist_stack_top)?;
     memory.write_u64(TSS_GPA + TSS_IST1_OFFSET, ist_stack_top)?;
-    // The I/O permission bitmap follows the TSS: zero bits open ports
-    // 0..IO_BITMAP_PORTS, the last byte (all ones) closes the rest.
+    // The I/O permission bitmap follows the TSS: it opens the exit ports
+    // only; the last byte (all ones) terminates it.
     memory.write(TSS_GPA + TSS_IOMAP_OFFSET, &(TSS_SIZE as u16).to_le_bytes())?;
-    let mut bitmap = [0u8; IO_BITMAP_SIZE as usize];
-    if let Some(last) = bitmap.last_mut() {
-        *last = 0xFF;
-    }
-    memory.write(TSS_GPA + TSS_SIZE, &bitmap)?;
+    memory.write(TSS_GPA + TSS_SIZE, &io_bitmap())?;
     Ok(())
 }
 
@@ -163,7 +179,7 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool) {
 }
 
 /// General registers at entry: RIP = entry, RSP = stack pointer, RDI = the
-/// BootInfo address, interrupts off (and IOPL 3 in user mode).
+/// BootInfo address, interrupts off, IOPL 0.
 pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64, user_mode: bool) -> kvm_regs {
     kvm_regs {
         rip: entry,
@@ -177,6 +193,33 @@ pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64, user_mode: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the bitmap opens every port an access of `size` bytes at
+    /// `port` touches (the CPU's rule; beyond the bitmap means closed).
+    fn bitmap_allows(bitmap: &[u8], port: u16, size: u16) -> bool {
+        (u32::from(port)..u32::from(port) + u32::from(size)).all(|p| {
+            bitmap
+                .get(p as usize / 8)
+                .is_some_and(|byte| byte & (1 << (p % 8)) == 0)
+        })
+    }
+
+    #[test]
+    fn io_bitmap_opens_only_the_exit_ports() {
+        let bitmap = io_bitmap();
+        assert_eq!(bitmap.last(), Some(&0xFF), "terminating byte");
+        for port in ExitPort::Ready.port()..=ExitPort::Log.port() {
+            assert!(bitmap_allows(&bitmap, port, 4), "out dx, eax to {port:#x}");
+        }
+        let open: Vec<u16> = (0..=u16::MAX)
+            .filter(|&p| bitmap_allows(&bitmap, p, 1))
+            .collect();
+        assert_eq!(open, (0xE0..=0xE9).collect::<Vec<u16>>());
+        assert!(
+            !bitmap_allows(&bitmap, 0xE7, 4),
+            "0xE7..0xEA reaches a closed port"
+        );
+    }
 
     #[test]
     fn tss_descriptor_encodes_base_and_limit() {

@@ -121,3 +121,110 @@ fn kill_stops_a_spinning_guest() {
     killer.join().unwrap();
     assert!(!vm.interrupt().kill(), "nothing running now");
 }
+
+/// A VM that starts `code` at CPL 3, as nub guests run.
+fn user_vm_with(code: &[u8]) -> Vm {
+    let mut memory = GuestMemory::new(4 << 20).unwrap();
+    memory.write(CODE, code).unwrap();
+    let mappings = [
+        Mapping {
+            region: Region {
+                start: CODE,
+                size: 0x1000,
+            },
+            access: Access::ReadExecute,
+        },
+        Mapping {
+            region: Region {
+                start: DATA,
+                size: 0x2000,
+            },
+            access: Access::ReadWrite,
+        },
+    ];
+    let setup = VmSetup {
+        mappings: &mappings,
+        entry: CODE,
+        stack_pointer: DATA + 0x1000,
+        ist_stack_top: DATA + 0x2000,
+        boot_info: 0x1000,
+        user_mode: true,
+    };
+    Vm::new(memory, &setup).unwrap()
+}
+
+/// `out 0xE1, eax`: the DONE exit, reached when the code before it ran.
+const DONE: [u8; 2] = [0xe7, 0xe1];
+
+/// Runs `code` followed by a DONE exit at CPL 3; returns the exit and, for
+/// a fault, its vector.
+fn user_outcome(code: &[u8]) -> (VmExit, Option<u32>) {
+    let mut program = code.to_vec();
+    program.extend(DONE);
+    program.extend([0xeb, 0xfe]); // jmp $
+    let mut vm = user_vm_with(&program);
+    let exit = vm.run().unwrap();
+    let fault = matches!(exit, VmExit::IoOut { port: 0xE5, .. }).then(|| report(&vm).0);
+    (exit, fault)
+}
+
+/// The outcome of a #GP in the guest: the host handler's FAULT exit.
+const GP: (VmExit, Option<u32>) = (
+    VmExit::IoOut {
+        port: 0xE5,
+        value: 13,
+    },
+    Some(13),
+);
+
+#[test]
+fn user_mode_reaches_the_exit_ports_and_no_other() {
+    // Every exit port, as the guest uses it (out dx, eax).
+    for port in 0xE0u8..=0xE6 {
+        let mut vm = user_vm_with(&[0xb8, 5, 0, 0, 0, 0xe7, port, 0xeb, 0xfe]);
+        assert_eq!(
+            vm.run().unwrap(),
+            VmExit::IoOut {
+                port: u16::from(port),
+                value: 5
+            }
+        );
+    }
+    // mov dx, port; out dx, al: closed by the TSS bitmap (IOPL 0).
+    for port in [0x0u16, 0x60, 0x80, 0xDF, 0xEA, 0xFF, 0x3F8, 0x400, 0xFFFF] {
+        let [lo, hi] = port.to_le_bytes();
+        assert_eq!(
+            user_outcome(&[0x66, 0xba, lo, hi, 0xee]),
+            GP,
+            "out to {port:#x}"
+        );
+    }
+    // A 32-bit out at 0xE7 reaches the closed 0xEA: #GP.
+    assert_eq!(user_outcome(&[0xe7, 0xe7]), GP);
+    // in al, 0x60: closed as well.
+    assert_eq!(user_outcome(&[0xe4, 0x60]), GP);
+}
+
+#[test]
+fn user_mode_cannot_touch_the_interrupt_flag() {
+    // IOPL 0: cli and sti are #GP at CPL 3.
+    assert_eq!(user_outcome(&[0xfa]), GP, "cli");
+    assert_eq!(user_outcome(&[0xfb]), GP, "sti");
+    // popf cannot change IF or IOPL: the RFLAGS bits that differ after
+    // `or qword [rsp], 0x3200; popf` are reported through DONE.
+    // (Under kvm_pvm CPL 3 code runs natively and reads IF as 1 throughout.)
+    let code = [
+        0x9c, 0x5b, // pushf; pop rbx
+        0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x32, 0x00, 0x00, 0x9d, // pushf; or; popf
+        0x9c, 0x58, 0x48, 0x31, 0xd8, // pushf; pop rax; xor rax, rbx
+    ];
+    let mut program = code.to_vec();
+    program.extend(DONE);
+    let mut vm = user_vm_with(&program);
+    match vm.run().unwrap() {
+        VmExit::IoOut { port: 0xE1, value } => {
+            assert_eq!(value & 0x3200, 0, "IF or IOPL changed: {value:#x}");
+        }
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
