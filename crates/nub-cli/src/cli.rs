@@ -23,18 +23,49 @@ pub enum Command {
     ///
     /// The result is printed as text when it is printable UTF-8 and as
     /// lowercase hex otherwise.
+    #[command(after_help = crate::host_fns::HELP)]
     Call(CallArgs),
     /// Show the guest's ELF segments and the memory layout a sandbox would
     /// give it.
     Info(InfoArgs),
+    /// Create a standalone guest crate in PATH that builds with `nub build`
+    /// and tests with `cargo test`.
+    New(NewArgs),
+    /// Build a guest crate (release, x86_64-unknown-none, nub's link script)
+    /// and print its ELF's path as the last line of stdout.
+    ///
+    /// Cargo's progress and errors go to stderr. The toolchain's
+    /// x86_64-unknown-none target is added with rustup when it is missing.
+    Build(BuildArgs),
+}
+
+/// Options of `nub new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Directory to create; it must not exist or be empty.
+    pub path: PathBuf,
+    /// Package name [default: the directory's name, made a valid name].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The nub checkout whose guest-x86/nub-arch-x86 the crate depends on
+    /// [default: the checkout this nub was built from].
+    #[arg(long, value_name = "DIR")]
+    pub nub_path: Option<PathBuf>,
+}
+
+/// Options of `nub build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The guest crate's directory (the one holding its Cargo.toml).
+    pub path: PathBuf,
 }
 
 /// Options of `nub call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
     /// Id of the guest function to call (decimal or 0x hex). The default
-    /// guest has 1 echo, 2 add, 3 fail, 4 blake3, 5 host_echo, 7 host_loop,
-    /// 8 fault, 9 spin.
+    /// guest has 1 echo, 2 add, 3 fail, 4 blake3, 5 host_echo, 6 cap_sum,
+    /// 7 host_loop, 8 fault, 9 spin.
     #[arg(value_parser = parse_fn_id)]
     pub fn_id: u32,
 
@@ -56,6 +87,11 @@ pub struct CallArgs {
     /// `2s` or `1.5` (seconds).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+
+    /// Show the guest's log records on stderr: -v info, -vv debug, -vvv
+    /// trace. Without it the guest's records are not collected.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// The guest and the sandbox sizes.
     #[command(flatten)]
@@ -91,7 +127,8 @@ pub struct InfoArgs {
 /// `1M`, `2MiB`) and must be multiples of 4 KiB.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// Guest ELF to run instead of the built-in default guest.
+    /// Guest to run instead of the built-in default guest: an ELF file, or
+    /// a guest crate directory, which is built first (as `nub build` does).
     #[arg(long, value_name = "PATH")]
     pub guest: Option<PathBuf>,
     /// Guest heap size [default: 1M].
@@ -174,6 +211,34 @@ mod tests {
         assert_eq!(cfg.input_ring_size, 8 << 10);
         assert_eq!(cfg.output_ring_size, 8 << 10);
         assert_eq!(args.repeat, 1);
+    }
+
+    #[test]
+    fn verbosity_counts() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Call(args) => args.verbose,
+            _ => panic!("parsed as another subcommand"),
+        };
+        assert_eq!(parse(&["nub", "call", "1"]), 0);
+        assert_eq!(parse(&["nub", "call", "1", "-v"]), 1);
+        assert_eq!(parse(&["nub", "call", "-vvv", "1"]), 3);
+        assert_eq!(parse(&["nub", "call", "1", "--verbose", "-v"]), 2);
+    }
+
+    #[test]
+    fn new_and_build_take_a_path() {
+        let cli = Cli::try_parse_from(["nub", "new", "/tmp/g", "--name", "g", "--nub-path", "/n"])
+            .unwrap();
+        let Command::New(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        assert_eq!(args.path, PathBuf::from("/tmp/g"));
+        assert_eq!(args.name.as_deref(), Some("g"));
+        assert_eq!(args.nub_path, Some(PathBuf::from("/n")));
+        assert!(
+            Cli::try_parse_from(["nub", "build"]).is_err(),
+            "PATH is required"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use nub_guest_build::BuildError;
 use nub_sandbox::{GuestBinaryError, HyperlightError};
 
 /// Why a command failed; printed as `error: {self}`.
@@ -28,4 +29,42 @@ pub enum CliError {
     /// Building, booting or calling the sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] HyperlightError),
+    /// Building a guest crate failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// `nub new` was given (or derived) a name cargo would refuse.
+    #[error("`{name}` cannot name a guest package: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The nub checkout to depend on is missing or incomplete.
+    #[error(
+        "no nub checkout at {} (it needs guest-x86/nub-arch-x86/Cargo.toml); \
+         pass the path of one with --nub-path",
+        dir.display()
+    )]
+    NubCheckout {
+        /// The directory that was tried.
+        dir: PathBuf,
+    },
+    /// `nub new` refuses to write into an existing directory with files.
+    #[error("{} {what}; nub new writes only into a new or empty directory", path.display())]
+    Occupied {
+        /// The destination.
+        path: PathBuf,
+        /// What is in the way.
+        what: &'static str,
+    },
+    /// Creating the new crate's files failed (nothing was left behind).
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -1,12 +1,28 @@
-//! The guest program a command runs: a file given with `--guest`, or the
-//! default guest built into `nub`.
+//! The guest program a command runs: an ELF file or a guest crate directory
+//! (built first) given with `--guest`, or the default guest built into
+//! `nub`.
 
-use std::{borrow::Cow, path::Path};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
 
 use nub_sandbox::{GuestBinary, GuestBinaryError};
 
+use crate::error::CliError;
+
 /// The default guest's ELF, built by `build.rs` and embedded in `nub`.
 pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("NUB_GUEST_NUB_DEFAULT_GUEST"));
+
+/// The ELF file `--guest PATH` names: PATH itself, or for a directory the
+/// ELF built from the guest crate there (cargo's output goes to stderr).
+/// `None` (the built-in guest) stays `None`.
+pub fn elf(path: Option<&Path>) -> Result<Option<PathBuf>, CliError> {
+    match path {
+        Some(dir) if dir.is_dir() => Ok(Some(nub_guest_build::build_guest(dir)?)),
+        other => Ok(other.map(Path::to_path_buf)),
+    }
+}
 
 /// The guest to boot: the file at `path`, or the built-in default guest.
 pub fn binary(path: Option<&Path>) -> GuestBinary {
@@ -46,6 +62,16 @@ mod tests {
     fn embedded_guest_is_a_valid_image() {
         let image = GuestImage::parse(DEFAULT_GUEST).expect("the embedded guest parses");
         assert!(!image.segments.is_empty());
+    }
+
+    #[test]
+    fn files_pass_through_and_directories_must_be_crates() {
+        assert_eq!(elf(None).unwrap(), None);
+        let file = Path::new("/nonexistent/guest.elf");
+        assert_eq!(elf(Some(file)).unwrap().as_deref(), Some(file));
+        let dir = tempfile::tempdir().unwrap();
+        let err = elf(Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("no Cargo.toml"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::{
 
 /// Runs `nub info`.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
-    let path = args.sandbox.guest.as_deref();
+    let elf = guest::elf(args.sandbox.guest.as_deref())?;
+    let path = elf.as_deref();
     let bytes = guest::bytes(path)?;
     let image = GuestImage::parse(&bytes)?;
     // The sandbox computes the layout itself (and validates the sizes), so

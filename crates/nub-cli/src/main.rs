@@ -6,20 +6,27 @@
 //! nub call 4 --file input.bin      # blake3 of a file, computed in the guest
 //! nub call 2 --hex 0500000000000000 --repeat 3
 //! nub info --guest path/to/guest   # ELF segments and the memory map
+//! nub new my-guest                 # a guest crate of one's own
+//! nub build my-guest               # build it; prints the ELF's path
+//! nub call --guest my-guest 1 --data hi -v   # build, boot, call, show its logs
 //! ```
 //!
 //! Without `--guest`, `nub` uses the default guest, which its build script
-//! builds and this binary embeds. Every command that boots a guest needs
-//! `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
+//! builds and this binary embeds; `--guest` takes an ELF or a guest crate
+//! directory. `call` registers a few host functions (see [`host_fns`]).
+//! Every command that boots a guest needs `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
 //! (2 for a bad command line).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod build_guest;
 mod call;
 mod cli;
 mod error;
 mod guest;
+mod host_fns;
 mod info;
+mod new;
 mod output;
 mod payload;
 mod size;
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Call(args) => call::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::New(args) => new::run(&args),
+        Command::Build(args) => build_guest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -77,6 +77,54 @@ fn repeat_keeps_guest_state_and_prints_the_last_result() {
 }
 
 #[test]
+fn host_echo_reaches_the_cli_host_functions() {
+    // Default guest fn 5: u32 LE host fn id, then the bytes for it.
+    // Host fn 2 upper-cases, host fn 1 echoes.
+    assert_eq!(
+        nub_ok(&["call", "5", "--hex", "02000000 68656c6c6f"]),
+        "HELLO\n"
+    );
+    assert_eq!(nub_ok(&["call", "5", "--hex", "01000000 6869"]), "hi\n");
+    // An id the CLI does not provide is the guest's error, not a crash.
+    let out = nub(&["call", "5", "--hex", "63000000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("99"), "{}", stderr(&out));
+}
+
+#[test]
+fn host_loop_sums_the_counter() {
+    // Default guest fn 7: u32 LE host fn id + u32 LE count; sums the u32
+    // answers into a u64 LE. Host fn 3 counts its calls: 1 + 2 + ... + 10.
+    assert_eq!(
+        nub_ok(&["call", "7", "--hex", "03000000 0a000000"]),
+        format!("{}\n", hex(&55u64.to_le_bytes()))
+    );
+    // Host fn 1 echoes the index: 0 + 1 + ... + 9; the counter starts over
+    // in a new sandbox.
+    assert_eq!(
+        nub_ok(&["call", "7", "--hex", "01000000 0a000000"]),
+        format!("{}\n", hex(&45u64.to_le_bytes()))
+    );
+    assert_eq!(
+        nub_ok(&["call", "7", "--hex", "03000000 03000000", "--repeat", "2"]),
+        format!("{}\n", hex(&(4u64 + 5 + 6).to_le_bytes())),
+        "the counter keeps counting across calls in one sandbox"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn call_help_lists_the_host_functions() {
+    let help = nub_ok(&["call", "--help"]);
+    for needle in ["1  echo", "2  uppercase", "3  counter", "--verbose"] {
+        assert!(help.contains(needle), "missing {needle:?}:\n{help}");
+    }
+}
+
+#[test]
 fn raw_hex_forces_hex() {
     assert_eq!(
         nub_ok(&["call", "1", "--data", "hi", "--raw-hex"]),
