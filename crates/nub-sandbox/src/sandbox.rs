@@ -10,7 +10,7 @@ use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
     layout::{Access, BOOT_INFO_GPA, MemoryLayout, REPORT_PAGE_GPA},
     ports::ExitPort,
-    rpc::{self, Status},
+    rpc,
 };
 use nub_hypervisor::{GuestMemory, Mapping, VcpuInterrupt, Vm, VmSetup};
 
@@ -235,7 +235,7 @@ impl MultiUseSandbox {
         let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
             HyperlightError::ProtocolViolation("guest returned no response".into())
         })?;
-        self.response_result(fn_id, response)
+        crate::exec::response_result(fn_id, response, self.guest.output_capacity())
     }
 
     /// Calls several guest functions in one VM run: all requests go into the
@@ -268,45 +268,12 @@ impl MultiUseSandbox {
             &mut self.host_functions,
             self.guest.config.max_execution_time,
         )?;
-        let mut responses = self.guest.take_responses(calls.len())?.into_iter();
-        let capacity = self.guest.output_capacity();
-        Ok(calls
-            .iter()
-            .map(|(fn_id, _)| match responses.next() {
-                Some(r) => self.response_result(*fn_id, r),
-                None => Err(HyperlightError::ResponseTooLarge {
-                    needed: 0,
-                    capacity,
-                }),
-            })
-            .collect())
-    }
-
-    /// Turns one response into the call's result. Statuses that only the
-    /// host may send, or unknown ones, are protocol violations.
-    fn response_result(&self, fn_id: u32, response: crate::exec::RawResponse) -> Result<Vec<u8>> {
-        match Status::try_from(response.status) {
-            Ok(Status::Ok) => Ok(response.payload),
-            Ok(Status::GuestError) => Err(HyperlightError::GuestFunctionError {
-                fn_id,
-                message: String::from_utf8_lossy(&response.payload).into_owned(),
-            }),
-            Ok(Status::UnknownFunction) => Err(HyperlightError::UnknownFunction { fn_id }),
-            Ok(Status::ResponseTooLarge) => Err(HyperlightError::ResponseTooLarge {
-                needed: response
-                    .payload
-                    .first_chunk::<8>()
-                    .map(|b| u64::from_le_bytes(*b))
-                    .unwrap_or(0),
-                capacity: self.guest.output_capacity(),
-            }),
-            Ok(other) => Err(HyperlightError::ProtocolViolation(format!(
-                "guest answered with status {other:?}"
-            ))),
-            Err(raw) => Err(HyperlightError::ProtocolViolation(format!(
-                "guest answered with unknown status {raw}"
-            ))),
-        }
+        let responses = self.guest.take_responses(calls.len())?;
+        Ok(crate::exec::batch_results(
+            calls.iter().map(|(fn_id, _)| *fn_id),
+            responses,
+            self.guest.output_capacity(),
+        ))
     }
 
     /// Whether an earlier failed execution poisoned this sandbox.
