@@ -121,14 +121,59 @@ fn segment_outside_guest_memory() {
     assert!(matches!(e, GuestBinaryError::BadSegment { .. }), "{e:?}");
 }
 
+/// Index of the first `PT_LOAD` program header.
+fn first_load(bytes: &[u8]) -> usize {
+    let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
+    (0..phnum)
+        .find(|&i| {
+            let o = phdr_field(bytes, i, 0);
+            u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) == 1
+        })
+        .unwrap()
+}
+
+fn read_u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
 #[test]
 fn segment_bytes_beyond_the_file() {
-    let mut bytes = guest_bytes();
-    let filesz = phdr_field(&bytes, 0, 32);
-    bytes[filesz..filesz + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    let memsz = phdr_field(&bytes, 0, 40);
-    bytes[memsz..memsz + 8].copy_from_slice(&(1u64 << 41).to_le_bytes());
-    assert!(load(bytes).is_err());
+    let base = guest_bytes();
+    let index = first_load(&base);
+    let (p_offset, p_filesz, p_memsz) = (
+        phdr_field(&base, index, 8),
+        phdr_field(&base, index, 32),
+        phdr_field(&base, index, 40),
+    );
+    let file_len = base.len();
+    let filesz = read_u64_at(&base, p_filesz);
+    assert!(filesz > 0, "the first PT_LOAD has file bytes");
+
+    // The segment's file bytes start past the end of the file.
+    let mut bytes = base.clone();
+    let offset = file_len as u64 + 0x1000;
+    bytes[p_offset..p_offset + 8].copy_from_slice(&offset.to_le_bytes());
+    let e = binary_error(load(bytes));
+    assert!(
+        matches!(e, GuestBinaryError::Truncated { index: i, offset: o, size, file_len: l }
+            if i == index && o == offset && size == filesz && l == file_len),
+        "{e:?}"
+    );
+
+    // They start inside the file and run one byte past its end (memory
+    // size grown to match, so only the file range is wrong).
+    let mut bytes = base.clone();
+    let offset = read_u64_at(&base, p_offset);
+    let filesz = file_len as u64 - offset + 1;
+    let memsz = read_u64_at(&base, p_memsz).max(filesz);
+    bytes[p_filesz..p_filesz + 8].copy_from_slice(&filesz.to_le_bytes());
+    bytes[p_memsz..p_memsz + 8].copy_from_slice(&memsz.to_le_bytes());
+    let e = binary_error(load(bytes));
+    assert!(
+        matches!(e, GuestBinaryError::Truncated { index: i, size, .. }
+            if i == index && size == filesz),
+        "{e:?}"
+    );
 }
 
 #[test]
