@@ -218,6 +218,21 @@ fn hostile_done_without_a_response_is_a_protocol_violation() {
 }
 
 #[test]
+fn hostile_batch_whose_responses_were_wiped_reports_no_success() {
+    // The guest answers the first call, then empties its output ring and
+    // exits DONE: no call of the batch may come back as a success.
+    let mut s = hostile();
+    let calls: [(u32, &[u8]); 3] = [(h::ECHO, b"a"), (h::NO_RESPONSE, b""), (h::ECHO, b"b")];
+    match s.call_batch(&calls) {
+        Err(e) => assert!(matches!(e, HyperlightError::ProtocolViolation(_)), "{e:?}"),
+        Ok(results) => {
+            assert_eq!(results.len(), calls.len());
+            assert!(results.iter().all(Result::is_err), "{results:?}");
+        }
+    }
+}
+
+#[test]
 fn hostile_host_call_with_a_garbage_frame_is_a_protocol_violation() {
     for sel in 0..=4u8 {
         let err = poisoning_attack(h::GARBAGE_HOST_CALL, &[sel]);
@@ -641,6 +656,35 @@ fn privileged_outcome_ok(sel: u8, result: &Result<Vec<u8>, HyperlightError>) -> 
         // SSE: runs natively under kvm_pvm, #UD where CR4.OSFXSR is honoured.
         (14, Err(GuestFault { vector: 6, .. })) => true,
         (14, Ok(answer)) => answer == b"executed",
+        // icebp: #DB.
+        (20, Err(GuestFault { vector: 1, .. })) => true,
+        // rep outsb from the unmapped null page: a user-mode read #PF.
+        (
+            21,
+            Err(GuestFault {
+                vector: 14,
+                cr2: 0,
+                error_code,
+                ..
+            }),
+        ) => error_code & 0b110 == 0b100,
+        // String I/O on an open non-exit port: the first byte exits.
+        (
+            22 | 25,
+            Err(HyperlightError::UnexpectedPort {
+                port: 0xE9,
+                value: 0,
+            }),
+        ) => true,
+        (
+            23,
+            Err(HyperlightError::UnexpectedPort {
+                port: 0xE9,
+                value: 0x42,
+            }),
+        ) => true,
+        // rep outsb to DONE mid-call: DONE without a response.
+        (24, Err(HyperlightError::ProtocolViolation(_))) => true,
         _ => false,
     }
 }
@@ -648,7 +692,7 @@ fn privileged_outcome_ok(sel: u8, result: &Result<Vec<u8>, HyperlightError>) -> 
 #[test]
 fn hostile_privileged_instructions_fault_and_never_escalate() {
     let bystander = Bystander::new();
-    for sel in 0..=19u8 {
+    for sel in 0..=25u8 {
         let mut s = hostile();
         let result = s.call_raw(h::PRIVILEGED, &[sel]);
         assert!(privileged_outcome_ok(sel, &result), "{sel}: {result:?}");

@@ -8,7 +8,9 @@ use nub_arch_x86::{
     GuestError, Output,
     abi::{
         boot::{BOOT_MAGIC, BootInfo},
-        layout::{BOOT_INFO_GPA, EXCEPTION_CODE_GPA, IDT_GPA, IST_STACK_SIZE, PAGE_SIZE},
+        layout::{
+            BOOT_INFO_GPA, EXCEPTION_CODE_GPA, IDT_GPA, IMAGE_BASE, IST_STACK_SIZE, PAGE_SIZE,
+        },
         ring::RING_HEADER_SIZE,
     },
     dispatch,
@@ -157,14 +159,18 @@ fn port_in(size: u8, port: u16) -> u32 {
 /// cr3`, 5 `wrmsr` (EFER), 6 `int 14` (a software "page fault"), 7 `int3`,
 /// 8 `sti`, 9 `lidt`, 10 `syscall`, 11 `sysenter`, 12 `vmcall`,
 /// 13 `vmmcall`, 14 an SSE instruction, 15 `swapgs`, 16 `int 8`,
-/// 17 `rdmsr`, 18 `mov dr7`, 19 `wbinvd`. If the instruction does not
+/// 17 `rdmsr`, 18 `mov dr7`, 19 `wbinvd`, 20 `icebp`, 21–25 string I/O
+/// (`rep outsb` from the null page, `rep insb` into code, `rep outsb` from
+/// a buffer, `rep outsb` to the DONE port, `rep insb` into the boot
+/// page). If the instruction does not
 /// fault the function answers `b"executed"` (and `b"escalated"` if `iretq`
 /// reached CPL 0).
 pub fn privileged(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
-    // SAFETY: each instruction either raises an exception at CPL 3, which
-    // ends the execution with a host-written fault report, or runs without
-    // touching memory the compiler knows about (the stack pushes of `iretq`
-    // are popped by it; `lidt` only reads the descriptor).
+    // SAFETY: each instruction either raises an exception at CPL 3 or exits
+    // to the host, which ends the execution, or runs without touching
+    // memory the compiler knows about (the stack pushes of `iretq` are
+    // popped by it; `lidt` and `outsb` only read; `insb` targets read-only
+    // pages and exits to the host before writing).
     unsafe {
         match selector(input) {
             0 => core::arch::asm!("cli"),
@@ -215,6 +221,26 @@ pub fn privileged(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> 
             17 => core::arch::asm!("rdmsr", in("ecx") 0xC000_0080u32, out("eax") _, out("edx") _),
             18 => core::arch::asm!("mov dr7, {}", in(reg) 0u64),
             19 => core::arch::asm!("wbinvd"),
+            // icebp (int1).
+            20 => core::arch::asm!(".byte 0xf1"),
+            // String I/O: from the unmapped null page, into read-only code,
+            // from a buffer, to the DONE port, into the boot page.
+            21 => {
+                core::arch::asm!("rep outsb", in("dx") 0xE9u16, inout("rsi") 0u64 => _, inout("rcx") 3u64 => _)
+            }
+            22 => {
+                core::arch::asm!("rep insb", in("dx") 0xE9u16, inout("rdi") IMAGE_BASE => _, inout("rcx") 3u64 => _)
+            }
+            23 => {
+                let bytes = [0x42u8; 4];
+                core::arch::asm!("rep outsb", in("dx") 0xE9u16, inout("rsi") bytes.as_ptr() => _, inout("rcx") 4u64 => _);
+            }
+            24 => {
+                core::arch::asm!("rep outsb", in("dx") 0xE1u16, inout("rsi") IMAGE_BASE => _, inout("rcx") 2u64 => _)
+            }
+            25 => {
+                core::arch::asm!("rep insb", in("dx") 0xE9u16, inout("rdi") BOOT_INFO_GPA => _, inout("rcx") 8u64 => _)
+            }
             _ => return Err(GuestError::new("unknown selector")),
         }
     }
