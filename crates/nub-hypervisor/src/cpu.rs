@@ -130,9 +130,13 @@ fn segment(selector: u16, type_: u8, code: bool) -> kvm_segment {
 
 /// Fills `sregs` for 64-bit long mode with paging rooted at `cr3`, NX and
 /// write protection on, and SSE left disabled (CR4.OSFXSR clear, so an SSE
-/// instruction raises #UD instead of running). With `user_mode` the vCPU
-/// starts at CPL 3 (user code and data segments); otherwise at CPL 0.
-pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool) {
+/// instruction raises #UD, except at CPL 3 under kvm_pvm, which runs such
+/// code natively under the host's CR4). With `user_mode` the vCPU
+/// starts at CPL 3 (user code and data segments); otherwise at CPL 0. With
+/// `umip` (the guest's CPUID reports UMIP), CR4.UMIP makes `sgdt`, `sidt`,
+/// `sldt`, `smsw` and `str` #GP at CPL 3. CR4.TSD stays clear: `rdtsc` is
+/// allowed (docs/security.md, *CPU features*).
+pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, umip: bool) {
     let (code, data) = if user_mode {
         (USER_CODE_SELECTOR, USER_DATA_SELECTOR)
     } else {
@@ -172,7 +176,11 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool) {
         | Cr0Flags::PAGING)
         .bits();
     sregs.cr3 = cr3;
-    sregs.cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+    let mut cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION;
+    if umip {
+        cr4 |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+    }
+    sregs.cr4 = cr4.bits();
     sregs.efer =
         (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE)
             .bits();

@@ -32,6 +32,7 @@
 //! - [`memory`]: the guest memory mapping and its bounds-checked accessors.
 //! - [`paging`]: the identity-mapped page tables with per-page permissions.
 //! - [`cpu`]: GDT, TSS and the long-mode register state.
+//! - [`cpuid`]: the CPUID guests see.
 //! - [`exceptions`]: the IDT and the exception handlers the host provides.
 //! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
 //! - [`interrupt`]: stopping a running vCPU from another thread.
@@ -39,6 +40,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cpu;
+pub mod cpuid;
 pub mod exceptions;
 pub mod floor;
 pub mod interrupt;
@@ -49,4 +51,4 @@ pub mod vm;
 pub use interrupt::VcpuInterrupt;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::Mapping;
-pub use vm::{HypervisorError, Vm, VmExit, VmSetup};
+pub use vm::{HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};

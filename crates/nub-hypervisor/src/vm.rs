@@ -18,7 +18,7 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nub_host_common::layout::{BOOT_PAGE_GPA, PAGE_SIZE, Region};
 
 use crate::{
-    cpu,
+    cpu, cpuid,
     interrupt::{self, CancelReason, RunWindow, VcpuInterrupt},
     memory::{GuestMemory, MemoryError},
     paging::{self, Mapping, PagingError},
@@ -115,11 +115,14 @@ pub struct VmSetup<'a> {
     pub user_mode: bool,
 }
 
-/// The process-wide KVM handle, its supported CPUID and the size of a vCPU's
-/// `kvm_run` mapping, opened once.
+/// The process-wide KVM handle, the guest's CPUID (KVM's supported CPUID,
+/// restricted by [`cpuid::restrict`]) and the size of a vCPU's `kvm_run`
+/// mapping, opened once.
 struct KvmSystem {
     kvm: Kvm,
     cpuid: kvm_bindings::CpuId,
+    /// CR4.UMIP is turned on (the CPUID reports UMIP).
+    umip: bool,
     run_size: usize,
 }
 
@@ -130,9 +133,11 @@ fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
         if !kvm.check_extension(Cap::ImmediateExit) {
             return Err("KVM_CAP_IMMEDIATE_EXIT is missing".into());
         }
-        let cpuid = kvm
+        let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+        cpuid::restrict(&mut cpuid);
+        let umip = cpuid::supports_umip(&cpuid);
         let run_size = kvm
             .get_vcpu_mmap_size()
             .map_err(|e| format!("KVM_GET_VCPU_MMAP_SIZE: {e}"))?;
@@ -144,11 +149,17 @@ fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
         Ok(KvmSystem {
             kvm,
             cpuid,
+            umip,
             run_size,
         })
     })
     .as_ref()
     .map_err(|e| HypervisorError::KvmUnavailable(e.clone()))
+}
+
+/// The CPUID every guest sees (see [`crate::cpuid`]).
+pub fn guest_cpuid() -> Result<&'static kvm_bindings::CpuId, HypervisorError> {
+    kvm().map(|k| &k.cpuid)
 }
 
 /// `KVM_RUN` = `_IO(KVMIO, 0x80)` (linux/kvm.h). kvm-ioctls keeps its own
@@ -192,6 +203,7 @@ impl Vm {
         let KvmSystem {
             kvm,
             cpuid,
+            umip,
             run_size,
         } = kvm()?;
 
@@ -238,7 +250,7 @@ impl Vm {
         let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-        cpu::long_mode_sregs(&mut sregs, cr3, setup.user_mode);
+        cpu::long_mode_sregs(&mut sregs, cr3, setup.user_mode, *umip);
         vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
         let regs = cpu::entry_regs(
             setup.entry,

@@ -228,3 +228,62 @@ fn user_mode_cannot_touch_the_interrupt_flag() {
         other => panic!("unexpected exit {other:?}"),
     }
 }
+
+/// `mov rax, DATA`: where `sgdt`/`sidt` store when UMIP is off.
+const RAX_SCRATCH: [u8; 7] = [0x48, 0xc7, 0xc0, 0x00, 0x00, 0x20, 0x00];
+
+#[test]
+fn user_mode_descriptor_table_instructions_follow_umip() {
+    let umip = nub_hypervisor::cpuid::supports_umip(nub_hypervisor::guest_cpuid().unwrap());
+    let cases: [(&str, &[u8]); 5] = [
+        ("sgdt [rax]", &[0x0f, 0x01, 0x00]),
+        ("sidt [rax]", &[0x0f, 0x01, 0x08]),
+        ("sldt eax", &[0x0f, 0x00, 0xc0]),
+        ("smsw eax", &[0x0f, 0x01, 0xe0]),
+        ("str eax", &[0x0f, 0x00, 0xc8]),
+    ];
+    for (name, insn) in cases {
+        let mut code = RAX_SCRATCH.to_vec();
+        code.extend(insn);
+        let (exit, fault) = user_outcome(&code);
+        if umip {
+            // CR4.UMIP is on: each is #GP at CPL 3.
+            assert_eq!((exit, fault), GP, "{name}");
+        } else {
+            // Without UMIP (a host whose CPUID lacks it) they run.
+            assert!(
+                matches!(exit, VmExit::IoOut { port: 0xE1, .. }),
+                "{name}: {exit:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn user_mode_may_read_the_time_stamp_counter() {
+    // CR4.TSD stays clear (kvm_pvm ignores it anyway): rdtsc runs at CPL 3.
+    let (exit, fault) = user_outcome(&[0x0f, 0x31]);
+    assert!(matches!(exit, VmExit::IoOut { port: 0xE1, .. }), "{exit:?}");
+    assert_eq!(fault, None);
+}
+
+#[test]
+fn cpuid_and_sse_agree_at_user_mode() {
+    // mov eax, 1; xor ecx, ecx; cpuid; mov eax, edx; out 0xE1, eax
+    let mut vm = user_vm_with(&[
+        0xb8, 1, 0, 0, 0, 0x31, 0xc9, 0x0f, 0xa2, 0x89, 0xd0, 0xe7, 0xe1,
+    ]);
+    let edx = match vm.run().unwrap() {
+        VmExit::IoOut { port: 0xE1, value } => value,
+        other => panic!("cpuid: {other:?}"),
+    };
+    // xorps xmm0, xmm0
+    let (exit, fault) = user_outcome(&[0x0f, 0x57, 0xc0]);
+    if edx & nub_hypervisor::cpuid::SSE2_BIT != 0 {
+        // kvm_pvm runs CPL 3 natively: CPUID is the host's and SSE runs.
+        assert!(matches!(exit, VmExit::IoOut { port: 0xE1, .. }), "{exit:?}");
+    } else {
+        // KVM intercepts CPUID (nub's restricted table): SSE is #UD.
+        assert_eq!(fault, Some(6), "{exit:?}");
+    }
+}
