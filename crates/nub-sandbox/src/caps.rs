@@ -3,12 +3,12 @@
 //!
 //! - [`MultiUseSandbox::put_cap`] sends one cap (its wire form) to the guest,
 //!   which validates it, hashes it, checks that every child of a CNode is
-//!   already present (the merkle walk) and stores it; the guest-computed hash
-//!   comes back.
+//!   already present (the merkle walk) and stores it; it answers with the
+//!   hash it computed, which must be the hash the host computed.
 //! - [`MultiUseSandbox::put_cap_with_hash`] first asks the
 //!   [`GuestCacheReader`], which reads the directory straight from guest
 //!   memory: when the guest already holds the hash there is no VM exit at
-//!   all.
+//!   all (the reader is a hint; see its docs).
 //! - [`MultiUseSandbox::put_cap_graph`] publishes a whole graph (with `Ref`
 //!   slots and paged data) children first, skipping what the guest holds.
 //!
