@@ -19,7 +19,7 @@ pub struct BootInfo {
     pub magic: u64,
     /// [`crate::ABI_VERSION`].
     pub abi_version: u32,
-    /// Reserved, zero.
+    /// Flags: [`crate::resident::BOOT_FLAG_RESIDENT`]; other bits zero.
     pub flags: u32,
     /// Total guest memory in bytes.
     pub memory_size: u64,
@@ -53,9 +53,12 @@ pub struct BootInfo {
     /// The most verbose level the host collects: 0 off, 1 error … 5 trace
     /// ([`crate::log_buffer::LogLevel`]).
     pub log_level: u64,
+    /// The resident-call control block (see [`crate::resident`]): its
+    /// address (one page).
+    pub control_va: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 136);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 144);
 
 impl BootInfo {
     /// Size of the encoded block.
@@ -83,6 +86,7 @@ impl BootInfo {
             self.log_va,
             self.log_size,
             self.log_level,
+            self.control_va,
         ];
         for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.to_le_bytes());
@@ -113,6 +117,7 @@ impl BootInfo {
             log_va: w(14)?,
             log_size: w(15)?,
             log_level: w(16)?,
+            control_va: w(17)?,
         };
         (info.magic == BOOT_MAGIC && info.abi_version == crate::ABI_VERSION).then_some(info)
     }
@@ -143,6 +148,7 @@ mod tests {
             log_va: 13,
             log_size: 14,
             log_level: 15,
+            control_va: 16,
         };
         let bytes = info.to_bytes();
         assert_eq!(BootInfo::from_bytes(&bytes), Some(info));

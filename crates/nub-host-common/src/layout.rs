@@ -19,6 +19,8 @@
 //!              guard                 unmapped
 //!              log buffer            RW, NX
 //!              guard                 unmapped
+//!              control block         RW, NX    (resident calls, one page)
+//!              guard                 unmapped
 //!              heap                  RW, NX
 //!              guard                 unmapped
 //!              IST stack (#DF)       RW, NX
@@ -185,6 +187,8 @@ pub struct MemoryLayout {
     pub output_ring: Region,
     /// Guest log buffer.
     pub log_buffer: Region,
+    /// Resident-call control block (one page; see [`crate::resident`]).
+    pub control: Region,
     /// Guest heap.
     pub heap: Region,
     /// Exception stack: RSP0 (exceptions from CPL 3) and IST1 (double fault).
@@ -229,6 +233,7 @@ impl MemoryLayout {
         let input_ring = next(input)?;
         let output_ring = next(output)?;
         let log_buffer = next(log)?;
+        let control = next(PAGE_SIZE)?;
         let heap = next(heap)?;
         let ist_stack = next(IST_STACK_SIZE)?;
         let stack = next(stack)?;
@@ -247,6 +252,7 @@ impl MemoryLayout {
             input_ring,
             output_ring,
             log_buffer,
+            control,
             heap,
             ist_stack,
             stack,
@@ -257,7 +263,7 @@ impl MemoryLayout {
     /// The fixed system pages and the configured regions, in address order,
     /// with the access the guest gets (the image is listed as one region; its
     /// pages follow the ELF segment flags).
-    pub fn regions(&self) -> [(&'static str, Region, Access); 12] {
+    pub fn regions(&self) -> [(&'static str, Region, Access); 13] {
         let page = |start| Region {
             start,
             size: PAGE_SIZE,
@@ -287,6 +293,7 @@ impl MemoryLayout {
             ("input ring", self.input_ring, Access::ReadWrite),
             ("output ring", self.output_ring, Access::ReadWrite),
             ("log buffer", self.log_buffer, Access::ReadWrite),
+            ("control block", self.control, Access::ReadWrite),
             ("heap", self.heap, Access::ReadWrite),
             ("exception stack", self.ist_stack, Access::ReadWrite),
             ("stack", self.stack, Access::ReadWrite),
@@ -325,6 +332,7 @@ mod tests {
             l.input_ring,
             l.output_ring,
             l.log_buffer,
+            l.control,
             l.heap,
             l.ist_stack,
             l.stack,

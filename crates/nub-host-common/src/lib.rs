@@ -13,6 +13,7 @@
 //! - [`report`]: the fault/panic report page.
 //! - [`directory`]: the capability directory's host-readable layout.
 //! - [`log_buffer`]: the guest log buffer and its record format.
+//! - [`resident`]: the control block of resident (exit-free) calls.
 //!
 //! `docs/abi.md` at the repository root describes the same contract in prose.
 #![cfg_attr(not(test), no_std)]
@@ -26,6 +27,7 @@ pub mod layout;
 pub mod log_buffer;
 pub mod ports;
 pub mod report;
+pub mod resident;
 pub mod ring;
 pub mod rpc;
 

@@ -24,6 +24,12 @@ pub enum ExitPort {
     /// The guest log buffer is full; drain it (see [`crate::log_buffer`])
     /// and resume the vCPU.
     Log = 0x0E6,
+    /// Resident mode: the guest stopped spinning on a control-block word and
+    /// waits for the host to wake it (see [`crate::resident`]).
+    Park = 0x0E7,
+    /// Resident mode: the guest answered a batch or made a host call while
+    /// the calling thread was blocked; wake it and resume.
+    Notify = 0x0E8,
 }
 
 impl TryFrom<u16> for ExitPort {
@@ -38,6 +44,8 @@ impl TryFrom<u16> for ExitPort {
             0x0E4 => Self::Abort,
             0x0E5 => Self::Fault,
             0x0E6 => Self::Log,
+            0x0E7 => Self::Park,
+            0x0E8 => Self::Notify,
             other => return Err(other),
         })
     }
@@ -64,6 +72,8 @@ mod tests {
             ExitPort::Abort,
             ExitPort::Fault,
             ExitPort::Log,
+            ExitPort::Park,
+            ExitPort::Notify,
         ] {
             assert_eq!(ExitPort::try_from(p.port()), Ok(p));
         }

@@ -57,6 +57,9 @@ pub enum CancelReason {
     Killed,
     /// The per-call deadline passed.
     DeadlineExceeded,
+    /// The vCPU's owner is shutting it down ([`VcpuInterrupt::shutdown`]):
+    /// a resident vCPU thread leaves its run loop.
+    Shutdown,
 }
 
 #[derive(Debug)]
@@ -68,12 +71,22 @@ struct State {
     /// A vCPU runs with this state (set by [`crate::Vm::with_interrupt`]).
     attached: bool,
     dropped: bool,
+    /// `thread` is a dedicated vCPU thread ([`VcpuInterrupt::pin_thread`]):
+    /// calls begun on other threads still signal it.
+    pinned: bool,
+    /// [`VcpuInterrupt::shutdown`] was called: every later run check fails.
+    shutdown: bool,
 }
 
+/// Called (with the interrupt lock held) after a cancel was recorded, so an
+/// owner whose vCPU thread may be blocked outside `KVM_RUN` can wake it.
+pub type Waker = Box<dyn Fn() + Send + Sync>;
+
 /// The interrupt state of one vCPU. See the module docs for the protocol.
-#[derive(Debug)]
 pub struct VcpuInterrupt {
     state: Mutex<State>,
+    /// See [`VcpuInterrupt::set_waker`].
+    waker: OnceLock<Waker>,
     /// Mirror of `state.cancel.is_some()` for the lock-free check before
     /// each `KVM_RUN`.
     cancel_pending: AtomicBool,
@@ -190,6 +203,15 @@ impl Drop for RunWindow {
     }
 }
 
+impl std::fmt::Debug for VcpuInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuInterrupt")
+            .field("state", &*self.lock())
+            .field("waker", &self.waker.get().is_some())
+            .finish()
+    }
+}
+
 impl Default for VcpuInterrupt {
     fn default() -> Self {
         Self::new()
@@ -209,7 +231,10 @@ impl VcpuInterrupt {
                 thread: 0,
                 attached: false,
                 dropped: false,
+                pinned: false,
+                shutdown: false,
             }),
+            waker: OnceLock::new(),
             cancel_pending: AtomicBool::new(false),
         }
     }
@@ -232,9 +257,45 @@ impl VcpuInterrupt {
         s.generation += 1;
         s.running = true;
         s.cancel = None;
+        if !s.pinned {
+            // SAFETY: pthread_self has no preconditions.
+            s.thread = unsafe { libc::pthread_self() };
+        }
+        s.generation
+    }
+
+    /// Makes the current thread the one every kill signals, for calls begun
+    /// on any thread: a resident vCPU thread calls this before its first
+    /// `KVM_RUN`.
+    pub fn pin_thread(&self) {
+        let mut s = self.lock();
         // SAFETY: pthread_self has no preconditions.
         s.thread = unsafe { libc::pthread_self() };
-        s.generation
+        s.pinned = true;
+    }
+
+    /// Registers the function a cancel calls after signalling the vCPU
+    /// thread (once; later calls are ignored). It runs with the interrupt
+    /// lock held, so it must not call back into this `VcpuInterrupt`.
+    pub fn set_waker(&self, waker: Waker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Stops the pinned vCPU thread for good, whether or not a call runs:
+    /// every later run check reports [`CancelReason::Shutdown`], and a
+    /// `KVM_RUN` in progress is interrupted.
+    pub fn shutdown(&self) {
+        let mut s = self.lock();
+        s.shutdown = true;
+        self.cancel_pending.store(true, Ordering::SeqCst);
+        if s.pinned && s.attached && !s.dropped {
+            // SAFETY: a pinned thread runs the vCPU until it sees the
+            // shutdown, which needs this lock; the handler is installed.
+            unsafe { libc::pthread_kill(s.thread, interrupt_signal()) };
+        }
+        if let Some(wake) = self.waker.get() {
+            wake();
+        }
     }
 
     /// Ends the running call; returns the cancel that hit it, if any.
@@ -242,7 +303,7 @@ impl VcpuInterrupt {
         let mut s = self.lock();
         s.running = false;
         let cancel = s.cancel.take();
-        self.cancel_pending.store(false, Ordering::SeqCst);
+        self.cancel_pending.store(s.shutdown, Ordering::SeqCst);
         cancel
     }
 
@@ -251,7 +312,11 @@ impl VcpuInterrupt {
         if !self.cancel_pending.load(Ordering::SeqCst) {
             return None;
         }
-        self.lock().cancel
+        let s = self.lock();
+        if s.shutdown {
+            return Some(CancelReason::Shutdown);
+        }
+        s.cancel
     }
 
     /// Marks the vCPU gone (its VM dropped, or never created because the
@@ -290,9 +355,13 @@ impl VcpuInterrupt {
         // later than the handler runs.
         self.cancel_pending.store(true, Ordering::SeqCst);
         // SAFETY: `thread` is the live thread inside `begin_call`..`end_call`
-        // (end_call needs this lock, so it has not returned); the signal's
-        // handler is installed before any VM exists.
+        // (end_call needs this lock, so it has not returned), or the pinned
+        // vCPU thread, which lives until shutdown; the signal's handler is
+        // installed before any VM exists.
         unsafe { libc::pthread_kill(s.thread, interrupt_signal()) };
+        if let Some(wake) = self.waker.get() {
+            wake();
+        }
         true
     }
 }

@@ -51,4 +51,4 @@ pub mod vm;
 pub use interrupt::VcpuInterrupt;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::Mapping;
-pub use vm::{HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};
+pub use vm::{CallGuard, HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};

@@ -2,11 +2,18 @@
 //!
 //! All host access goes through bounds-checked methods that take guest
 //! physical addresses; an address or length outside the slot is an error,
-//! never a panic. Borrowing slices is sound only while the vCPU is stopped,
-//! which the borrow checker enforces: the vCPU runs through
-//! [`crate::Vm::run`], which takes `&mut self`.
+//! never a panic. The host never holds a Rust reference into guest memory:
+//! `read` and `write` copy with relaxed atomic loads and stores, and the
+//! control words of resident calls are handed out as `&AtomicU64`. So the
+//! memory can be shared (`Sync`) with a vCPU that runs the guest while host
+//! threads read and write it, and a guest that rewrites bytes while the
+//! host copies them can only change what the host copies, never cause a
+//! data race in the host.
 
-use std::ptr::NonNull;
+use std::{
+    ptr::NonNull,
+    sync::atomic::{AtomicU8, AtomicU64, Ordering},
+};
 
 /// A failed guest memory access.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +27,14 @@ pub enum MemoryError {
         len: u64,
         /// Size of guest memory.
         size: u64,
+    },
+    /// An atomic word access at an address that is not aligned for it.
+    #[error("guest address {addr:#x} is not {align}-byte aligned")]
+    Misaligned {
+        /// The address.
+        addr: u64,
+        /// The alignment required.
+        align: u64,
     },
     /// The host could not map the memory.
     #[error("mmap of {size:#x} bytes of guest memory failed: errno {errno}")]
@@ -40,9 +55,13 @@ pub struct GuestMemory {
 }
 
 // SAFETY: GuestMemory owns its mapping exclusively; moving it between threads
-// moves that ownership. The vCPU that also accesses it is owned by the same
-// `Vm` and only runs inside `Vm::run(&mut self)`.
+// moves that ownership.
 unsafe impl Send for GuestMemory {}
+// SAFETY: every access through `&self` is an atomic load or store into the
+// mapping (`read`, `write`, `atomic_u64`); no method hands out a plain
+// reference into it, so threads sharing a `&GuestMemory` (and a vCPU running
+// the guest) never race a non-atomic access.
+unsafe impl Sync for GuestMemory {}
 
 impl GuestMemory {
     /// Maps `size` bytes (rounded up to whole pages) of zeroed memory.
@@ -84,25 +103,7 @@ impl GuestMemory {
         self.base.as_ptr() as u64
     }
 
-    /// The whole mapping. Private: callers go through [`Self::slice`] and
-    /// friends, which check every guest-supplied address and length.
-    fn whole(&self) -> &[u8] {
-        // SAFETY: `base` and `size` are the host's own mmap result and its
-        // length (nothing the guest controls); the mapping is readable for
-        // the life of `self`. The vCPU cannot write to it while `&self` is
-        // borrowed, because it only runs inside `Vm::run(&mut self)`.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.size) }
-    }
-
-    /// The whole mapping, mutable. Private, as [`Self::whole`].
-    fn whole_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `whole`; `&mut self` also makes this the only
-        // reference into the mapping.
-        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.size) }
-    }
-
-    /// Byte range of `[addr, addr + len)`, or `None` on overflow. Bounds
-    /// against the mapping are checked by the `get` that uses it.
+    /// Byte range of `[addr, addr + len)`, or `None` on overflow.
     fn range(addr: u64, len: usize) -> Option<std::ops::Range<usize>> {
         let start = usize::try_from(addr).ok()?;
         Some(start..start.checked_add(len)?)
@@ -116,30 +117,30 @@ impl GuestMemory {
         }
     }
 
-    /// `[addr, addr + len)` as a slice, bounds-checked.
-    pub fn slice(&self, addr: u64, len: usize) -> Result<&[u8], MemoryError> {
-        Self::range(addr, len)
-            .and_then(|r| self.whole().get(r))
-            .ok_or(self.out_of_bounds(addr, len))
+    /// Host pointer to guest address `addr`, after checking that
+    /// `[addr, addr + len)` lies inside the mapping.
+    fn checked_ptr(&self, addr: u64, len: usize) -> Result<*mut u8, MemoryError> {
+        let range = Self::range(addr, len)
+            .filter(|r| r.end <= self.size)
+            .ok_or(self.out_of_bounds(addr, len))?;
+        // SAFETY: `range.start <= range.end <= size`, so the offset stays
+        // inside (or one past the end of) the mapping `base` points to.
+        Ok(unsafe { self.base.as_ptr().add(range.start) })
     }
 
-    /// `[addr, addr + len)` as a mutable slice, bounds-checked.
-    pub fn slice_mut(&mut self, addr: u64, len: usize) -> Result<&mut [u8], MemoryError> {
-        let err = self.out_of_bounds(addr, len);
-        Self::range(addr, len)
-            .and_then(|r| self.whole_mut().get_mut(r))
-            .ok_or(err)
-    }
-
-    /// Copies `data` into guest memory at `addr`.
-    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
-        self.slice_mut(addr, data.len())?.copy_from_slice(data);
+    /// Copies `data` into guest memory at `addr`, bounds-checked.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let dst = self.checked_ptr(addr, data.len())?;
+        // SAFETY: `[dst, dst + len)` is inside the live mapping (checked).
+        unsafe { atomic_copy_in(dst, data) };
         Ok(())
     }
 
-    /// Copies guest memory at `addr` into `out`.
+    /// Copies guest memory at `addr` into `out`, bounds-checked.
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), MemoryError> {
-        out.copy_from_slice(self.slice(addr, out.len())?);
+        let src = self.checked_ptr(addr, out.len())?;
+        // SAFETY: `[src, src + len)` is inside the live mapping (checked).
+        unsafe { atomic_copy_out(src, out) };
         Ok(())
     }
 
@@ -151,8 +152,85 @@ impl GuestMemory {
     }
 
     /// Writes a little-endian u64.
-    pub fn write_u64(&mut self, addr: u64, value: u64) -> Result<(), MemoryError> {
+    pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), MemoryError> {
         self.write(addr, &value.to_le_bytes())
+    }
+
+    /// The 8-byte-aligned word at `addr` as an atomic: the control words
+    /// that host threads and a running vCPU share (resident calls).
+    pub fn atomic_u64(&self, addr: u64) -> Result<&AtomicU64, MemoryError> {
+        if !addr.is_multiple_of(8) {
+            return Err(MemoryError::Misaligned { addr, align: 8 });
+        }
+        let ptr = self.checked_ptr(addr, 8)?;
+        // SAFETY: the 8 bytes are inside the mapping (checked) and 8-byte
+        // aligned (the mapping is page aligned and `addr` is a multiple of
+        // 8), which is AtomicU64's alignment; the mapping lives as long as
+        // `&self`. Every host access to guest memory is atomic (this type
+        // never hands out a plain reference), and the guest's accesses are
+        // outside Rust's model: aligned 8-byte stores and loads are single
+        // accesses on x86_64.
+        Ok(unsafe { AtomicU64::from_ptr(ptr.cast::<u64>()) })
+    }
+}
+
+/// Copies `data` to `dst` with relaxed atomic stores (words where aligned,
+/// bytes at the ends), so a guest running concurrently never races a
+/// non-atomic host access.
+///
+/// # Safety
+///
+/// `[dst, dst + data.len())` must lie inside a live guest mapping.
+unsafe fn atomic_copy_in(dst: *mut u8, data: &[u8]) {
+    let head = dst.align_offset(8).min(data.len());
+    let (bytes, rest) = data.split_at(head);
+    for (i, b) in bytes.iter().enumerate() {
+        // SAFETY: inside the range (caller), u8 needs no alignment.
+        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(*b, Ordering::Relaxed);
+    }
+    let mut words = rest.chunks_exact(8);
+    let mut at = head;
+    for word in &mut words {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(word);
+        // SAFETY: inside the range (caller) and 8-byte aligned (`head`
+        // aligned the cursor; it advances by 8).
+        unsafe { AtomicU64::from_ptr(dst.add(at).cast::<u64>()) }
+            .store(u64::from_ne_bytes(raw), Ordering::Relaxed);
+        at += 8;
+    }
+    for b in words.remainder() {
+        // SAFETY: inside the range (caller).
+        unsafe { AtomicU8::from_ptr(dst.add(at)) }.store(*b, Ordering::Relaxed);
+        at += 1;
+    }
+}
+
+/// Copies from `src` into `out` with relaxed atomic loads (words where
+/// aligned, bytes at the ends); see [`atomic_copy_in`].
+///
+/// # Safety
+///
+/// `[src, src + out.len())` must lie inside a live guest mapping.
+unsafe fn atomic_copy_out(src: *mut u8, out: &mut [u8]) {
+    let head = src.align_offset(8).min(out.len());
+    let (bytes, rest) = out.split_at_mut(head);
+    for (i, b) in bytes.iter_mut().enumerate() {
+        // SAFETY: inside the range (caller).
+        *b = unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Ordering::Relaxed);
+    }
+    let mut at = head;
+    let mut words = rest.chunks_exact_mut(8);
+    for word in &mut words {
+        // SAFETY: inside the range (caller) and 8-byte aligned.
+        let w = unsafe { AtomicU64::from_ptr(src.add(at).cast::<u64>()) }.load(Ordering::Relaxed);
+        word.copy_from_slice(&w.to_ne_bytes());
+        at += 8;
+    }
+    for b in words.into_remainder() {
+        // SAFETY: inside the range (caller).
+        *b = unsafe { AtomicU8::from_ptr(src.add(at)) }.load(Ordering::Relaxed);
+        at += 1;
     }
 }
 
@@ -173,15 +251,32 @@ mod tests {
 
     #[test]
     fn bounds_are_checked() {
-        let mut m = GuestMemory::new(8192).unwrap();
+        let m = GuestMemory::new(8192).unwrap();
         assert_eq!(m.size(), 8192);
         m.write_u64(8184, 42).unwrap();
         assert_eq!(m.read_u64(8184).unwrap(), 42);
         assert!(m.read_u64(8185).is_err());
-        assert!(m.slice(u64::MAX, 2).is_err());
-        assert!(m.slice(4096, usize::MAX).is_err());
+        assert!(m.read(u64::MAX, &mut [0u8; 2]).is_err());
+        assert!(m.atomic_u64(4).is_err(), "misaligned");
+        assert!(m.atomic_u64(8192).is_err(), "outside");
+        m.atomic_u64(8184).unwrap().store(7, Ordering::SeqCst);
+        assert_eq!(m.read_u64(8184).unwrap(), 7);
         assert!(m.write(8192, &[]).is_ok());
         assert!(m.write(8193, &[]).is_err());
+    }
+
+    #[test]
+    fn copies_of_every_length_and_alignment_round_trip() {
+        let m = GuestMemory::new(4096).unwrap();
+        let data: Vec<u8> = (0..64u8).collect();
+        for start in 0..9u64 {
+            for len in 0..40usize {
+                m.write(start, &data[..len]).unwrap();
+                let mut out = vec![0xAA; len];
+                m.read(start, &mut out).unwrap();
+                assert_eq!(out, &data[..len], "at {start} len {len}");
+            }
+        }
     }
 
     #[test]

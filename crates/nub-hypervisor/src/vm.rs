@@ -175,7 +175,11 @@ pub struct Vm {
     // map.
     vcpu: VcpuFd,
     _vm: VmFd,
-    memory: GuestMemory,
+    /// Shared with host threads that read and write guest memory while the
+    /// vCPU may run (every access is atomic; see [`GuestMemory`]). The VM
+    /// fd above is dropped first, so the slot never outlives its mapping,
+    /// whoever holds the last `Arc`.
+    memory: Arc<GuestMemory>,
     interrupt: Arc<VcpuInterrupt>,
     /// Size of the vCPU's `kvm_run` mapping (bounds the I/O data offset).
     run_size: usize,
@@ -264,21 +268,17 @@ impl Vm {
         Ok(Self {
             vcpu,
             _vm: vm,
-            memory,
+            memory: Arc::new(memory),
             interrupt,
             run_size: *run_size,
             exits: 0,
         })
     }
 
-    /// Guest memory (readable while the vCPU is stopped).
-    pub fn memory(&self) -> &GuestMemory {
+    /// Guest memory, shareable with other threads (every access is a
+    /// bounds-checked atomic copy, sound while the vCPU runs).
+    pub fn memory(&self) -> &Arc<GuestMemory> {
         &self.memory
-    }
-
-    /// Guest memory, mutable.
-    pub fn memory_mut(&mut self) -> &mut GuestMemory {
-        &mut self.memory
     }
 
     /// Number of VM exits (returns from `KVM_RUN`) since creation.
@@ -294,13 +294,7 @@ impl Vm {
     /// Starts a call: from now until the guard drops, `kill` can cancel
     /// [`Vm::run`]. Returns the guard and the call's generation.
     pub fn begin_call(&self) -> (CallGuard, u64) {
-        let generation = self.interrupt.begin_call();
-        (
-            CallGuard {
-                interrupt: Some(Arc::clone(&self.interrupt)),
-            },
-            generation,
-        )
+        CallGuard::begin(&self.interrupt)
     }
 
     /// Runs the vCPU until it exits for a reason the caller must handle.
@@ -443,6 +437,19 @@ pub struct CallGuard {
 }
 
 impl CallGuard {
+    /// Starts a call on `interrupt` (for a vCPU that runs on another
+    /// thread; [`Vm::begin_call`] is the same for a VM at hand). Returns the
+    /// guard and the call's generation.
+    pub fn begin(interrupt: &Arc<VcpuInterrupt>) -> (Self, u64) {
+        let generation = interrupt.begin_call();
+        (
+            Self {
+                interrupt: Some(Arc::clone(interrupt)),
+            },
+            generation,
+        )
+    }
+
     /// Ends the call now; returns the cancel that hit it, if any.
     pub fn finish(mut self) -> Option<CancelReason> {
         self.interrupt.take().and_then(|i| i.end_call())

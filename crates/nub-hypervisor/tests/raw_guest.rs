@@ -12,7 +12,7 @@ const CODE: u64 = 0x10_0000;
 const DATA: u64 = 0x20_0000;
 
 fn vm_with(code: &[u8]) -> Vm {
-    let mut memory = GuestMemory::new(4 << 20).unwrap();
+    let memory = GuestMemory::new(4 << 20).unwrap();
     memory.write(CODE, code).unwrap();
     let mappings = [
         Mapping {
@@ -65,8 +65,9 @@ fn hlt_is_typed() {
 
 /// `(vector, rip, cr2)` from the report page, which must hold a fault.
 fn report(vm: &Vm) -> (u32, u64, u64) {
-    let page = vm.memory().slice(REPORT_PAGE_GPA, 4096).unwrap();
-    let r = Report::decode(page);
+    let mut page = vec![0u8; 4096];
+    vm.memory().read(REPORT_PAGE_GPA, &mut page).unwrap();
+    let r = Report::decode(&page);
     assert_eq!(r.kind, Some(ReportKind::Fault));
     (r.vector, r.rip, r.cr2)
 }
@@ -124,7 +125,7 @@ fn kill_stops_a_spinning_guest() {
 
 /// A VM that starts `code` at CPL 3, as nub guests run.
 fn user_vm_with(code: &[u8]) -> Vm {
-    let mut memory = GuestMemory::new(4 << 20).unwrap();
+    let memory = GuestMemory::new(4 << 20).unwrap();
     memory.write(CODE, code).unwrap();
     let mappings = [
         Mapping {

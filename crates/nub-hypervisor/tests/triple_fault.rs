@@ -11,7 +11,7 @@ const CODE: u64 = 0x10_0000;
 const DATA: u64 = 0x20_0000;
 
 fn kernel_vm_with(code: &[u8]) -> Vm {
-    let mut memory = GuestMemory::new(4 << 20).unwrap();
+    let memory = GuestMemory::new(4 << 20).unwrap();
     memory.write(CODE, code).unwrap();
     let mappings = [
         Mapping {

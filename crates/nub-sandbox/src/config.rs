@@ -5,6 +5,38 @@ use std::time::Duration;
 
 use nub_host_common::layout::LayoutSizes;
 
+/// How calls reach the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallMode {
+    /// Each call runs the vCPU on the calling thread until the guest exits
+    /// with its answer: one VM exit per call (plus one per host call). No
+    /// thread, no spinning; the default.
+    #[default]
+    Exit,
+    /// The vCPU stays inside the guest on a thread the sandbox owns. Between
+    /// calls the guest spins on a doorbell word in shared memory for up to
+    /// `spin`, then parks (one exit; the thread then sleeps, so an idle
+    /// sandbox burns no core). A call writes its request and rings the
+    /// doorbell, then spins on a completion word for up to `spin` before it
+    /// blocks; host calls are served the same way. While both sides spin, a
+    /// call costs what two threads sharing a cache line cost, with no VM
+    /// exit at all. See docs/resident.md.
+    Resident {
+        /// How long either side polls before it sleeps.
+        spin: Duration,
+    },
+}
+
+impl CallMode {
+    /// Resident mode with a spin window suited to back-to-back calls
+    /// (100 µs).
+    pub const fn resident() -> Self {
+        Self::Resident {
+            spin: Duration::from_micros(100),
+        }
+    }
+}
+
 /// The default boot deadline: far above a normal boot (about a millisecond)
 /// and well below what a caller would wait for a hung one.
 pub const DEFAULT_MAX_BOOT_TIME: Duration = Duration::from_secs(5);
@@ -42,6 +74,8 @@ pub struct SandboxConfiguration {
     /// Guest log buffer, header included. Records wait here until the call
     /// returns; a full buffer costs one VM exit to drain. Default 16 KiB.
     pub log_buffer_size: u64,
+    /// How calls reach the guest. Default [`CallMode::Exit`].
+    pub call_mode: CallMode,
 }
 
 impl Default for SandboxConfiguration {
@@ -55,6 +89,7 @@ impl Default for SandboxConfiguration {
             max_boot_time: Some(DEFAULT_MAX_BOOT_TIME),
             guest_log_level: log::LevelFilter::Info,
             log_buffer_size: 16 << 10,
+            call_mode: CallMode::Exit,
         }
     }
 }
@@ -94,6 +129,12 @@ impl SandboxConfiguration {
     /// Sets the most verbose guest log level collected.
     pub fn with_guest_log_level(mut self, level: log::LevelFilter) -> Self {
         self.guest_log_level = level;
+        self
+    }
+
+    /// Sets how calls reach the guest.
+    pub fn with_call_mode(mut self, mode: CallMode) -> Self {
+        self.call_mode = mode;
         self
     }
 

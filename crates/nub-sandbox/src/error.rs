@@ -261,6 +261,10 @@ pub enum HyperlightError {
     /// deadlines could not be started; the call (or boot) did not run.
     #[error("cannot start the deadline watchdog thread: {0}")]
     WatchdogUnavailable(#[source] std::io::Error),
+    /// The vCPU thread of a resident sandbox could not be started (the
+    /// sandbox was not created).
+    #[error("cannot start the vCPU thread of a resident sandbox: {0}")]
+    VcpuThread(#[source] std::io::Error),
     /// Anything else (last resort).
     #[error("{0}")]
     Error(String),

@@ -16,6 +16,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -28,13 +29,16 @@ use nub_host_common::{
     ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE, RingWriter},
     rpc::{self, Status},
 };
-use nub_hypervisor::{GuestMemory, HypervisorError, Vm, VmExit, interrupt::CancelReason};
+use nub_hypervisor::{
+    CallGuard, GuestMemory, HypervisorError, VcpuInterrupt, Vm, VmExit, interrupt::CancelReason,
+};
 use rkyv::util::AlignedVec;
 
 use crate::{
-    config::SandboxConfiguration,
+    config::{CallMode, SandboxConfiguration},
     error::{HyperlightError, Result},
     host_functions::HostFunctions,
+    resident::Resident,
     watchdog,
 };
 
@@ -67,19 +71,6 @@ fn cancel_error(reason: CancelReason, limit: Option<Duration>) -> HyperlightErro
         (CancelReason::DeadlineExceeded, Some(limit)) => HyperlightError::ExecutionTimeout(limit),
         _ => HyperlightError::Canceled,
     }
-}
-
-/// A booted VM and what the host knows about its memory.
-#[derive(Debug)]
-pub(crate) struct GuestVm {
-    pub(crate) vm: Vm,
-    pub(crate) layout: MemoryLayout,
-    pub(crate) config: SandboxConfiguration,
-    /// Data offset in the input ring just past the queued requests: where
-    /// host-call responses go. Host-owned, never read back from the guest.
-    input_tail: usize,
-    /// The sandbox's id, for log records.
-    pub(crate) id: u64,
 }
 
 /// One answer read from the output ring.
@@ -331,20 +322,40 @@ pub(crate) fn batch_results(
         .collect()
 }
 
-fn ring_slice_mut(vm: &mut Vm, ring: Region) -> Result<&mut [u8]> {
-    vm.memory_mut()
-        .slice_mut(ring.start, ring.size as usize)
-        .map_err(|e| HyperlightError::Kvm(e.into()))
+/// What the host knows about a guest's memory, and the operations on it
+/// that both call modes share: queueing requests, reading responses,
+/// answering host calls, draining the log buffer, decoding the report page.
+/// Cheap to clone; a resident sandbox's vCPU thread holds a clone.
+#[derive(Debug, Clone)]
+pub(crate) struct MemorySide {
+    pub(crate) memory: Arc<GuestMemory>,
+    pub(crate) layout: MemoryLayout,
+    /// The sandbox's id, for log records.
+    pub(crate) id: u64,
+    /// Serialises log drains (a resident vCPU thread drains on a LOG exit
+    /// while the caller may drain after a call).
+    log_lock: Arc<Mutex<()>>,
 }
 
-impl GuestVm {
-    pub(crate) fn new(vm: Vm, layout: MemoryLayout, config: SandboxConfiguration, id: u64) -> Self {
+fn memory_error(e: nub_hypervisor::MemoryError) -> HyperlightError {
+    HyperlightError::Kvm(e.into())
+}
+
+impl MemorySide {
+    pub(crate) fn new(memory: Arc<GuestMemory>, layout: MemoryLayout, id: u64) -> Self {
         Self {
-            vm,
+            memory,
             layout,
-            config,
-            input_tail: 0,
             id,
+            log_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// The output ring, for reading (see [`RingBytes`]).
+    fn output_ring(&self) -> GuestRing<'_> {
+        GuestRing {
+            memory: &self.memory,
+            region: self.layout.output_ring,
         }
     }
 
@@ -354,10 +365,17 @@ impl GuestVm {
         body.saturating_sub(rpc::request_size(0))
     }
 
-    /// Queues requests in order; resets both rings first. Fails without
-    /// touching the guest if any payload is over the limit or the batch does
-    /// not fit.
-    pub(crate) fn queue_requests(&mut self, calls: &[(u32, &[u8])]) -> Result<()> {
+    /// Output ring data capacity.
+    pub(crate) fn output_capacity(&self) -> usize {
+        (self.layout.output_ring.size as usize).saturating_sub(ring::RING_HEADER_SIZE)
+    }
+
+    /// Writes the request frames for `calls` into the input ring (built in
+    /// a private buffer, then copied in once) and empties the output ring.
+    /// Returns the input ring's tail: where host-call responses go. Fails
+    /// without touching the guest if a payload is over the limit or the
+    /// batch does not fit.
+    pub(crate) fn queue_requests(&self, calls: &[(u32, &[u8])]) -> Result<usize> {
         let max = self.max_payload();
         if let Some((_, payload)) = calls.iter().find(|(_, p)| p.len() > max) {
             return Err(HyperlightError::PayloadTooLarge {
@@ -365,117 +383,148 @@ impl GuestVm {
                 max,
             });
         }
-        let out = ring_slice_mut(&mut self.vm, self.layout.output_ring)?;
-        if let Ok(mut w) = RingWriter::new(out) {
-            w.reset();
+        let ring_size = self.layout.input_ring.size as usize;
+        let mut needed = RING_HEADER_SIZE;
+        for (_, payload) in calls {
+            needed = ring::frame_size(rpc::request_size(payload.len()))
+                .and_then(|f| needed.checked_add(f))
+                .unwrap_or(usize::MAX);
         }
-        let input = ring_slice_mut(&mut self.vm, self.layout.input_ring)?;
-        let mut w = RingWriter::new(input).map_err(|e| HyperlightError::Error(e.to_string()))?;
+        let capacity = ring_size.saturating_sub(RING_HEADER_SIZE);
+        if needed > ring_size {
+            return Err(HyperlightError::BatchTooLarge {
+                calls: calls.len(),
+                capacity,
+            });
+        }
+        let mut scratch = vec![0u8; needed];
+        let mut w =
+            RingWriter::new(&mut scratch).map_err(|e| HyperlightError::Error(e.to_string()))?;
         w.reset();
         for (fn_id, payload) in calls {
-            let pushed = w.push_with(FrameKind::Request, |body| {
+            w.push_with(FrameKind::Request, |body| {
                 rpc::encode_request(body, *fn_id, payload)
-            });
-            if pushed.is_err() {
-                let capacity = w.reader().capacity();
-                w.reset();
-                return Err(HyperlightError::BatchTooLarge {
-                    calls: calls.len(),
-                    capacity,
-                });
+            })
+            .map_err(|_| HyperlightError::BatchTooLarge {
+                calls: calls.len(),
+                capacity,
+            })?;
+        }
+        let tail = w.reader().offsets().map(|(_, t)| t).unwrap_or(0);
+        // The output ring: head = tail = 0.
+        self.memory
+            .write(self.layout.output_ring.start, &[0u8; 16])
+            .map_err(memory_error)?;
+        self.memory
+            .write(self.layout.input_ring.start, &scratch)
+            .map_err(memory_error)?;
+        Ok(tail)
+    }
+
+    /// Reads up to `n` responses from the output ring, in order (see
+    /// [`read_responses`]).
+    pub(crate) fn take_responses(&self, n: usize) -> Result<Vec<RawResponse>> {
+        read_responses(&self.output_ring(), n)
+    }
+
+    /// Serves the host call whose request frame is at data offset `offset`
+    /// of the output ring: runs the host function and writes its response
+    /// at `input_tail`, the input ring offset the host chose when it queued
+    /// the requests (never read back from the guest).
+    pub(crate) fn serve_host_call(
+        &self,
+        offset: usize,
+        input_tail: usize,
+        host: &mut HostFunctions,
+    ) -> Result<()> {
+        let frame = read_host_call(&self.output_ring(), offset)?;
+        let (fn_id, payload) = parse_host_call(&frame.body)?;
+        let (status, answer) = match host.get_mut(fn_id) {
+            None => (Status::UnknownHostFunction, Vec::new()),
+            Some(f) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(payload))) {
+                Ok(Ok(bytes)) => (Status::Ok, bytes),
+                Ok(Err(e)) => (Status::HostError, e.to_string().into_bytes()),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".into());
+                    return Err(HyperlightError::HostFunctionPanicked { fn_id, message });
+                }
+            },
+        };
+        let room = (self.layout.input_ring.size as usize)
+            .saturating_sub(RING_HEADER_SIZE)
+            .saturating_sub(input_tail);
+        let frame = match encode_frame(FrameKind::HostCallResponse, status, &answer, room) {
+            Some(frame) => frame,
+            None => {
+                let msg = format!(
+                    "host function {fn_id} returned {} bytes, more than the input ring holds",
+                    answer.len()
+                );
+                encode_frame(
+                    FrameKind::HostCallResponse,
+                    Status::HostError,
+                    msg.as_bytes(),
+                    room,
+                )
+                .ok_or_else(|| {
+                    HyperlightError::Error("input ring cannot hold a host-call error".into())
+                })?
+            }
+        };
+        let addr = self.layout.input_ring.start + (RING_HEADER_SIZE + input_tail) as u64;
+        self.memory.write(addr, &frame).map_err(memory_error)
+    }
+
+    /// Collects the guest's log records (see `nub_host_common::log_buffer`)
+    /// and emits each through the `log` crate with target `nub::guest`,
+    /// then empties the buffer. The header is copied once and checked, the
+    /// records are copied out once and parsed from that private copy; a
+    /// malformed buffer is a protocol violation (after the records before
+    /// the bad one were emitted).
+    pub(crate) fn drain_log(&self) -> Result<()> {
+        let _serial = self.log_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let region = self.layout.log_buffer;
+        let size = region.size as usize;
+        let mut header = [0u8; log_buffer::LOG_HEADER_SIZE];
+        self.memory
+            .read(region.start, &mut header)
+            .map_err(memory_error)?;
+        let checked = log_buffer::read_header(&header, size);
+        let mut cleared = [0u8; 16];
+        log_buffer::reset(&mut cleared);
+        self.memory
+            .write(region.start, &cleared)
+            .map_err(memory_error)?;
+        let (write, dropped) =
+            checked.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+        if write > 0 {
+            let mut data = vec![0u8; write];
+            self.memory
+                .read(region.start + log_buffer::LOG_HEADER_SIZE as u64, &mut data)
+                .map_err(memory_error)?;
+            for record in log_buffer::parse_records(&data) {
+                let record =
+                    record.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+                emit_guest_record(self.id, &record);
             }
         }
-        self.input_tail = w.reader().offsets().map(|(_, t)| t).unwrap_or(0);
+        if dropped > 0 {
+            log::warn!(target: GUEST_LOG_TARGET, "[sandbox {}] the guest dropped {dropped} log records", self.id);
+        }
         Ok(())
     }
 
-    /// Runs the vCPU until the guest exits through `until` (READY at boot,
-    /// DONE for calls), serving host calls on the way. Any other way of
-    /// stopping is an error.
-    /// `limit` bounds the run (the boot or the call); a limit too large to
-    /// add to the current instant means no deadline.
-    pub(crate) fn run_until(
-        &mut self,
-        until: ExitPort,
-        host: &mut HostFunctions,
-        limit: Option<Duration>,
-    ) -> Result<()> {
-        let (call, generation) = self.vm.begin_call();
-        // No watchdog, no run: a deadline that nothing enforces would let a
-        // spinning guest hang the caller. The guard ends the call on return.
-        let _deadline = limit
-            .and_then(|limit| Instant::now().checked_add(limit))
-            .map(|deadline| watchdog::arm(deadline, self.vm.interrupt(), generation))
-            .transpose()
-            .map_err(HyperlightError::WatchdogUnavailable)?;
-        let result = self.run_loop(until, host);
-        // A cancel that lands after the guest already finished (or failed
-        // for its own reason) does not change the outcome.
-        let _late_cancel = call.finish();
-        // Records written before a failure are the most useful ones: collect
-        // them whatever happened. A broken log buffer fails a call that
-        // otherwise succeeded; it never hides the error of one that failed.
-        let logs = self.drain_log();
-        let result = match (result, logs) {
-            (Ok(()), Err(e)) => Err(e),
-            (result, _) => result,
-        };
-        match result {
-            Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))) => {
-                Err(cancel_error(reason, limit))
-            }
-            result => result,
-        }
-    }
-
-    fn run_loop(&mut self, until: ExitPort, host: &mut HostFunctions) -> Result<()> {
-        loop {
-            let exit = self.vm.run()?;
-            let (port, value) = match exit {
-                VmExit::IoOut { port, value } => (port, value),
-                other => return Err(self.exit_error(other)),
-            };
-            match ExitPort::try_from(port) {
-                Ok(p) if p == until => return Ok(()),
-                Ok(ExitPort::HostCall) => self.serve_host_call(value as usize, host)?,
-                Ok(ExitPort::Log) => self.drain_log()?,
-                Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
-                    return Err(self.report_error());
-                }
-                Ok(other) => {
-                    return Err(HyperlightError::ProtocolViolation(format!(
-                        "guest exited through {other:?} while nub waited for {until:?}"
-                    )));
-                }
-                Err(port) => return Err(HyperlightError::UnexpectedPort { port, value }),
-            }
-        }
-    }
-
-    fn exit_error(&self, exit: VmExit) -> HyperlightError {
-        match exit {
-            VmExit::Shutdown => HyperlightError::TripleFault,
-            VmExit::Mmio { addr, write } => HyperlightError::MemoryAccessViolation { addr, write },
-            VmExit::Halt => HyperlightError::UnexpectedExit("the guest halted".into()),
-            VmExit::IoIn { port } => HyperlightError::UnexpectedPort { port, value: 0 },
-            VmExit::InternalError { suberror } => HyperlightError::UnexpectedExit(format!(
-                "KVM internal error (suberror {suberror}): an instruction KVM cannot run, e.g. SSE or int3"
-            )),
-            VmExit::FailEntry { reason } => HyperlightError::UnexpectedExit(format!(
-                "VM entry failed (hardware reason {reason:#x})"
-            )),
-            VmExit::IoOut { port, value } => HyperlightError::UnexpectedPort { port, value },
-            VmExit::Other(name) => HyperlightError::UnexpectedExit(name.into()),
-        }
-    }
-
     /// Turns the report page into the error it describes.
-    fn report_error(&self) -> HyperlightError {
-        let page = match self.vm.memory().slice(REPORT_PAGE_GPA, PAGE_SIZE as usize) {
-            Ok(p) => p,
-            Err(e) => return HyperlightError::Kvm(e.into()),
-        };
-        let r = Report::decode(page);
+    pub(crate) fn report_error(&self) -> HyperlightError {
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        if let Err(e) = self.memory.read(REPORT_PAGE_GPA, &mut page) {
+            return memory_error(e);
+        }
+        let r = Report::decode(&page);
         let message = String::from_utf8_lossy(r.message).into_owned();
         match r.kind {
             Some(ReportKind::Panic) => HyperlightError::GuestPanicked { message },
@@ -512,106 +561,244 @@ impl GuestVm {
             ),
         }
     }
+}
 
-    /// Serves one host call whose request frame is at data offset `offset`
-    /// of the output ring; writes the response at the input tail.
-    fn serve_host_call(&mut self, offset: usize, host: &mut HostFunctions) -> Result<()> {
-        let frame = read_host_call(&self.output_ring(), offset)?;
-        let (fn_id, payload) = parse_host_call(&frame.body)?;
-        let (status, answer) = match host.get_mut(fn_id) {
-            None => (Status::UnknownHostFunction, Vec::new()),
-            Some(f) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(payload))) {
-                Ok(Ok(bytes)) => (Status::Ok, bytes),
-                Ok(Err(e)) => (Status::HostError, e.to_string().into_bytes()),
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".into());
-                    return Err(HyperlightError::HostFunctionPanicked { fn_id, message });
-                }
-            },
-        };
-        let tail = self.input_tail;
-        let input = ring_slice_mut(&mut self.vm, self.layout.input_ring)?;
-        let mut w = RingWriter::new(input).map_err(|e| HyperlightError::Error(e.to_string()))?;
-        let written = w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
-            rpc::encode_response(body, status as u32, &answer)
-        });
-        if written.is_err() {
-            let msg = format!(
-                "host function {fn_id} returned {} bytes, more than the input ring holds",
-                answer.len()
-            );
-            w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
-                rpc::encode_response(body, Status::HostError as u32, msg.as_bytes())
-            })
-            .map_err(|_| {
-                HyperlightError::Error("input ring cannot hold a host-call error".into())
-            })?;
-        }
-        Ok(())
+/// One frame (header + body + padding) of `kind` holding an rkyv response
+/// `(status, payload)`, if it fits in `room` bytes.
+fn encode_frame(kind: FrameKind, status: Status, payload: &[u8], room: usize) -> Option<Vec<u8>> {
+    let size = ring::frame_size(rpc::response_size(payload.len()))?;
+    if size > room {
+        return None;
     }
+    let mut scratch = vec![0u8; RING_HEADER_SIZE + size];
+    let mut w = RingWriter::new(&mut scratch).ok()?;
+    w.reset();
+    w.push_with(kind, |body| {
+        rpc::encode_response(body, status as u32, payload)
+    })
+    .ok()?;
+    scratch.drain(..RING_HEADER_SIZE);
+    Some(scratch)
+}
 
-    /// The output ring, for reading (see [`RingBytes`]).
-    fn output_ring(&self) -> GuestRing<'_> {
-        GuestRing {
-            memory: self.vm.memory(),
-            region: self.layout.output_ring,
-        }
+/// The error a stop of the vCPU other than a nub exit port means.
+pub(crate) fn exit_error(exit: VmExit) -> HyperlightError {
+    match exit {
+        VmExit::Shutdown => HyperlightError::TripleFault,
+        VmExit::Mmio { addr, write } => HyperlightError::MemoryAccessViolation { addr, write },
+        VmExit::Halt => HyperlightError::UnexpectedExit("the guest halted".into()),
+        VmExit::IoIn { port } => HyperlightError::UnexpectedPort { port, value: 0 },
+        VmExit::InternalError { suberror } => HyperlightError::UnexpectedExit(format!(
+            "KVM internal error (suberror {suberror}): an instruction KVM cannot run, e.g. int3"
+        )),
+        VmExit::FailEntry { reason } => HyperlightError::UnexpectedExit(format!(
+            "VM entry failed (hardware reason {reason:#x})"
+        )),
+        VmExit::IoOut { port, value } => HyperlightError::UnexpectedPort { port, value },
+        VmExit::Other(name) => HyperlightError::UnexpectedExit(name.into()),
     }
+}
 
-    /// Reads up to `n` responses from the output ring, in order (see
-    /// [`read_responses`]).
-    pub(crate) fn take_responses(&self, n: usize) -> Result<Vec<RawResponse>> {
-        read_responses(&self.output_ring(), n)
+/// Records a guest can write before the failure are the most useful ones:
+/// drain them whatever happened. A broken log buffer fails a run that
+/// otherwise succeeded; it never hides the error of one that failed.
+fn with_logs(side: &MemorySide, result: Result<()>) -> Result<()> {
+    let logs = side.drain_log();
+    match (result, logs) {
+        (Ok(()), Err(e)) => Err(e),
+        (result, _) => result,
     }
+}
 
-    /// Collects the guest's log records (see `nub_host_common::log_buffer`)
-    /// and emits each through the `log` crate with target `nub::guest`,
-    /// then empties the buffer. The header is copied once and checked, the
-    /// records are copied out once and parsed from that private copy; a
-    /// malformed buffer is a protocol violation (after the records before
-    /// the bad one were emitted).
-    fn drain_log(&mut self) -> Result<()> {
-        let region = self.layout.log_buffer;
-        let size = region.size as usize;
-        let mut header = [0u8; log_buffer::LOG_HEADER_SIZE];
-        self.vm
-            .memory()
-            .read(region.start, &mut header)
-            .map_err(|e| HyperlightError::Kvm(e.into()))?;
-        let checked = log_buffer::read_header(&header, size);
-        let reset = self
-            .vm
-            .memory_mut()
-            .slice_mut(region.start, log_buffer::LOG_HEADER_SIZE)
-            .map(log_buffer::reset);
-        reset.map_err(|e| HyperlightError::Kvm(e.into()))?;
-        let (write, dropped) =
-            checked.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
-        if write > 0 {
-            let mut data = vec![0u8; write];
-            self.vm
-                .memory()
-                .read(region.start + log_buffer::LOG_HEADER_SIZE as u64, &mut data)
-                .map_err(|e| HyperlightError::Kvm(e.into()))?;
-            for record in log_buffer::parse_records(&data) {
-                let record =
-                    record.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
-                emit_guest_record(self.id, &record);
+/// How a booted guest's calls run.
+#[derive(Debug)]
+enum Engine {
+    /// On the calling thread, one exit per call.
+    Exit(Vm),
+    /// On the sandbox's own vCPU thread, exit-free.
+    Resident(Resident),
+}
+
+/// A booted VM, the host's view of its memory, and the engine that runs
+/// its calls.
+#[derive(Debug)]
+pub(crate) struct GuestVm {
+    pub(crate) side: MemorySide,
+    pub(crate) config: SandboxConfiguration,
+    /// Data offset in the input ring just past the queued requests: where
+    /// host-call responses go. Host-owned, never read back from the guest.
+    input_tail: usize,
+    interrupt: Arc<VcpuInterrupt>,
+    engine: Engine,
+}
+
+impl GuestVm {
+    /// Boots `vm` (runs the guest until READY, on this thread) and, in
+    /// resident mode, hands it to its vCPU thread.
+    pub(crate) fn boot(
+        mut vm: Vm,
+        layout: MemoryLayout,
+        config: SandboxConfiguration,
+        id: u64,
+        host: &mut HostFunctions,
+    ) -> Result<Self> {
+        let side = MemorySide::new(Arc::clone(vm.memory()), layout, id);
+        let interrupt = Arc::clone(vm.interrupt());
+        run_exit(
+            &mut vm,
+            &side,
+            0,
+            ExitPort::Ready,
+            host,
+            config.max_boot_time,
+        )?;
+        let engine = match config.call_mode {
+            CallMode::Exit => Engine::Exit(vm),
+            CallMode::Resident { spin } => {
+                Engine::Resident(Resident::start(vm, side.clone(), spin)?)
             }
+        };
+        Ok(Self {
+            side,
+            config,
+            input_tail: 0,
+            interrupt,
+            engine,
+        })
+    }
+
+    /// The interrupt state (for handles and deadlines).
+    pub(crate) fn interrupt(&self) -> &Arc<VcpuInterrupt> {
+        &self.interrupt
+    }
+
+    /// VM exits since creation.
+    pub(crate) fn exit_count(&self) -> u64 {
+        match &self.engine {
+            Engine::Exit(vm) => vm.exit_count(),
+            Engine::Resident(r) => r.exit_count(),
         }
-        if dropped > 0 {
-            log::warn!(target: GUEST_LOG_TARGET, "[sandbox {}] the guest dropped {dropped} log records", self.id);
-        }
-        Ok(())
     }
 
     /// Output ring data capacity.
     pub(crate) fn output_capacity(&self) -> usize {
-        (self.layout.output_ring.size as usize).saturating_sub(ring::RING_HEADER_SIZE)
+        self.side.output_capacity()
+    }
+
+    /// Queues requests in order; resets both rings first (see
+    /// [`MemorySide::queue_requests`]).
+    pub(crate) fn queue_requests(&mut self, calls: &[(u32, &[u8])]) -> Result<()> {
+        self.input_tail = self.side.queue_requests(calls)?;
+        Ok(())
+    }
+
+    /// Reads up to `n` responses from the output ring, in order.
+    pub(crate) fn take_responses(&self, n: usize) -> Result<Vec<RawResponse>> {
+        self.side.take_responses(n)
+    }
+
+    /// Runs the queued requests to completion (serving host calls on the
+    /// way) in the sandbox's call mode. `limit` bounds the run.
+    pub(crate) fn run_call(
+        &mut self,
+        host: &mut HostFunctions,
+        limit: Option<Duration>,
+    ) -> Result<()> {
+        match &mut self.engine {
+            Engine::Exit(vm) => {
+                run_exit(vm, &self.side, self.input_tail, ExitPort::Done, host, limit)
+            }
+            Engine::Resident(resident) => {
+                let (call, generation) = CallGuard::begin(&self.interrupt);
+                let _deadline = arm_deadline(&self.interrupt, generation, limit)?;
+                let result = resident.call(&self.side, self.input_tail, host);
+                // A cancel that lands after the guest already answered does
+                // not change the outcome.
+                let _late_cancel = call.finish();
+                resident.release();
+                let result = with_logs(&self.side, result);
+                map_cancel(result, limit)
+            }
+        }
+    }
+}
+
+/// Runs `vm` on this thread until the guest exits through `until` (READY
+/// at boot, DONE for exit-mode calls), serving host calls on the way. Any
+/// other way of stopping is an error. `limit` bounds the run; a limit too
+/// large to add to the current instant means no deadline.
+fn run_exit(
+    vm: &mut Vm,
+    side: &MemorySide,
+    input_tail: usize,
+    until: ExitPort,
+    host: &mut HostFunctions,
+    limit: Option<Duration>,
+) -> Result<()> {
+    let (call, generation) = vm.begin_call();
+    // No watchdog, no run: a deadline that nothing enforces would let a
+    // spinning guest hang the caller. The guard ends the call on return.
+    let _deadline = arm_deadline(vm.interrupt(), generation, limit)?;
+    let result = run_loop(vm, side, input_tail, until, host);
+    // A cancel that lands after the guest already finished (or failed for
+    // its own reason) does not change the outcome.
+    let _late_cancel = call.finish();
+    let result = with_logs(side, result);
+    map_cancel(result, limit)
+}
+
+/// Arms the deadline of call `generation`, if there is a limit that fits an
+/// `Instant`.
+fn arm_deadline(
+    interrupt: &Arc<VcpuInterrupt>,
+    generation: u64,
+    limit: Option<Duration>,
+) -> Result<Option<watchdog::Deadline>> {
+    limit
+        .and_then(|limit| Instant::now().checked_add(limit))
+        .map(|deadline| watchdog::arm(deadline, interrupt, generation))
+        .transpose()
+        .map_err(HyperlightError::WatchdogUnavailable)
+}
+
+/// A canceled run's error: a timeout when its deadline fired, else a kill.
+fn map_cancel(result: Result<()>, limit: Option<Duration>) -> Result<()> {
+    match result {
+        Err(HyperlightError::Kvm(HypervisorError::Canceled(reason))) => {
+            Err(cancel_error(reason, limit))
+        }
+        result => result,
+    }
+}
+
+/// The exit-mode run loop: `KVM_RUN` on this thread until `until`.
+fn run_loop(
+    vm: &mut Vm,
+    side: &MemorySide,
+    input_tail: usize,
+    until: ExitPort,
+    host: &mut HostFunctions,
+) -> Result<()> {
+    loop {
+        let exit = vm.run()?;
+        let (port, value) = match exit {
+            VmExit::IoOut { port, value } => (port, value),
+            other => return Err(exit_error(other)),
+        };
+        match ExitPort::try_from(port) {
+            Ok(p) if p == until => return Ok(()),
+            Ok(ExitPort::HostCall) => side.serve_host_call(value as usize, input_tail, host)?,
+            Ok(ExitPort::Log) => side.drain_log()?,
+            Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
+                return Err(side.report_error());
+            }
+            Ok(other) => {
+                return Err(HyperlightError::ProtocolViolation(format!(
+                    "guest exited through {other:?} while nub waited for {until:?}"
+                )));
+            }
+            Err(port) => return Err(HyperlightError::UnexpectedPort { port, value }),
+        }
     }
 }
 

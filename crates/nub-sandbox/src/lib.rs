@@ -36,12 +36,13 @@ pub mod error;
 mod exec;
 pub mod host_functions;
 pub mod interrupt;
+mod resident;
 pub mod sandbox;
 mod watchdog;
 
 pub use binary::GuestBinary;
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
-pub use config::SandboxConfiguration;
+pub use config::{CallMode, SandboxConfiguration};
 pub use error::{GuestBinaryError, HyperlightError, Result};
 pub use exec::GUEST_LOG_TARGET;
 pub use host_functions::Registerable;

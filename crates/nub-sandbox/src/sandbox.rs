@@ -9,14 +9,13 @@ use std::sync::{
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
     layout::{Access, BOOT_INFO_GPA, MemoryLayout, REPORT_PAGE_GPA},
-    ports::ExitPort,
-    rpc,
+    resident, rpc,
 };
 use nub_hypervisor::{GuestMemory, Mapping, VcpuInterrupt, Vm, VmSetup};
 
 use crate::{
     binary::{GuestBinary, GuestImage},
-    config::SandboxConfiguration,
+    config::{CallMode, SandboxConfiguration},
     error::{HyperlightError, Result},
     exec::GuestVm,
     host_functions::{HostFunctions, Registerable},
@@ -69,7 +68,7 @@ impl UninitializedSandbox {
         let bytes = binary.bytes()?;
         let image = GuestImage::parse(&bytes)?;
         let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
-        let mut memory =
+        let memory =
             GuestMemory::new(layout.memory_size).map_err(|e| HyperlightError::Kvm(e.into()))?;
         let mem_err = |e: nub_hypervisor::MemoryError| HyperlightError::Kvm(e.into());
 
@@ -88,6 +87,7 @@ impl UninitializedSandbox {
             layout.input_ring,
             layout.output_ring,
             layout.log_buffer,
+            layout.control,
             layout.heap,
             layout.ist_stack,
             layout.stack,
@@ -100,7 +100,10 @@ impl UninitializedSandbox {
         let info = BootInfo {
             magic: BOOT_MAGIC,
             abi_version: nub_host_common::ABI_VERSION,
-            flags: 0,
+            flags: match config.call_mode {
+                CallMode::Exit => 0,
+                CallMode::Resident { .. } => resident::BOOT_FLAG_RESIDENT,
+            },
             memory_size: layout.memory_size,
             input_ring_va: layout.input_ring.start,
             input_ring_size: layout.input_ring.size,
@@ -116,7 +119,17 @@ impl UninitializedSandbox {
             log_va: layout.log_buffer.start,
             log_size: layout.log_buffer.size,
             log_level: config.guest_log_level as u64,
+            control_va: layout.control.start,
         };
+        if let CallMode::Resident { spin } = config.call_mode {
+            let polls = crate::resident::spin_iterations(spin);
+            memory
+                .write_u64(
+                    layout.control.start + resident::SPIN_ITERATIONS as u64,
+                    polls,
+                )
+                .map_err(mem_err)?;
+        }
         memory
             .write(BOOT_INFO_GPA, &info.to_bytes())
             .map_err(mem_err)?;
@@ -172,13 +185,8 @@ impl UninitializedSandbox {
             user_mode: true,
         };
         let vm = Vm::with_interrupt(self.memory, &setup, self.interrupt.take())?;
-        let mut guest = GuestVm::new(vm, self.layout, self.config, self.id);
         let mut host_functions = self.host_functions;
-        guest.run_until(
-            ExitPort::Ready,
-            &mut host_functions,
-            self.config.max_boot_time,
-        )?;
+        let guest = GuestVm::boot(vm, self.layout, self.config, self.id, &mut host_functions)?;
         Ok(MultiUseSandbox {
             guest,
             host_functions,
@@ -227,11 +235,8 @@ impl MultiUseSandbox {
 
     fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
         self.guest.queue_requests(&[(fn_id, payload)])?;
-        self.guest.run_until(
-            ExitPort::Done,
-            &mut self.host_functions,
-            self.guest.config.max_execution_time,
-        )?;
+        let limit = self.guest.config.max_execution_time;
+        self.guest.run_call(&mut self.host_functions, limit)?;
         let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
             HyperlightError::ProtocolViolation("guest returned no response".into())
         })?;
@@ -263,11 +268,8 @@ impl MultiUseSandbox {
             return Ok(Vec::new());
         }
         self.guest.queue_requests(calls)?;
-        self.guest.run_until(
-            ExitPort::Done,
-            &mut self.host_functions,
-            self.guest.config.max_execution_time,
-        )?;
+        let limit = self.guest.config.max_execution_time;
+        self.guest.run_call(&mut self.host_functions, limit)?;
         let responses = self.guest.take_responses(calls.len())?;
         Ok(crate::exec::batch_results(
             calls.iter().map(|(fn_id, _)| *fn_id),
@@ -289,7 +291,7 @@ impl MultiUseSandbox {
 
     /// A handle that can stop this sandbox's running call from any thread.
     pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
-        Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.vm.interrupt())))
+        Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.interrupt())))
     }
 
     /// The guest's heap figures (one system call into the guest).
@@ -310,22 +312,22 @@ impl MultiUseSandbox {
 
     /// VM exits since the sandbox was created (boot included).
     pub fn exit_count(&self) -> u64 {
-        self.guest.vm.exit_count()
+        self.guest.exit_count()
     }
 
     /// The memory layout.
     pub fn layout(&self) -> &MemoryLayout {
-        &self.guest.layout
+        &self.guest.side.layout
     }
 
     /// This sandbox's id (see [`UninitializedSandbox::id`]).
     pub fn id(&self) -> u64 {
-        self.guest.id
+        self.guest.side.id
     }
 
     /// Guest memory, for readers that run while the vCPU is stopped.
     pub(crate) fn memory(&self) -> &GuestMemory {
-        self.guest.vm.memory()
+        &self.guest.side.memory
     }
 }
 

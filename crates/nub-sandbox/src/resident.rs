@@ -1,0 +1,397 @@
+//! Resident calls: the vCPU stays inside the guest on a thread the sandbox
+//! owns, and calls cross through words in shared memory instead of VM
+//! exits (`CallMode::Resident`). docs/resident.md is the protocol: the
+//! words (`nub_host_common::resident`), who writes each, the orderings, and
+//! the park, wake and cancel races.
+//!
+//! This module owns both host halves:
+//! - the **vCPU thread** ([`vcpu_main`]): runs `KVM_RUN` in a loop and
+//!   handles the few exits resident mode still has: PARK (sleep until
+//!   woken), NOTIFY (wake the blocked caller), LOG (drain), a failure
+//!   (record it, wake the caller, stop);
+//! - the **caller** ([`Resident::call`]): rings the doorbell, spins on the
+//!   completion word, serves host calls as their words change, and blocks
+//!   when its spin window runs out.
+
+use std::{
+    hint::spin_loop,
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use nub_host_common::{
+    ports::ExitPort,
+    resident::{
+        COMPLETION, DOORBELL, GUEST_STATE, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST,
+        HOSTCALL_RESPONSE, STATE_PARKED,
+    },
+};
+use nub_hypervisor::{HypervisorError, Vm, VmExit, interrupt::CancelReason};
+
+use crate::{
+    error::{HyperlightError, Result},
+    exec::{MemorySide, exit_error},
+    host_functions::HostFunctions,
+};
+
+/// What the caller and the vCPU thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// The vCPU thread waits here while parked or held.
+    vcpu_cv: Condvar,
+    /// The caller waits here while blocked.
+    caller_cv: Condvar,
+    /// Mirror of `state.failure.is_some()` for the caller's spin loop.
+    stopped: AtomicBool,
+    /// VM exits so far (the VM lives on the vCPU thread).
+    exits: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Wake the parked vCPU thread.
+    wake: bool,
+    /// The guest asked (NOTIFY) to wake the blocked caller.
+    notified: bool,
+    /// The sandbox is being dropped: the vCPU thread ends.
+    stop: bool,
+    /// The vCPU thread waits for the caller to end a call that a late
+    /// cancel hit after the guest had answered it.
+    held: bool,
+    /// Sequence number of the call in flight.
+    current_seq: u64,
+    /// Why the vCPU thread stopped; the sandbox is dead.
+    failure: Option<HyperlightError>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the vCPU thread if it is parked (or about to park).
+    fn wake_vcpu(&self) {
+        self.lock().wake = true;
+        self.vcpu_cv.notify_all();
+    }
+}
+
+/// The control-block words, borrowed from guest memory.
+struct Words<'a> {
+    doorbell: &'a AtomicU64,
+    completion: &'a AtomicU64,
+    guest_state: &'a AtomicU64,
+    host_waiting: &'a AtomicU64,
+    hostcall_request: &'a AtomicU64,
+    hostcall_offset: &'a AtomicU64,
+    hostcall_response: &'a AtomicU64,
+}
+
+impl<'a> Words<'a> {
+    fn of(side: &'a MemorySide) -> Result<Self> {
+        let base = side.layout.control.start;
+        let word = |offset: usize| {
+            side.memory
+                .atomic_u64(base + offset as u64)
+                .map_err(|e| HyperlightError::Kvm(e.into()))
+        };
+        Ok(Self {
+            doorbell: word(DOORBELL)?,
+            completion: word(COMPLETION)?,
+            guest_state: word(GUEST_STATE)?,
+            host_waiting: word(HOST_WAITING)?,
+            hostcall_request: word(HOSTCALL_REQUEST)?,
+            hostcall_offset: word(HOSTCALL_OFFSET)?,
+            hostcall_response: word(HOSTCALL_RESPONSE)?,
+        })
+    }
+}
+
+/// How many polls of a word take about `spin`, measured once per process
+/// on this CPU with the loop the guest runs (an atomic load and a `pause`).
+pub(crate) fn spin_iterations(spin: Duration) -> u64 {
+    static NANOS_PER_POLL: OnceLock<f64> = OnceLock::new();
+    let per_poll = *NANOS_PER_POLL.get_or_init(|| {
+        const POLLS: u32 = 100_000;
+        let word = AtomicU64::new(0);
+        let start = Instant::now();
+        for _ in 0..POLLS {
+            if word.load(Ordering::Acquire) == u64::MAX {
+                break;
+            }
+            spin_loop();
+        }
+        (start.elapsed().as_nanos() as f64 / f64::from(POLLS)).max(0.1)
+    });
+    let polls = spin.as_nanos() as f64 / per_poll;
+    if polls >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        (polls.ceil() as u64).max(1)
+    }
+}
+
+/// A resident sandbox's engine: its vCPU thread and the caller's state.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    shared: Arc<Shared>,
+    /// Returns the VM when the thread ends, so the VM (and its interrupt
+    /// state) lives until the sandbox is dropped.
+    thread: Option<JoinHandle<Vm>>,
+    interrupt: Arc<nub_hypervisor::VcpuInterrupt>,
+    /// Sequence number of the last call.
+    seq: u64,
+    /// Sequence number of the last host call served.
+    last_hostcall: u64,
+    spin: Duration,
+}
+
+impl Resident {
+    /// Hands the booted `vm` to a new vCPU thread.
+    pub(crate) fn start(vm: Vm, side: MemorySide, spin: Duration) -> Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let interrupt = Arc::clone(vm.interrupt());
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        // A kill or deadline must also reach a vCPU thread that sleeps
+        // outside KVM_RUN (parked): wake it, and its next run check sees the
+        // cancel.
+        interrupt.set_waker(Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.wake_vcpu();
+            }
+        }));
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("nub-vcpu-{}", side.id))
+            .spawn(move || vcpu_main(vm, &thread_shared, &side))
+            .map_err(HyperlightError::VcpuThread)?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+            interrupt,
+            seq: 0,
+            last_hostcall: 0,
+            spin,
+        })
+    }
+
+    /// VM exits since the VM was created.
+    pub(crate) fn exit_count(&self) -> u64 {
+        self.shared.exits.load(Ordering::Relaxed)
+    }
+
+    /// The failure that stopped the vCPU thread, if it stopped.
+    fn failure(&self) -> HyperlightError {
+        self.shared
+            .lock()
+            .failure
+            .take()
+            .unwrap_or(HyperlightError::PoisonedSandbox)
+    }
+
+    /// Runs the requests already queued in the input ring: rings the
+    /// doorbell and waits for the completion word, serving host calls as
+    /// they come. `input_tail` is where host-call responses go.
+    pub(crate) fn call(
+        &mut self,
+        side: &MemorySide,
+        input_tail: usize,
+        host: &mut HostFunctions,
+    ) -> Result<()> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(self.failure());
+        }
+        let words = Words::of(side)?;
+        self.seq += 1;
+        let seq = self.seq;
+        self.shared.lock().current_seq = seq;
+        // Release: the request frames written before are visible to a guest
+        // that reads the new doorbell. SeqCst: ordered before the load of
+        // the guest's state below (see the park race in docs/resident.md).
+        words.doorbell.store(seq, Ordering::SeqCst);
+        self.wake_if_parked(&words);
+        let mut polled_since = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            if words.completion.load(Ordering::Acquire) == seq {
+                return Ok(());
+            }
+            let request = words.hostcall_request.load(Ordering::Acquire);
+            if request != self.last_hostcall {
+                let offset = words.hostcall_offset.load(Ordering::Acquire);
+                let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+                side.serve_host_call(offset, input_tail, host)?;
+                self.last_hostcall = request;
+                words.hostcall_response.store(request, Ordering::SeqCst);
+                self.wake_if_parked(&words);
+                polled_since = Instant::now();
+                continue;
+            }
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return Err(self.failure());
+            }
+            polls = polls.wrapping_add(1);
+            if !polls.is_multiple_of(64) || polled_since.elapsed() < self.spin {
+                spin_loop();
+                continue;
+            }
+            self.block(&words, seq);
+            polled_since = Instant::now();
+        }
+    }
+
+    /// Sleeps until the guest notifies (it answered or made a host call)
+    /// or the vCPU thread stops. Raising `HOST_WAITING` and then re-checking
+    /// the words pairs with the guest's "write the word, then read
+    /// `HOST_WAITING`": one side always sees the other.
+    fn block(&self, words: &Words<'_>, seq: u64) {
+        words.host_waiting.store(1, Ordering::SeqCst);
+        let ready = words.completion.load(Ordering::SeqCst) == seq
+            || words.hostcall_request.load(Ordering::SeqCst) != self.last_hostcall
+            || self.shared.stopped.load(Ordering::SeqCst);
+        if !ready {
+            let mut state = self.shared.lock();
+            while !state.notified && state.failure.is_none() {
+                state = self
+                    .shared
+                    .caller_cv
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            state.notified = false;
+        }
+        words.host_waiting.store(0, Ordering::SeqCst);
+    }
+
+    /// Wakes the vCPU thread if the guest parked (or is about to): called
+    /// after every store to a word the guest waits on.
+    fn wake_if_parked(&self, words: &Words<'_>) {
+        if words.guest_state.load(Ordering::SeqCst) == STATE_PARKED {
+            self.shared.wake_vcpu();
+        }
+    }
+
+    /// Lets a vCPU thread held by a late cancel run on (the call has
+    /// ended, so the cancel is cleared).
+    pub(crate) fn release(&self) {
+        let mut state = self.shared.lock();
+        if state.held {
+            state.held = false;
+            self.shared.vcpu_cv.notify_all();
+        }
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.vcpu_cv.notify_all();
+        // Kicks a vCPU thread out of KVM_RUN (a spinning guest); a parked or
+        // held one was woken above.
+        self.interrupt.shutdown();
+        if let Some(thread) = self.thread.take() {
+            // The VM drops here, after its thread has ended.
+            let _vm = thread.join();
+        }
+    }
+}
+
+/// The vCPU thread: runs the guest until the sandbox drops or the guest
+/// fails, then returns the VM (dropped by whoever joins the thread).
+fn vcpu_main(mut vm: Vm, shared: &Shared, side: &MemorySide) -> Vm {
+    vm.interrupt().pin_thread();
+    let failure = loop {
+        let exit = vm.run();
+        shared.exits.store(vm.exit_count(), Ordering::Relaxed);
+        match exit {
+            Err(HypervisorError::Canceled(CancelReason::Shutdown)) => break None,
+            Err(HypervisorError::Canceled(reason)) => {
+                if call_answered(shared, side) {
+                    // A late cancel: the guest answered before the kill
+                    // landed, so the call succeeds. Wait until the caller
+                    // ends it (which clears the cancel), then run on.
+                    if hold(shared) {
+                        continue;
+                    }
+                    break None;
+                }
+                break Some(HyperlightError::Kvm(HypervisorError::Canceled(reason)));
+            }
+            Err(e) => break Some(e.into()),
+            Ok(VmExit::IoOut { port, value }) => match ExitPort::try_from(port) {
+                Ok(ExitPort::Park) => {
+                    if !park(shared) {
+                        break None;
+                    }
+                }
+                Ok(ExitPort::Notify) => {
+                    shared.lock().notified = true;
+                    shared.caller_cv.notify_all();
+                }
+                Ok(ExitPort::Log) => {
+                    if let Err(e) = side.drain_log() {
+                        break Some(e);
+                    }
+                }
+                Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
+                    break Some(side.report_error());
+                }
+                Ok(other) => {
+                    break Some(HyperlightError::ProtocolViolation(format!(
+                        "guest exited through {other:?} in resident mode"
+                    )));
+                }
+                Err(port) => break Some(HyperlightError::UnexpectedPort { port, value }),
+            },
+            Ok(other) => break Some(exit_error(other)),
+        }
+    };
+    if let Some(failure) = failure {
+        shared.lock().failure = Some(failure);
+        shared.stopped.store(true, Ordering::Release);
+        shared.caller_cv.notify_all();
+    }
+    vm
+}
+
+/// Whether the guest has answered the call in flight (its completion word
+/// holds the call's sequence number). Only meaningful while the vCPU is out
+/// of `KVM_RUN`, when the guest cannot change it.
+fn call_answered(shared: &Shared, side: &MemorySide) -> bool {
+    let current = shared.lock().current_seq;
+    side.memory
+        .atomic_u64(side.layout.control.start + COMPLETION as u64)
+        .is_ok_and(|w| w.load(Ordering::SeqCst) == current)
+}
+
+/// Sleeps until woken or stopped; `false` when stopped.
+fn park(shared: &Shared) -> bool {
+    let mut state = shared.lock();
+    while !state.wake && !state.stop {
+        state = shared
+            .vcpu_cv
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    state.wake = false;
+    !state.stop
+}
+
+/// Sleeps until the caller releases a held vCPU or the sandbox stops;
+/// `false` when stopped.
+fn hold(shared: &Shared) -> bool {
+    let mut state = shared.lock();
+    state.held = true;
+    while state.held && !state.stop {
+        state = shared
+            .vcpu_cv
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+    !state.stop
+}
