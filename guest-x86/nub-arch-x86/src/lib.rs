@@ -55,6 +55,7 @@ pub mod dispatch;
 pub mod hostcall;
 pub mod logger;
 pub mod report;
+pub mod resident;
 pub mod state_cache;
 pub mod system;
 #[cfg(not(target_os = "none"))]
