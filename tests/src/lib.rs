@@ -11,30 +11,10 @@ pub const DEFAULT_GUEST: &str = env!("NUB_GUEST_NUB_DEFAULT_GUEST");
 /// Path of the hostile guest ELF (`guest-x86/guests/hostile`).
 pub const HOSTILE_GUEST: &str = env!("NUB_GUEST_NUB_HOSTILE_GUEST");
 
-/// The default guest's fn ids (the contract shared with the CLI and benches).
+/// The default guest's fn ids (the contract shared with the guest, the CLI
+/// and the benches), defined once in the ABI crate.
 pub mod fn_id {
-    /// Returns the payload.
-    pub const ECHO: u32 = 1;
-    /// Adds a u64 LE to a guest counter; returns the total.
-    pub const ADD: u32 = 2;
-    /// Returns a guest-function error with the payload as message.
-    pub const FAIL: u32 = 3;
-    /// blake3 of the payload.
-    pub const BLAKE3: u32 = 4;
-    /// Calls host function (u32 LE) with the rest of the payload.
-    pub const HOST_ECHO: u32 = 5;
-    /// Calls a host function N times, sums the u32 answers.
-    pub const HOST_LOOP: u32 = 7;
-    /// Faults as the selector byte says.
-    pub const FAULT: u32 = 8;
-    /// Spins forever.
-    pub const SPIN: u32 = 9;
-    /// Sums the bytes of a Data cap in the directory.
-    pub const CAP_SUM: u32 = 6;
-    /// Corrupts the directory header (tests only).
-    pub const SCRIBBLE_DIRECTORY: u32 = 10;
-    /// Logs a message N times at a level (then panics if asked).
-    pub const LOG: u32 = 11;
+    pub use nub_host_common::default_guest::*;
 }
 
 /// The hostile guest's fn ids (a contract with `guest-x86/guests/hostile`;

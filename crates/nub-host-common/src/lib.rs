@@ -13,6 +13,10 @@
 //! - [`report`]: the fault/panic report page.
 //! - [`directory`]: the capability directory's host-readable layout.
 //! - [`log_buffer`]: the guest log buffer and its record format.
+//! - [`system`]: the system functions' answers (GET_CAP tags, heap and
+//!   directory stats).
+//! - [`exceptions`]: the x86 exception table (vector, name, error code).
+//! - [`default_guest`]: the default guest's fn ids.
 //! - [`resident`]: the control block of resident (exit-free) calls.
 //!
 //! `docs/abi.md` at the repository root describes the same contract in prose.
@@ -22,7 +26,9 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod default_guest;
 pub mod directory;
+pub mod exceptions;
 pub mod layout;
 pub mod log_buffer;
 pub mod ports;
@@ -30,6 +36,7 @@ pub mod report;
 pub mod resident;
 pub mod ring;
 pub mod rpc;
+pub mod system;
 
 /// Version of the host/guest ABI described by this crate. Bumped on any
 /// incompatible change to a layout, port or frame defined here.

@@ -20,6 +20,7 @@
 //! within the block.
 
 use nub_host_common::{
+    exceptions,
     layout::{CODE_SELECTOR, EXCEPTION_CODE_GPA, IDT_GPA, REPORT_PAGE_GPA},
     ports::ExitPort,
     report::{self, ReportKind},
@@ -41,11 +42,12 @@ core::arch::global_asm!(
     ".balign 16",
     ".global nub_exception_code_start",
     "nub_exception_code_start:",
-    // One 16-byte stub per vector. Vectors 8, 10-14, 17, 21, 29 and 30 come
-    // with a CPU-pushed error code; the others push a 0 in its place.
+    // One 16-byte stub per vector. The vectors whose bit is set in
+    // `error_code_vectors` (the ABI's exception table) come with a
+    // CPU-pushed error code; the others push a 0 in its place.
     ".irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
     ".balign 16",
-    ".if (\\vec == 8) || (\\vec >= 10 && \\vec <= 14) || (\\vec == 17) || (\\vec == 21) || (\\vec == 29) || (\\vec == 30)",
+    ".if ({error_code_vectors} >> \\vec) & 1",
     ".else",
     "push 0",
     ".endif",
@@ -85,6 +87,7 @@ core::arch::global_asm!(
     rsp = const REPORT_PAGE_GPA + report::RSP_OFFSET as u64,
     message_len = const REPORT_PAGE_GPA + report::MESSAGE_LEN_OFFSET as u64,
     port = const ExitPort::Fault as u16,
+    error_code_vectors = const exceptions::ERROR_CODE_VECTORS,
 );
 
 unsafe extern "C" {

@@ -27,7 +27,10 @@ use javm_cap::{
     Cap, CapHash, DataContent, Slot,
     wire::{self, WireCap, WireSlot},
 };
-use nub_host_common::{directory, rpc};
+use nub_host_common::{
+    directory, rpc,
+    system::{GET_CAP_ABSENT, GET_CAP_FOUND},
+};
 use nub_hypervisor::GuestMemory;
 
 use crate::{
@@ -38,21 +41,8 @@ use crate::{
 /// A capability hash as the ABI carries it (32 bytes, blake3).
 pub type AbiCapHash = CapHash;
 
-/// `FN_ID_NUB_GET_CAP` result tag: found (the cap follows).
-const GET_CAP_FOUND: u8 = 1;
-/// `FN_ID_NUB_GET_CAP` result tag: absent.
-const GET_CAP_ABSENT: u8 = 0;
-
-/// Directory figures reported by the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirectoryStats {
-    /// Caps stored.
-    pub count: u64,
-    /// Bytes of stored caps (their wire form).
-    pub bytes_held: u64,
-    /// Slots in the index.
-    pub capacity: u64,
-}
+/// Directory figures reported by the guest (the ABI's type).
+pub use nub_host_common::system::DirectoryStats;
 
 /// Answers "does the guest hold this hash?" by reading the guest's
 /// directory index directly, with no VM exit.
@@ -381,13 +371,7 @@ impl MultiUseSandbox {
     /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox.
     pub fn directory_stats(&mut self) -> Result<DirectoryStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_DIRECTORY_STATS, &[])?;
-        let [count, bytes_held, capacity] =
-            nub_host_common::decode_u64s(&bytes).ok_or_else(|| self.lied(&Lie::Stats))?;
-        Ok(DirectoryStats {
-            count,
-            bytes_held,
-            capacity,
-        })
+        DirectoryStats::from_bytes(&bytes).ok_or_else(|| self.lied(&Lie::Stats))
     }
 }
 

@@ -296,32 +296,8 @@ impl HyperlightError {
 /// `Result` with [`HyperlightError`].
 pub type Result<T> = std::result::Result<T, HyperlightError>;
 
-/// The name of x86 exception `vector`.
+/// The name of x86 exception `vector`, e.g. `"page fault (#PF)"` (the
+/// ABI's exception table, [`nub_host_common::exceptions`]).
 pub fn exception_name(vector: u8) -> &'static str {
-    match vector {
-        0 => "divide error (#DE)",
-        1 => "debug (#DB)",
-        2 => "non-maskable interrupt",
-        3 => "breakpoint (#BP)",
-        4 => "overflow (#OF)",
-        5 => "bound range exceeded (#BR)",
-        6 => "invalid opcode (#UD)",
-        7 => "device not available (#NM)",
-        8 => "double fault (#DF)",
-        10 => "invalid TSS (#TS)",
-        11 => "segment not present (#NP)",
-        12 => "stack-segment fault (#SS)",
-        13 => "general protection fault (#GP)",
-        14 => "page fault (#PF)",
-        16 => "x87 floating-point error (#MF)",
-        17 => "alignment check (#AC)",
-        18 => "machine check (#MC)",
-        19 => "SIMD floating-point exception (#XM)",
-        20 => "virtualization exception (#VE)",
-        21 => "control protection exception (#CP)",
-        28 => "hypervisor injection exception (#HV)",
-        29 => "VMM communication exception (#VC)",
-        30 => "security exception (#SX)",
-        _ => "reserved exception",
-    }
+    nub_host_common::exceptions::name(vector)
 }

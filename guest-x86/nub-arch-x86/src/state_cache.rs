@@ -78,16 +78,8 @@ struct HeaderWords([u64; 8]);
 const _: () =
     assert!(core::mem::size_of::<HeaderWords>() == nub_host_common::directory::HEADER_SIZE);
 
-/// Directory figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// Caps stored.
-    pub count: u64,
-    /// Bytes of stored caps.
-    pub bytes_held: u64,
-    /// Table slots.
-    pub capacity: u64,
-}
+/// Directory figures (the ABI's `FN_ID_NUB_DIRECTORY_STATS` answer).
+pub use nub_host_common::system::DirectoryStats as Stats;
 
 /// A content-addressed store of capabilities with a host-readable index.
 #[derive(Debug)]

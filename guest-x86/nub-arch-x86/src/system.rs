@@ -1,12 +1,6 @@
-//! System functions: the reserved fn ids every guest serves.
-//!
-//! | id | input | output |
-//! | --- | --- | --- |
-//! | `FN_ID_NUB_PUT_CAP` | `WireCap` bytes | the 32-byte hash, or 32 × 0xFF on any failure |
-//! | `FN_ID_NUB_GET_BOOT_INFO` | - | `BootInfo` bytes (with `directory_va`) |
-//! | `FN_ID_NUB_GET_CAP` | 32-byte hash | `1` + `WireCap` bytes, or `0` if absent |
-//! | `FN_ID_NUB_DIRECTORY_STATS` | - | count, bytes held, capacity (u64 LE each) |
-//! | `FN_ID_NUB_HEAP_STATS` | - | heap size, used, free (u64 LE each) |
+//! System functions: the reserved fn ids every guest serves. What each
+//! takes and answers is the ABI's, in `nub_host_common::system`; this
+//! module only serves them.
 
 use javm_cap::CapHash;
 use nub_host_common::{boot::BootInfo, rpc};
@@ -16,21 +10,7 @@ use crate::{
     state_cache::DIRECTORY,
 };
 
-/// `FN_ID_NUB_GET_CAP` tag: the cap follows.
-pub const GET_CAP_FOUND: u8 = 1;
-/// `FN_ID_NUB_GET_CAP` tag: no cap under that hash.
-pub const GET_CAP_ABSENT: u8 = 0;
-
-/// Heap figures reported by `FN_ID_NUB_HEAP_STATS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HeapStats {
-    /// Heap size in bytes.
-    pub size: u64,
-    /// Bytes allocated.
-    pub used: u64,
-    /// Bytes free.
-    pub free: u64,
-}
+pub use nub_host_common::system::{GET_CAP_ABSENT, GET_CAP_FOUND, HeapStats};
 
 /// The kernel's system functions.
 #[derive(Debug)]
@@ -51,8 +31,7 @@ impl SystemFunctions for KernelSystem {
         Some(match fn_id {
             rpc::FN_ID_NUB_GET_BOOT_INFO => out.write(&self.boot_info.to_bytes()),
             rpc::FN_ID_NUB_HEAP_STATS => {
-                let h = (self.heap_stats)();
-                out.write(&nub_host_common::encode_u64s(&[h.size, h.used, h.free]))
+                out.write(&(self.heap_stats)().to_bytes())
             }
             rpc::FN_ID_NUB_PUT_CAP => {
                 let hash = DIRECTORY.lock().put(input).unwrap_or(CapHash::SENTINEL);
@@ -60,12 +39,8 @@ impl SystemFunctions for KernelSystem {
             }
             rpc::FN_ID_NUB_GET_CAP => get_cap(input, out),
             rpc::FN_ID_NUB_DIRECTORY_STATS => {
-                let st = DIRECTORY.lock().stats();
-                out.write(&nub_host_common::encode_u64s(&[
-                    st.count,
-                    st.bytes_held,
-                    st.capacity,
-                ]))
+                let stats = DIRECTORY.lock().stats();
+                out.write(&stats.to_bytes())
             }
             _ => return None,
         })

@@ -1,5 +1,6 @@
 //! The default nub guest. Its fn ids are a contract shared by the tests,
-//! the CLI and the benches; keep them stable.
+//! the CLI and the benches, defined once in `nub_host_common::default_guest`
+//! (re-exported as `nub_arch_x86::abi`); keep them stable.
 //!
 //! | id | name | payload | result |
 //! | --- | --- | --- | --- |
@@ -28,28 +29,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use nub_arch_x86::{GuestError, Output, Registry};
 
-/// Fn id of `echo`.
-pub const ECHO: u32 = 1;
-/// Fn id of `add`.
-pub const ADD: u32 = 2;
-/// Fn id of `fail`.
-pub const FAIL: u32 = 3;
-/// Fn id of `blake3`.
-pub const BLAKE3: u32 = 4;
-/// Fn id of `host_echo`.
-pub const HOST_ECHO: u32 = 5;
-/// Fn id of `cap_sum`.
-pub const CAP_SUM: u32 = 6;
-/// Fn id of `scribble_directory`.
-pub const SCRIBBLE_DIRECTORY: u32 = 10;
-/// Fn id of `host_loop`.
-pub const HOST_LOOP: u32 = 7;
-/// Fn id of `fault`.
-pub const FAULT: u32 = 8;
-/// Fn id of `spin`.
-pub const SPIN: u32 = 9;
-/// Fn id of `log`.
-pub const LOG: u32 = 11;
+// The fn ids are the ABI's (`nub_host_common::default_guest`), shared with
+// the tests, the CLI and the benches.
+use nub_arch_x86::abi::default_guest::{
+    ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAULT, HOST_ECHO, HOST_LOOP, LOG, SCRIBBLE_DIRECTORY, SPIN,
+};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -206,8 +190,9 @@ fn write_own_code() {
 }
 
 fn out_unknown_port() {
-    // SAFETY: an `out` to a port nub does not define exits to the host,
-    // which ends the execution with an unknown-port error.
+    // SAFETY: guests run with IOPL 0 and the TSS I/O bitmap opens only
+    // nub's exit ports, so an `out` to any other port raises #GP (a
+    // `GuestFault`, vector 13); the execution ends there.
     unsafe {
         core::arch::asm!("out dx, al", in("dx") 0x3f8u16, in("al") 0u8, options(nomem, nostack))
     };
