@@ -288,30 +288,20 @@ impl<'a> RingWriter<'a> {
         fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<usize, PushError<E>> {
         let capacity = self.reader().capacity();
-        let free = capacity.saturating_sub(offset);
         let full = RingError::Full {
             needed: FRAME_HEADER_SIZE,
-            free,
+            free: capacity.saturating_sub(offset),
         };
-        if !offset.is_multiple_of(FRAME_ALIGN) || free < FRAME_HEADER_SIZE {
+        if !offset.is_multiple_of(FRAME_ALIGN) {
             return Err(PushError::Ring(full));
         }
-        let data = self
+        let space = self
             .region
             .get_mut(RING_HEADER_SIZE..)
+            .and_then(|data| data.get_mut(offset..))
             .ok_or(PushError::Ring(full))?;
-        let body_space = data
-            .get_mut(offset + FRAME_HEADER_SIZE..)
-            .ok_or(PushError::Ring(full))?;
-        let len = fill(body_space).map_err(PushError::Fill)?;
-        let needed = frame_size(len).unwrap_or(usize::MAX);
-        if len > body_space.len() || needed > free {
-            return Err(PushError::Ring(RingError::Full { needed, free }));
-        }
-        write_u32(data, offset, len as u32);
-        write_u32(data, offset + 4, kind as u32);
-        write_u64(data, offset + 8, 0);
-        Ok(offset + needed)
+        let size = write_frame(space, kind, fill)?;
+        Ok(offset + size)
     }
 
     /// Appends a frame whose body is `body`.
@@ -330,6 +320,42 @@ impl<'a> RingWriter<'a> {
             PushError::Ring(e) | PushError::Fill(e) => e,
         })
     }
+}
+
+/// Writes one frame at the start of `space` (the data area from the
+/// frame's offset on, which must be a multiple of [`FRAME_ALIGN`] from the
+/// data area's start): `fill` gets the body space (everything after the
+/// frame header) and returns the body length. Returns the frame's size,
+/// padding included.
+///
+/// Only `space` is borrowed, so a frame can be written while other parts of
+/// the same ring are borrowed elsewhere (the guest's host-call frame past a
+/// partial response; the host's host-call response past a payload the guest
+/// still reads).
+pub fn write_frame<E>(
+    space: &mut [u8],
+    kind: FrameKind,
+    fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+) -> Result<usize, PushError<E>> {
+    let free = space.len();
+    let (header, body_space) =
+        space
+            .split_at_mut_checked(FRAME_HEADER_SIZE)
+            .ok_or(PushError::Ring(RingError::Full {
+                needed: FRAME_HEADER_SIZE,
+                free,
+            }))?;
+    let body_space_len = body_space.len();
+    let len = fill(body_space).map_err(PushError::Fill)?;
+    let needed = frame_size(len).unwrap_or(usize::MAX);
+    let len32 = u32::try_from(len).ok();
+    let Some(len32) = len32.filter(|_| len <= body_space_len && needed <= free) else {
+        return Err(PushError::Ring(RingError::Full { needed, free }));
+    };
+    write_u32(header, 0, len32);
+    write_u32(header, 4, kind as u32);
+    write_u64(header, 8, 0);
+    Ok(needed)
 }
 
 /// Error of [`RingWriter::push_with`].

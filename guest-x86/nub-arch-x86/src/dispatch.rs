@@ -5,16 +5,26 @@
 //! result straight into the body of the response frame in the output ring;
 //! the rkyv root is appended after the payload, so the hot path allocates
 //! nothing and copies nothing it does not have to.
+//!
+//! The dispatcher holds the rings as [`RingRegion`]s, not as references,
+//! because host calls write into both rings while a guest function runs
+//! (see [`crate::region`] for the aliasing argument). It also publishes,
+//! for [`crate::host_call`], which rings are in use and where the response
+//! under construction ends ([`host_call_slot`]).
 
 use core::{
     fmt,
-    sync::atomic::{AtomicUsize, Ordering},
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
 };
 
-use nub_host_common::{
-    ring::{FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, PushError, RingWriter},
-    rpc::{self, Status},
+use nub_host_common::ring::{
+    FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE, RingReader, RingWriter,
 };
+use nub_host_common::rpc::{self, Status};
+
+use crate::region::RingRegion;
 
 /// A guest function: reads its argument bytes, writes its result to `out`.
 pub type GuestFn = fn(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError>;
@@ -143,95 +153,235 @@ impl Registry {
 /// Space left for the archive root after a payload (root + alignment).
 const ROOT_RESERVE: usize = 16;
 
-/// End (data offset in the output ring) of the response under construction,
-/// or `usize::MAX` when none is: a host call made from inside a guest
-/// function places its frame after it. The guest is single-threaded; the
-/// atomic only makes the static safe to share.
-#[cfg(not(test))]
-static PARTIAL_RESPONSE_END: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// What a host call needs from the dispatcher: the rings in use and the end
+/// (data offset in the output ring) of the response under construction,
+/// `usize::MAX` when none is. Atomics only make the guest's `static` safe to
+/// share; the guest is single-threaded.
+struct Current {
+    input: AtomicPtr<u8>,
+    input_len: AtomicUsize,
+    output: AtomicPtr<u8>,
+    output_len: AtomicUsize,
+    partial_end: AtomicUsize,
+}
 
-// Host unit tests run dispatchers on several threads at once: one tracker
-// per thread keeps them apart.
-#[cfg(test)]
+impl Current {
+    const fn new() -> Self {
+        Self {
+            input: AtomicPtr::new(core::ptr::null_mut()),
+            input_len: AtomicUsize::new(0),
+            output: AtomicPtr::new(core::ptr::null_mut()),
+            output_len: AtomicUsize::new(0),
+            partial_end: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    fn rings(&self) -> Option<(RingRegion, RingRegion)> {
+        let input = NonNull::new(self.input.load(Ordering::Relaxed))?;
+        let output = NonNull::new(self.output.load(Ordering::Relaxed))?;
+        let input_len = self.input_len.load(Ordering::Relaxed);
+        let output_len = self.output_len.load(Ordering::Relaxed);
+        // SAFETY: only `publish_rings` stores these fields, from regions its
+        // caller vouched for while they are published (and `Published`
+        // takes them down again when that ends).
+        Some(unsafe {
+            (
+                RingRegion::from_raw_parts(input, input_len),
+                RingRegion::from_raw_parts(output, output_len),
+            )
+        })
+    }
+
+    fn set_rings(&self, rings: Option<(RingRegion, RingRegion)>) {
+        let parts = |r: Option<RingRegion>| {
+            r.and_then(|r| Some((r.ptr_at(0)?.as_ptr(), r.len())))
+                .unwrap_or((core::ptr::null_mut(), 0))
+        };
+        let (input, input_len) = parts(rings.map(|r| r.0));
+        let (output, output_len) = parts(rings.map(|r| r.1));
+        self.input.store(input, Ordering::Relaxed);
+        self.input_len.store(input_len, Ordering::Relaxed);
+        self.output.store(output, Ordering::Relaxed);
+        self.output_len.store(output_len, Ordering::Relaxed);
+    }
+}
+
+/// The guest has one thread, so one `Current`.
+#[cfg(target_os = "none")]
+static CURRENT: Current = Current::new();
+
+// On the host, tests run dispatchers (and harnesses) on many threads at
+// once: one `Current` per thread keeps them apart.
+#[cfg(not(target_os = "none"))]
 std::thread_local! {
-    static PARTIAL_RESPONSE_END_TL: AtomicUsize = const { AtomicUsize::new(usize::MAX) };
+    static CURRENT: Current = const { Current::new() };
+}
+
+fn with_current<R>(f: impl FnOnce(&Current) -> R) -> R {
+    #[cfg(target_os = "none")]
+    return f(&CURRENT);
+    #[cfg(not(target_os = "none"))]
+    return CURRENT.with(f);
 }
 
 fn partial_response_end() -> usize {
-    #[cfg(not(test))]
-    return PARTIAL_RESPONSE_END.load(Ordering::Relaxed);
-    #[cfg(test)]
-    return PARTIAL_RESPONSE_END_TL.with(|v| v.load(Ordering::Relaxed));
+    with_current(|c| c.partial_end.load(Ordering::Relaxed))
 }
 
 fn set_partial_response_end(end: usize) {
-    #[cfg(not(test))]
-    PARTIAL_RESPONSE_END.store(end, Ordering::Relaxed);
-    #[cfg(test)]
-    PARTIAL_RESPONSE_END_TL.with(|v| v.store(end, Ordering::Relaxed));
+    with_current(|c| c.partial_end.store(end, Ordering::Relaxed));
+}
+
+/// The rings published for host calls on this thread, if any.
+pub(crate) fn current_rings() -> Option<(RingRegion, RingRegion)> {
+    with_current(Current::rings)
+}
+
+/// Rings published for host calls; dropping it restores what was published
+/// before.
+pub(crate) struct Published {
+    previous: Option<(RingRegion, RingRegion)>,
+    previous_end: usize,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        with_current(|c| {
+            c.set_rings(self.previous);
+            c.partial_end.store(self.previous_end, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Publishes `input` and `output` as the rings [`crate::host_call`] uses on
+/// this thread (with no response under construction) until the returned
+/// guard is dropped.
+///
+/// # Safety
+///
+/// Both regions must meet [`RingRegion::from_raw_parts`]'s contract for as
+/// long as the guard lives, and a host call made meanwhile must be free to
+/// write a frame at the host-call slot of `output` and read the input ring,
+/// as [`crate::host_call`] does: nothing else may hold a reference into the
+/// rings across a guest function call except what [`process_regions`]
+/// hands out.
+pub(crate) unsafe fn publish_rings(input: RingRegion, output: RingRegion) -> Published {
+    with_current(|c| {
+        let previous = c.rings();
+        let previous_end = c.partial_end.swap(usize::MAX, Ordering::Relaxed);
+        c.set_rings(Some((input, output)));
+        Published {
+            previous,
+            previous_end,
+        }
+    })
 }
 
 /// Data offset in the output ring where a host-call frame can go without
-/// touching the response being built, if one is being built.
+/// touching the response being built, if one is being built: past the bytes
+/// written so far and the space kept for the archive root, aligned.
 pub fn host_call_slot() -> Option<usize> {
     match partial_response_end() {
         usize::MAX => None,
-        end => Some((end + ROOT_RESERVE).next_multiple_of(FRAME_ALIGN)),
+        end => end
+            .checked_add(ROOT_RESERVE)?
+            .checked_next_multiple_of(FRAME_ALIGN),
     }
 }
 
 /// Where a guest function writes its result: the body of the response frame
 /// in the output ring.
+///
+/// It keeps a raw pointer, not a `&mut [u8]`, because a host call made by the
+/// function writes its frame into the same ring, past what the function has
+/// written (see [`crate::region`]); the output makes a reference only to the
+/// bytes one `write` copies or `as_slice` returns, all before that point.
 #[derive(Debug)]
 pub struct Output<'a> {
-    buf: &'a mut [u8],
+    /// Start of the body space.
+    ptr: NonNull<u8>,
+    /// Bytes of body space, the root reserve included.
+    cap: usize,
     len: usize,
     overflow: Option<usize>,
-    /// Data offset of `buf` in the output ring.
-    base: usize,
+    /// Data offset of the body in the output ring when the dispatcher made
+    /// this output: host calls then place their frame past what is written.
+    /// `None` for [`Output::new`].
+    base: Option<usize>,
+    /// The body space is borrowed exclusively for `'a`.
+    _buf: PhantomData<&'a mut [u8]>,
 }
 
 impl<'a> Output<'a> {
     /// An output writing into `buf` (the whole free body space; the last
     /// bytes are kept for the archive root).
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Self::at(buf, 0)
-    }
-
-    fn at(buf: &'a mut [u8], base: usize) -> Self {
         Self {
-            buf,
+            cap: buf.len(),
+            // A slice's pointer is never null.
+            ptr: NonNull::from(buf).cast(),
             len: 0,
             overflow: None,
-            base,
+            base: None,
+            _buf: PhantomData,
         }
     }
 
+    /// An output over the body space from byte `body_start` of `region` to
+    /// its end; `base` is that body's data offset in the ring. `None` if
+    /// `body_start` is past the end.
+    ///
+    /// # Safety
+    ///
+    /// While the output lives, the bytes from `body_start` on may be
+    /// accessed only through it, except that a host call may write its frame
+    /// from [`host_call_slot`] on.
+    unsafe fn in_ring(region: RingRegion, body_start: usize, base: usize) -> Option<Self> {
+        Some(Self {
+            ptr: region.ptr_at(body_start)?,
+            cap: region.len() - body_start,
+            len: 0,
+            overflow: None,
+            base: Some(base),
+            _buf: PhantomData,
+        })
+    }
+
     fn publish_end(&self) {
-        set_partial_response_end(self.base + self.len);
+        if let Some(base) = self.base {
+            set_partial_response_end(base.saturating_add(self.len));
+        }
     }
 
     fn limit(&self) -> usize {
-        self.buf.len().saturating_sub(ROOT_RESERVE)
+        self.cap.saturating_sub(ROOT_RESERVE)
     }
 
     /// Appends `bytes`. Fails (and marks the response too large) if they do
     /// not fit in the output ring.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), GuestError> {
         let end = self.len.saturating_add(bytes.len());
-        let limit = self.limit();
-        match self.buf.get_mut(self.len..end).filter(|_| end <= limit) {
-            Some(dst) => {
-                dst.copy_from_slice(bytes);
-                self.len = end;
-                self.publish_end();
-                Ok(())
-            }
-            None => {
-                self.overflow = Some(end);
-                Err(GuestError::new("response does not fit in the output ring"))
-            }
+        if end > self.limit() {
+            self.overflow = Some(end);
+            return Err(GuestError::new("response does not fit in the output ring"));
         }
+        // SAFETY: `len..end` lies in the body space (`end <= limit <= cap`),
+        // which this output borrows exclusively, and no reference to those
+        // bytes is live: `as_slice` covers only `..len` and borrows `self`,
+        // and a host-call frame (written only during `host_call`, never
+        // during this copy) lives past the published end. `bytes` is a live
+        // shared reference, so it cannot point at bytes this output may
+        // write.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len = end;
+        self.publish_end();
+        Ok(())
     }
 
     /// Bytes written so far.
@@ -251,12 +401,16 @@ impl<'a> Output<'a> {
 
     /// The bytes written so far.
     pub fn as_slice(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
+        // SAFETY: `..len` was written by this output and lies in its body
+        // space; while the returned borrow of `self` lives, `write` cannot
+        // run and host-call frames go past the published end (`>= len`).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// Discards what was written.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.publish_end();
     }
 }
 
@@ -281,30 +435,65 @@ pub struct PassSummary {
 }
 
 /// Answers every request in `input` (a whole ring region) with a response in
-/// `output`, in order. Never panics on any ring contents.
+/// `output`, in order. Never panics on any ring contents. Guest functions
+/// may make host calls meanwhile (on the host: inside a
+/// [`crate::testing`] harness).
 pub fn process_requests(
     input: &mut [u8],
     output: &mut [u8],
     registry: &Registry,
     system: &mut dyn SystemFunctions,
 ) -> PassSummary {
+    let input = RingRegion::from_mut_slice(input);
+    let output = RingRegion::from_mut_slice(output);
+    // SAFETY: both regions come from exclusive borrows held for this whole
+    // call, so nothing outside reaches their bytes (two `&mut` cannot
+    // overlap); inside, only `process_regions` and the host calls it allows
+    // access them.
+    unsafe { process_regions(input, output, registry, system) }
+}
+
+/// [`process_requests`] over rings the caller holds as regions (the kernel's
+/// entry: the rings are guest memory the host also writes).
+///
+/// # Safety
+///
+/// `input` and `output` must not overlap, must meet
+/// [`RingRegion::from_raw_parts`]'s contract for the whole call, and no
+/// reference to any of their bytes may be live when it starts. During the
+/// call the host may write only the input ring past its tail, and only
+/// while stopped in a host-call exit.
+pub unsafe fn process_regions(
+    input: RingRegion,
+    output: RingRegion,
+    registry: &Registry,
+    system: &mut dyn SystemFunctions,
+) -> PassSummary {
+    // SAFETY: the caller's contract is the one `publish_rings` needs; the
+    // guard takes them down when this returns.
+    let _published = unsafe { publish_rings(input, output) };
     let mut summary = PassSummary::default();
-    let Ok(mut out_ring) = RingWriter::new(output) else {
-        return summary;
-    };
-    let Ok(mut in_ring) = RingWriter::new(input) else {
-        return summary;
-    };
     loop {
-        let reader = in_ring.reader();
+        // SAFETY: between requests no reference into the input ring is live
+        // (the last payload's borrow ended with its function), and nothing
+        // writes it while this view is used (the view and everything taken
+        // from it end before `set_head` below; the host writes only past the
+        // tail, where nothing reads through this view).
+        let view = unsafe { input.all() };
+        let Ok(reader) = RingReader::new(view) else {
+            return summary;
+        };
         let (head, tail) = match reader.offsets() {
             Ok(o) => o,
             Err(_) => {
                 summary.bad += 1;
-                let _ = out_ring.push_with(FrameKind::Response, |b| {
-                    rpc::encode_response(b, Status::BadRequest as u32, b"input ring header corrupt")
-                });
-                in_ring.reset();
+                // SAFETY: no guest function is running; nothing references
+                // the output ring, and `view` is not used again.
+                unsafe { push_bad_request(output, b"input ring header corrupt") };
+                // SAFETY: as above, for the input ring.
+                if let Ok(mut w) = RingWriter::new(unsafe { input.all_mut() }) {
+                    w.reset();
+                }
                 return summary;
             }
         };
@@ -318,37 +507,84 @@ pub fn process_requests(
         };
         match request {
             Some((fn_id, payload)) => {
-                answer(&mut out_ring, fn_id, payload, registry, system);
+                // SAFETY: nothing references the output ring between
+                // requests, and `payload` lies in the input ring, which
+                // does not overlap it.
+                unsafe { answer(output, fn_id, payload, registry, system) };
                 summary.answered += 1;
             }
             None => {
                 summary.bad += 1;
-                let _ = out_ring.push_with(FrameKind::Response, |b| {
-                    rpc::encode_response(b, Status::BadRequest as u32, b"undecodable request frame")
-                });
+                // SAFETY: as for `answer`; no guest function is running.
+                unsafe { push_bad_request(output, b"undecodable request frame") };
             }
         }
-        in_ring.set_head(next);
+        // SAFETY: the request's payload (and `view`) are no longer used;
+        // nothing else references the input ring.
+        if let Ok(mut w) = RingWriter::new(unsafe { input.all_mut() }) {
+            w.set_head(next);
+        }
     }
 }
 
-fn answer(
-    out_ring: &mut RingWriter<'_>,
+/// Appends a `BadRequest` response with `message`.
+///
+/// # Safety
+///
+/// No reference into `output` may be live.
+unsafe fn push_bad_request(output: RingRegion, message: &[u8]) {
+    // SAFETY: guaranteed by the caller.
+    if let Ok(mut w) = RingWriter::new(unsafe { output.all_mut() }) {
+        let _ = w.push_with(FrameKind::Response, |b| {
+            rpc::encode_response(b, Status::BadRequest as u32, message)
+        });
+    }
+}
+
+/// Runs one request and appends its response frame at the output tail.
+///
+/// # Safety
+///
+/// No reference into `output` may be live, and `payload` must not point
+/// into it.
+unsafe fn answer(
+    output: RingRegion,
     fn_id: u32,
     payload: &[u8],
     registry: &Registry,
     system: &mut dyn SystemFunctions,
 ) {
-    let frame = out_ring.reader().offsets().map(|(_, t)| t).unwrap_or(0);
-    let result = out_ring.push_with(FrameKind::Response, |body| {
-        let mut out = Output::at(body, frame + FRAME_HEADER_SIZE);
-        out.publish_end();
-        let outcome = if rpc::is_system_fn_id(fn_id) {
-            system.call(fn_id, payload, &mut out)
-        } else {
-            registry.get(fn_id).map(|f| f(payload, &mut out))
-        };
-        let (status, len) = match (outcome, out.overflow) {
+    // SAFETY: guaranteed by the caller; the view ends in this statement.
+    let offsets = RingReader::new(unsafe { output.all() }).and_then(|r| r.offsets());
+    let Ok((head, frame)) = offsets else {
+        return;
+    };
+    let base = frame + FRAME_HEADER_SIZE;
+    // SAFETY: nothing references the output ring (caller), so the body
+    // space from `RING_HEADER_SIZE + base` on is the output's alone while it
+    // lives, but for host-call frames past the published end.
+    let out = unsafe { Output::in_ring(output, RING_HEADER_SIZE + base, base) };
+    let (outcome, len, overflow) = match out {
+        Some(mut out) => {
+            out.publish_end();
+            let outcome = if rpc::is_system_fn_id(fn_id) {
+                system.call(fn_id, payload, &mut out)
+            } else {
+                registry.get(fn_id).map(|f| f(payload, &mut out))
+            };
+            (outcome, out.len, out.overflow)
+        }
+        None => (None, 0, Some(0)),
+    };
+    set_partial_response_end(usize::MAX);
+    // SAFETY: the function has returned and its output is gone, so nothing
+    // references the output ring; this `&mut` is the only one until the
+    // end of this function.
+    let Ok(mut w) = RingWriter::new(unsafe { output.all_mut() }) else {
+        return;
+    };
+    let written = w.write_frame_at(frame, FrameKind::Response, |body| {
+        let (status, len) = match (outcome, overflow) {
             (_, Some(needed)) => {
                 let needed = (needed as u64).to_le_bytes();
                 return rpc::encode_response(body, Status::ResponseTooLarge as u32, &needed);
@@ -360,7 +596,7 @@ fn answer(
                     &fn_id.to_le_bytes(),
                 );
             }
-            (Some(Ok(())), _) => (Status::Ok, out.len),
+            (Some(Ok(())), _) => (Status::Ok, len),
             (Some(Err(e)), _) => {
                 let msg = e.message().as_bytes();
                 let max = body.len().saturating_sub(ROOT_RESERVE);
@@ -370,13 +606,15 @@ fn answer(
         };
         rpc::finish_response_in_place(body, status as u32, len)
     });
-    set_partial_response_end(usize::MAX);
-    if let Err(PushError::Ring(_) | PushError::Fill(_)) = result {
-        // Not even an error response fits; tell the host with the smallest
-        // frame there is.
-        let _ = out_ring.push_with(FrameKind::Response, |b| {
-            rpc::encode_response(b, Status::ResponseTooLarge as u32, &[])
-        });
+    match written {
+        Ok(end) => w.set_offsets(head, end),
+        Err(_) => {
+            // Not even an error response fits; tell the host with the
+            // smallest frame there is.
+            let _ = w.push_with(FrameKind::Response, |b| {
+                rpc::encode_response(b, Status::ResponseTooLarge as u32, &[])
+            });
+        }
     }
 }
 
@@ -432,8 +670,8 @@ mod tests {
 
     #[test]
     fn answers_a_batch_in_order() {
-        let mut input = vec![0u8; 8192];
-        let mut output = vec![0u8; 8192];
+        let mut input = crate::testing::zeroed(8192);
+        let mut output = crate::testing::zeroed(8192);
         push_requests(&mut input, &[(1, b"hi"), (3, b"bad"), (9, b""), (1, b"")]);
         let s = process_requests(&mut input, &mut output, &registry(), &mut NoSystem);
         assert_eq!(
@@ -460,8 +698,8 @@ mod tests {
 
     #[test]
     fn oversized_response_is_reported() {
-        let mut input = vec![0u8; 8192];
-        let mut output = vec![0u8; 256];
+        let mut input = crate::testing::zeroed(8192);
+        let mut output = crate::testing::zeroed(256);
         push_requests(&mut input, &[(1, &[5u8; 1000])]);
         process_requests(&mut input, &mut output, &registry(), &mut NoSystem);
         let got = read_responses(&output);
@@ -474,8 +712,8 @@ mod tests {
         let reg = registry();
         let mut seed = 99u64;
         for round in 0..2000 {
-            let mut input = vec![0u8; 512];
-            let mut output = vec![0u8; 512];
+            let mut input = crate::testing::zeroed(512);
+            let mut output = crate::testing::zeroed(512);
             push_requests(&mut input, &[(1, b"abcdef")]);
             for _ in 0..(round % 16) {
                 seed ^= seed << 13;
@@ -506,8 +744,8 @@ mod tests {
     fn host_call_slot_lies_past_the_partial_response() {
         let mut r = Registry::new();
         r.register(5, writes_then_reports_slot).unwrap();
-        let mut input = vec![0u8; 4096];
-        let mut output = vec![0u8; 4096];
+        let mut input = crate::testing::zeroed(4096);
+        let mut output = crate::testing::zeroed(4096);
         push_requests(&mut input, &[(5, b"")]);
         process_requests(&mut input, &mut output, &r, &mut NoSystem);
         let got = read_responses(&output);

@@ -8,16 +8,23 @@
 //! input ring's `tail` (just past the requests the host queued, which may
 //! still be borrowed by the running guest function).
 //!
-//! The two halves are separate functions so the arch glue can rebuild its
-//! ring slices after the exit (the host wrote to that memory meanwhile).
+//! The rings come from the dispatcher ([`crate::dispatch`] publishes the
+//! ones in use), as [`RingRegion`]s: the running guest function still
+//! borrows its payload from the input ring and builds its response in the
+//! output ring, so a host call makes references only to the bytes it owns
+//! (the frame from the host-call slot on; then a shared view of the input
+//! ring to read the answer). In a guest the exit is the HOST_CALL port; on
+//! the host the [`crate::testing`] harness plays the host.
 
 use alloc::{string::String, vec::Vec};
 use core::fmt;
 
 use nub_host_common::{
-    ring::{FrameKind, PushError, RingReader, RingWriter},
+    ring::{self, FrameKind, PushError, RING_HEADER_SIZE, RingReader},
     rpc::{self, Status},
 };
+
+use crate::{dispatch, region::RingRegion};
 
 /// Why a host call failed. The guest function decides what to do with it;
 /// the sandbox stays usable.
@@ -53,16 +60,56 @@ impl fmt::Display for HostCallError {
 
 impl core::error::Error for HostCallError {}
 
-/// Writes the host-call request frame at data offset `offset` of the output
-/// ring region `output`.
-pub fn write_request(
-    output: &mut [u8],
-    offset: usize,
-    fn_id: u32,
-    payload: &[u8],
-) -> Result<(), HostCallError> {
-    let mut ring = RingWriter::new(output).map_err(|_| HostCallError::RequestTooLarge)?;
-    ring.write_frame_at(offset, FrameKind::HostCallRequest, |body| {
+/// Calls host function `fn_id` with `payload` and returns its result. Can be
+/// called any number of times from inside a guest function, and from init.
+///
+/// In a guest this is one exit. On the host (under `cargo test`) the
+/// [`crate::testing`] harness running the current guest function answers;
+/// outside one it fails with [`HostCallError::NoHost`].
+pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
+    let (input, output) = dispatch::current_rings().ok_or(HostCallError::NoHost)?;
+    // Outside a guest function (in init) the output ring is free.
+    let slot = dispatch::host_call_slot().unwrap_or(0);
+    let start = RING_HEADER_SIZE
+        .checked_add(slot)
+        .ok_or(HostCallError::RequestTooLarge)?;
+    // SAFETY: the bytes from the host-call slot on lie past the response
+    // under construction and the space kept for its root, so the running
+    // function's `Output` holds no reference to them (it makes references
+    // only below the published end), and nothing else in the kernel
+    // references the output ring while a function runs. The slice ends
+    // before the exit.
+    let space =
+        unsafe { output.slice_mut(start..output.len()) }.ok_or(HostCallError::RequestTooLarge)?;
+    write_request(space, fn_id, payload)?;
+    exit(input, output, slot)?;
+    // SAFETY: a shared view; nothing writes the input ring while it lives
+    // (the host wrote its response during the exit, and the running
+    // function's payload is a shared borrow of bytes before the tail).
+    let view = unsafe { input.all() };
+    read_response(view, fn_id)
+}
+
+/// The HOST_CALL exit: the host serves the frame at data offset `slot` of
+/// the output ring and resumes the guest.
+#[cfg(target_os = "none")]
+fn exit(_input: RingRegion, _output: RingRegion, slot: usize) -> Result<(), HostCallError> {
+    let value = u32::try_from(slot).map_err(|_| HostCallError::RequestTooLarge)?;
+    crate::arch::io::exit(nub_host_common::ports::ExitPort::HostCall, value);
+    Ok(())
+}
+
+/// On the host the harness running this thread's guest function serves the
+/// frame.
+#[cfg(not(target_os = "none"))]
+fn exit(input: RingRegion, output: RingRegion, slot: usize) -> Result<(), HostCallError> {
+    crate::testing::serve_host_call(input, output, slot)
+}
+
+/// Writes a host-call request frame at the start of `space`: the output
+/// ring's data area from the host-call slot on.
+pub fn write_request(space: &mut [u8], fn_id: u32, payload: &[u8]) -> Result<(), HostCallError> {
+    ring::write_frame(space, FrameKind::HostCallRequest, |body| {
         rpc::encode_request(body, fn_id, payload)
     })
     .map(|_| ())
@@ -96,7 +143,14 @@ pub fn read_response(input: &[u8], fn_id: u32) -> Result<Vec<u8>, HostCallError>
 
 #[cfg(test)]
 mod tests {
+    use nub_host_common::ring::RingWriter;
+
     use super::*;
+
+    /// The data area of `output` from data offset `offset` on.
+    fn space(output: &mut [u8], offset: usize) -> &mut [u8] {
+        &mut output[RING_HEADER_SIZE + offset..]
+    }
 
     /// Plays the host: reads the request, answers at the input tail.
     fn host(
@@ -122,18 +176,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_errors() {
-        let mut input = vec![0u8; 4096];
-        let mut output = vec![0u8; 4096];
+        let mut input = crate::testing::zeroed(4096);
+        let mut output = crate::testing::zeroed(4096);
         // Pretend one request of 48 bytes is queued and still borrowed.
         RingWriter::new(&mut input).unwrap().set_offsets(0, 48);
-        write_request(&mut output, 256, 7, b"ping").unwrap();
+        write_request(space(&mut output, 256), 7, b"ping").unwrap();
         assert_eq!(
             host(&output, 256, &mut input, Status::Ok, b"pong"),
             (7, b"ping".to_vec())
         );
         assert_eq!(read_response(&input, 7).unwrap(), b"pong");
 
-        write_request(&mut output, 256, 8, b"").unwrap();
+        write_request(space(&mut output, 256), 8, b"").unwrap();
         host(&output, 256, &mut input, Status::HostError, b"nope");
         assert_eq!(
             read_response(&input, 8),
@@ -150,16 +204,16 @@ mod tests {
 
     #[test]
     fn too_large_and_missing() {
-        let mut output = vec![0u8; 256];
+        let mut output = crate::testing::zeroed(256);
         assert_eq!(
-            write_request(&mut output, 0, 1, &[0; 512]),
+            write_request(space(&mut output, 0), 1, &[0; 512]),
             Err(HostCallError::RequestTooLarge)
         );
         assert_eq!(
-            write_request(&mut output, 250, 1, b""),
+            write_request(space(&mut output, 184), 1, b""),
             Err(HostCallError::RequestTooLarge)
         );
-        let input = vec![0u8; 256];
+        let input = crate::testing::zeroed(256);
         assert_eq!(read_response(&input, 1), Err(HostCallError::BadResponse));
     }
 }

@@ -29,6 +29,7 @@
 //! Modules:
 //! - [`dispatch`]: the registry of guest functions and the request loop body.
 //! - [`hostcall`]: calls from the guest into host functions.
+//! - [`region`]: the rings as raw regions, and why (Rust's aliasing rules).
 //! - [`logger`]: the `log` crate's records into the host-collected log buffer.
 //! - [`system`]: the system functions every guest serves.
 //! - [`report`]: bounded formatting for panic and abort messages.
@@ -54,6 +55,7 @@ pub mod arch;
 pub mod dispatch;
 pub mod hostcall;
 pub mod logger;
+pub mod region;
 pub mod report;
 pub mod resident;
 pub mod state_cache;
@@ -62,14 +64,14 @@ pub mod system;
 pub mod testing;
 
 pub use dispatch::{GuestError, GuestFn, Output, Registry, RegistryError};
-pub use hostcall::HostCallError;
+pub use hostcall::{HostCallError, host_call};
 pub use javm_cap;
 pub use nub_host_common as abi;
 
 #[cfg(target_os = "none")]
-pub use arch::{abort, heap_stats, host_call};
+pub use arch::{abort, heap_stats};
 #[cfg(not(target_os = "none"))]
-pub use testing::{abort, host_call};
+pub use testing::abort;
 
 /// Declares the guest's init function: `fn(&mut Registry)`. The kernel calls
 /// it once at boot, before signalling READY.

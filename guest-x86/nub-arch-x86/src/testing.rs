@@ -66,15 +66,15 @@ use std::{
 
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
-    ring::{FrameKind, RingReader, RingWriter},
+    ring::{self, FrameKind, RING_HEADER_SIZE, RingReader, RingWriter},
     rpc::{self, Status},
 };
 use rkyv::util::AlignedVec;
 
 use crate::{
     GuestError, GuestFn, HostCallError, Registry,
-    dispatch::{self, process_requests},
-    hostcall,
+    dispatch::{self, process_regions},
+    region::RingRegion,
     system::{HeapStats, KernelSystem},
 };
 
@@ -248,21 +248,27 @@ impl Harness {
         RingWriter::new(&mut out_ring)
             .map_err(|e| CallError::Protocol(format!("output ring: {e}")))?
             .reset();
-        let rings = Rings {
-            input: (in_ring.as_mut_ptr(), in_ring.len()),
-            output: (out_ring.as_mut_ptr(), out_ring.len()),
-        };
-        let guard = Installed::new(HostSide {
-            fns: core::mem::take(&mut self.host_fns),
-            calls: core::mem::take(&mut self.host_calls),
-            rings,
-            input_tail,
-        });
+        let in_region = RingRegion::from_mut_slice(&mut in_ring);
+        let out_region = RingRegion::from_mut_slice(&mut out_ring);
         let mut registry = Registry::new();
-        init(&mut registry);
         let mut system = host_system(self.input_ring_size, self.output_ring_size);
-        process_requests(&mut in_ring, &mut out_ring, &registry, &mut system);
-        if let Some(side) = guard.finish() {
+        let served = {
+            // SAFETY: the buffers are two separate allocations, reached only
+            // through these regions until this block ends (the regions are
+            // taken down with `_published`); host calls made meanwhile touch
+            // them as `host_call` documents.
+            let _published = unsafe { dispatch::publish_rings(in_region, out_region) };
+            let installed = Installed::new(HostSide {
+                fns: core::mem::take(&mut self.host_fns),
+                calls: core::mem::take(&mut self.host_calls),
+                input_tail,
+            });
+            init(&mut registry);
+            // SAFETY: as above; no reference into either buffer is live.
+            unsafe { process_regions(in_region, out_region, &registry, &mut system) };
+            installed.finish()
+        };
+        if let Some(side) = served {
             self.host_fns = side.fns;
             self.host_calls = side.calls;
         }
@@ -272,7 +278,7 @@ impl Harness {
 
 /// A zeroed ring buffer, 16-byte aligned like the rings in guest memory
 /// (frame bodies are rkyv archives, which are read aligned).
-fn zeroed(len: usize) -> AlignedVec<16> {
+pub(crate) fn zeroed(len: usize) -> AlignedVec<16> {
     let mut v = AlignedVec::<16>::with_capacity(len);
     v.resize(len, 0);
     v
@@ -341,19 +347,11 @@ fn read_answer(output: &[u8], fn_id: u32) -> Result<Vec<u8>, CallError> {
     }
 }
 
-/// The two ring buffers of the running call, as raw parts.
-#[derive(Debug, Clone, Copy)]
-struct Rings {
-    input: (*mut u8, usize),
-    output: (*mut u8, usize),
-}
-
 /// The host half of a running call: what the harness lends to
-/// [`host_call`] through the thread-local.
+/// [`crate::host_call`] through the thread-local.
 struct HostSide {
     fns: BTreeMap<u32, HostFn>,
     calls: Vec<(u32, Vec<u8>)>,
-    rings: Rings,
     /// Where host-call responses go: the end of the queued request, as the
     /// harness wrote it (never re-read from the guest-writable header).
     input_tail: usize,
@@ -396,54 +394,50 @@ impl Drop for Installed {
     }
 }
 
-/// Calls host function `fn_id` with `payload` and returns its result: the
-/// host build of [`crate::host_call`]. Inside a guest function run by a
-/// [`Harness`] the harness's closure answers, through the same frames as
-/// in a sandbox; anywhere else it fails with [`HostCallError::NoHost`].
-pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
+/// The HOST_CALL exit on the host: the harness running this thread's guest
+/// function serves the request frame at data offset `slot` of `output`.
+/// The harness is taken out of the thread-local while its closure runs, so
+/// a host call from inside a closure fails with [`HostCallError::NoHost`].
+pub(crate) fn serve_host_call(
+    input: RingRegion,
+    output: RingRegion,
+    slot: usize,
+) -> Result<(), HostCallError> {
     let mut side = HOST
         .with(|h| h.borrow_mut().take())
         .ok_or(HostCallError::NoHost)?;
-    let result = side.round_trip(fn_id, payload);
+    let result = side.serve(input, output, slot);
     HOST.with(|h| *h.borrow_mut() = Some(side));
     result
 }
 
 impl HostSide {
-    /// What a host call does in a guest, with the exit replaced by
-    /// [`Self::serve`].
-    fn round_trip(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
-        let slot = dispatch::host_call_slot().unwrap_or(0);
-        let (ptr, len) = self.rings.output;
-        // SAFETY: the harness's output ring buffer outlives the call; the
-        // host-call frame lies past the partial response.
-        let output = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
-        hostcall::write_request(output, slot, fn_id, payload)?;
-        self.serve(slot)?;
-        let (ptr, len) = self.rings.input;
-        // SAFETY: the harness's input ring buffer outlives the call; this
-        // view only reads.
-        let input = unsafe { core::slice::from_raw_parts(ptr, len) };
-        hostcall::read_response(input, fn_id)
-    }
-
     /// The host's side of the HOST_CALL exit, as `nub-sandbox` does it:
     /// reads the request frame at `slot` of the output ring, runs the
     /// closure, writes the response frame at the input tail.
-    fn serve(&mut self, slot: usize) -> Result<(), HostCallError> {
-        let (ptr, len) = self.rings.output;
-        // SAFETY: as in `round_trip`; read-only view.
-        let output = unsafe { core::slice::from_raw_parts(ptr, len) };
-        let reader = RingReader::new(output).map_err(|_| HostCallError::BadResponse)?;
-        let frame = reader
-            .frame_at(slot, reader.capacity())
-            .map_err(|_| HostCallError::BadResponse)?;
-        if frame.kind != FrameKind::HostCallRequest {
-            return Err(HostCallError::BadResponse);
-        }
-        let (fn_id, payload) =
-            rpc::decode_request(frame.body).map_err(|_| HostCallError::BadResponse)?;
-        let payload = payload.to_vec();
+    fn serve(
+        &mut self,
+        input: RingRegion,
+        output: RingRegion,
+        slot: usize,
+    ) -> Result<(), HostCallError> {
+        let (fn_id, payload) = {
+            // SAFETY: a shared view; the guest side is "stopped in the exit"
+            // and holds no `&mut` into the output ring (its `Output` makes
+            // none while a host call runs). The view ends with this block,
+            // before the closure (which might call `host_call`) runs.
+            let view = unsafe { output.all() };
+            let reader = RingReader::new(view).map_err(|_| HostCallError::BadResponse)?;
+            let frame = reader
+                .frame_at(slot, reader.capacity())
+                .map_err(|_| HostCallError::BadResponse)?;
+            if frame.kind != FrameKind::HostCallRequest {
+                return Err(HostCallError::BadResponse);
+            }
+            let (fn_id, payload) =
+                rpc::decode_request(frame.body).map_err(|_| HostCallError::BadResponse)?;
+            (fn_id, payload.to_vec())
+        };
         let (status, answer) = match self.fns.get_mut(&fn_id) {
             None => (Status::UnknownHostFunction, Vec::new()),
             Some(f) => match f(&payload) {
@@ -452,13 +446,16 @@ impl HostSide {
             },
         };
         self.calls.push((fn_id, payload));
-        let (ptr, len) = self.rings.input;
-        // SAFETY: as in `round_trip`; the response goes past the queued
-        // request.
-        let input = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
-        let mut w = RingWriter::new(input).map_err(|_| HostCallError::BadResponse)?;
-        let tail = self.input_tail;
-        let written = w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
+        let start = RING_HEADER_SIZE
+            .checked_add(self.input_tail)
+            .ok_or(HostCallError::BadResponse)?;
+        // SAFETY: the bytes from the input tail on lie past every queued
+        // request frame, so past the payload the running function borrows,
+        // and nothing else references them (`host_call` reads the answer
+        // only after this returns). The slice ends with this function.
+        let space =
+            unsafe { input.slice_mut(start..input.len()) }.ok_or(HostCallError::BadResponse)?;
+        let written = ring::write_frame(space, FrameKind::HostCallResponse, |body| {
             rpc::encode_response(body, status as u32, &answer)
         });
         if written.is_err() {
@@ -466,7 +463,7 @@ impl HostSide {
                 "host function {fn_id} returned {} bytes, more than the input ring holds",
                 answer.len()
             );
-            w.write_frame_at(tail, FrameKind::HostCallResponse, |body| {
+            ring::write_frame(space, FrameKind::HostCallResponse, |body| {
                 rpc::encode_response(body, Status::HostError as u32, msg.as_bytes())
             })
             .map_err(|_| HostCallError::BadResponse)?;
@@ -506,6 +503,22 @@ mod tests {
         out.write(b">")
     }
 
+    /// 300 bytes of pattern, a host call, the pattern again (read back from
+    /// the output), then the answer: a host-call frame placed over the
+    /// partial response would show up as a changed pattern.
+    fn pattern_around_host_call(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+        let pattern: Vec<u8> = (0..300u32).map(|i| (i * 7 + 1) as u8).collect();
+        out.write(&pattern)?;
+        let written = out.as_slice();
+        let answer = crate::host_call(100, input).map_err(GuestError::msg)?;
+        if written != pattern.as_slice() {
+            return Err(GuestError::new("partial response changed by a host call"));
+        }
+        let again = out.as_slice().to_vec();
+        out.write(&again)?;
+        out.write(&answer)
+    }
+
     fn host_error_text(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
         let id = u32::from(input.first().copied().unwrap_or(0));
         match crate::host_call(id, b"x") {
@@ -515,6 +528,7 @@ mod tests {
     }
 
     fn init(registry: &mut Registry) {
+        registry.register(2, pattern_around_host_call).unwrap();
         registry.register(1, echo).unwrap();
         registry.register(3, fail).unwrap();
         registry.register(5, prefix_then_host).unwrap();
@@ -568,6 +582,33 @@ mod tests {
         assert_eq!(
             h.host_calls(),
             &[(100, b"hi".to_vec()), (100, b"yo".to_vec())]
+        );
+    }
+
+    #[test]
+    fn host_calls_leave_the_partial_response_intact() {
+        let mut h = Harness::new().host_fn(100, |p| Ok(p.repeat(100)));
+        let out = h.call_id(init, 2, b"ab").unwrap();
+        let pattern: Vec<u8> = (0..300u32).map(|i| (i * 7 + 1) as u8).collect();
+        assert_eq!(&out[..300], pattern.as_slice());
+        assert_eq!(&out[300..600], pattern.as_slice());
+        assert_eq!(&out[600..], b"ab".repeat(100).as_slice());
+    }
+
+    #[test]
+    fn init_can_make_host_calls() {
+        fn init_calling_host(registry: &mut Registry) {
+            let answer = crate::host_call(9, b"from init").unwrap_or_default();
+            if answer == b"register" {
+                registry.register(1, echo).unwrap();
+            }
+        }
+        let mut h = Harness::new().host_fn(9, |_| Ok(b"register".to_vec()));
+        assert_eq!(h.call_id(init_calling_host, 1, b"x").unwrap(), b"x");
+        assert_eq!(h.host_calls(), &[(9, b"from init".to_vec())]);
+        assert_eq!(
+            call_id(init_calling_host, 1, b"x"),
+            Err(CallError::UnknownFunction(1))
         );
     }
 

@@ -474,9 +474,36 @@ mod tests {
             FAULT,
             SPIN,
             SCRIBBLE_DIRECTORY,
+            LOG,
         ] {
             assert!(registry.get(id).is_some(), "fn id {id}");
         }
-        assert_eq!(registry.len(), 10);
+        assert_eq!(registry.len(), 11);
+    }
+
+    #[test]
+    fn log_answers_with_the_count_and_checks_its_arguments() {
+        // On the host no logger is installed, so the records go nowhere;
+        // the function's own logic is what is tested here.
+        let mut payload = vec![3, 0];
+        payload.extend_from_slice(&3u32.to_le_bytes());
+        payload.extend_from_slice(b"hello");
+        assert_eq!(
+            testing::call_id(init, LOG, &payload).unwrap(),
+            3u32.to_le_bytes()
+        );
+        payload[0] = 6;
+        assert_eq!(
+            testing::call_id(init, LOG, &payload),
+            Err(guest_error("level must be 1..=5"))
+        );
+        assert_eq!(
+            testing::call_id(init, LOG, &[3]),
+            Err(guest_error("expected level, flags, count, message"))
+        );
+        assert_eq!(
+            testing::call_id(init, LOG, &[3, 0, 1]),
+            Err(guest_error("expected a u32 LE count"))
+        );
     }
 }

@@ -8,6 +8,8 @@
 pub mod heap;
 pub mod io;
 
+use core::ptr::NonNull;
+
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
     ports::ExitPort,
@@ -16,25 +18,42 @@ use nub_host_common::{
 
 pub use heap::heap_stats;
 
-use crate::{HostCallError, Registry, dispatch, hostcall};
+use crate::{Registry, dispatch, region::RingRegion};
 
 unsafe extern "Rust" {
     /// The guest program's init, defined by [`crate::guest_main!`].
     fn __nub_guest_init(registry: &mut Registry);
 }
 
-/// The boot info, set once at entry.
-static BOOT: spin::Once<BootInfo> = spin::Once::new();
-
-/// A ring region as a byte slice.
-///
-/// # Safety
-///
-/// `va`/`size` must come from the BootInfo the host wrote (a mapped RW
-/// region), and the caller must not keep two live mutable slices of it.
-unsafe fn region(va: u64, size: u64) -> &'static mut [u8] {
-    // SAFETY: guaranteed by the caller.
-    unsafe { core::slice::from_raw_parts_mut(va as *mut u8, size as usize) }
+/// The input and output rings BootInfo describes, as regions (pointers
+/// with exposed provenance: the memory is the host's mapping, which Rust
+/// never allocated). `None` if an address is null, a range wraps, or the
+/// rings overlap.
+fn rings(info: &BootInfo) -> Option<(RingRegion, RingRegion)> {
+    let range = |va: u64, size: u64| {
+        let start = usize::try_from(va).ok()?;
+        let len = usize::try_from(size).ok()?;
+        Some((start, start.checked_add(len)?, len))
+    };
+    let (in_start, in_end, in_len) = range(info.input_ring_va, info.input_ring_size)?;
+    let (out_start, out_end, out_len) = range(info.output_ring_va, info.output_ring_size)?;
+    if in_start < out_end && out_start < in_end {
+        return None;
+    }
+    let input = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(in_start))?;
+    let output = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(out_start))?;
+    // SAFETY: the host maps both rings read-write for the guest's whole
+    // life (the ABI's memory map), they do not overlap (checked), and the
+    // kernel reaches them only through these regions: the dispatcher and
+    // host calls, under `RingRegion`'s contracts. The host writes them only
+    // while the guest is stopped in an exit, and `io::exit` is a compiler
+    // barrier (not `nomem`) over memory whose address was exposed.
+    Some(unsafe {
+        (
+            RingRegion::from_raw_parts(input, in_len),
+            RingRegion::from_raw_parts(output, out_len),
+        )
+    })
 }
 
 /// Kernel entry point: the host starts the vCPU here, at CPL 3, with RDI =
@@ -58,7 +77,13 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     crate::logger::init(&info);
     let mut info = info;
     info.directory_va = crate::state_cache::DIRECTORY.lock().header_addr();
-    let info = *BOOT.call_once(|| info);
+    let Some((input, output)) = rings(&info) else {
+        abort(1, "bad ring addresses in BootInfo");
+    };
+    // SAFETY: `rings` argues the regions' contract, which holds for the
+    // guest's whole life, so for as long as this never-dropped guard lives;
+    // host calls from init and from guest functions use them.
+    let _published = unsafe { dispatch::publish_rings(input, output) };
 
     let mut registry = Registry::new();
     // SAFETY: `guest_main!` defines this symbol with this signature.
@@ -69,37 +94,12 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     };
     io::exit(ExitPort::Ready, 0);
     loop {
-        // SAFETY: ring addresses come from BootInfo; these are the only
-        // slices of the rings while the dispatcher runs (host calls build
-        // their own only for bytes outside the ones the dispatcher touches).
-        let (input, output) = unsafe {
-            (
-                region(info.input_ring_va, info.input_ring_size),
-                region(info.output_ring_va, info.output_ring_size),
-            )
-        };
-        dispatch::process_requests(input, output, &registry, &mut system);
+        // SAFETY: as above (`rings`); between passes no reference into
+        // either ring is live, and during a pass the host writes only the
+        // input ring past its tail, in a host-call exit.
+        unsafe { dispatch::process_regions(input, output, &registry, &mut system) };
         io::exit(ExitPort::Done, 0);
     }
-}
-
-/// Calls host function `fn_id` with `payload` and returns its result. Can be
-/// called any number of times from inside a guest function.
-pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<alloc::vec::Vec<u8>, HostCallError> {
-    let info = BOOT.get().ok_or(HostCallError::BadResponse)?;
-    // Outside a guest function (e.g. in init) the output ring is free.
-    let slot = dispatch::host_call_slot().unwrap_or(0);
-    {
-        // SAFETY: the host-call frame lies past the partial response, so it
-        // overlaps no bytes the running guest function has written.
-        let output = unsafe { region(info.output_ring_va, info.output_ring_size) };
-        hostcall::write_request(output, slot, fn_id, payload)?;
-    }
-    io::exit(ExitPort::HostCall, slot as u32);
-    // SAFETY: the host wrote the response past the input tail; this shared
-    // view only reads.
-    let input = unsafe { region(info.input_ring_va, info.input_ring_size) };
-    hostcall::read_response(input, fn_id)
 }
 
 /// Ends the execution on purpose: the host gets a guest-aborted error with
