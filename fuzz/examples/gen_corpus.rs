@@ -17,6 +17,7 @@ use nub_host_common::boot::{BOOT_MAGIC, BootInfo};
 use nub_host_common::directory::{
     DIRECTORY_MAGIC, DIRECTORY_VERSION, HEADER_SIZE, MAX_PROBE, SLOT_SIZE, home_slot, offsets,
 };
+use nub_host_common::log_buffer::{self, LogLevel};
 use nub_host_common::report::{Report, ReportKind};
 use nub_host_common::ring::{FrameKind, RingWriter};
 use nub_host_common::rpc::{encode_request, encode_response};
@@ -202,6 +203,55 @@ fn wire_seeds(dir: &Path) {
     }
 }
 
+fn log_seeds(dir: &Path) {
+    // Parameters: level, target length / 2, message length (u16 LE).
+    let params = [2u8, 8, 40, 0];
+    for (name, size, records) in [
+        ("empty", 128usize, 0usize),
+        ("few", 512, 3),
+        ("full", 256, 100),
+    ] {
+        let mut region = vec![0u8; size];
+        for i in 0..records {
+            let message = format!("record {i}");
+            let level = LogLevel::try_from(1 + (i % 5) as u8).unwrap();
+            if log_buffer::append(&mut region, level, b"nub_default_guest", message.as_bytes())
+                == log_buffer::Appended::Full
+            {
+                break;
+            }
+        }
+        log_buffer::count_dropped(&mut region);
+        let mut input = params.to_vec();
+        input.extend_from_slice(&region);
+        put(dir, "log_buffer", name, &input);
+    }
+}
+
+fn output_ring_seeds(dir: &Path) {
+    let mut mem = vec![0u8; 1024];
+    let host_call_at;
+    {
+        let mut w = RingWriter::new(&mut mem).unwrap();
+        let mut body = [0u8; 128];
+        for (status, payload) in [
+            (0u32, &b"hello"[..]),
+            (1, b"guest error"),
+            (4, &[0x40, 0, 0, 0, 0, 0, 0, 0]),
+        ] {
+            let len = encode_response(&mut body, status, payload).unwrap();
+            w.push(FrameKind::Response, &body[..len]).unwrap();
+        }
+        host_call_at = w.reader().offsets().unwrap().1;
+        let len = encode_request(&mut body, 100, b"host call").unwrap();
+        w.push(FrameKind::HostCallRequest, &body[..len]).unwrap();
+    }
+    // Reserved header bytes: the host call's offset, then the batch size.
+    write_u64(&mut mem, 16, host_call_at as u64);
+    mem[24] = 3;
+    put(dir, "output_ring", "batch", &mem);
+}
+
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     ring_seeds(&dir);
@@ -211,5 +261,7 @@ fn main() {
     boot_seeds(&dir);
     elf_seeds(&dir, std::env::args_os().nth(1).map(PathBuf::from));
     wire_seeds(&dir);
+    log_seeds(&dir);
+    output_ring_seeds(&dir);
     println!("seeds written under {}", dir.display());
 }

@@ -7,6 +7,8 @@
 //! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test),
 //!                             # then the guests' unit tests on the host
 //! cargo xtask ci              # fmt check, clippy -D warnings, tests
+//! cargo xtask fuzz [SECONDS]  # every fuzz target for SECONDS (default 900)
+//! cargo xtask soak [ARGS]     # the release-mode soak (calls, cycles, leaks)
 //! ```
 //!
 //! Every command a task runs is printed before it runs.
@@ -16,6 +18,8 @@
 mod build_guest;
 mod ci;
 mod cmd;
+mod fuzz;
+mod soak;
 mod test;
 
 use std::process::ExitCode;
@@ -35,6 +39,14 @@ tasks:
                  (cargo test --target <host> in guest-x86/guests)
   ci             the pre-submit check: rustfmt and clippy (-D warnings) on
                  the workspace and the guests, then the tests
+  fuzz [SECONDS] the fuzzing campaign: every target in fuzz/fuzz_targets
+                 for SECONDS each (default 900), one at a time, with a
+                 summary of executions, coverage and crashes (nightly;
+                 installs cargo-fuzz if missing)
+  soak [ARGS]    the soak test, release mode: 1,000,000 mixed calls, 10,000
+                 create/call/drop cycles, 1,000 hostile-guest cycles; fails
+                 on heap, RSS or fd growth beyond its bounds (--scale N
+                 divides the counts)
   help           print this message
 ";
 
@@ -48,6 +60,8 @@ fn main() -> ExitCode {
         "build-guest" => no_args(task, rest).and_then(|()| build_guest::run()),
         "test" => test::run(rest),
         "ci" => no_args(task, rest).and_then(|()| ci::run()),
+        "fuzz" => fuzz::run(rest),
+        "soak" => soak::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
