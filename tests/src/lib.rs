@@ -3,7 +3,9 @@
 //! Every test needs `/dev/kvm`; without it the helpers panic with a clear
 //! message rather than letting a test pass without running.
 
-use nub_sandbox::{GuestBinary, MultiUseSandbox, SandboxConfiguration, UninitializedSandbox};
+use nub_sandbox::{
+    CallMode, GuestBinary, MultiUseSandbox, SandboxConfiguration, UninitializedSandbox,
+};
 
 /// Path of the default guest ELF, built by this crate's build script.
 pub const DEFAULT_GUEST: &str = env!("NUB_GUEST_NUB_DEFAULT_GUEST");
@@ -89,11 +91,33 @@ pub fn require_kvm() {
     );
 }
 
-/// The default guest, uninitialized, with `cfg`.
+/// The environment variable that picks the call mode of every sandbox the
+/// helpers build: `exit` (or unset) or `resident`. `cargo xtask test` runs
+/// the integration suite once in each mode, so every test covers both.
+pub const CALL_MODE_VAR: &str = "NUB_TEST_CALL_MODE";
+
+/// The call mode this run of the suite uses (see [`CALL_MODE_VAR`]).
+pub fn call_mode() -> CallMode {
+    match std::env::var(CALL_MODE_VAR).as_deref() {
+        Ok("resident") => CallMode::resident(),
+        Ok("exit") | Err(_) => CallMode::Exit,
+        Ok(other) => panic!("{CALL_MODE_VAR}={other}: expected `exit` or `resident`"),
+    }
+}
+
+/// `cfg` (or the defaults) in this run's call mode.
+pub fn in_call_mode(cfg: Option<SandboxConfiguration>) -> SandboxConfiguration {
+    cfg.unwrap_or_default().with_call_mode(call_mode())
+}
+
+/// The default guest, uninitialized, with `cfg`, in this run's call mode.
 pub fn uninit(cfg: Option<SandboxConfiguration>) -> UninitializedSandbox {
     require_kvm();
-    UninitializedSandbox::new(GuestBinary::FilePath(DEFAULT_GUEST.into()), cfg)
-        .expect("load the default guest")
+    UninitializedSandbox::new(
+        GuestBinary::FilePath(DEFAULT_GUEST.into()),
+        Some(in_call_mode(cfg)),
+    )
+    .expect("load the default guest")
 }
 
 /// The default guest, booted, with the default configuration.

@@ -544,8 +544,8 @@ type Expected = fn(&HyperlightError) -> bool;
 
 #[test]
 fn hostile_port_io_is_a_typed_error() {
-    let cases: [(Vec<u8>, Expected); 14] = [
-        // IOPL 0 and a TSS I/O bitmap that opens only 0xE0..=0xE9: any
+    let cases: [(Vec<u8>, Expected); 16] = [
+        // IOPL 0 and a TSS I/O bitmap that opens only 0xE0..=0xEB: any
         // other port is #GP in the guest (docs/security.md).
         (port(true, 1, 0x3f8, 0x41), |e| {
             matches!(e, HyperlightError::GuestFault { vector: 13, .. })
@@ -566,8 +566,8 @@ fn hostile_port_io_is_a_typed_error() {
                 }
             )
         }),
-        // A 4-byte access from 0xE7 also touches 0xEA, which is closed.
-        (port(true, 4, 0xE7, 0), |e| {
+        // A 4-byte access from 0xE9 also touches 0xEC, which is closed.
+        (port(true, 4, 0xE9, 0), |e| {
             matches!(e, HyperlightError::GuestFault { vector: 13, .. })
         }),
         // Ports past the TSS I/O bitmap: #GP.
@@ -597,6 +597,13 @@ fn hostile_port_io_is_a_typed_error() {
             matches!(e, HyperlightError::ProtocolViolation(_))
         }),
         (port(true, 4, 0xE5, 14), |e| {
+            matches!(e, HyperlightError::ProtocolViolation(_))
+        }),
+        // The resident-mode ports in an exit-mode sandbox.
+        (port(true, 4, 0xE7, 0), |e| {
+            matches!(e, HyperlightError::ProtocolViolation(_))
+        }),
+        (port(true, 4, 0xE8, 0), |e| {
             matches!(e, HyperlightError::ProtocolViolation(_))
         }),
     ];

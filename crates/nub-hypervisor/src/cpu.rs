@@ -30,12 +30,13 @@ const TSS_IST1_OFFSET: u64 = 0x24;
 /// Offset of the I/O map base in the TSS.
 const TSS_IOMAP_OFFSET: u64 = 0x66;
 /// The ports open to CPL 3 through the TSS I/O permission bitmap: the
-/// bytes a 32-bit `out dx, eax` to an exit port ([`ExitPort`], 0xE0..=0xE6)
-/// touches, so 0xE0..=0xE9, and nothing else. Guests run with IOPL 0, so
+/// bytes a 32-bit `out dx, eax` to an exit port ([`ExitPort`], 0xE0..=0xE8)
+/// touches, so 0xE0..=0xEB, and nothing else. Guests run with IOPL 0, so
 /// any access that touches another port raises #GP in the guest, which the
 /// host's handler reports as a fault (`GuestFault`, vector 13); an access
-/// to 0xE7..=0xE9 alone exits to the host as an unknown port.
-const OPEN_PORTS: std::ops::RangeInclusive<u16> = ExitPort::Ready.port()..=ExitPort::Log.port() + 3;
+/// to 0xE9..=0xEB alone exits to the host as an unknown port.
+const OPEN_PORTS: std::ops::RangeInclusive<u16> =
+    ExitPort::Ready.port()..=ExitPort::Notify.port() + 3;
 /// Ports covered by the bitmap (one bit each, all set but the open ones);
 /// ports at or above this lie beyond the TSS limit, which closes them too.
 const IO_BITMAP_PORTS: u64 = 0x100;
@@ -216,16 +217,16 @@ mod tests {
     fn io_bitmap_opens_only_the_exit_ports() {
         let bitmap = io_bitmap();
         assert_eq!(bitmap.last(), Some(&0xFF), "terminating byte");
-        for port in ExitPort::Ready.port()..=ExitPort::Log.port() {
+        for port in ExitPort::Ready.port()..=ExitPort::Notify.port() {
             assert!(bitmap_allows(&bitmap, port, 4), "out dx, eax to {port:#x}");
         }
         let open: Vec<u16> = (0..=u16::MAX)
             .filter(|&p| bitmap_allows(&bitmap, p, 1))
             .collect();
-        assert_eq!(open, (0xE0..=0xE9).collect::<Vec<u16>>());
+        assert_eq!(open, (0xE0..=0xEB).collect::<Vec<u16>>());
         assert!(
-            !bitmap_allows(&bitmap, 0xE7, 4),
-            "0xE7..0xEA reaches a closed port"
+            !bitmap_allows(&bitmap, 0xE9, 4),
+            "0xE9..0xEC reaches a closed port"
         );
     }
 

@@ -181,7 +181,7 @@ const GP: (VmExit, Option<u32>) = (
 #[test]
 fn user_mode_reaches_the_exit_ports_and_no_other() {
     // Every exit port, as the guest uses it (out dx, eax).
-    for port in 0xE0u8..=0xE6 {
+    for port in 0xE0u8..=0xE8 {
         let mut vm = user_vm_with(&[0xb8, 5, 0, 0, 0, 0xe7, port, 0xeb, 0xfe]);
         assert_eq!(
             vm.run().unwrap(),
@@ -192,7 +192,7 @@ fn user_mode_reaches_the_exit_ports_and_no_other() {
         );
     }
     // mov dx, port; out dx, al: closed by the TSS bitmap (IOPL 0).
-    for port in [0x0u16, 0x60, 0x80, 0xDF, 0xEA, 0xFF, 0x3F8, 0x400, 0xFFFF] {
+    for port in [0x0u16, 0x60, 0x80, 0xDF, 0xEC, 0xFF, 0x3F8, 0x400, 0xFFFF] {
         let [lo, hi] = port.to_le_bytes();
         assert_eq!(
             user_outcome(&[0x66, 0xba, lo, hi, 0xee]),
@@ -200,8 +200,8 @@ fn user_mode_reaches_the_exit_ports_and_no_other() {
             "out to {port:#x}"
         );
     }
-    // A 32-bit out at 0xE7 reaches the closed 0xEA: #GP.
-    assert_eq!(user_outcome(&[0xe7, 0xe7]), GP);
+    // A 32-bit out at 0xE9 reaches the closed 0xEC: #GP.
+    assert_eq!(user_outcome(&[0xe7, 0xe9]), GP);
     // in al, 0x60: closed as well.
     assert_eq!(user_outcome(&[0xe4, 0x60]), GP);
 }

@@ -95,6 +95,10 @@ pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
 #[cfg(target_os = "none")]
 fn exit(_input: RingRegion, _output: RingRegion, slot: usize) -> Result<(), HostCallError> {
     let value = u32::try_from(slot).map_err(|_| HostCallError::RequestTooLarge)?;
+    // Resident mode: through the control block, usually without an exit.
+    if crate::arch::resident_host_call(u64::from(value)) {
+        return Ok(());
+    }
     crate::arch::io::exit(nub_host_common::ports::ExitPort::HostCall, value);
     Ok(())
 }

@@ -8,17 +8,73 @@
 pub mod heap;
 pub mod io;
 
-use core::ptr::NonNull;
+use core::{
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use nub_host_common::{
     boot::{BOOT_MAGIC, BootInfo},
+    layout::PAGE_SIZE,
     ports::ExitPort,
     report::{Report, ReportKind},
+    resident::BOOT_FLAG_RESIDENT,
 };
 
 pub use heap::heap_stats;
 
-use crate::{Registry, dispatch, region::RingRegion};
+use crate::{
+    Registry, dispatch,
+    region::RingRegion,
+    resident::{self, ControlWords, Exits},
+};
+
+/// The control block's words once the sandbox serves calls in resident
+/// mode (set right after READY; init's host calls still exit).
+static RESIDENT: spin::Once<ControlWords<'static>> = spin::Once::new();
+
+/// Sequence number of the last host call made in resident mode.
+static HOST_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Resident mode's exits: PARK and NOTIFY.
+struct KernelExits;
+
+impl Exits for KernelExits {
+    fn park(&mut self) {
+        io::exit(ExitPort::Park, 0);
+    }
+
+    fn notify(&mut self) {
+        io::exit(ExitPort::Notify, 0);
+    }
+}
+
+/// The control block BootInfo describes, if its address is a page inside
+/// guest memory.
+fn control_words(info: &BootInfo) -> Option<ControlWords<'static>> {
+    let va = usize::try_from(info.control_va).ok()?;
+    let end = info.control_va.checked_add(PAGE_SIZE)?;
+    if va == 0 || !va.is_multiple_of(PAGE_SIZE as usize) || end > info.memory_size {
+        return None;
+    }
+    let block = core::ptr::with_exposed_provenance_mut::<u64>(va);
+    // SAFETY: the host maps the control page read-write for the guest's
+    // whole life (the ABI's memory map); it is page aligned (checked), so
+    // every word is 8-byte aligned; the kernel touches it only through
+    // these atomics, and the host only atomically.
+    Some(unsafe { ControlWords::from_block(block) })
+}
+
+/// Makes the host call whose frame is at `slot` through the control block
+/// when the sandbox is resident; `false` (nothing done) otherwise.
+pub(crate) fn resident_host_call(slot: u64) -> bool {
+    let Some(words) = RESIDENT.get() else {
+        return false;
+    };
+    let seq = HOST_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    resident::host_call(words, &mut KernelExits, seq, slot);
+    true
+}
 
 unsafe extern "Rust" {
     /// The guest program's init, defined by [`crate::guest_main!`].
@@ -93,6 +149,23 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
         heap_stats,
     };
     io::exit(ExitPort::Ready, 0);
+    if info.flags & BOOT_FLAG_RESIDENT != 0 {
+        let Some(words) = control_words(&info) else {
+            abort(1, "bad control block address in BootInfo");
+        };
+        let words = *RESIDENT.call_once(|| words);
+        let mut last = 0;
+        loop {
+            let seq = resident::wait_for_request(&words, &mut KernelExits, last);
+            // SAFETY: as above (`rings`). The host wrote the requests
+            // before the doorbell this Acquire-loaded, and during the pass
+            // it writes only the input ring past its tail, while the guest
+            // waits (on the control block) for a host call's answer.
+            unsafe { dispatch::process_regions(input, output, &registry, &mut system) };
+            resident::complete(&words, &mut KernelExits, seq);
+            last = seq;
+        }
+    }
     loop {
         // SAFETY: as above (`rings`); between passes no reference into
         // either ring is live, and during a pass the host writes only the
