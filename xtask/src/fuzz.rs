@@ -1,13 +1,16 @@
 //! `cargo xtask fuzz [SECONDS]`: the fuzzing campaign. Runs every
 //! cargo-fuzz target in `fuzz/fuzz_targets` for SECONDS each (default 900),
-//! one after another, one libFuzzer process at a time (`--jobs 1`), and
+//! one after another, one libFuzzer process at a time (in process, no
+//! `-jobs`/`-fork`: the equivalent of `-jobs=1` without its worker logs), and
 //! prints a table of executions, coverage and crashes per target.
 //!
 //! Before that it installs cargo-fuzz when `cargo +nightly fuzz` is
 //! missing, builds the guests (the corpus generator seeds `elf_parse` with
 //! the real default guest), writes the seed corpus, and builds every target
-//! once. Each target's libFuzzer output goes to `fuzz/logs/<target>.log`;
-//! a crash's input lands in `fuzz/artifacts/<target>/`.
+//! once, then runs the built binaries directly (what `cargo fuzz run`
+//! does, minus the rebuild). Each target's libFuzzer output goes to
+//! `fuzz/logs/<target>.log`; a crash's input lands in
+//! `fuzz/artifacts/<target>/`, the corpus grows in `fuzz/corpus/<target>/`.
 //!
 //! The fuzz crate needs nightly: it is a standalone crate whose
 //! `rust-toolchain.toml` selects nightly, and the commands here run the
@@ -39,11 +42,18 @@ pub fn run(args: &[String]) -> Result<(), Error> {
         return Err(Error::Usage("no fuzz targets in fuzz/fuzz_targets".into()));
     }
     ensure_cargo_fuzz()?;
-    let guests = nub_guest_build::build_guests().map_err(Error::GuestBuild)?;
-    let default_guest = guests
-        .iter()
-        .find(|g| g.name == "nub-default-guest")
-        .map(|g| g.path.clone());
+    // The real guest is only a seed for `elf_parse`: without it the
+    // campaign still runs.
+    let default_guest = match nub_guest_build::build_guests() {
+        Ok(guests) => guests
+            .into_iter()
+            .find(|g| g.name == "nub-default-guest")
+            .map(|g| g.path),
+        Err(e) => {
+            eprintln!("xtask: warning: guest build failed ({e}); elf_parse gets no guest seed");
+            None
+        }
+    };
     let mut seed = nightly(&fuzz_dir, &["run", "--example", "gen_corpus", "--"]);
     if let Some(elf) = &default_guest {
         seed.arg(elf);
@@ -189,7 +199,13 @@ struct TargetResult {
     log: PathBuf,
 }
 
+/// Where `cargo fuzz build` puts the target binaries.
+const TARGET_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
 /// Runs `target` for `seconds`, libFuzzer's output into `logs/<target>.log`.
+/// The binary `cargo fuzz build` made is run directly (as `cargo fuzz run`
+/// would, with the same artifact prefix and corpus directory), so sources
+/// edited during a long campaign are not rebuilt halfway through it.
 fn fuzz_one(
     fuzz_dir: &Path,
     logs: &Path,
@@ -197,18 +213,25 @@ fn fuzz_one(
     seconds: u64,
 ) -> Result<TargetResult, Error> {
     let log = logs.join(format!("{target}.log"));
-    let max_time = format!("-max_total_time={seconds}");
-    let mut args = vec![
-        "fuzz",
-        "run",
-        "--jobs",
-        "1",
-        target,
-        "--",
-        max_time.as_str(),
-    ];
-    args.extend(LIBFUZZER_ARGS);
-    let mut cmd = nightly(fuzz_dir, &args);
+    let binary = fuzz_dir
+        .join("target")
+        .join(TARGET_TRIPLE)
+        .join("release")
+        .join(target);
+    let artifacts = fuzz_dir.join("artifacts").join(target);
+    let corpus = fuzz_dir.join("corpus").join(target);
+    for dir in [&artifacts, &corpus] {
+        fs::create_dir_all(dir).map_err(|source| Error::Spawn {
+            command: format!("mkdir -p {}", dir.display()),
+            source,
+        })?;
+    }
+    let mut cmd = Command::new(&binary);
+    cmd.current_dir(fuzz_dir)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg(format!("-max_total_time={seconds}"))
+        .args(LIBFUZZER_ARGS)
+        .arg(&corpus);
     let command = display(&cmd);
     println!("$ {command} 2> {}", log.display());
     let file = fs::File::create(&log).map_err(|source| Error::Spawn {
@@ -228,7 +251,7 @@ fn fuzz_one(
     let mut stats = Stats::parse(&text);
     stats.exit_ok = status.success();
     if !stats.exit_ok && stats.artifacts.is_empty() && stats.executions.is_none() {
-        // Not a fuzzing result at all (a build failure, say): stop here.
+        // Not a fuzzing result at all (the binary did not start, say).
         return Err(Error::Failed { command, status });
     }
     Ok(TargetResult {
