@@ -56,6 +56,8 @@ pub mod hostile_fn_id {
     pub const EXHAUST_HEAP: u32 = 16;
     /// Writes a pattern over every page it can spare, then answers.
     pub const SCRIBBLE_EVERYTHING: u32 = 17;
+    /// Corrupts the log buffer as the selector says, then answers.
+    pub const CORRUPT_LOG: u32 = 18;
     /// The host function the hostile guest's init calls; answering
     /// `b"spin"` makes init loop forever.
     pub const INIT_HOST_FN: u32 = 0xF00D;

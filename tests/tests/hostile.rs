@@ -6,15 +6,20 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use javm_cap::{Cap, Slot};
-use nub_host_common::layout::{BOOT_INFO_GPA, EXCEPTION_CODE_GPA, IDT_GPA};
-use nub_sandbox::{HyperlightError, MultiUseSandbox, Registerable, SandboxConfiguration};
+use nub_host_common::{
+    layout::{BOOT_INFO_GPA, EXCEPTION_CODE_GPA, IDT_GPA},
+    log_buffer::{self, Appended, LogLevel},
+};
+use nub_sandbox::{
+    GUEST_LOG_TARGET, HyperlightError, MultiUseSandbox, Registerable, SandboxConfiguration,
+};
 use nub_tests::{fn_id, hostile, hostile_fn_id as h, hostile_uninit, sandbox};
 
 /// A default-guest sandbox built before an attack, holding state (a
@@ -774,4 +779,267 @@ fn hostile_lies_never_reach_a_sandbox_of_the_other_guest() {
     assert_eq!(honest.put_cap(&cap).unwrap(), cap.hash());
     assert_eq!(honest.get_cap(cap.hash()).unwrap(), Some(cap));
     assert_poisoned(&mut liar);
+}
+
+// Id 18: the log buffer. The guest corrupts it and answers; the host's
+// drain after the call meets the corruption.
+
+/// One record as the host's logger received it.
+#[derive(Debug, Clone)]
+struct LogLine {
+    target: String,
+    level: log::Level,
+    message: String,
+}
+
+/// A logger that keeps every record (tests filter by sandbox id).
+struct LogCapture(Mutex<Vec<LogLine>>);
+
+impl log::Log for LogCapture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(LogLine {
+                target: record.target().to_string(),
+                level: record.level(),
+                message: record.args().to_string(),
+            });
+    }
+
+    fn flush(&self) {}
+}
+
+/// The process's logger (one `log::set_logger` per test binary).
+fn log_capture() -> &'static LogCapture {
+    static CAPTURE: OnceLock<&'static LogCapture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static LogCapture = Box::leak(Box::new(LogCapture(Mutex::new(Vec::new()))));
+        log::set_logger(capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+        capture
+    })
+}
+
+/// What sandbox `id` emitted with target `nub::guest`: `(level, message
+/// without the sandbox prefix)`.
+fn guest_lines(id: u64) -> Vec<(log::Level, String)> {
+    let prefix = format!("[sandbox {id}] ");
+    log_capture()
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|l| l.target == GUEST_LOG_TARGET)
+        .filter_map(|l| Some((l.level, l.message.strip_prefix(&prefix)?.to_string())))
+        .collect()
+}
+
+/// The module path the hostile guest's `corrupt_log` logs under.
+const LOG_MODULE: &str = "nub_hostile_guest::logs";
+
+/// An info record of `corrupt_log` as the host emits it.
+fn info(message: &str) -> (log::Level, String) {
+    (log::Level::Info, format!("{LOG_MODULE}: {message}"))
+}
+
+/// What a log attack left: the sandbox, its call's result and what it
+/// emitted.
+type LogOutcome = (
+    MultiUseSandbox,
+    Result<Vec<u8>, HyperlightError>,
+    Vec<(log::Level, String)>,
+);
+
+/// Runs `CORRUPT_LOG` with `payload` on a fresh hostile sandbox (a
+/// bystander built before, checked after).
+fn log_attack(payload: &[u8]) -> LogOutcome {
+    log_capture();
+    let bystander = Bystander::new();
+    let mut s = hostile();
+    let result = s.call_raw(h::CORRUPT_LOG, payload);
+    let lines = guest_lines(s.id());
+    bystander.check();
+    (s, result, lines)
+}
+
+/// A malformed buffer: a poisoning protocol violation naming the log
+/// buffer, with exactly `emitted` records emitted before it.
+fn assert_log_violation(payload: &[u8], emitted: &[(log::Level, String)]) {
+    let (mut s, result, lines) = log_attack(payload);
+    let err = result.expect_err("a malformed log buffer fails the call");
+    assert!(
+        matches!(&err, HyperlightError::ProtocolViolation(m) if m.contains("log")),
+        "{payload:?}: {err:?}"
+    );
+    assert_poisoned(&mut s);
+    assert_eq!(lines, emitted, "{payload:?}");
+}
+
+#[test]
+fn hostile_log_write_offset_past_the_data_area_is_a_protocol_violation() {
+    // Selector 0: one past the data area; 1: u64::MAX. Nothing in the
+    // buffer can be trusted, so nothing is emitted.
+    for sel in [0u8, 1] {
+        assert_log_violation(&[sel], &[]);
+    }
+}
+
+#[test]
+fn hostile_log_record_with_a_bad_level_is_a_protocol_violation_after_the_good_ones() {
+    assert_log_violation(&[2], &[info("before the bad level")]);
+}
+
+#[test]
+fn hostile_log_record_running_past_write_is_a_protocol_violation_after_the_good_ones() {
+    assert_log_violation(&[3], &[info("before the long record")]);
+}
+
+/// The hostile guest's garbage generator (`logs::garbage`), run on the
+/// host.
+fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = if seed == 0 { 1 } else { seed };
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_log_garbage_with_a_plausible_write_is_judged_exactly_like_the_parser_says() {
+    let capacity = log_buffer::capacity(hostile().layout().log_buffer.size as usize);
+    let cases: [(u64, u16); 6] = [
+        (0, 0),
+        (0, 64),
+        (1, 4),
+        (0xDEAD_BEEF, 1000),
+        (u64::MAX, u16::MAX),
+        (0x0303_0303_0303_0303, 16),
+    ];
+    for (seed, len) in cases {
+        let mut payload = vec![4u8];
+        payload.extend(seed.to_le_bytes());
+        payload.extend(len.to_le_bytes());
+        let bytes = garbage(seed, usize::from(len).min(capacity));
+        // What the host's parser makes of these bytes.
+        let mut expected = Vec::new();
+        let mut malformed = false;
+        for record in log_buffer::parse_records(&bytes) {
+            match record {
+                Ok(r) => expected.push((
+                    match r.level {
+                        LogLevel::Error => log::Level::Error,
+                        LogLevel::Warn => log::Level::Warn,
+                        LogLevel::Info => log::Level::Info,
+                        LogLevel::Debug => log::Level::Debug,
+                        LogLevel::Trace => log::Level::Trace,
+                    },
+                    format!(
+                        "{}: {}",
+                        String::from_utf8_lossy(r.target),
+                        String::from_utf8_lossy(r.message)
+                    ),
+                )),
+                Err(_) => malformed = true,
+            }
+        }
+        let (mut s, result, lines) = log_attack(&payload);
+        assert_eq!(lines, expected, "seed {seed:#x}, {len} bytes");
+        if malformed {
+            let err = result.expect_err("garbage fails the call");
+            assert!(
+                matches!(err, HyperlightError::ProtocolViolation(_)),
+                "{seed:#x}: {err:?}"
+            );
+            assert_poisoned(&mut s);
+        } else {
+            let write = result.expect("well-formed bytes are records");
+            assert_eq!(write, (bytes.len() as u64).to_le_bytes());
+            assert_usable(&mut s);
+        }
+    }
+}
+
+#[test]
+fn hostile_log_huge_dropped_count_emits_the_records_and_one_warning() {
+    let (mut s, result, lines) = log_attack(&[5]);
+    let write = u64::from_le_bytes(
+        result
+            .expect("a huge count is harmless")
+            .try_into()
+            .unwrap(),
+    );
+    let mut expected: Vec<_> = (0..3).map(|i| info(&format!("valid record {i}"))).collect();
+    expected.push((
+        log::Level::Warn,
+        format!("the guest dropped {} log records", u64::MAX),
+    ));
+    assert_eq!(lines, expected);
+    let sizes: usize = (0..3)
+        .map(|i| log_buffer::record_size(LOG_MODULE.len(), format!("valid record {i}").len()))
+        .sum();
+    assert_eq!(write, sizes as u64);
+    // The host reset the count: the next call warns no more.
+    assert_usable(&mut s);
+    assert_eq!(guest_lines(s.id()), expected);
+}
+
+/// The records the host emits when the guest logs `count` records into a
+/// buffer of `size` bytes, scribbles `write` and logs once more: every
+/// record drained while the buffer filled up, then only the last one (the
+/// records since the last drain were in the scribbled buffer, which the
+/// guest's logger restarted).
+fn expected_after_scribble(size: usize, count: u32) -> Vec<(log::Level, String)> {
+    let mut region = vec![0u8; size];
+    let mut emitted = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..count {
+        let message = format!("record {i}");
+        let append = |r: &mut [u8]| {
+            log_buffer::append(r, LogLevel::Info, LOG_MODULE.as_bytes(), message.as_bytes())
+        };
+        if append(&mut region) == Appended::Full {
+            emitted.append(&mut held);
+            log_buffer::reset(&mut region);
+            assert_eq!(append(&mut region), Appended::Stored);
+        }
+        held.push(info(&message));
+    }
+    emitted.push(info("after the scribble"));
+    emitted
+}
+
+#[test]
+fn hostile_log_header_scribbled_mid_call_makes_the_logger_restart_the_buffer() {
+    for count in [0u32, 3, 1000] {
+        let size = hostile().layout().log_buffer.size as usize;
+        let mut payload = vec![6u8];
+        payload.extend(count.to_le_bytes());
+        let (mut s, result, lines) = log_attack(&payload);
+        // The logger restarted at 0: `write` is exactly the last record.
+        let write = u64::from_le_bytes(result.expect("the guest's own mess").try_into().unwrap());
+        assert_eq!(
+            write,
+            log_buffer::record_size(LOG_MODULE.len(), "after the scribble".len()) as u64,
+            "{count}"
+        );
+        let expected = expected_after_scribble(size, count);
+        assert_eq!(lines, expected, "{count}");
+        if count == 1000 {
+            assert!(expected.len() > 2, "the buffer filled up and was drained");
+        }
+        // Nothing outside the buffer was written: the heap and the
+        // dispatcher still work, and no stale record comes back.
+        assert!(s.heap_stats().is_ok());
+        assert_usable(&mut s);
+        assert_eq!(guest_lines(s.id()), expected);
+    }
 }

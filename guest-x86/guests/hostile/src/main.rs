@@ -23,8 +23,7 @@
 //! | 15 | `privileged` | selector | a privileged instruction |
 //! | 16 | `exhaust_heap` | selector | allocates until the heap is exhausted |
 //! | 17 | `scribble_everything` | pattern byte | writes the pattern over every page it can spare, then answers |
-//!
-//! Id 18 (corrupting the log buffer) is reserved for the log tests.
+//! | 18 | `corrupt_log` | selector (+ arguments) | corrupts the log buffer (bad `write`, bad records, garbage, huge `dropped`, a scribble mid-call), then answers |
 //!
 //! At init it calls host function [`INIT_HOST_FN`]; an unknown host
 //! function is ignored, and the answer `b"spin"` makes init loop forever
@@ -43,6 +42,7 @@ extern crate alloc;
 mod directory;
 mod forge;
 mod liar;
+mod logs;
 mod machine;
 
 use nub_arch_x86::{
@@ -84,6 +84,8 @@ pub const PRIVILEGED: u32 = 15;
 pub const EXHAUST_HEAP: u32 = 16;
 /// Fn id of `scribble_everything`.
 pub const SCRIBBLE_EVERYTHING: u32 = 17;
+/// Fn id of `corrupt_log`.
+pub const CORRUPT_LOG: u32 = 18;
 
 /// The host function init calls.
 pub const INIT_HOST_FN: u32 = 0xF00D;
@@ -108,7 +110,7 @@ fn echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
 /// Every function, by id (init and the takeover loop of 11/12 both use
 /// it).
 fn register_all(registry: &mut Registry) {
-    let functions: [(u32, GuestFn); 17] = [
+    let functions: [(u32, GuestFn); 18] = [
         (ECHO, echo),
         (FRAME_PAST_END, forge::frame_past_end),
         (GARBAGE_BODY, forge::garbage_body),
@@ -126,6 +128,7 @@ fn register_all(registry: &mut Registry) {
         (PRIVILEGED, machine::privileged),
         (EXHAUST_HEAP, machine::exhaust_heap),
         (SCRIBBLE_EVERYTHING, machine::scribble_everything),
+        (CORRUPT_LOG, logs::corrupt_log),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {
