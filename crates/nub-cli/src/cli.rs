@@ -37,6 +37,29 @@ pub enum Command {
     /// Cargo's progress and errors go to stderr. The toolchain's
     /// x86_64-unknown-none target is added with rustup when it is missing.
     Build(BuildArgs),
+    /// Measure calls, caps and the sandbox lifecycle on the built-in default
+    /// guest, each next to its floor measured in the same run.
+    ///
+    /// Prints one row per path: median, p99, the ratio of the median to
+    /// the row's floor, and operations per second. The full run takes
+    /// under 2 minutes, `--quick` about 20 s.
+    Bench(BenchArgs),
+}
+
+/// Options of `nub bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A short run (about 20 s) with fewer samples per row.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the rows as JSON to PATH:
+    /// {"rows":[{"name", "median_us", "p99_us", "floor", "ratio", ...}]}.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Take exactly N samples of every row, whatever the time (for tests).
+    #[arg(long, value_name = "N", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub iterations: Option<u64>,
 }
 
 /// Options of `nub new`.

@@ -58,6 +58,21 @@ pub enum CliError {
         /// What is in the way.
         what: &'static str,
     },
+    /// A `nub bench` row could not be measured.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::suite::BenchError),
+    /// The bench report could not be encoded as JSON.
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Writing an output file (`nub bench --json`) failed.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// Creating the new crate's files failed (nothing was left behind).
     #[error("cannot create {}: {source}", path.display())]
     Create {

@@ -9,6 +9,7 @@
 //! nub new my-guest                 # a guest crate of one's own
 //! nub build my-guest               # build it; prints the ELF's path
 //! nub call --guest my-guest 1 --data hi -v   # build, boot, call, show its logs
+//! nub bench --quick --json out.json   # latencies next to their floors (about 20 s)
 //! ```
 //!
 //! Without `--guest`, `nub` uses the default guest, which its build script
@@ -19,6 +20,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod bench;
 mod build_guest;
 mod call;
 mod cli;
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::New(args) => new::run(&args),
         Command::Build(args) => build_guest::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,12 +36,21 @@
 //! - [`exceptions`]: the IDT and the exception handlers the host provides.
 //! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
 //! - [`interrupt`]: stopping a running vCPU from another thread.
-//! - [`floor`]: the minimal guest whose exit round trip is the cost floor.
+//!
+//! # Features
+//!
+//! - `floor` (off by default): the `floor` module, the cost floors that
+//!   `nub bench`, the criterion benches and the `measure` example report
+//!   their figures against (an `out` loop at CPL 3 and CPL 0, a kill of a
+//!   spinning bare VM, creating and dropping a bare VM, two threads
+//!   bouncing a cache line). A benchmark helper, not part of the API a
+//!   sandbox needs.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cpu;
 pub mod cpuid;
 pub mod exceptions;
+#[cfg(feature = "floor")]
 pub mod floor;
 pub mod interrupt;
 pub mod memory;

@@ -1,0 +1,109 @@
+//! `nub bench --quick --json PATH`, cut to two samples a row with the
+//! hidden `--iterations`: the JSON's shape and the contract rows. Boots
+//! real guests and needs `/dev/kvm`. No timing is asserted.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The row names scripts rely on (issue 11): a rename breaks them.
+const CONTRACT_ROWS: &[&str] = &[
+    "floor: out loop CPL 3",
+    "floor: out loop CPL 0",
+    "kill floor",
+    "vm floor",
+    "ping-pong floor",
+    "echo empty",
+    "echo 4KiB",
+    "echo 64KiB",
+    "host call",
+    "batch 100 per call",
+    "put_cap 64B",
+    "put_cap_with_hash hit",
+    "create+evolve",
+    "drop",
+    "create+evolve+call+drop",
+    "kill latency",
+    "rss per sandbox (32 alive)",
+];
+
+/// Each row and the floor it must name.
+const FLOORS: &[(&str, Option<&str>)] = &[
+    ("floor: out loop CPL 3", None),
+    ("echo empty", Some("floor: out loop CPL 3")),
+    ("host call", Some("floor: out loop CPL 3")),
+    ("put_cap_with_hash hit", Some("floor: out loop CPL 3")),
+    ("create+evolve", Some("vm floor")),
+    ("drop", Some("vm floor")),
+    ("create+evolve+call+drop", Some("vm floor")),
+    ("kill latency", Some("kill floor")),
+    ("rss per sandbox (32 alive)", None),
+];
+
+#[test]
+fn quick_json_run_has_every_contract_row() {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "nub bench boots real guests and needs /dev/kvm"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_nub"))
+        .args(["bench", "--quick", "--iterations", "2", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("run the nub binary");
+    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
+    assert!(
+        out.status.success(),
+        "nub bench failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("--json wrote the file"))
+            .expect("the file is JSON");
+    let rows = json["rows"].as_array().expect("a `rows` array");
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row `{name}` in {json:#}"))
+    };
+
+    for name in CONTRACT_ROWS {
+        let r = row(name);
+        assert!(r["median_us"].is_f64(), "{name}: median_us {r}");
+        assert!(r["p99_us"].is_f64(), "{name}: p99_us {r}");
+        assert!(
+            r["floor"].is_null() || r["floor"].is_string(),
+            "{name}: floor {r}"
+        );
+        assert_eq!(r["floor"].is_null(), r["ratio"].is_null(), "{name}: {r}");
+        assert!(r["ratio"].is_null() || r["ratio"].is_f64(), "{name}: {r}");
+        assert_eq!(r["samples"], 2, "{name}: --iterations 2");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "{name} missing from the table:\n{stdout}"
+        );
+    }
+    for r in rows {
+        if let Some(floor) = r["floor"].as_str() {
+            row(floor);
+        }
+    }
+    for (name, floor) in FLOORS {
+        assert_eq!(row(name)["floor"].as_str(), *floor, "{name}");
+    }
+    assert_eq!(row("rss per sandbox (32 alive)")["unit"], "KiB");
+    assert_eq!(row("echo empty")["unit"], "us");
+}
+
+#[test]
+fn iterations_must_be_positive() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nub"))
+        .args(["bench", "--iterations", "0"])
+        .output()
+        .expect("run the nub binary");
+    assert_eq!(out.status.code(), Some(2));
+}
