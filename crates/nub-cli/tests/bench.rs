@@ -27,6 +27,17 @@ const CONTRACT_ROWS: &[&str] = &[
     "rss per sandbox (32 alive)",
 ];
 
+/// The call rows, each of which also has a `(resident)` variant.
+const CALL_ROWS: &[&str] = &[
+    "echo empty",
+    "echo 4KiB",
+    "echo 64KiB",
+    "host call",
+    "batch 100 per call",
+    "put_cap 64B",
+    "put_cap_with_hash hit",
+];
+
 /// Each row and the floor it must name.
 const FLOORS: &[(&str, Option<&str>)] = &[
     ("floor: out loop CPL 3", None),
@@ -94,6 +105,14 @@ fn quick_json_run_has_every_contract_row() {
     }
     for (name, floor) in FLOORS {
         assert_eq!(row(name)["floor"].as_str(), *floor, "{name}");
+    }
+    for base in CALL_ROWS {
+        let resident = format!("{base} (resident)");
+        assert_eq!(
+            row(&resident)["floor"].as_str(),
+            Some("ping-pong floor"),
+            "{resident}"
+        );
     }
     assert_eq!(row("rss per sandbox (32 alive)")["unit"], "KiB");
     assert_eq!(row("echo empty")["unit"], "us");

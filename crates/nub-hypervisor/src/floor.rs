@@ -66,7 +66,7 @@ pub enum FloorError {
 /// A bare VM whose guest runs `code` from [`IMAGE_BASE`] with one stack
 /// page, at CPL 3 when `user_mode`.
 fn floor_vm(code: &[u8], user_mode: bool) -> Result<Vm, HypervisorError> {
-    let mut memory = GuestMemory::new(FLOOR_MEMORY)?;
+    let memory = GuestMemory::new(FLOOR_MEMORY)?;
     memory.write(IMAGE_BASE, code)?;
     let stack = Region {
         start: 2 << 20,

@@ -4,12 +4,14 @@
 //! Row names are a contract (scripts compare runs by them): keep them. Each
 //! row names the floor its ratio is taken against, measured in the same
 //! run: call rows against the CPL 3 `out` loop (a call costs one exit),
+//! their `(resident)` variants against the `ping-pong floor` (a resident
+//! call hands its request to a spinning vCPU through shared memory),
 //! `kill latency` against the `kill floor`, the lifecycle rows against the
 //! `vm floor`. Rows run in [`rows`]' order, floors first.
 //!
 //! The call rows are built once per [`CallPath`]; a new way of making a call
-//! (resident calls, for instance) is one more `CallPath`, and every call
-//! row gets its variant with the path's suffix and floor.
+//! is one more `CallPath`, and every call row gets its variant with the
+//! path's suffix and floor.
 //!
 //! [`run`] is independent of the terminal: `nub bench` drives it with a
 //! progress bar, the tests with [`Budget::fixed`].
@@ -23,10 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nub_host_common::default_guest as fn_id;
 use nub_hypervisor::floor::{self, ExitFloor, FloorError, KillFloor, PingPong};
 use nub_sandbox::{
-    GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration, UninitializedSandbox,
-    interrupt::InterruptHandle, javm_cap::Cap,
+    CallMode, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
+    UninitializedSandbox, interrupt::InterruptHandle, javm_cap::Cap,
 };
 
 use super::stats::{Summary, summarize};
@@ -45,17 +48,6 @@ pub const VM_FLOOR: &str = "vm floor";
 pub const PING_PONG_FLOOR: &str = "ping-pong floor";
 /// Resident set growth per sandbox with 32 alive, in KiB.
 pub const RSS_ROW: &str = "rss per sandbox (32 alive)";
-
-/// The default guest's fn ids the suite calls (its contract, see
-/// `guest-x86/guests/default`).
-mod fn_id {
-    /// Returns the payload.
-    pub const ECHO: u32 = 1;
-    /// Calls host function (u32 LE) with the rest of the payload.
-    pub const HOST_ECHO: u32 = 5;
-    /// Spins forever.
-    pub const SPIN: u32 = 9;
-}
 
 /// How long the killer waits after a call begins before it kills it: far
 /// longer than entering the guest takes (tens of µs), so the kill lands
@@ -171,19 +163,21 @@ impl Row {
 pub enum CallPath {
     /// The vCPU thread enters the guest for each call (one VM exit).
     Exit,
-    // RESIDENT: once `nub_sandbox::CallMode::Resident` exists, add
-    // `Resident` here and to `ALL`: suffix " (resident)", floor
-    // PING_PONG_FLOOR, configure with `cfg.with_call_mode(CallMode::Resident)`.
+    /// The vCPU stays in the guest on the sandbox's thread
+    /// ([`CallMode::resident`]); calls are handed over through shared
+    /// memory while both sides spin.
+    Resident,
 }
 
 impl CallPath {
     /// Every path the call rows run on, in table order.
-    pub const ALL: &'static [CallPath] = &[CallPath::Exit];
+    pub const ALL: &'static [CallPath] = &[CallPath::Exit, CallPath::Resident];
 
     /// The row name of `base` on this path.
     fn row_name(self, base: &str) -> String {
         match self {
             CallPath::Exit => base.to_string(),
+            CallPath::Resident => format!("{base} (resident)"),
         }
     }
 
@@ -191,13 +185,15 @@ impl CallPath {
     fn floor(self) -> &'static str {
         match self {
             CallPath::Exit => FLOOR_CPL3,
+            CallPath::Resident => PING_PONG_FLOOR,
         }
     }
 
     /// `cfg` set up for this path.
     fn configure(self, cfg: SandboxConfiguration) -> SandboxConfiguration {
         match self {
-            CallPath::Exit => cfg,
+            CallPath::Exit => cfg.with_call_mode(CallMode::Exit),
+            CallPath::Resident => cfg.with_call_mode(CallMode::resident()),
         }
     }
 }
