@@ -112,6 +112,25 @@ pub fn in_call_mode(cfg: Option<SandboxConfiguration>) -> SandboxConfiguration {
     cfg.unwrap_or_default().with_call_mode(call_mode())
 }
 
+/// Whether VM exits count guest runs in this run of the suite: true in exit
+/// mode; in resident mode calls make no exits and an idle guest parks on
+/// its own schedule, so exit counts say nothing there.
+pub fn exits_count_runs() -> bool {
+    call_mode() == CallMode::Exit
+}
+
+/// Checks a call's VM exits where they are deterministic: in exit mode
+/// `exits` must be exactly `exit_mode` (one per call, one per host call).
+/// In resident mode a call with both sides spinning makes none, but a side
+/// that runs out of its spin window (a loaded machine) parks or notifies
+/// with an exit, so the count depends on scheduling; `tests/resident.rs`
+/// checks the exit-free path with a spin window no scheduler delay reaches.
+pub fn assert_exits(exits: u64, exit_mode: u64, what: &str) {
+    if exits_count_runs() {
+        assert_eq!(exits, exit_mode, "{what}");
+    }
+}
+
 /// The default guest, uninitialized, with `cfg`, in this run's call mode.
 pub fn uninit(cfg: Option<SandboxConfiguration>) -> UninitializedSandbox {
     require_kvm();

@@ -87,7 +87,9 @@ fn oversized_payload_is_refused_before_the_guest_runs() {
         }
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
-    assert_eq!(s.exit_count(), exits, "no guest code ran");
+    if nub_tests::exits_count_runs() {
+        assert_eq!(s.exit_count(), exits, "no guest code ran");
+    }
     assert!(!s.is_poisoned());
     assert_eq!(s.call_raw(fn_id::ECHO, b"fine").unwrap(), b"fine");
 }

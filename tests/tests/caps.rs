@@ -72,7 +72,9 @@ fn guest_hash_matches_host_for_a_five_level_dag() {
     // Publishing again sends nothing new and costs no exits.
     let exits = s.exit_count();
     assert_eq!(s.put_cap_graph(&root).unwrap(), root.hash());
-    assert_eq!(s.exit_count(), exits);
+    if nub_tests::exits_count_runs() {
+        assert_eq!(s.exit_count(), exits);
+    }
     // Every level is retrievable with the same hash.
     let fetched = s.get_cap(root.hash()).unwrap().unwrap();
     assert_eq!(fetched.hash(), root.hash());
@@ -142,11 +144,17 @@ fn put_with_a_present_hash_costs_no_exit() {
     for _ in 0..100 {
         s.put_cap_with_hash(cap.hash(), &cap).unwrap();
     }
-    assert_eq!(s.exit_count(), exits, "no VM exit for a present hash");
+    // (In resident mode a call costs no exit either, and an idle guest may
+    // park on its own, so only exit mode counts exits here.)
+    if nub_tests::exits_count_runs() {
+        assert_eq!(s.exit_count(), exits, "no VM exit for a present hash");
+    }
     // An absent hash goes to the guest.
     let other = data(b"absent so far");
     s.put_cap_with_hash(other.hash(), &other).unwrap();
-    assert!(s.exit_count() > exits);
+    if nub_tests::exits_count_runs() {
+        assert!(s.exit_count() > exits);
+    }
     assert!(s.cache_reader().unwrap().contains(&other.hash()));
 }
 

@@ -83,6 +83,7 @@ fn cargo() -> OsString {
 pub struct Cargo {
     args: Vec<String>,
     dir: &'static str,
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Cargo {
@@ -91,12 +92,19 @@ impl Cargo {
         Self {
             args: args.iter().map(ToString::to_string).collect(),
             dir: "",
+            env: Vec::new(),
         }
     }
 
     /// Runs in `dir` (relative to the root) instead.
     pub fn in_dir(mut self, dir: &'static str) -> Self {
         self.dir = dir;
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, key: &'static str, value: &'static str) -> Self {
+        self.env.push((key, value));
         self
     }
 
@@ -108,7 +116,8 @@ impl Cargo {
 
     /// The command as it is printed.
     pub fn display(&self) -> String {
-        let line = format!("cargo {}", self.args.join(" "));
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let line = format!("{env}cargo {}", self.args.join(" "));
         if self.dir.is_empty() {
             line
         } else {
@@ -119,6 +128,7 @@ impl Cargo {
     fn command(&self) -> Command {
         let mut cmd = Command::new(cargo());
         cmd.args(&self.args)
+            .envs(self.env.iter().copied())
             .current_dir(project_root().join(self.dir));
         cmd
     }

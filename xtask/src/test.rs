@@ -3,6 +3,10 @@
 //! passed on. With nextest, the doc examples (which nextest does not run)
 //! are compiled and run afterwards with `cargo test --doc`.
 //!
+//! The integration suite (`nub-tests`) then runs a second time with
+//! `NUB_TEST_CALL_MODE=resident`, so every integration test covers both call
+//! modes (see `nub_tests::call_mode`).
+//!
 //! Then the guests' own unit tests run on the host (`nub_arch_x86::testing`):
 //! the guest workspace builds for `x86_64-unknown-none` by default, so they
 //! run with `cargo test --target <host triple>` in `guest-x86/guests`.
@@ -18,12 +22,23 @@ pub fn run(extra: &[String]) -> Result<(), Error> {
         Cargo::new(&["nextest", "run", "--workspace"])
             .args(extra)
             .run()?;
+        resident_suite(&["nextest", "run", "-p", "nub-tests"])
+            .args(extra)
+            .run()?;
         Cargo::new(&["test", "--doc", "--workspace"]).run()?;
     } else {
         println!("cargo-nextest is not installed; falling back to cargo test");
         Cargo::new(&["test", "--workspace"]).args(extra).run()?;
+        resident_suite(&["test", "-p", "nub-tests"])
+            .args(extra)
+            .run()?;
     }
     guest_tests().run()
+}
+
+/// The integration suite in resident call mode.
+fn resident_suite(args: &[&str]) -> Cargo {
+    Cargo::new(args).env("NUB_TEST_CALL_MODE", "resident")
 }
 
 /// The guests' unit tests, built for and run on the host.
@@ -46,6 +61,14 @@ mod tests {
         assert!(
             HOST_TRIPLE.starts_with(std::env::consts::ARCH),
             "{HOST_TRIPLE}"
+        );
+    }
+
+    #[test]
+    fn the_resident_run_sets_the_call_mode() {
+        assert_eq!(
+            resident_suite(&["nextest", "run", "-p", "nub-tests"]).display(),
+            "NUB_TEST_CALL_MODE=resident cargo nextest run -p nub-tests"
         );
     }
 

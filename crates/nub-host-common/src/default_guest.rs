@@ -15,6 +15,7 @@
 //! | 9 | `spin` | - | never returns |
 //! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
 //! | 11 | `log` | level u8, flags u8, u32 LE count, message | logs the message count times; the count, u32 LE |
+//! | 12 | `race_response` | u32 LE rounds | publishes its completion early, then rewrites the output ring while the host reads it (tests only, resident mode) |
 //!
 //! The guest's own docs (`guest-x86/guests/default/src/main.rs`) give the
 //! payloads in full.
@@ -41,9 +42,12 @@ pub const SPIN: u32 = 9;
 pub const SCRIBBLE_DIRECTORY: u32 = 10;
 /// Logs a message N times at a level (then panics if asked).
 pub const LOG: u32 = 11;
+/// Publishes its completion early and rewrites its response frame while the
+/// host copies it (tests only).
+pub const RACE_RESPONSE: u32 = 12;
 
 /// Every id above with its function's name, in id order.
-pub const ALL: [(u32, &str); 11] = [
+pub const ALL: [(u32, &str); 12] = [
     (ECHO, "echo"),
     (ADD, "add"),
     (FAIL, "fail"),
@@ -55,6 +59,7 @@ pub const ALL: [(u32, &str); 11] = [
     (SPIN, "spin"),
     (SCRIBBLE_DIRECTORY, "scribble_directory"),
     (LOG, "log"),
+    (RACE_RESPONSE, "race_response"),
 ];
 
 #[cfg(test)]
@@ -62,8 +67,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_one_to_eleven_in_order() {
+    fn ids_are_one_to_twelve_in_order() {
         let ids: Vec<u32> = ALL.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, (1..=11).collect::<Vec<u32>>());
+        assert_eq!(ids, (1..=12).collect::<Vec<u32>>());
     }
 }

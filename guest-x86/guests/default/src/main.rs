@@ -32,7 +32,8 @@ use nub_arch_x86::{GuestError, Output, Registry};
 // The fn ids are the ABI's (`nub_host_common::default_guest`), shared with
 // the tests, the CLI and the benches.
 use nub_arch_x86::abi::default_guest::{
-    ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAULT, HOST_ECHO, HOST_LOOP, LOG, SCRIBBLE_DIRECTORY, SPIN,
+    ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAULT, HOST_ECHO, HOST_LOOP, LOG, RACE_RESPONSE,
+    SCRIBBLE_DIRECTORY, SPIN,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -280,8 +281,49 @@ fn log_records(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
     out.write(&count.to_le_bytes())
 }
 
+/// A hostile race for resident mode: stores the current doorbell into the
+/// completion word (so a host that trusts the word starts copying the
+/// output ring now), then keeps rewriting the output ring's header and
+/// first frame with varying bytes for `rounds` rounds, then answers
+/// normally. The host must come back with a typed error or a clean answer.
+fn race_response(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
+    use nub_arch_x86::abi::{boot::BootInfo, layout::BOOT_INFO_GPA, resident};
+    let rounds = input
+        .first_chunk::<4>()
+        .map(|b| u32::from_le_bytes(*b))
+        .ok_or(GuestError::new("expected a u32 LE round count"))?;
+    // SAFETY: the boot page is mapped readable with the host's BootInfo at
+    // its start; the volatile read copies it out.
+    let info = unsafe { (BOOT_INFO_GPA as *const BootInfo).read_volatile() };
+    let control = info.control_va as *mut u64;
+    let ring = info.output_ring_va as *mut u64;
+    if control.is_null() || ring.is_null() {
+        return Err(GuestError::new("no control block"));
+    }
+    // SAFETY: the control block is a mapped, page-aligned page of guest
+    // memory accessed only atomically (by the kernel and the host).
+    let word =
+        |offset: usize| unsafe { core::sync::atomic::AtomicU64::from_ptr(control.add(offset / 8)) };
+    let seq = word(resident::DOORBELL).load(core::sync::atomic::Ordering::Acquire);
+    word(resident::COMPLETION).store(seq, core::sync::atomic::Ordering::SeqCst);
+    let mut x = u64::from(rounds) | 1;
+    for _ in 0..rounds {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for i in 0..24usize {
+            // SAFETY: the first 192 bytes of the output ring (header and
+            // the start of the first frame) are mapped RW; a deliberate
+            // race with the host, done with volatile word writes. The
+            // running `Output` writes nothing while this loop runs.
+            unsafe { ring.add(i).write_volatile(x.rotate_left(i as u32)) };
+        }
+    }
+    out.write(b"survived")
+}
+
 fn init(registry: &mut Registry) {
-    let functions: [(u32, nub_arch_x86::GuestFn); 11] = [
+    let functions: [(u32, nub_arch_x86::GuestFn); 12] = [
         (ECHO, echo),
         (ADD, add),
         (FAIL, fail),
@@ -293,6 +335,7 @@ fn init(registry: &mut Registry) {
         (CAP_SUM, cap_sum),
         (SCRIBBLE_DIRECTORY, scribble_directory),
         (LOG, log_records),
+        (RACE_RESPONSE, race_response),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {
@@ -475,10 +518,11 @@ mod tests {
             SPIN,
             SCRIBBLE_DIRECTORY,
             LOG,
+            RACE_RESPONSE,
         ] {
             assert!(registry.get(id).is_some(), "fn id {id}");
         }
-        assert_eq!(registry.len(), 11);
+        assert_eq!(registry.len(), 12);
     }
 
     #[test]
