@@ -247,8 +247,10 @@ pub(crate) fn parse_host_call(body: &[u8]) -> Result<(u32, &[u8])> {
 }
 
 /// Reads up to `n` responses from the output ring, in order, copying each
-/// frame out. Fewer come back when the guest wrote fewer (its output ring
-/// filled up).
+/// frame out. Fewer come back only when the guest's output ring filled up:
+/// the dispatcher answers every request, with a minimal `ResponseTooLarge`
+/// frame when its result does not fit, so a missing response while the ring
+/// still has room for that frame is a protocol violation.
 pub(crate) fn read_responses<R: RingBytes + ?Sized>(
     ring: &R,
     n: usize,
@@ -256,6 +258,8 @@ pub(crate) fn read_responses<R: RingBytes + ?Sized>(
     let mut header = [0u8; RING_HEADER_SIZE];
     ring.read_header(&mut header)?;
     let (mut head, tail) = ring_offsets(&header, ring.capacity())?;
+    let smallest = ring::frame_size(rpc::response_size(0)).unwrap_or(usize::MAX);
+    let room = ring.capacity().saturating_sub(tail);
     let mut responses = Vec::with_capacity(n.min(1024));
     while head < tail && responses.len() < n {
         let frame = copy_frame(ring, head, tail, FrameKind::Response)?;
@@ -266,6 +270,12 @@ pub(crate) fn read_responses<R: RingBytes + ?Sized>(
             payload: payload.to_vec(),
         });
         head = frame.next;
+    }
+    if responses.len() < n && room >= smallest {
+        return Err(violation(format!(
+            "{} of {n} responses, with room for more in the output ring",
+            responses.len()
+        )));
     }
     Ok(responses)
 }
@@ -1045,14 +1055,17 @@ mod tests {
 
     #[test]
     fn too_few_responses_in_a_batch() {
-        let mut region = ring(4096);
+        // A ring with room for exactly the two responses the guest wrote.
+        let sizes = [b"first".len(), b"second failed".len()]
+            .map(|n| ring::frame_size(rpc::response_size(n)).unwrap());
+        let mut region = ring(RING_HEADER_SIZE + sizes[0] + sizes[1]);
         push_response(&mut region, Status::Ok as u32, b"first");
         push_response(&mut region, Status::GuestError as u32, b"second failed");
         let capacity = region.as_slice().capacity();
 
         // Never more than asked for.
         assert_eq!(read_responses(region.as_slice(), 1).unwrap().len(), 1);
-        // Fewer than asked for when the guest wrote fewer.
+        // Fewer than asked for when the output ring filled up.
         let responses = read_responses(region.as_slice(), 3).unwrap();
         assert_eq!(responses.len(), 2);
         let results = batch_results([1, 2, 3], responses, capacity);
@@ -1066,8 +1079,21 @@ mod tests {
             &results[2],
             Err(HyperlightError::ResponseTooLarge { needed: 0, capacity: c }) if *c == capacity
         ));
+    }
 
-        // An empty ring answers nothing.
-        assert!(read_responses(ring(4096).as_slice(), 3).unwrap().is_empty());
+    #[test]
+    fn missing_responses_with_room_left_are_a_protocol_violation() {
+        let mut region = ring(4096);
+        push_response(&mut region, Status::Ok as u32, b"first");
+        assert!(matches!(
+            read_responses(region.as_slice(), 2),
+            Err(HyperlightError::ProtocolViolation(_))
+        ));
+        // A guest that wiped its output ring answered nothing at all.
+        assert!(matches!(
+            read_responses(ring(4096).as_slice(), 3),
+            Err(HyperlightError::ProtocolViolation(_))
+        ));
+        assert!(read_responses(ring(4096).as_slice(), 0).unwrap().is_empty());
     }
 }
