@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use log::LevelFilter;
-use nub_sandbox::{GUEST_LOG_TARGET, UninitializedSandbox};
+use nub_sandbox::{CallMode, GUEST_LOG_TARGET, UninitializedSandbox};
 
 use crate::{cli::CallArgs, error::CliError, guest, host_fns, output, payload};
 
@@ -19,7 +19,11 @@ pub fn run(args: &CallArgs) -> Result<(), CliError> {
         .sandbox
         .configuration()
         .with_max_execution_time(args.timeout)
-        .with_guest_log_level(level);
+        .with_guest_log_level(level)
+        .with_call_mode(match args.resident {
+            Some(spin) => CallMode::Resident { spin },
+            None => CallMode::Exit,
+        });
     let elf = guest::elf(args.sandbox.guest.as_deref())?;
     let binary = guest::binary(elf.as_deref());
     let mut sandbox = UninitializedSandbox::new(binary, Some(config))?;

@@ -49,6 +49,10 @@ pub enum Command {
 /// Options of `nub bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Run only the rows whose names contain FILTER (and the floors they
+    /// are compared with), e.g. `kill` or `resident`.
+    #[arg(value_name = "FILTER")]
+    pub filter: Option<String>,
     /// A short run (about 20 s) with fewer samples per row.
     #[arg(long)]
     pub quick: bool,
@@ -115,6 +119,14 @@ pub struct CallArgs {
     /// trace. Without it the guest's records are not collected.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Run the calls resident: the vCPU stays in the guest on its own
+    /// thread and calls cross through shared memory with no VM exit; both
+    /// sides spin this long (e.g. `100us`, `1ms`) before they sleep
+    /// [default when given without a value: 100us].
+    #[arg(long, value_name = "SPIN", value_parser = parse_duration,
+          num_args = 0..=1, default_missing_value = "100us")]
+    pub resident: Option<Duration>,
 
     /// The guest and the sandbox sizes.
     #[command(flatten)]

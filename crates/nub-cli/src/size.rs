@@ -52,12 +52,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (examples: 500ms, 2s, 1.5)"))?;
     let seconds = match unit {
+        "ns" => value / 1e9,
+        "us" => value / 1e6,
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         _ => {
             return Err(format!(
-                "`{s}`: unknown duration unit `{unit}` (use ms, s or m)"
+                "`{s}`: unknown duration unit `{unit}` (use ns, us, ms, s or m)"
             ));
         }
     };
@@ -115,6 +117,8 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("250ns"), Ok(Duration::from_nanos(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));

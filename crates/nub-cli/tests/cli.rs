@@ -255,3 +255,28 @@ fn payload_from_stdin() {
     assert!(out.status.success());
     assert_eq!(stdout(&out), "piped in\n");
 }
+
+#[test]
+fn resident_calls_from_the_command_line() {
+    assert_eq!(
+        nub_ok(&["call", "1", "--data", "resident", "--resident"]),
+        "resident\n"
+    );
+    // A host call and a repeated stateful call, with an explicit spin window.
+    assert_eq!(
+        nub_ok(&["call", "5", "--hex", "02000000 6869", "--resident", "1ms"]),
+        "HI\n"
+    );
+    assert_eq!(
+        nub_ok(&[
+            "call",
+            "2",
+            "--hex",
+            "0500000000000000",
+            "--repeat",
+            "3",
+            "--resident=50us"
+        ]),
+        "0f00000000000000\n"
+    );
+}
