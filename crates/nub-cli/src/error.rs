@@ -61,6 +61,9 @@ pub enum CliError {
     /// A `nub bench` row could not be measured.
     #[error(transparent)]
     Bench(#[from] crate::bench::suite::BenchError),
+    /// `nub bench FILTER` matched no row.
+    #[error("no bench row name contains `{0}`")]
+    NoBenchRows(String),
     /// The bench report could not be encoded as JSON.
     #[error("cannot encode the report as JSON: {0}")]
     Json(#[source] serde_json::Error),

@@ -29,7 +29,12 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         (None, true) => Budget::quick(),
         (None, false) => Budget::full(),
     };
-    let rows = suite::rows();
+    let rows = suite::select(suite::rows(), args.filter.as_deref().unwrap_or(""));
+    if rows.is_empty() {
+        return Err(CliError::NoBenchRows(
+            args.filter.clone().unwrap_or_default(),
+        ));
+    }
     let bar = ProgressBar::new(rows.len() as u64 * STEPS_PER_ROW);
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")

@@ -246,6 +246,20 @@ pub fn rows() -> Vec<Row> {
     rows
 }
 
+/// The rows whose names contain `filter`, with the floors they are
+/// compared with (so their ratios are still taken in the same run), in
+/// suite order.
+pub fn select(rows: Vec<Row>, filter: &str) -> Vec<Row> {
+    let floors: Vec<&'static str> = rows
+        .iter()
+        .filter(|r| r.name.contains(filter))
+        .filter_map(|r| r.floor)
+        .collect();
+    rows.into_iter()
+        .filter(|r| r.name.contains(filter) || floors.contains(&r.name.as_str()))
+        .collect()
+}
+
 fn floor_rows() -> Vec<Row> {
     let exit_floor = |user_mode: bool| {
         move || -> Result<Sampler, RowError> {
@@ -676,6 +690,26 @@ mod tests {
                 assert!(at.is_some_and(|at| at < i), "{} -> {floor}", row.name);
             }
         }
+    }
+
+    #[test]
+    fn a_filter_keeps_its_rows_and_their_floors() {
+        let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(rows(), "kill")),
+            ["kill floor", "kill latency"]
+        );
+        assert_eq!(
+            names(select(rows(), "echo 4KiB")),
+            [
+                FLOOR_CPL3,
+                PING_PONG_FLOOR,
+                "echo 4KiB",
+                "echo 4KiB (resident)"
+            ]
+        );
+        assert_eq!(names(select(rows(), "")), row_names());
+        assert!(select(rows(), "no such row").is_empty());
     }
 
     #[test]
