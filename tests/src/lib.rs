@@ -68,8 +68,11 @@ pub mod hostile_fn_id {
 /// The hostile guest, uninitialized, with `cfg`.
 pub fn hostile_uninit(cfg: Option<SandboxConfiguration>) -> UninitializedSandbox {
     require_kvm();
-    UninitializedSandbox::new(GuestBinary::FilePath(HOSTILE_GUEST.into()), cfg)
-        .expect("load the hostile guest")
+    UninitializedSandbox::new(
+        GuestBinary::FilePath(HOSTILE_GUEST.into()),
+        Some(in_call_mode(cfg)),
+    )
+    .expect("load the hostile guest")
 }
 
 /// Per-call deadline of [`hostile`] sandboxes: a regression that lets an

@@ -15,12 +15,14 @@ use nub_arch_x86::{
     abi::{
         boot::BootInfo,
         ports::ExitPort,
+        resident::BOOT_FLAG_RESIDENT,
         ring::{FrameKind, RingWriter},
         rpc::{self, Status},
     },
     arch::io,
     dispatch::{self, SystemFunctions},
     javm_cap::wire::{self, WireCap},
+    resident::{self, ControlWords},
     state_cache::DIRECTORY,
     system::{GET_CAP_FOUND, KernelSystem},
 };
@@ -198,11 +200,42 @@ fn take_over() -> Result<(), GuestError> {
     in_ring.set_head(next);
     // The rest of a batch, then every later run.
     dispatch::process_requests(input, output, &registry, &mut system);
+    if info.flags & BOOT_FLAG_RESIDENT != 0 {
+        // Resident mode: the kernel's protocol, through the public
+        // resident module (the batch in flight is the current doorbell).
+        // SAFETY: the host maps the page-aligned control block RW for the
+        // guest's life and both sides access it only atomically.
+        let words = unsafe { ControlWords::from_block(info.control_va as *mut u64) };
+        let mut exits = PortExits;
+        let mut last = words.doorbell.load(Ordering::Acquire);
+        resident::complete(&words, &mut exits, last);
+        loop {
+            let seq = resident::wait_for_request(&words, &mut exits, last);
+            // SAFETY: as below: the only ring slices while it runs.
+            let (input, output) = unsafe { rings(&info) };
+            dispatch::process_requests(input, output, &registry, &mut system);
+            resident::complete(&words, &mut exits, seq);
+            last = seq;
+        }
+    }
     loop {
         io::exit(ExitPort::Done, 0);
         // SAFETY: the previous slices are no longer used; these are the
         // only ones while the dispatcher runs.
         let (input, output) = unsafe { rings(&info) };
         dispatch::process_requests(input, output, &registry, &mut system);
+    }
+}
+
+/// Resident mode's exits, for the takeover loop.
+struct PortExits;
+
+impl resident::Exits for PortExits {
+    fn park(&mut self) {
+        io::exit(ExitPort::Park, 0);
+    }
+
+    fn notify(&mut self) {
+        io::exit(ExitPort::Notify, 0);
     }
 }
