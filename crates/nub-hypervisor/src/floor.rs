@@ -240,7 +240,8 @@ struct Line(AtomicU64);
 const STOP: u64 = u64::MAX;
 
 /// The ping-pong floor: a partner thread that answers every odd value in a
-/// shared cache line with the next even one, both sides spinning.
+/// shared cache line with the next even one, both sides spinning. The
+/// partner spins (a whole core) for as long as this lives.
 #[derive(Debug)]
 pub struct PingPong {
     line: Arc<Line>,
