@@ -114,7 +114,7 @@ thread_local! {
 /// its `immediate_exit` field) may be live: every access to the byte then
 /// goes through this atomic (or the kernel, which reads it with
 /// `READ_ONCE`).
-unsafe fn immediate_exit<'a>(run: NonNull<kvm_run>) -> &'a AtomicU8 {
+pub(crate) unsafe fn immediate_exit<'a>(run: NonNull<kvm_run>) -> &'a AtomicU8 {
     // SAFETY: the field is inside the live mapping (caller's contract), a u8
     // has the alignment of AtomicU8, and no non-atomic access overlaps ours
     // (caller's contract), which is what `AtomicU8::from_ptr` requires.

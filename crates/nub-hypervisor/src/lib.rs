@@ -34,7 +34,10 @@
 //! - [`cpu`]: GDT, TSS and the long-mode register state.
 //! - [`cpuid`]: the CPUID guests see.
 //! - [`exceptions`]: the IDT and the exception handlers the host provides.
-//! - [`vm`]: VM + vCPU creation and the run loop with typed exits.
+//! - [`image`]: prepared images, a guest's initial memory built once and
+//!   mapped copy-on-write by every VM running it.
+//! - [`vm`]: VM + vCPU creation, reset for reuse, and the run loop with
+//!   typed exits.
 //! - [`interrupt`]: stopping a running vCPU from another thread.
 //!
 //! # Features
@@ -52,12 +55,14 @@ pub mod cpuid;
 pub mod exceptions;
 #[cfg(feature = "floor")]
 pub mod floor;
+pub mod image;
 pub mod interrupt;
 pub mod memory;
 pub mod paging;
 pub mod vm;
 
+pub use image::PreparedImage;
 pub use interrupt::VcpuInterrupt;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::Mapping;
-pub use vm::{CallGuard, HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};
+pub use vm::{CallGuard, EntryState, HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};

@@ -1,4 +1,7 @@
-//! Guest memory: one anonymous host mapping backing the single KVM slot.
+//! Guest memory: one host mapping backing the single KVM slot: anonymous
+//! zeroed memory ([`GuestMemory::new`]), or a private copy-on-write mapping
+//! of a prepared image ([`crate::image::PreparedImage`]), whose pages read
+//! the image until the guest writes them and revert to it when discarded.
 //!
 //! All host access goes through bounds-checked methods that take guest
 //! physical addresses; an address or length outside the slot is an error,
@@ -11,6 +14,7 @@
 //! data race in the host.
 
 use std::{
+    os::fd::{AsRawFd, BorrowedFd},
     ptr::NonNull,
     sync::atomic::{AtomicU8, AtomicU64, Ordering},
 };
@@ -44,14 +48,32 @@ pub enum MemoryError {
         /// `errno` from mmap.
         errno: i32,
     },
+    /// Discarding the guest's pages (`madvise(MADV_DONTNEED)`) failed.
+    #[error("discarding {size:#x} bytes of guest memory failed: errno {errno}")]
+    Discard {
+        /// Size of the mapping.
+        size: u64,
+        /// `errno` from madvise.
+        errno: i32,
+    },
 }
 
-/// Guest memory owned by the host: an anonymous, private, page-aligned
-/// mapping, zero-filled and lazily backed (untouched pages cost nothing).
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Guest memory owned by the host: a private, page-aligned mapping, lazily
+/// backed (untouched pages cost nothing). Anonymous memory starts zeroed;
+/// a mapping of a prepared image starts as the image and diverges only in
+/// the pages written through it (copy-on-write).
 #[derive(Debug)]
 pub struct GuestMemory {
     base: NonNull<u8>,
     size: usize,
+    /// Whether the range is known to be mapped: false after a failed
+    /// remap, which may leave it unmapped, so that drop never unmaps a
+    /// range another mapping may since have taken.
+    mapped: bool,
 }
 
 // SAFETY: GuestMemory owns its mapping exclusively; moving it between threads
@@ -90,7 +112,107 @@ impl GuestMemory {
             ));
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(map_err(libc::ENOMEM))?;
-        Ok(Self { base, size: len })
+        Ok(Self {
+            base,
+            size: len,
+            mapped: true,
+        })
+    }
+
+    /// Maps the first `size` bytes (a non-zero multiple of the page size)
+    /// of the file `fd`: shared (writes reach the file; used to fill a
+    /// prepared image) or private (copy-on-write: writes stay in this
+    /// mapping, reads of unwritten pages see the file).
+    pub(crate) fn map_file(
+        fd: BorrowedFd<'_>,
+        size: u64,
+        shared: bool,
+    ) -> Result<Self, MemoryError> {
+        let map_err = |errno| MemoryError::Map { size, errno };
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|&s| s > 0 && s % 4096 == 0)
+            .ok_or(map_err(libc::EINVAL))?;
+        let flags = if shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE
+        };
+        // SAFETY: a new mapping with no address hint touches no existing
+        // memory; `fd` is a live file descriptor for the call; the result
+        // is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(map_err(last_errno()));
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(map_err(libc::ENOMEM))?;
+        Ok(Self {
+            base,
+            size: len,
+            mapped: true,
+        })
+    }
+
+    /// Replaces the whole mapping, at the same host address, with a private
+    /// mapping of the file `fd` (at least as large as this memory): every
+    /// page now reads the file, none of the old content remains. The host
+    /// address stays the same, so a KVM slot over it stays valid (KVM's MMU
+    /// notifier drops its mappings of the old pages). `&mut self`: no other
+    /// host reference can observe the switch.
+    ///
+    /// On failure the range may be left unmapped: the memory must then be
+    /// dropped (it no longer unmaps anything when it is).
+    pub(crate) fn remap_file(&mut self, fd: BorrowedFd<'_>) -> Result<(), MemoryError> {
+        // SAFETY: MAP_FIXED over exactly this memory's own mapping, which
+        // `&mut self` guarantees no host code is accessing; the guest's view
+        // is switched by the kernel (the slot's host address is unchanged).
+        let ptr = unsafe {
+            libc::mmap(
+                self.base.as_ptr().cast(),
+                self.size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED || ptr.cast::<u8>() != self.base.as_ptr() {
+            self.mapped = false;
+            return Err(MemoryError::Map {
+                size: self.size as u64,
+                errno: last_errno(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Discards every page written since the mapping was made
+    /// (`madvise(MADV_DONTNEED)` over the whole range): a private mapping
+    /// of a file reads the file again, anonymous memory reads zeros. The
+    /// host address stays mapped and KVM's MMU notifier drops the guest's
+    /// mappings of the discarded pages. `&mut self`: no other host
+    /// reference can observe the switch.
+    pub(crate) fn discard(&mut self) -> Result<(), MemoryError> {
+        // SAFETY: the range is exactly this memory's own live mapping;
+        // `&mut self` guarantees no host code is accessing it.
+        let rc =
+            unsafe { libc::madvise(self.base.as_ptr().cast(), self.size, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(MemoryError::Discard {
+                size: self.size as u64,
+                errno: last_errno(),
+            });
+        }
+        Ok(())
     }
 
     /// Size in bytes.
@@ -236,9 +358,17 @@ unsafe fn atomic_copy_out(src: *mut u8, out: &mut [u8]) {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        if !self.mapped {
+            // A failed remap may have unmapped the range, and something
+            // else may have been mapped there since: leak the address
+            // range rather than unmap a stranger.
+            return;
+        }
         // SAFETY: `base`/`size` describe exactly the mapping created in
-        // `new`, which nothing else references once `self` is dropped (the
-        // KVM slot is removed with the VM fd, dropped before this field).
+        // `new` or `map_file` (and possibly replaced in place by
+        // `remap_file`), which nothing else references once `self` is
+        // dropped (the KVM slot is removed with the VM fd, dropped before
+        // this field).
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.size);
         }

@@ -4,7 +4,7 @@
 use std::{
     os::fd::AsRawFd,
     ptr::NonNull,
-    sync::{Arc, OnceLock},
+    sync::{Arc, OnceLock, atomic::Ordering},
 };
 
 use kvm_bindings::{
@@ -12,13 +12,15 @@ use kvm_bindings::{
     KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
     KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
     KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
-    KVM_MAX_CPUID_ENTRIES, kvm_run, kvm_userspace_memory_region,
+    KVM_MAX_CPUID_ENTRIES, Msrs, Xsave, kvm_debugregs, kvm_msr_entry, kvm_run, kvm_sregs,
+    kvm_userspace_memory_region, kvm_vcpu_events,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nub_host_common::layout::{BOOT_PAGE_GPA, PAGE_SIZE, Region};
 
 use crate::{
     cpu, cpuid,
+    image::PreparedImage,
     interrupt::{self, CancelReason, RunWindow, VcpuInterrupt},
     memory::{GuestMemory, MemoryError},
     paging::{self, Mapping, PagingError},
@@ -45,6 +47,18 @@ pub enum HypervisorError {
     /// Page tables could not be built.
     #[error(transparent)]
     Paging(#[from] PagingError),
+    /// A prepared image could not be created.
+    #[error("preparing a guest image: {op} failed: {source}")]
+    Image {
+        /// Which operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// [`Vm::reset`] cannot bring this VM back to a fresh state.
+    #[error("the VM cannot be reset: {0}")]
+    NotResettable(&'static str),
     /// The running call was canceled.
     #[error("vCPU run canceled: {0:?}")]
     Canceled(CancelReason),
@@ -168,6 +182,163 @@ pub fn guest_cpuid() -> Result<&'static kvm_bindings::CpuId, HypervisorError> {
 /// [`crate::interrupt`]).
 const KVM_RUN: libc::c_ulong = ((kvm_bindings::KVMIO as libc::c_ulong) << 8) | 0x80;
 
+/// Where the vCPU enters the guest: the state of a fresh vCPU's registers
+/// (the rest of a fresh vCPU is KVM's reset state, see [`Vm::reset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryState {
+    /// RIP.
+    pub entry: u64,
+    /// RSP.
+    pub stack_pointer: u64,
+    /// RDI (the BootInfo address).
+    pub boot_info: u64,
+    /// CPL 3 (user segments) instead of CPL 0.
+    pub user_mode: bool,
+    /// CR3: the PML4 the host wrote.
+    pub cr3: u64,
+}
+
+/// Writes what the host provides in every guest's memory: page tables for
+/// `setup.mappings` plus the system pages (boot page read-only, report page,
+/// exception handlers for CPL 0 only), the GDT and TSS, the IDT and the
+/// handler code. Returns the entry state `setup` describes.
+pub(crate) fn write_system_pages(
+    memory: &mut GuestMemory,
+    setup: &VmSetup<'_>,
+) -> Result<EntryState, HypervisorError> {
+    let mut mappings = setup.mappings.to_vec();
+    mappings.push(Mapping {
+        region: Region {
+            start: BOOT_PAGE_GPA,
+            size: PAGE_SIZE,
+        },
+        access: nub_host_common::layout::Access::Read,
+    });
+    // The exception handlers write the report page.
+    mappings.push(Mapping {
+        region: Region {
+            start: nub_host_common::layout::REPORT_PAGE_GPA,
+            size: PAGE_SIZE,
+        },
+        access: nub_host_common::layout::Access::ReadWrite,
+    });
+    mappings.push(Mapping {
+        region: Region {
+            start: nub_host_common::layout::EXCEPTION_CODE_GPA,
+            size: PAGE_SIZE,
+        },
+        access: nub_host_common::layout::Access::KernelExecute,
+    });
+    let cr3 = paging::write_page_tables(memory, &mappings)?;
+    cpu::write_descriptor_tables(memory, setup.ist_stack_top)?;
+    crate::exceptions::write_exception_handlers(memory)?;
+    Ok(EntryState {
+        entry: setup.entry,
+        stack_pointer: setup.stack_pointer,
+        boot_info: setup.boot_info,
+        user_mode: setup.user_mode,
+        cr3,
+    })
+}
+
+/// MSRs a reset restores to a fresh vCPU's values: the segment bases a
+/// CPL 3 guest can change (`wrfsbase`/`wrgsbase` run natively under
+/// kvm_pvm with the host's CR4.FSGSBASE), and the system-call and TSC_AUX
+/// MSRs, which only CPL 0 can write (restored anyway: a reset does not
+/// depend on which code ran at CPL 0). TSC_AUX comes last: KVM stops
+/// reading at the first MSR it does not support, and the others are
+/// required.
+const RESET_MSRS: [u32; 11] = [
+    0xC000_0100, // FS_BASE
+    0xC000_0101, // GS_BASE
+    0xC000_0102, // KERNEL_GS_BASE
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0xC000_0103, // TSC_AUX
+];
+
+/// MSRs of [`RESET_MSRS`] that must be restorable for a VM to be reused.
+const REQUIRED_RESET_MSRS: usize = RESET_MSRS.len() - 1;
+
+/// The state of a vCPU that has never run, as KVM creates it: read once
+/// per process from the first vCPU (before it runs) and written back by
+/// every [`Vm::reset`]. The same for every vCPU nub creates (same CPUID,
+/// same kernel).
+struct FreshVcpu {
+    /// `KVM_GET_XSAVE2`: x87, SSE, AVX… all in their initial state.
+    xsave: Xsave,
+    /// Bytes of `xsave` KVM may read (its `KVM_CAP_XSAVE2` size).
+    xsave_size: usize,
+    msrs: Msrs,
+    events: kvm_vcpu_events,
+    debugregs: kvm_debugregs,
+}
+
+impl std::fmt::Debug for FreshVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshVcpu")
+            .field("xsave_size", &self.xsave_size)
+            .field("msrs", &self.msrs.as_slice().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The xsave size KVM uses for this VM's vCPUs (`KVM_CAP_XSAVE2`), or
+/// `None` when KVM lacks `KVM_GET_XSAVE2`.
+fn xsave_size(vm: &VmFd) -> Option<usize> {
+    usize::try_from(vm.check_extension_int(Cap::Xsave2))
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| n.max(std::mem::size_of::<kvm_bindings::kvm_xsave>()))
+}
+
+impl FreshVcpu {
+    /// Reads the state of `vcpu`, which must never have run.
+    fn capture(vm: &VmFd, vcpu: &VcpuFd) -> Option<Self> {
+        let xsave_size = xsave_size(vm)?;
+        let entries = (xsave_size - std::mem::size_of::<kvm_bindings::kvm_xsave>())
+            .div_ceil(std::mem::size_of::<u32>());
+        let mut xsave = Xsave::new(entries).ok()?;
+        // SAFETY: `xsave` holds `xsave_size` bytes, the size KVM reports
+        // for this VM's xsave state, so KVM_GET_XSAVE2 writes inside it.
+        unsafe { vcpu.get_xsave2(&mut xsave) }.ok()?;
+        let entries: Vec<kvm_msr_entry> = RESET_MSRS
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).ok()?;
+        let read = vcpu.get_msrs(&mut msrs).ok()?;
+        if read < REQUIRED_RESET_MSRS {
+            return None;
+        }
+        let keep: Vec<kvm_msr_entry> = msrs.as_slice().get(..read)?.to_vec();
+        let msrs = Msrs::from_entries(&keep).ok()?;
+        Some(Self {
+            xsave,
+            xsave_size,
+            msrs,
+            events: vcpu.get_vcpu_events().ok()?,
+            debugregs: vcpu.get_debug_regs().ok()?,
+        })
+    }
+}
+
+/// The fresh vCPU state, captured from `vcpu` (never run) if no vCPU has
+/// been captured yet. `None` when it could not be read: VMs are then not
+/// reusable.
+fn fresh_vcpu(vm: &VmFd, vcpu: &VcpuFd) -> Option<&'static FreshVcpu> {
+    static FRESH: OnceLock<Option<FreshVcpu>> = OnceLock::new();
+    FRESH.get_or_init(|| FreshVcpu::capture(vm, vcpu)).as_ref()
+}
+
 /// A KVM virtual machine with one vCPU and one memory slot.
 #[derive(Debug)]
 pub struct Vm {
@@ -180,10 +351,22 @@ pub struct Vm {
     /// fd above is dropped first, so the slot never outlives its mapping,
     /// whoever holds the last `Arc`.
     memory: Arc<GuestMemory>,
+    /// The image `memory` maps privately, if it was built from one.
+    image: Option<Arc<PreparedImage>>,
     interrupt: Arc<VcpuInterrupt>,
     /// Size of the vCPU's `kvm_run` mapping (bounds the I/O data offset).
     run_size: usize,
     exits: u64,
+    /// The special registers of the fresh vCPU (before nub set them up).
+    fresh_sregs: kvm_sregs,
+    /// The state to restore on reset; `None` if it could not be read.
+    fresh: Option<&'static FreshVcpu>,
+    /// KVM's xsave size for this VM.
+    xsave_size: Option<usize>,
+    /// Whether the vCPU's state is known well enough to reset it: cleared
+    /// by any exit other than an `out` or a cancel, any failed ioctl, and
+    /// any failed reset.
+    resettable: bool,
 }
 
 impl Vm {
@@ -202,6 +385,27 @@ impl Vm {
         setup: &VmSetup<'_>,
         interrupt: Arc<VcpuInterrupt>,
     ) -> Result<Self, HypervisorError> {
+        let entry = write_system_pages(&mut memory, setup)?;
+        Self::create(memory, None, entry, interrupt)
+    }
+
+    /// Creates a VM whose memory maps `image` copy-on-write (no copy: the
+    /// guest's writes get private pages) and whose vCPU enters it as the
+    /// image says. `interrupt` as for [`Vm::with_interrupt`].
+    pub fn from_image(
+        image: &Arc<PreparedImage>,
+        interrupt: Arc<VcpuInterrupt>,
+    ) -> Result<Self, HypervisorError> {
+        let memory = GuestMemory::map_file(image.fd(), image.size(), false)?;
+        Self::create(memory, Some(Arc::clone(image)), image.entry(), interrupt)
+    }
+
+    fn create(
+        memory: GuestMemory,
+        image: Option<Arc<PreparedImage>>,
+        entry: EntryState,
+        interrupt: Arc<VcpuInterrupt>,
+    ) -> Result<Self, HypervisorError> {
         interrupt::install_signal_handler()
             .map_err(|e| HypervisorError::KvmUnavailable(format!("signal handler: {e}")))?;
         let KvmSystem {
@@ -210,33 +414,6 @@ impl Vm {
             umip,
             run_size,
         } = kvm()?;
-
-        let mut mappings = setup.mappings.to_vec();
-        mappings.push(Mapping {
-            region: Region {
-                start: BOOT_PAGE_GPA,
-                size: PAGE_SIZE,
-            },
-            access: nub_host_common::layout::Access::Read,
-        });
-        // The exception handlers write the report page.
-        mappings.push(Mapping {
-            region: Region {
-                start: nub_host_common::layout::REPORT_PAGE_GPA,
-                size: PAGE_SIZE,
-            },
-            access: nub_host_common::layout::Access::ReadWrite,
-        });
-        mappings.push(Mapping {
-            region: Region {
-                start: nub_host_common::layout::EXCEPTION_CODE_GPA,
-                size: PAGE_SIZE,
-            },
-            access: nub_host_common::layout::Access::KernelExecute,
-        });
-        let cr3 = paging::write_page_tables(&mut memory, &mappings)?;
-        cpu::write_descriptor_tables(&mut memory, setup.ist_stack_top)?;
-        crate::exceptions::write_exception_handlers(&mut memory)?;
 
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         let region = kvm_userspace_memory_region {
@@ -253,14 +430,21 @@ impl Vm {
 
         let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
-        let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-        cpu::long_mode_sregs(&mut sregs, cr3, setup.user_mode, *umip);
+        let fresh = fresh_vcpu(&vm, &vcpu);
+        let xsave_size = if fresh.is_some() {
+            xsave_size(&vm)
+        } else {
+            None
+        };
+        let fresh_sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+        let mut sregs = fresh_sregs;
+        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, *umip);
         vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
         let regs = cpu::entry_regs(
-            setup.entry,
-            setup.stack_pointer,
-            setup.boot_info,
-            setup.user_mode,
+            entry.entry,
+            entry.stack_pointer,
+            entry.boot_info,
+            entry.user_mode,
         );
         vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
@@ -269,9 +453,14 @@ impl Vm {
             vcpu,
             _vm: vm,
             memory: Arc::new(memory),
+            image,
             interrupt,
             run_size: *run_size,
             exits: 0,
+            fresh_sregs,
+            fresh,
+            xsave_size,
+            resettable: true,
         })
     }
 
@@ -281,7 +470,13 @@ impl Vm {
         &self.memory
     }
 
-    /// Number of VM exits (returns from `KVM_RUN`) since creation.
+    /// The image the guest memory maps, if the VM was built from one.
+    pub fn image(&self) -> Option<&Arc<PreparedImage>> {
+        self.image.as_ref()
+    }
+
+    /// Number of VM exits (returns from `KVM_RUN`) since creation or the
+    /// last [`Vm::reset`].
     pub fn exit_count(&self) -> u64 {
         self.exits
     }
@@ -289,6 +484,157 @@ impl Vm {
     /// The shared interrupt state (for interrupt handles and deadlines).
     pub fn interrupt(&self) -> &Arc<VcpuInterrupt> {
         &self.interrupt
+    }
+
+    /// Marks the current interrupt state dropped (every handle on it is
+    /// inert from now on) and gives the vCPU `interrupt`, which must be
+    /// fresh (not attached to another vCPU). A reused VM gets a new state
+    /// for each owner, so a handle of an earlier owner never reaches it.
+    pub fn replace_interrupt(&mut self, interrupt: Arc<VcpuInterrupt>) {
+        self.interrupt.mark_dropped();
+        interrupt.attach();
+        self.interrupt = interrupt;
+    }
+
+    /// Whether [`Vm::reset`] can bring this VM back to a fresh state: it was
+    /// built from an image, its vCPU state is known (no exit or failure
+    /// left it uncertain), and the fresh vCPU state could be read.
+    pub fn is_resettable(&self) -> bool {
+        self.resettable && self.image.is_some() && self.fresh.is_some()
+    }
+
+    /// Brings the VM back to the state [`Vm::from_image`] creates for
+    /// `image` (which must have the same size), so no state of the guest
+    /// that ran before can be observed:
+    ///
+    /// - an operation the last exit left pending (an `out` being completed)
+    ///   is finished first, by a `KVM_RUN` with `immediate_exit` set, which
+    ///   completes it without running a guest instruction;
+    /// - memory: every page the guest wrote is discarded, so every page
+    ///   reads the image again (same image: `madvise(MADV_DONTNEED)`;
+    ///   another image: the new image is mapped over the old one at the
+    ///   same host address, so the KVM slot stays valid);
+    /// - vCPU: general registers at the image's entry, special registers
+    ///   (segments, control registers, descriptor tables) as a new VM sets
+    ///   them, and the fresh vCPU's FPU/SSE/AVX state (`KVM_SET_XSAVE`),
+    ///   MSRs ([`RESET_MSRS`]: FS/GS base among them), pending events and
+    ///   debug registers;
+    /// - the exit count starts again at 0.
+    ///
+    /// Needs the memory unshared (no other `Arc` on it). On failure the VM
+    /// is no longer resettable and must be dropped. The interrupt state is
+    /// not touched (see [`Vm::replace_interrupt`]).
+    pub fn reset(&mut self, image: &Arc<PreparedImage>) -> Result<(), HypervisorError> {
+        let result = self.reset_inner(image);
+        if result.is_err() {
+            self.resettable = false;
+        }
+        result
+    }
+
+    fn reset_inner(&mut self, image: &Arc<PreparedImage>) -> Result<(), HypervisorError> {
+        if !self.is_resettable() {
+            return Err(HypervisorError::NotResettable(
+                "its vCPU state is uncertain or was never read",
+            ));
+        }
+        let fresh = self.fresh.ok_or(HypervisorError::NotResettable(
+            "the fresh vCPU state could not be read",
+        ))?;
+        if image.size() != self.memory.size() {
+            return Err(HypervisorError::NotResettable(
+                "the image is not the size of its memory",
+            ));
+        }
+        if Arc::get_mut(&mut self.memory).is_none() {
+            return Err(HypervisorError::NotResettable(
+                "its guest memory is still shared",
+            ));
+        }
+        self.complete_pending_exit()?;
+        let same = self.image.as_ref().is_some_and(|i| Arc::ptr_eq(i, image));
+        let memory = Arc::get_mut(&mut self.memory).ok_or(HypervisorError::NotResettable(
+            "its guest memory is still shared",
+        ))?;
+        if same {
+            memory.discard()?;
+        } else {
+            memory.remap_file(image.fd())?;
+            self.image = Some(Arc::clone(image));
+        }
+        self.reset_vcpu(fresh, image.entry())?;
+        self.exits = 0;
+        Ok(())
+    }
+
+    /// Finishes whatever the last exit left for the next `KVM_RUN` to
+    /// complete (an `out`'s instruction skip): KVM does that first, then
+    /// sees `immediate_exit` and returns `EINTR` without entering the guest
+    /// (the kernel's KVM API documentation, "immediate_exit").
+    fn complete_pending_exit(&mut self) -> Result<(), HypervisorError> {
+        let run = NonNull::from(self.vcpu.get_kvm_run());
+        // SAFETY: `run` is this vCPU's live mapping; the reference above has
+        // ended and `&mut self` keeps any other from being made, so these
+        // atomic stores overlap no other access; no run window is open on
+        // this thread for it (the handler never writes here).
+        let immediate_exit = unsafe { interrupt::immediate_exit(run) };
+        immediate_exit.store(1, Ordering::SeqCst);
+        // SAFETY: KVM_RUN on our own vCPU fd takes no argument; the kernel
+        // writes only the kvm_run mapping, which outlives the call.
+        let rc = unsafe { libc::ioctl(self.vcpu.as_raw_fd(), KVM_RUN, 0) };
+        let result = if rc < 0 {
+            kvm_ioctls::Error::last()
+        } else {
+            kvm_ioctls::Error::new(0)
+        };
+        immediate_exit.store(0, Ordering::SeqCst);
+        if result.errno() == libc::EINTR {
+            Ok(())
+        } else {
+            Err(HypervisorError::NotResettable(
+                "KVM_RUN with immediate_exit did not return EINTR",
+            ))
+        }
+    }
+
+    fn reset_vcpu(&mut self, fresh: &FreshVcpu, entry: EntryState) -> Result<(), HypervisorError> {
+        let umip = kvm()?.umip;
+        let regs = cpu::entry_regs(
+            entry.entry,
+            entry.stack_pointer,
+            entry.boot_info,
+            entry.user_mode,
+        );
+        self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        let mut sregs = self.fresh_sregs;
+        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, umip);
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(ioctl("KVM_SET_SREGS"))?;
+        if self.xsave_size.is_none_or(|size| size > fresh.xsave_size) {
+            return Err(HypervisorError::NotResettable(
+                "KVM's xsave state outgrew the fresh copy",
+            ));
+        }
+        // SAFETY: `fresh.xsave` holds `fresh.xsave_size` bytes, at least
+        // what KVM reads for this VM's vCPU (checked above).
+        unsafe { self.vcpu.set_xsave2(&fresh.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
+        let written = self
+            .vcpu
+            .set_msrs(&fresh.msrs)
+            .map_err(ioctl("KVM_SET_MSRS"))?;
+        if written != fresh.msrs.as_slice().len() {
+            return Err(HypervisorError::NotResettable(
+                "KVM_SET_MSRS did not restore every MSR",
+            ));
+        }
+        self.vcpu
+            .set_vcpu_events(&fresh.events)
+            .map_err(ioctl("KVM_SET_VCPU_EVENTS"))?;
+        self.vcpu
+            .set_debug_regs(&fresh.debugregs)
+            .map_err(ioctl("KVM_SET_DEBUGREGS"))?;
+        Ok(())
     }
 
     /// Starts a call: from now until the guard drops, `kill` can cancel
@@ -328,12 +674,20 @@ impl Vm {
             match result {
                 Ok(()) => {}
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-                Err(e) => return Err(ioctl("KVM_RUN")(e)),
+                Err(e) => {
+                    self.resettable = false;
+                    return Err(ioctl("KVM_RUN")(e));
+                }
             }
             // SAFETY: the window is closed (the handler no longer writes),
             // KVM_RUN has returned (the kernel no longer writes), and we hold
             // `&mut self`, so nothing else references the mapping.
             if let Some(exit) = unsafe { decode_exit(run, self.run_size) } {
+                // Only an `out` leaves the vCPU in a state a reset is known
+                // to undo (see `Vm::reset`); anything else retires the VM.
+                if !matches!(exit, VmExit::IoOut { .. }) {
+                    self.resettable = false;
+                }
                 return Ok(exit);
             }
         }
