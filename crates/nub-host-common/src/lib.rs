@@ -17,6 +17,7 @@
 //!   directory stats).
 //! - [`exceptions`]: the x86 exception table (vector, name, error code).
 //! - [`default_guest`]: the default guest's fn ids.
+//! - [`hostile_guest`]: the hostile test guest's fn ids.
 //! - [`resident`]: the control block of resident (exit-free) calls.
 //!
 //! `docs/abi.md` at the repository root describes the same contract in prose.
@@ -29,6 +30,7 @@ pub mod boot;
 pub mod default_guest;
 pub mod directory;
 pub mod exceptions;
+pub mod hostile_guest;
 pub mod layout;
 pub mod log_buffer;
 pub mod ports;

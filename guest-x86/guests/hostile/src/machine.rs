@@ -32,9 +32,7 @@ pub fn host_calls_forever(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestE
     }
 }
 
-/// The directory address written into forged BootInfo copies (id 9,
-/// selector 1): outside any guest memory.
-pub const FORGED_DIRECTORY_VA: u64 = 0xdead_0000;
+use crate::FORGED_DIRECTORY_VA;
 
 /// Offset of `memory_size` in BootInfo.
 const MEMORY_SIZE_OFFSET: usize = 16;

@@ -50,45 +50,7 @@ use nub_arch_x86::{
     abi::{boot::BootInfo, layout::BOOT_INFO_GPA},
 };
 
-/// Fn id of `echo`.
-pub const ECHO: u32 = 1;
-/// Fn id of `frame_past_end`.
-pub const FRAME_PAST_END: u32 = 2;
-/// Fn id of `garbage_body`.
-pub const GARBAGE_BODY: u32 = 3;
-/// Fn id of `payload_outside_frame`.
-pub const PAYLOAD_OUTSIDE_FRAME: u32 = 4;
-/// Fn id of `bad_ring_header`.
-pub const BAD_RING_HEADER: u32 = 5;
-/// Fn id of `no_response`.
-pub const NO_RESPONSE: u32 = 6;
-/// Fn id of `garbage_host_call`.
-pub const GARBAGE_HOST_CALL: u32 = 7;
-/// Fn id of `host_calls_forever`.
-pub const HOST_CALLS_FOREVER: u32 = 8;
-/// Fn id of `rewrite_boot_info`.
-pub const REWRITE_BOOT_INFO: u32 = 9;
-/// Fn id of `corrupt_directory`.
-pub const CORRUPT_DIRECTORY: u32 = 10;
-/// Fn id of `lie_on_put_cap`.
-pub const LIE_ON_PUT_CAP: u32 = 11;
-/// Fn id of `lie_on_get_cap`.
-pub const LIE_ON_GET_CAP: u32 = 12;
-/// Fn id of `fake_directory_slot`.
-pub const FAKE_DIRECTORY_SLOT: u32 = 13;
-/// Fn id of `port_io`.
-pub const PORT_IO: u32 = 14;
-/// Fn id of `privileged`.
-pub const PRIVILEGED: u32 = 15;
-/// Fn id of `exhaust_heap`.
-pub const EXHAUST_HEAP: u32 = 16;
-/// Fn id of `scribble_everything`.
-pub const SCRIBBLE_EVERYTHING: u32 = 17;
-/// Fn id of `corrupt_log`.
-pub const CORRUPT_LOG: u32 = 18;
-
-/// The host function init calls.
-pub const INIT_HOST_FN: u32 = 0xF00D;
+pub use nub_arch_x86::abi::hostile_guest::*;
 
 /// The payload's first byte (0 if empty): most functions take a selector.
 fn selector(input: &[u8]) -> u8 {
