@@ -11,7 +11,9 @@ use nub_hypervisor::{
 const CODE: u64 = 0x10_0000;
 const DATA: u64 = 0x20_0000;
 
-fn vm_with(code: &[u8]) -> Vm {
+/// A VM that starts `code` at CPL 0 (or CPL 3 with `user_mode`, as nub
+/// guests run): one code page, a two-page data page pair for the stacks.
+fn snippet_vm(code: &[u8], user_mode: bool) -> Vm {
     let memory = GuestMemory::new(4 << 20).unwrap();
     memory.write(CODE, code).unwrap();
     let mappings = [
@@ -25,7 +27,7 @@ fn vm_with(code: &[u8]) -> Vm {
         Mapping {
             region: Region {
                 start: DATA,
-                size: 0x1000,
+                size: 0x2000,
             },
             access: Access::ReadWrite,
         },
@@ -34,11 +36,16 @@ fn vm_with(code: &[u8]) -> Vm {
         mappings: &mappings,
         entry: CODE,
         stack_pointer: DATA + 0x1000,
-        ist_stack_top: DATA + 0x1000,
+        ist_stack_top: DATA + 0x2000,
         boot_info: 0x1000,
-        user_mode: false,
+        user_mode,
     };
     Vm::new(memory, &setup).unwrap()
+}
+
+/// A VM that starts `code` at CPL 0.
+fn vm_with(code: &[u8]) -> Vm {
+    snippet_vm(code, false)
 }
 
 #[test]
@@ -125,33 +132,7 @@ fn kill_stops_a_spinning_guest() {
 
 /// A VM that starts `code` at CPL 3, as nub guests run.
 fn user_vm_with(code: &[u8]) -> Vm {
-    let memory = GuestMemory::new(4 << 20).unwrap();
-    memory.write(CODE, code).unwrap();
-    let mappings = [
-        Mapping {
-            region: Region {
-                start: CODE,
-                size: 0x1000,
-            },
-            access: Access::ReadExecute,
-        },
-        Mapping {
-            region: Region {
-                start: DATA,
-                size: 0x2000,
-            },
-            access: Access::ReadWrite,
-        },
-    ];
-    let setup = VmSetup {
-        mappings: &mappings,
-        entry: CODE,
-        stack_pointer: DATA + 0x1000,
-        ist_stack_top: DATA + 0x2000,
-        boot_info: 0x1000,
-        user_mode: true,
-    };
-    Vm::new(memory, &setup).unwrap()
+    snippet_vm(code, true)
 }
 
 /// `out 0xE1, eax`: the DONE exit, reached when the code before it ran.
@@ -287,4 +268,17 @@ fn cpuid_and_sse_agree_at_user_mode() {
         // KVM intercepts CPUID (nub's restricted table): SSE is #UD.
         assert_eq!(fault, Some(6), "{exit:?}");
     }
+}
+
+/// A triple fault is a typed exit. Sandbox guests cannot cause one: they
+/// run at CPL 3 behind the host's IDT (every exception vector present, #DF
+/// on an always-mapped IST stack, the IDT/GDT/TSS read-only, `lidt` a #GP),
+/// so the hostile-guest suite cannot reach `HyperlightError::TripleFault`.
+/// A raw CPL 0 snippet that loads an empty IDT can.
+#[test]
+fn an_exception_with_no_idt_is_a_shutdown_exit() {
+    // push 0; push 0; lidt [rsp] (limit 0: no gate at all); ud2.
+    // #UD cannot be delivered (#GP), nor can #GP (#DF), nor #DF: shutdown.
+    let mut vm = vm_with(&[0x6a, 0x00, 0x6a, 0x00, 0x0f, 0x01, 0x1c, 0x24, 0x0f, 0x0b]);
+    assert_eq!(vm.run().unwrap(), VmExit::Shutdown);
 }
