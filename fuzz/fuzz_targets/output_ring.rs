@@ -4,8 +4,10 @@
 //! they are covered by exec.rs's unit tests, not reachable from here).
 //!
 //! The input is the output ring region (header + data area), 16-aligned as
-//! in guest memory. Reserved header bytes 16..20 are the offset a guest's
-//! HOST_CALL exit names; byte 24 is how many responses the batch expects.
+//! in guest memory. Reserved header bytes 16..24 are the offset a guest
+//! names for its host call (a u32 port value in exit mode, the control
+//! block's u64 `HOSTCALL_OFFSET` word in resident mode); byte 24 is how
+//! many responses the batch expects.
 //!
 //! - Responses: walk from `head` to `tail` as `read_responses` does, taking
 //!   only `Response` frames, copying each body to a private aligned buffer
@@ -132,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = RingReader::new(&region) else {
         return;
     };
-    let host_call_offset = read_u64(&region, 16).unwrap_or(0) as u32 as usize;
+    let host_call_offset = read_u64(&region, 16).unwrap_or(0) as usize;
     let batch = 1 + usize::from(region[24] % 64);
     let responses = read_responses(&reader, batch);
     round_trip(&responses);

@@ -139,6 +139,7 @@ impl Region {
 
 /// Why a layout cannot be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LayoutError {
     /// A size is zero, not page aligned, or too small for its use.
     BadSize {

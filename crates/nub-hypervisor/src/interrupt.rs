@@ -52,6 +52,7 @@ use kvm_bindings::kvm_run;
 
 /// Why a call was canceled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CancelReason {
     /// `kill()` from an interrupt handle.
     Killed,

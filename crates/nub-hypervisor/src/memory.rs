@@ -21,6 +21,7 @@ use std::{
 
 /// A failed guest memory access.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MemoryError {
     /// The range `[addr, addr + len)` is not inside guest memory.
     #[error("guest range {addr:#x}+{len:#x} is outside guest memory of {size:#x} bytes")]
@@ -41,7 +42,10 @@ pub enum MemoryError {
         align: u64,
     },
     /// The host could not map the memory.
-    #[error("mmap of {size:#x} bytes of guest memory failed: errno {errno}")]
+    #[error(
+        "cannot map {size:#x} bytes of guest memory: {}",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
     Map {
         /// Requested size.
         size: u64,

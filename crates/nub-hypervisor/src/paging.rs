@@ -24,6 +24,7 @@ pub struct Mapping {
 
 /// Why the page tables could not be built.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PagingError {
     /// Guest memory is larger than one page directory can map.
     #[error("guest memory of {0:#x} bytes is larger than the page tables can map")]

@@ -28,20 +28,36 @@ use crate::{
 
 /// Why the hypervisor failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HypervisorError {
-    /// `/dev/kvm` could not be opened or lacks a required capability.
-    #[error("KVM is not available: {0}")]
-    KvmUnavailable(String),
-    /// A KVM ioctl failed.
+    /// `/dev/kvm` could not be opened or queried. The message says what to
+    /// check for the error at hand (the device, its permissions, the `kvm`
+    /// group); `source` keeps the kind and the errno.
+    #[error("KVM is not available: {op} failed: {source}; {hint}", hint = kvm_hint(source))]
+    KvmUnavailable {
+        /// What failed (`open /dev/kvm`, or a system ioctl).
+        op: &'static str,
+        /// The OS error (kind and errno).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host's KVM lacks something nub needs.
+    #[error("KVM on this host lacks {0}, which nub needs; a newer host kernel has it")]
+    KvmUnsupported(&'static str),
+    /// The signal handler that stops a running vCPU could not be installed.
+    #[error("cannot install the signal handler that interrupts vCPUs: {0}")]
+    SignalHandler(#[source] std::io::Error),
+    /// A KVM ioctl on a VM or vCPU failed.
     #[error("KVM ioctl {op} failed: {source}")]
     Ioctl {
         /// Which operation.
         op: &'static str,
-        /// The errno.
+        /// The OS error (kind and errno).
         #[source]
-        source: kvm_ioctls::Error,
+        source: std::io::Error,
     },
-    /// Guest memory access failed.
+    /// A guest memory access was out of bounds, or the memory could not be
+    /// mapped.
     #[error(transparent)]
     Memory(#[from] MemoryError),
     /// Page tables could not be built.
@@ -62,10 +78,48 @@ pub enum HypervisorError {
     /// The running call was canceled.
     #[error("vCPU run canceled: {0:?}")]
     Canceled(CancelReason),
+    /// An address in the [`VmSetup`] is not canonical (bits 48..64 must
+    /// copy bit 47), so the CPU could not use it.
+    #[error("VmSetup::{what} {addr:#x} is not a canonical address")]
+    NonCanonical {
+        /// Which field.
+        what: &'static str,
+        /// Its value.
+        addr: u64,
+    },
+}
+
+/// What to check when `/dev/kvm` fails with `source`.
+fn kvm_hint(source: &std::io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => {
+            "check that /dev/kvm exists: the CPU's virtualization extensions are on (in the \
+             firmware, or nested virtualization for a VM) and the kvm module is loaded \
+             (kvm_intel or kvm_amd)"
+        }
+        Some(libc::EACCES | libc::EPERM) => {
+            "check /dev/kvm's permissions (ls -l /dev/kvm: read and write for this user) and \
+             that this user is in the group that owns it, usually `kvm` (sudo usermod -aG kvm \
+             $USER, then log in again)"
+        }
+        _ => {
+            "check that /dev/kvm exists, that this user can read and write it, and that the \
+             user is in the `kvm` group"
+        }
+    }
+}
+
+/// The `std::io::Error` of a failed kvm-ioctls call (its errno, so the
+/// kind and code survive without kvm-ioctls' type in the public API).
+fn os_error(e: &kvm_ioctls::Error) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.errno())
 }
 
 fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HypervisorError {
-    move |source| HypervisorError::Ioctl { op, source }
+    move |e| HypervisorError::Ioctl {
+        op,
+        source: os_error(&e),
+    }
 }
 
 /// Why the vCPU stopped. Owned, so the caller can keep it while using the VM.
@@ -140,24 +194,53 @@ struct KvmSystem {
     run_size: usize,
 }
 
+/// Why the process-wide KVM handle could not be made; kept (it is made
+/// once) and turned into a [`HypervisorError`] for every caller.
+#[derive(Debug, Clone, Copy)]
+enum KvmInitError {
+    /// `op` failed with `errno`.
+    Os { op: &'static str, errno: i32 },
+    /// KVM lacks this.
+    Unsupported(&'static str),
+}
+
+impl KvmInitError {
+    fn os(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
+        move |e| Self::Os {
+            op,
+            errno: e.errno(),
+        }
+    }
+
+    fn to_error(self) -> HypervisorError {
+        match self {
+            Self::Os { op, errno } => HypervisorError::KvmUnavailable {
+                op,
+                source: std::io::Error::from_raw_os_error(errno),
+            },
+            Self::Unsupported(what) => HypervisorError::KvmUnsupported(what),
+        }
+    }
+}
+
 fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
-    static KVM: OnceLock<Result<KvmSystem, String>> = OnceLock::new();
+    static KVM: OnceLock<Result<KvmSystem, KvmInitError>> = OnceLock::new();
     KVM.get_or_init(|| {
-        let kvm = Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
+        let kvm = Kvm::new().map_err(KvmInitError::os("open /dev/kvm"))?;
         if !kvm.check_extension(Cap::ImmediateExit) {
-            return Err("KVM_CAP_IMMEDIATE_EXIT is missing".into());
+            return Err(KvmInitError::Unsupported("KVM_CAP_IMMEDIATE_EXIT"));
         }
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+            .map_err(KvmInitError::os("KVM_GET_SUPPORTED_CPUID"))?;
         cpuid::restrict(&mut cpuid);
         let umip = cpuid::supports_umip(&cpuid);
         let run_size = kvm
             .get_vcpu_mmap_size()
-            .map_err(|e| format!("KVM_GET_VCPU_MMAP_SIZE: {e}"))?;
+            .map_err(KvmInitError::os("KVM_GET_VCPU_MMAP_SIZE"))?;
         if run_size < std::mem::size_of::<kvm_run>() {
-            return Err(format!(
-                "KVM's vCPU mapping ({run_size} bytes) cannot hold kvm_run"
+            return Err(KvmInitError::Unsupported(
+                "a vCPU mapping large enough for struct kvm_run",
             ));
         }
         Ok(KvmSystem {
@@ -168,7 +251,7 @@ fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
         })
     })
     .as_ref()
-    .map_err(|e| HypervisorError::KvmUnavailable(e.clone()))
+    .map_err(|e| e.to_error())
 }
 
 /// The CPUID every guest sees (see [`crate::cpuid`]).
@@ -406,8 +489,7 @@ impl Vm {
         entry: EntryState,
         interrupt: Arc<VcpuInterrupt>,
     ) -> Result<Self, HypervisorError> {
-        interrupt::install_signal_handler()
-            .map_err(|e| HypervisorError::KvmUnavailable(format!("signal handler: {e}")))?;
+        interrupt::install_signal_handler().map_err(HypervisorError::SignalHandler)?;
         let KvmSystem {
             kvm,
             cpuid,
@@ -821,6 +903,41 @@ impl Drop for CallGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kvm_unavailable_keeps_the_errno_and_says_what_to_check() {
+        let error = |errno| HypervisorError::KvmUnavailable {
+            op: "open /dev/kvm",
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let missing = error(libc::ENOENT);
+        let message = missing.to_string();
+        assert!(message.contains("open /dev/kvm failed"), "{message}");
+        assert!(message.contains("exists") && message.contains("kvm module"));
+        let HypervisorError::KvmUnavailable { source, .. } = &missing else {
+            unreachable!()
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+
+        let denied = error(libc::EACCES).to_string();
+        assert!(
+            denied.contains("permissions") && denied.contains("`kvm`"),
+            "{denied}"
+        );
+        assert!(!denied.contains("kvm module"), "{denied}");
+    }
+
+    #[test]
+    fn ioctl_errors_carry_an_io_error() {
+        let e = ioctl("KVM_CREATE_VM")(kvm_ioctls::Error::new(libc::ENOMEM));
+        assert!(matches!(
+            &e,
+            HypervisorError::Ioctl { op: "KVM_CREATE_VM", source }
+                if source.raw_os_error() == Some(libc::ENOMEM)
+        ));
+        assert!(e.to_string().starts_with("KVM ioctl KVM_CREATE_VM failed"));
+    }
 
     #[test]
     fn kvm_run_ioctl_number_matches_linux() {

@@ -321,7 +321,7 @@ impl MultiUseSandbox {
         walk.done
             .get(&std::ptr::from_ref(root))
             .copied()
-            .ok_or_else(|| HyperlightError::Error("graph walk lost the root".into()))
+            .ok_or(HyperlightError::Internal("graph walk lost the root"))
     }
 
     /// Publishes `wire` (hash `hash`); when the guest refuses it for lacking
@@ -403,9 +403,7 @@ impl GraphWalk<'_> {
                             let h = self
                                 .done
                                 .get(&std::ptr::from_ref::<Cap>(child))
-                                .ok_or_else(|| {
-                                    HyperlightError::Error("graph walk lost a child".into())
-                                })?;
+                                .ok_or(HyperlightError::Internal("graph walk lost a child"))?;
                             WireSlot::Hash(h.to_bytes())
                         }
                     });

@@ -7,15 +7,25 @@
 //! - **Failed executions, which poison the sandbox**: faults, panics,
 //!   aborts, out-of-memory, kills, timeouts, host-function panics, protocol
 //!   violations. Later calls return [`HyperlightError::PoisonedSandbox`].
-//! - **Setup errors**: bad guest binary, bad configuration, KVM failures.
+//! - **Setup errors**: bad guest binary, bad configuration, KVM failures
+//!   ([`HyperlightError::Kvm`], whose message says what to check when
+//!   `/dev/kvm` cannot be used), guest memory that cannot be mapped.
+//!
+//! Every message names its cause; a size error names the
+//! `SandboxConfiguration` setting to raise. A guest answer that cannot be
+//! true is a [`HyperlightError::ProtocolViolation`], a broken invariant of
+//! nub's own is [`HyperlightError::Internal`], and
+//! [`HyperlightError::Error`] is kept for encode/decode failures. The enums
+//! are `#[non_exhaustive]`: match them with a wildcard arm.
 
 use std::time::Duration;
 
 use nub_host_common::layout::LayoutError;
-use nub_hypervisor::HypervisorError;
+use nub_hypervisor::{HypervisorError, MemoryError};
 
 /// Why a guest binary was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuestBinaryError {
     /// The guest file could not be read.
     #[error("cannot read guest binary {path}: {source}")]
@@ -89,7 +99,14 @@ pub enum GuestBinaryError {
 }
 
 /// Every error nub returns.
+///
+/// Each message names its cause and, where the caller can do something,
+/// what to do: size errors name the [`SandboxConfiguration`] setting to
+/// raise.
+///
+/// [`SandboxConfiguration`]: crate::SandboxConfiguration
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HyperlightError {
     // --- call errors; the sandbox stays usable ---
     /// The guest function ran and returned an error.
@@ -107,7 +124,10 @@ pub enum HyperlightError {
         fn_id: u32,
     },
     /// The request does not fit in the input ring; nothing ran.
-    #[error("payload of {size} bytes exceeds the largest the input ring takes ({max} bytes)")]
+    #[error(
+        "payload of {size} bytes exceeds the largest the input ring takes ({max} bytes); \
+         raise SandboxConfiguration::input_ring_size (with_ring_sizes)"
+    )]
     PayloadTooLarge {
         /// Payload size.
         size: usize,
@@ -116,7 +136,10 @@ pub enum HyperlightError {
     },
     /// A batch of requests does not fit in the input ring together; nothing
     /// ran.
-    #[error("a batch of {calls} requests does not fit in the input ring ({capacity} bytes)")]
+    #[error(
+        "a batch of {calls} requests does not fit in the input ring ({capacity} bytes); \
+         split the batch or raise SandboxConfiguration::input_ring_size (with_ring_sizes)"
+    )]
     BatchTooLarge {
         /// Requests in the batch.
         calls: usize,
@@ -124,7 +147,10 @@ pub enum HyperlightError {
         capacity: usize,
     },
     /// The guest's result did not fit in the output ring.
-    #[error("guest result of {needed} bytes does not fit in the output ring ({capacity} bytes)")]
+    #[error(
+        "guest result of {needed} bytes does not fit in the output ring ({capacity} bytes); \
+         raise SandboxConfiguration::output_ring_size (with_ring_sizes)"
+    )]
     ResponseTooLarge {
         /// Bytes the result needed (0 if unknown).
         needed: u64,
@@ -147,7 +173,8 @@ pub enum HyperlightError {
     },
     /// The guest overflowed its stack into the guard page.
     #[error(
-        "guest stack overflow at rip {rip:#x} (touched {cr2:#x}, the guard page below the stack)"
+        "guest stack overflow at rip {rip:#x} (touched {cr2:#x}, the guard page below the \
+         stack); raise SandboxConfiguration::stack_size (with_stack_size)"
     )]
     StackOverflow {
         /// Instruction that overflowed (the double fault's RIP).
@@ -170,7 +197,10 @@ pub enum HyperlightError {
         message: String,
     },
     /// The guest heap could not satisfy an allocation.
-    #[error("guest out of memory (allocation of {size} bytes failed)")]
+    #[error(
+        "guest out of memory (allocation of {size} bytes failed); raise \
+         SandboxConfiguration::heap_size (with_heap_size)"
+    )]
     GuestOutOfMemory {
         /// Size of the failed allocation.
         size: u64,
@@ -194,8 +224,9 @@ pub enum HyperlightError {
         /// Whether it was a write.
         write: bool,
     },
-    /// The vCPU stopped in a way a nub guest never should (halt, internal
-    /// emulation error such as an SSE instruction under kvm_pvm, ...).
+    /// The vCPU stopped in a way a nub guest never should (`hlt`, a KVM
+    /// internal error for an instruction KVM cannot emulate, a failed VM
+    /// entry, ...).
     #[error("guest stopped unexpectedly: {0}")]
     UnexpectedExit(String),
     /// The guest broke the ring protocol (bad frame, bad response).
@@ -232,15 +263,23 @@ pub enum HyperlightError {
         /// The id.
         fn_id: u32,
     },
-    /// KVM failed.
+    /// KVM failed (see [`HypervisorError`]; a guest-memory access error
+    /// converts to [`Self::GuestMemory`] instead).
     #[error(transparent)]
-    Kvm(#[from] HypervisorError),
+    Kvm(HypervisorError),
+    /// A host access to guest memory was out of bounds, or the memory could
+    /// not be mapped.
+    #[error(transparent)]
+    GuestMemory(#[from] MemoryError),
     /// A capability could not be converted to its wire form.
-    #[error("capability cannot be sent to the guest: {0}")]
+    #[error("capability cannot be sent to the guest: {0}{hint}", hint = wire_hint(.0))]
     Wire(#[from] javm_cap::WireError),
     /// The guest refused a CNode because this child is not in its
     /// directory (publish children first, or use `put_cap_graph`).
-    #[error("the guest's directory does not hold child {child} of the capability")]
+    #[error(
+        "the guest's directory does not hold child {child} of the capability; publish the \
+         child first (put_cap) or send the whole graph with put_cap_graph"
+    )]
     CapMissingChild {
         /// The missing child's hash.
         child: javm_cap::CapHash,
@@ -265,7 +304,12 @@ pub enum HyperlightError {
     /// sandbox was not created).
     #[error("cannot start the vCPU thread of a resident sandbox: {0}")]
     VcpuThread(#[source] std::io::Error),
-    /// Anything else (last resort).
+    /// A bug in nub: an invariant of its own code did not hold. Nothing
+    /// the caller or the guest did; please report it.
+    #[error("internal error in nub (a bug; please report it): {0}")]
+    Internal(&'static str),
+    /// A frame or value could not be encoded or decoded (the seed's
+    /// catch-all, kept for encode/decode failures).
     #[error("{0}")]
     Error(String),
 }
@@ -293,6 +337,27 @@ impl HyperlightError {
     }
 }
 
+/// What to do about a cap that has no wire form, where there is something.
+fn wire_hint(e: &javm_cap::WireError) -> &'static str {
+    match e {
+        javm_cap::WireError::PagedData | javm_cap::WireError::RefSlot { .. } => {
+            "; put_cap_graph sends paged data and Ref slots"
+        }
+        _ => "",
+    }
+}
+
+impl From<HypervisorError> for HyperlightError {
+    /// [`HypervisorError::Memory`] becomes [`HyperlightError::GuestMemory`];
+    /// everything else is [`HyperlightError::Kvm`].
+    fn from(e: HypervisorError) -> Self {
+        match e {
+            HypervisorError::Memory(m) => Self::GuestMemory(m),
+            other => Self::Kvm(other),
+        }
+    }
+}
+
 /// `Result` with [`HyperlightError`].
 pub type Result<T> = std::result::Result<T, HyperlightError>;
 
@@ -300,4 +365,278 @@ pub type Result<T> = std::result::Result<T, HyperlightError>;
 /// ABI's exception table, [`nub_host_common::exceptions`]).
 pub fn exception_name(vector: u8) -> &'static str {
     nub_host_common::exceptions::name(vector)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use javm_cap::CapHash;
+
+    use super::*;
+
+    /// A distinct number per variant. The match has no wildcard, so adding
+    /// a variant fails to compile here until it gets a number, and
+    /// [`every_variant`] must then hold an example of it.
+    fn variant_number(e: &HyperlightError) -> usize {
+        use HyperlightError as E;
+        match e {
+            E::GuestFunctionError { .. } => 0,
+            E::UnknownFunction { .. } => 1,
+            E::PayloadTooLarge { .. } => 2,
+            E::BatchTooLarge { .. } => 3,
+            E::ResponseTooLarge { .. } => 4,
+            E::GuestFault { .. } => 5,
+            E::StackOverflow { .. } => 6,
+            E::GuestPanicked { .. } => 7,
+            E::GuestAborted { .. } => 8,
+            E::GuestOutOfMemory { .. } => 9,
+            E::TripleFault => 10,
+            E::UnexpectedPort { .. } => 11,
+            E::MemoryAccessViolation { .. } => 12,
+            E::UnexpectedExit(_) => 13,
+            E::ProtocolViolation(_) => 14,
+            E::Canceled => 15,
+            E::ExecutionTimeout(_) => 16,
+            E::HostFunctionPanicked { .. } => 17,
+            E::PoisonedSandbox => 18,
+            E::BadGuestBinary(_) => 19,
+            E::InvalidConfiguration(_) => 20,
+            E::ReservedFunctionId { .. } => 21,
+            E::Kvm(_) => 22,
+            E::GuestMemory(_) => 23,
+            E::Wire(_) => 24,
+            E::CapMissingChild { .. } => 25,
+            E::CapRejected => 26,
+            E::CapHashMismatch { .. } => 27,
+            E::WatchdogUnavailable(_) => 28,
+            E::VcpuThread(_) => 29,
+            E::Internal(_) => 30,
+            E::Error(_) => 31,
+        }
+    }
+
+    /// How many variants [`variant_number`] numbers.
+    const VARIANTS: usize = 32;
+
+    /// One example of every variant, with the words its message must
+    /// contain: its cause and, where the caller can act, what to do.
+    fn every_variant() -> Vec<(HyperlightError, &'static [&'static str])> {
+        use HyperlightError as E;
+        let hash = CapHash::from_bytes([0xAB; 32]);
+        let other = CapHash::from_bytes([0xCD; 32]);
+        vec![
+            (
+                E::GuestFunctionError {
+                    fn_id: 7,
+                    message: "bad input".into(),
+                },
+                &["guest function 7", "bad input"],
+            ),
+            (E::UnknownFunction { fn_id: 99 }, &["no function", "99"]),
+            (
+                E::PayloadTooLarge {
+                    size: 70_000,
+                    max: 65_000,
+                },
+                &["payload of 70000 bytes", "input ring", "input_ring_size"],
+            ),
+            (
+                E::BatchTooLarge {
+                    calls: 500,
+                    capacity: 65_000,
+                },
+                &["batch of 500", "input ring", "input_ring_size"],
+            ),
+            (
+                E::ResponseTooLarge {
+                    needed: 70_000,
+                    capacity: 65_000,
+                },
+                &["70000 bytes", "output ring", "output_ring_size"],
+            ),
+            (
+                E::GuestFault {
+                    vector: 14,
+                    error_code: 6,
+                    rip: 0x40_1000,
+                    cr2: 0x10,
+                },
+                &["page fault (#PF)", "vector 14", "rip 0x401000", "cr2 0x10"],
+            ),
+            (
+                E::StackOverflow {
+                    rip: 0x40_1000,
+                    cr2: 0x7f_f000,
+                },
+                &["stack overflow", "guard page", "stack_size"],
+            ),
+            (
+                E::GuestPanicked {
+                    message: "index out of bounds at src/main.rs:3".into(),
+                },
+                &["panicked", "index out of bounds", "main.rs:3"],
+            ),
+            (
+                E::GuestAborted {
+                    code: 42,
+                    message: "gave up".into(),
+                },
+                &["aborted", "42", "gave up"],
+            ),
+            (
+                E::GuestOutOfMemory { size: 1 << 20 },
+                &["out of memory", "1048576 bytes", "heap_size"],
+            ),
+            (E::TripleFault, &["triple fault"]),
+            (
+                E::UnexpectedPort {
+                    port: 0x3f8,
+                    value: 0x41,
+                },
+                &["unknown I/O port 0x3f8", "0x41"],
+            ),
+            (
+                E::MemoryAccessViolation {
+                    addr: 0x3000_0000,
+                    write: true,
+                },
+                &["wrote", "outside its memory", "0x30000000"],
+            ),
+            (
+                E::UnexpectedExit("the guest halted".into()),
+                &["stopped unexpectedly", "halted"],
+            ),
+            (
+                E::ProtocolViolation("response frame past the ring's end".into()),
+                &["broke the call protocol", "past the ring's end"],
+            ),
+            (E::Canceled, &["canceled"]),
+            (
+                E::ExecutionTimeout(Duration::from_millis(1500)),
+                &["deadline", "1.5s"],
+            ),
+            (
+                E::HostFunctionPanicked {
+                    fn_id: 3,
+                    message: "boom".into(),
+                },
+                &["host function 3 panicked", "boom"],
+            ),
+            (E::PoisonedSandbox, &["poisoned", "build a new one"]),
+            (
+                E::BadGuestBinary(GuestBinaryError::Empty),
+                &["guest binary is empty"],
+            ),
+            (
+                E::InvalidConfiguration(LayoutError::TooLarge {
+                    needed: 1 << 40,
+                    max: 1 << 30,
+                }),
+                &[
+                    "invalid sandbox configuration",
+                    "exceeds the supported maximum",
+                ],
+            ),
+            (
+                E::ReservedFunctionId { fn_id: 0x8000_0001 },
+                &["0x80000001", "reserved system range"],
+            ),
+            (
+                E::Kvm(HypervisorError::KvmUnavailable {
+                    op: "open /dev/kvm",
+                    source: io::Error::from_raw_os_error(EACCES),
+                }),
+                &[
+                    "KVM is not available",
+                    "open /dev/kvm",
+                    "permissions",
+                    "`kvm`",
+                ],
+            ),
+            (
+                E::GuestMemory(MemoryError::OutOfBounds {
+                    addr: 0x1_0000_0000,
+                    len: 8,
+                    size: 0x100_0000,
+                }),
+                &["0x100000000", "outside guest memory"],
+            ),
+            (
+                E::Wire(javm_cap::WireError::PagedData),
+                &["cannot be sent to the guest", "put_cap_graph"],
+            ),
+            (
+                E::CapMissingChild { child: hash },
+                &["does not hold child", "put_cap_graph"],
+            ),
+            (E::CapRejected, &["refused the capability"]),
+            (
+                E::CapHashMismatch {
+                    given: hash,
+                    computed: other,
+                },
+                &["hash given", "not the capability's hash"],
+            ),
+            (
+                E::WatchdogUnavailable(io::Error::from(io::ErrorKind::OutOfMemory)),
+                &["deadline watchdog thread"],
+            ),
+            (
+                E::VcpuThread(io::Error::from(io::ErrorKind::OutOfMemory)),
+                &["vCPU thread"],
+            ),
+            (
+                E::Internal("graph walk lost the root"),
+                &["internal error", "bug", "graph walk lost the root"],
+            ),
+            (
+                E::Error("frame body is not a valid archive".into()),
+                &["not a valid archive"],
+            ),
+        ]
+    }
+
+    /// EACCES on Linux (this crate has no libc dependency).
+    const EACCES: i32 = 13;
+
+    #[test]
+    fn every_variant_names_its_cause() {
+        let examples = every_variant();
+        let mut seen = [false; VARIANTS];
+        for (error, words) in &examples {
+            let message = error.to_string();
+            println!("{:>2} {message}", variant_number(error));
+            for word in *words {
+                assert!(message.contains(word), "{message:?} lacks {word:?}");
+            }
+            let n = variant_number(error);
+            assert!(n < VARIANTS, "raise VARIANTS to cover variant {n}");
+            assert!(!seen[n], "two examples of variant {n}");
+            seen[n] = true;
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|&n| !seen[n]).collect();
+        assert!(missing.is_empty(), "no example of variants {missing:?}");
+    }
+
+    #[test]
+    fn guest_memory_errors_convert_to_their_own_variant() {
+        let oob = MemoryError::OutOfBounds {
+            addr: 1,
+            len: 2,
+            size: 3,
+        };
+        assert!(matches!(
+            HyperlightError::from(HypervisorError::Memory(oob)),
+            HyperlightError::GuestMemory(m) if m == oob
+        ));
+        assert!(matches!(
+            HyperlightError::from(oob),
+            HyperlightError::GuestMemory(m) if m == oob
+        ));
+        assert!(matches!(
+            HyperlightError::from(HypervisorError::KvmUnsupported("x")),
+            HyperlightError::Kvm(HypervisorError::KvmUnsupported("x"))
+        ));
+    }
 }
