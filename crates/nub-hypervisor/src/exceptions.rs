@@ -26,16 +26,104 @@ use nub_host_common::{
     report::{self, ReportKind},
 };
 
+use x86_64::{PrivilegeLevel, structures::gdt::SegmentSelector};
+
 use crate::memory::{GuestMemory, MemoryError};
 
 /// Bytes per vector stub.
 const STUB_SIZE: u64 = 16;
-/// Exception vectors covered.
-pub const VECTORS: u64 = 32;
+/// Exception vectors covered (every one the ABI's table names).
+pub const VECTORS: u64 = exceptions::VECTORS as u64;
 /// IDT limit (32 gates of 16 bytes).
-pub const IDT_LIMIT: u16 = (VECTORS * 16 - 1) as u16;
-/// IST slot used by the double fault.
-const DOUBLE_FAULT_IST: u64 = 1;
+pub const IDT_LIMIT: u16 = (VECTORS as usize * size_of::<InterruptGate>() - 1) as u16;
+/// IST slot used by the double fault (the TSS's IST1; see [`crate::cpu`]).
+const DOUBLE_FAULT_IST: u8 = 1;
+
+/// A 64-bit IDT gate descriptor (Intel SDM vol. 3 figure 6-8).
+///
+/// The `x86_64` crate's `idt::Entry` has the same layout, but it can only
+/// be pointed at a handler through `set_handler_addr`, which takes its code
+/// selector from the running program's CS (and needs the crate's
+/// `instructions` feature). These gates point into guest memory with the
+/// guest's selector, so they are this typed copy of the layout, with the
+/// crate's [`SegmentSelector`] and [`PrivilegeLevel`] for their fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InterruptGate {
+    /// Handler address bits 0..16.
+    offset_low: u16,
+    /// Code segment the handler runs in.
+    selector: SegmentSelector,
+    /// Interrupt stack table index, 1..=7, or 0 for none.
+    ist: u8,
+    /// Present (bit 7), DPL (bits 5..7), gate type (bits 0..4).
+    attributes: u8,
+    /// Handler address bits 16..32.
+    offset_middle: u16,
+    /// Handler address bits 32..64.
+    offset_high: u32,
+    /// Must be zero.
+    reserved: u32,
+}
+
+const _: () = assert!(size_of::<InterruptGate>() == 16);
+
+/// `attributes`: the gate is present.
+const GATE_PRESENT: u8 = 1 << 7;
+/// `attributes`: a 64-bit interrupt gate (the CPU clears IF on entry).
+const GATE_TYPE_INTERRUPT: u8 = 0xE;
+
+impl InterruptGate {
+    /// A present interrupt gate to `handler` in segment `selector`, callable
+    /// by `int n` from `dpl` or more privileged code, on IST stack `ist`
+    /// (0 = the current or RSP0 stack).
+    const fn new(handler: u64, selector: SegmentSelector, dpl: PrivilegeLevel, ist: u8) -> Self {
+        Self {
+            offset_low: handler as u16,
+            selector,
+            ist: ist & 7,
+            attributes: GATE_PRESENT | ((dpl as u8) << 5) | GATE_TYPE_INTERRUPT,
+            offset_middle: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+
+    /// The gate as the CPU reads it (little endian, fields in order).
+    fn to_bytes(self) -> [u8; 16] {
+        let fields: [&[u8]; 7] = [
+            &self.offset_low.to_le_bytes(),
+            &self.selector.0.to_le_bytes(),
+            &[self.ist],
+            &[self.attributes],
+            &self.offset_middle.to_le_bytes(),
+            &self.offset_high.to_le_bytes(),
+            &self.reserved.to_le_bytes(),
+        ];
+        let mut out = [0u8; 16];
+        for (dst, src) in out.iter_mut().zip(fields.into_iter().flatten()) {
+            *dst = *src;
+        }
+        out
+    }
+}
+
+/// The gate of `vector`: its stub in the exception page, kernel code
+/// segment, DPL 0 (an `int n` from the guest at CPL 3 is a #GP, never a
+/// forged exception), IST1 for the double fault.
+fn gate(vector: u8) -> InterruptGate {
+    let ist = if vector == exceptions::DOUBLE_FAULT {
+        DOUBLE_FAULT_IST
+    } else {
+        0
+    };
+    InterruptGate::new(
+        EXCEPTION_CODE_GPA + u64::from(vector) * STUB_SIZE,
+        SegmentSelector(CODE_SELECTOR),
+        PrivilegeLevel::Ring0,
+        ist,
+    )
+}
 
 core::arch::global_asm!(
     ".pushsection .rodata.nub_exception_code, \"a\"",
@@ -106,27 +194,13 @@ pub fn handler_code() -> &'static [u8] {
     unsafe { std::slice::from_raw_parts(start, len) }
 }
 
-fn gate(handler: u64, ist: u64) -> [u64; 2] {
-    let selector = u64::from(CODE_SELECTOR);
-    // Present, DPL 0, 64-bit interrupt gate.
-    let type_attr: u64 = 0x8E;
-    let low = (handler & 0xFFFF)
-        | (selector << 16)
-        | ((ist & 7) << 32)
-        | (type_attr << 40)
-        | (((handler >> 16) & 0xFFFF) << 48);
-    [low, handler >> 32]
-}
-
 /// Writes the handler code into the exception page and the IDT into the
 /// boot page.
 pub fn write_exception_handlers(memory: &mut GuestMemory) -> Result<(), MemoryError> {
     memory.write(EXCEPTION_CODE_GPA, handler_code())?;
-    for vector in 0..VECTORS {
-        let ist = if vector == 8 { DOUBLE_FAULT_IST } else { 0 };
-        let [low, high] = gate(EXCEPTION_CODE_GPA + vector * STUB_SIZE, ist);
-        memory.write_u64(IDT_GPA + vector * 16, low)?;
-        memory.write_u64(IDT_GPA + vector * 16 + 8, high)?;
+    for vector in 0..exceptions::VECTORS {
+        let offset = u64::from(vector) * size_of::<InterruptGate>() as u64;
+        memory.write(IDT_GPA + offset, &gate(vector).to_bytes())?;
     }
     Ok(())
 }
@@ -147,13 +221,33 @@ mod tests {
     }
 
     #[test]
+    fn stubs_push_a_zero_exactly_where_the_cpu_pushes_no_error_code() {
+        let code = handler_code();
+        for vector in 0..exceptions::VECTORS {
+            let start = usize::from(vector) * STUB_SIZE as usize;
+            let stub = &code[start..start + 4];
+            if exceptions::pushes_error_code(vector) {
+                assert_eq!(&stub[..2], &[0x6a, vector], "vector {vector}: push vector");
+            } else {
+                assert_eq!(stub, &[0x6a, 0x00, 0x6a, vector], "vector {vector}: push 0");
+            }
+        }
+    }
+
+    #[test]
     fn gate_encoding() {
-        let [low, high] = gate(0x1234_5678_9abc_def0, 1);
+        let selector = SegmentSelector(CODE_SELECTOR);
+        let gate = InterruptGate::new(0x1234_5678_9abc_def0, selector, PrivilegeLevel::Ring0, 1);
+        let bytes = gate.to_bytes();
+        let low = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let high = u64::from_le_bytes(bytes[8..].try_into().unwrap());
         assert_eq!(low & 0xFFFF, 0xdef0);
         assert_eq!((low >> 16) & 0xFFFF, u64::from(CODE_SELECTOR));
         assert_eq!((low >> 32) & 7, 1);
         assert_eq!((low >> 40) & 0xFF, 0x8E);
         assert_eq!(low >> 48, 0x9abc);
         assert_eq!(high, 0x1234_5678);
+        let user = InterruptGate::new(0, selector, PrivilegeLevel::Ring3, 0).to_bytes();
+        assert_eq!(user[5], 0xEE, "present, DPL 3, interrupt gate");
     }
 }
