@@ -1,39 +1,11 @@
 //! Runs the built `nub` binary against its embedded default guest. These
 //! tests boot real guests and need `/dev/kvm`; without it they fail.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// Runs `nub` with `args` (after checking for KVM).
-fn nub(args: &[&str]) -> Output {
-    assert!(
-        std::path::Path::new("/dev/kvm").exists(),
-        "the nub CLI tests boot real guests and need /dev/kvm"
-    );
-    Command::new(env!("CARGO_BIN_EXE_nub"))
-        .args(args)
-        .output()
-        .expect("run the nub binary")
-}
+mod common;
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs `nub` expecting success; returns stdout.
-fn nub_ok(args: &[&str]) -> String {
-    let out = nub(args);
-    assert!(
-        out.status.success(),
-        "nub {args:?} failed with {}: {}",
-        out.status,
-        stderr(&out)
-    );
-    stdout(&out)
-}
+use common::{nub, nub_ok, stderr, stdout};
 
 #[test]
 fn echo_prints_text() {

@@ -13,40 +13,16 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     sync::OnceLock,
 };
 
 /// The files `nub new` writes.
 const CRATE_FILES: [&str; 4] = ["Cargo.toml", "src/main.rs", "README.md", ".gitignore"];
 
-/// Runs `nub` with `args`.
-fn nub(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nub"))
-        .args(args)
-        .output()
-        .expect("run the nub binary")
-}
+mod common;
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs `nub` expecting success; returns stdout.
-fn nub_ok(args: &[&str]) -> String {
-    let out = nub(args);
-    assert!(
-        out.status.success(),
-        "nub {args:?} failed with {}: {}",
-        out.status,
-        stderr(&out)
-    );
-    stdout(&out)
-}
+use common::{nub, nub_ok, stderr, stdout};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
