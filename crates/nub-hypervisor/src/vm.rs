@@ -148,8 +148,12 @@ pub enum VmExit {
         /// Whether it was a write.
         write: bool,
     },
-    /// KVM could not emulate or run something (e.g. an SSE instruction
-    /// under kvm_pvm, or `int3`).
+    /// KVM could not emulate or run something it had to (an instruction
+    /// its emulator lacks: kvm_pvm emulates CPL 0 code and some exits;
+    /// `suberror` is a `KVM_INTERNAL_ERROR_*` code). Guest exceptions are
+    /// not this: they reach the host's handlers (an SSE instruction at CPL 3
+    /// runs natively under kvm_pvm and is #UD elsewhere; `int3` at CPL 3 is
+    /// a #BP, or a #GP through the DPL 0 gate).
     InternalError {
         /// `kvm_run.internal.suberror`.
         suberror: u32,
