@@ -7,6 +7,7 @@
 //! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test),
 //!                             # then the guests' unit tests on the host
 //! cargo xtask ci              # fmt check, clippy -D warnings, tests
+//! cargo xtask miri           # ABI and guest-kernel tests under Miri (nightly)
 //! cargo xtask fuzz [SECONDS]  # every fuzz target for SECONDS (default 900)
 //! cargo xtask soak [ARGS]     # the release-mode soak (calls, cycles, leaks)
 //! ```
@@ -19,6 +20,7 @@ mod build_guest;
 mod ci;
 mod cmd;
 mod fuzz;
+mod miri;
 mod soak;
 mod test;
 
@@ -47,6 +49,10 @@ tasks:
                  create/call/drop cycles, 1,000 hostile-guest cycles; fails
                  on heap, RSS or fd growth beyond its bounds (--scale N
                  divides the counts)
+  miri           the unit tests of nub-arch-x86 and nub-host-common's ring
+                 and directory tests under Miri (Tree Borrows; ring and
+                 directory also under Stacked Borrows); installs the
+                 nightly miri component when it is missing
   help           print this message
 ";
 
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         "build-guest" => no_args(task, rest).and_then(|()| build_guest::run()),
         "test" => test::run(rest),
         "ci" => no_args(task, rest).and_then(|()| ci::run()),
+        "miri" => no_args(task, rest).and_then(|()| miri::run()),
         "fuzz" => fuzz::run(rest),
         "soak" => soak::run(rest),
         "help" | "-h" | "--help" => {

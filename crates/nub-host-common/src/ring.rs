@@ -421,6 +421,52 @@ mod tests {
     }
 
     #[test]
+    fn write_frame_borrows_only_its_space() {
+        let mut mem = region(RING_HEADER_SIZE + 128);
+        // Borrow the data area from offset 32 on only, as a host call does
+        // while the bytes before it are borrowed elsewhere.
+        let (before, space) = mem.split_at_mut(RING_HEADER_SIZE + 32);
+        before.fill(0xEE);
+        let size = write_frame(space, FrameKind::HostCallRequest, |body| {
+            body[..3].copy_from_slice(b"abc");
+            Ok::<_, ()>(3)
+        })
+        .unwrap();
+        assert_eq!(size, 32);
+        assert!(mem[..RING_HEADER_SIZE + 32].iter().all(|&b| b == 0xEE));
+        let mut w = RingWriter::new(&mut mem).unwrap();
+        w.set_offsets(0, 64);
+        let f = w.reader().frame_at(32, 64).unwrap();
+        assert_eq!(
+            (f.kind, f.body, f.next),
+            (FrameKind::HostCallRequest, &b"abc"[..], 64)
+        );
+        // Too small for a header, a body longer than the space, and a fill
+        // error are refused without writing a header.
+        let mut small = [0u8; 15];
+        assert!(matches!(
+            write_frame(&mut small, FrameKind::Request, |_| Ok::<_, ()>(0)),
+            Err(PushError::Ring(RingError::Full {
+                needed: 16,
+                free: 15
+            }))
+        ));
+        let mut space = [0u8; 32];
+        assert!(matches!(
+            write_frame(&mut space, FrameKind::Request, |_| Ok::<_, ()>(17)),
+            Err(PushError::Ring(RingError::Full {
+                needed: 48,
+                free: 32
+            }))
+        ));
+        assert_eq!(
+            write_frame(&mut space, FrameKind::Request, |_| Err::<usize, _>("no")),
+            Err(PushError::Fill("no"))
+        );
+        assert_eq!(space, [0u8; 32]);
+    }
+
+    #[test]
     fn hostile_headers_are_errors() {
         let mut mem = region(256);
         write_u64(&mut mem, TAIL_OFFSET, 10_000);

@@ -53,8 +53,9 @@ impl RingRegion {
     /// `ptr` must be valid for reads and writes of `len` bytes for as long
     /// as this region or a copy of it is used, and while it is, that memory
     /// must be accessed only through this region (by the accessors below,
-    /// under their contracts) or by the host while the guest is stopped in
-    /// an exit.
+    /// under their contracts) or by the host while the guest waits for it
+    /// (stopped in an exit, or, in resident mode, waiting on the control
+    /// block with Acquire ordering).
     pub const unsafe fn from_raw_parts(ptr: NonNull<u8>, len: usize) -> Self {
         Self { ptr, len }
     }

@@ -102,8 +102,10 @@ fn rings(info: &BootInfo) -> Option<(RingRegion, RingRegion)> {
     // life (the ABI's memory map), they do not overlap (checked), and the
     // kernel reaches them only through these regions: the dispatcher and
     // host calls, under `RingRegion`'s contracts. The host writes them only
-    // while the guest is stopped in an exit, and `io::exit` is a compiler
-    // barrier (not `nomem`) over memory whose address was exposed.
+    // while the guest is stopped in an exit (`io::exit` is a compiler
+    // barrier, not `nomem`, over memory whose address was exposed) or, in
+    // resident mode, while the guest waits on the control block, whose
+    // Acquire load orders the host's writes before the guest's reads.
     Some(unsafe {
         (
             RingRegion::from_raw_parts(input, in_len),
