@@ -170,6 +170,22 @@ impl MultiUseSandbox {
     /// `FN_ID_NUB_GET_BOOT_INFO` call (the directory's address never changes
     /// afterwards). Fails with [`HyperlightError::PoisonedSandbox`] once the
     /// sandbox is poisoned: a dead guest's index answers nothing.
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::Cap;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let cap = Cap::inline(b"config".to_vec());
+    /// assert!(!sbox.cache_reader()?.contains(&cap.hash()));
+    /// sbox.put_cap(&cap)?;
+    /// let exits = sbox.exit_count();
+    /// assert!(sbox.cache_reader()?.contains(&cap.hash())); // read from guest memory,
+    /// assert_eq!(sbox.exit_count(), exits); // without a VM exit
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn cache_reader(&mut self) -> Result<GuestCacheReader<'_>> {
         if self.is_poisoned() {
             return Err(HyperlightError::PoisonedSandbox);
@@ -204,6 +220,27 @@ impl MultiUseSandbox {
     /// hashes the cap itself; a guest that answers with another hash gets a
     /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox.
     /// Idempotent.
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::{Cap, Slot};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let leaf = Cap::inline(b"leaf".to_vec());
+    /// assert_eq!(sbox.put_cap(&leaf)?, leaf.hash());
+    /// // A CNode whose children the guest holds, by hash:
+    /// let node = Cap::cnode(vec![Slot::Hash(leaf.hash()), Slot::Empty]);
+    /// assert_eq!(sbox.put_cap(&node)?, node.hash());
+    /// // One whose child it lacks is refused, naming the child:
+    /// let orphan = Cap::cnode(vec![Slot::Hash(Cap::inline(b"?".to_vec()).hash())]);
+    /// assert!(matches!(
+    ///     sbox.put_cap(&orphan),
+    ///     Err(nub_sandbox::HyperlightError::CapMissingChild { .. })
+    /// ));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn put_cap(&mut self, cap: &Cap) -> Result<AbiCapHash> {
         let wire = WireCap::try_from(cap)?;
         self.put_wire(&wire, wire.hash())
@@ -250,6 +287,22 @@ impl MultiUseSandbox {
     /// [`HyperlightError::CapHashMismatch`] (a caller bug; nothing is sent
     /// and the sandbox stays usable); then it is [`Self::put_cap`], whose
     /// answer is verified.
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::Cap;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let cap = Cap::inline(vec![7u8; 1024]);
+    /// let hash = cap.hash(); // known to the caller, e.g. from an index
+    /// sbox.put_cap_with_hash(hash, &cap)?; // sent: one call
+    /// let exits = sbox.exit_count();
+    /// sbox.put_cap_with_hash(hash, &cap)?; // already held: no exit, no hashing
+    /// assert_eq!(sbox.exit_count(), exits);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn put_cap_with_hash(&mut self, hash: AbiCapHash, cap: &Cap) -> Result<()> {
         if self.cache_reader()?.contains(&hash) {
             return Ok(());
@@ -282,6 +335,24 @@ impl MultiUseSandbox {
     /// [`Self::put_cap_with_hash`], a root the reader claims is not sent.
     /// A `Hash` slot the guest lacks (a child outside this graph) is
     /// [`HyperlightError::CapMissingChild`].
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::{Cap, Slot};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let shared = Slot::from(Cap::paged(&[1u8; 10_000])); // paged data goes inline
+    /// let root = Cap::cnode(vec![
+    ///     Slot::from(Cap::cnode(vec![shared.clone()])),
+    ///     shared,
+    ///     Slot::Empty,
+    /// ]);
+    /// assert_eq!(sbox.put_cap_graph(&root)?, root.hash());
+    /// assert_eq!(sbox.directory_stats()?.count, 3); // the shared child once
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn put_cap_graph(&mut self, root: &Cap) -> Result<AbiCapHash> {
         enum Step<'a> {
             Enter(&'a Cap),
@@ -361,6 +432,20 @@ impl MultiUseSandbox {
     /// Always asks the guest (one call) and verifies the answer: a cap that
     /// does not hash to `hash`, or malformed cap bytes, are a
     /// [`HyperlightError::ProtocolViolation`] and poison the sandbox.
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::Cap;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let cap = Cap::inline(b"stored".to_vec());
+    /// assert_eq!(sbox.get_cap(cap.hash())?, None);
+    /// sbox.put_cap(&cap)?;
+    /// assert_eq!(sbox.get_cap(cap.hash())?, Some(cap));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn get_cap(&mut self, hash: AbiCapHash) -> Result<Option<Cap>> {
         let answer = self.call_raw(rpc::FN_ID_NUB_GET_CAP, hash.as_bytes())?;
         get_answer(&answer, hash).map_err(|lie| self.lied(&lie))
@@ -369,6 +454,22 @@ impl MultiUseSandbox {
     /// The guest directory's figures (one call into the guest). The
     /// figures are the guest's claim; a malformed answer is a
     /// [`HyperlightError::ProtocolViolation`] and poisons the sandbox.
+    ///
+    /// ```
+    /// use nub_sandbox::javm_cap::Cap;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let before = sbox.directory_stats()?;
+    /// sbox.put_cap(&Cap::inline(vec![0u8; 100]))?;
+    /// let after = sbox.directory_stats()?;
+    /// assert_eq!(after.count, before.count + 1);
+    /// assert!(after.bytes_held > before.bytes_held);
+    /// assert!(after.capacity >= after.count);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn directory_stats(&mut self) -> Result<DirectoryStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_DIRECTORY_STATS, &[])?;
         DirectoryStats::from_bytes(&bytes).ok_or_else(|| self.lied(&Lie::Stats))

@@ -1,12 +1,13 @@
 //! nub: call into small `no_std` x86_64 guests running in KVM micro-VMs.
 //!
-//! ```no_run
+//! ```
 //! use nub_sandbox::{GuestBinary, MultiUseSandbox, SandboxConfiguration, UninitializedSandbox};
 //!
+//! let path = "nub-default-guest"; // a guest ELF, here the default guest
+//! # let path = nub_tests::DEFAULT_GUEST;
 //! let cfg = SandboxConfiguration::default();
 //! let mut sbox: MultiUseSandbox =
-//!     UninitializedSandbox::new(GuestBinary::FilePath("nub-default-guest".into()), Some(cfg))?
-//!         .evolve()?;
+//!     UninitializedSandbox::new(GuestBinary::FilePath(path.into()), Some(cfg))?.evolve()?;
 //! let echoed = sbox.call_raw(1, b"hello")?;
 //! assert_eq!(echoed, b"hello");
 //! # Ok::<(), nub_sandbox::HyperlightError>(())
@@ -27,6 +28,11 @@
 //! - [`host_functions`]: host functions and [`Registerable`].
 //! - [`interrupt`]: interrupt handles.
 //! - [`sandbox`]: the two sandbox phases.
+//!
+//! The examples in these docs run under `cargo test --doc` (part of `cargo
+//! xtask test`) against the default guest (`guest-x86/guests/default`,
+//! whose fn ids are `nub_host_common::default_guest`), built by the
+//! `nub-tests` dev-dependency's build script.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod binary;
