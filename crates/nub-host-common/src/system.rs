@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(&bytes[..8], &(1u64 << 20).to_le_bytes());
         assert_eq!(HeapStats::from_bytes(&bytes), Some(heap));
         assert_eq!(HeapStats::from_bytes(&bytes[..23]), None);
-        assert_eq!(HeapStats::from_bytes(&[bytes.clone(), vec![0]].concat()), None);
+        assert_eq!(
+            HeapStats::from_bytes(&[bytes.clone(), vec![0]].concat()),
+            None
+        );
 
         let dir = DirectoryStats {
             count: 3,

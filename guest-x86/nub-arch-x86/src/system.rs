@@ -30,9 +30,7 @@ impl SystemFunctions for KernelSystem {
     ) -> Option<Result<(), GuestError>> {
         Some(match fn_id {
             rpc::FN_ID_NUB_GET_BOOT_INFO => out.write(&self.boot_info.to_bytes()),
-            rpc::FN_ID_NUB_HEAP_STATS => {
-                out.write(&(self.heap_stats)().to_bytes())
-            }
+            rpc::FN_ID_NUB_HEAP_STATS => out.write(&(self.heap_stats)().to_bytes()),
             rpc::FN_ID_NUB_PUT_CAP => {
                 let hash = DIRECTORY.lock().put(input).unwrap_or(CapHash::SENTINEL);
                 out.write(hash.as_bytes())
