@@ -20,10 +20,9 @@ pub mod fn_id {
 }
 
 /// The hostile guest's fn ids (a contract with `guest-x86/guests/hostile`;
-/// payloads and selectors are documented there).
+/// payloads and selectors are documented there), re-exported from
+/// `nub_host_common::hostile_guest`, where the guest reads them too.
 pub mod hostile_fn_id {
-    //! Re-exported from `nub_host_common::hostile_guest`, where the guest
-    //! reads them too.
     pub use nub_host_common::hostile_guest::*;
 }
 
