@@ -16,6 +16,7 @@
 //! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
 //! | 11 | `log` | level u8, flags u8, u32 LE count, message | logs the message count times; the count, u32 LE |
 //! | 12 | `race_response` | u32 LE rounds | publishes its completion early, then rewrites the output ring while the host reads it (tests only, resident mode) |
+//! | 13 | `taint` | selector u8 (+ u64 LE secret) | reports the SIMD/x87/segment registers a call finds, or leaves the secret in them and in every page it can spare (tests only: the pool's reset) |
 //!
 //! The guest's own docs (`guest-x86/guests/default/src/main.rs`) give the
 //! payloads in full.
@@ -45,9 +46,17 @@ pub const LOG: u32 = 11;
 /// Publishes its completion early and rewrites its response frame while the
 /// host copies it (tests only).
 pub const RACE_RESPONSE: u32 = 12;
+/// Reports the register state a call finds, or leaves a secret in the
+/// registers and in every page the guest can spare (tests only). The
+/// payload's first byte selects: 0 SSE/x87, 1 AVX upper halves, 2 AVX-512,
+/// 3 FS/GS base, 4 segment selectors and RFLAGS (reports); 10..=14 the
+/// same registers, 15 memory (taints, with a u64 LE secret after the
+/// selector), 16 sets RFLAGS.AC (alignment checks: may fault). See
+/// `guest-x86/guests/default/src/taint.rs`.
+pub const TAINT: u32 = 13;
 
 /// Every id above with its function's name, in id order.
-pub const ALL: [(u32, &str); 12] = [
+pub const ALL: [(u32, &str); 13] = [
     (ECHO, "echo"),
     (ADD, "add"),
     (FAIL, "fail"),
@@ -60,6 +69,7 @@ pub const ALL: [(u32, &str); 12] = [
     (SCRIBBLE_DIRECTORY, "scribble_directory"),
     (LOG, "log"),
     (RACE_RESPONSE, "race_response"),
+    (TAINT, "taint"),
 ];
 
 #[cfg(test)]
@@ -67,8 +77,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_one_to_twelve_in_order() {
+    fn ids_are_one_to_thirteen_in_order() {
         let ids: Vec<u32> = ALL.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, (1..=12).collect::<Vec<u32>>());
+        assert_eq!(ids, (1..=13).collect::<Vec<u32>>());
     }
 }

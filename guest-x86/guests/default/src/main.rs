@@ -15,6 +15,8 @@
 //! | 9 | `spin` | - | never returns |
 //! | 10 | `scribble_directory` | selector byte (+ bytes) | corrupts the directory header (tests only) |
 //! | 11 | `log` | level u8 (1 error … 5 trace), flags u8 (bit 0: panic afterwards), u32 LE count, message | logs `"{message} #{i}"` count times; the count, u32 LE |
+//! | 12 | `race_response` | u32 LE rounds | publishes its completion early, then rewrites the output ring while the host reads it (tests only, resident mode) |
+//! | 13 | `taint` | selector u8 (+ u64 LE secret) | reports the SIMD/x87/segment registers a call finds, or leaves the secret in them and in every page it can spare (tests only; see [`taint`]) |
 //!
 //! The functions' logic is tested on the host with `nub_arch_x86::testing`
 //! (`cargo test --target x86_64-unknown-linux-gnu` in `guest-x86/guests`,
@@ -25,6 +27,8 @@
 
 extern crate alloc;
 
+mod taint;
+
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use nub_arch_x86::{GuestError, Output, Registry};
@@ -33,7 +37,7 @@ use nub_arch_x86::{GuestError, Output, Registry};
 // the tests, the CLI and the benches.
 use nub_arch_x86::abi::default_guest::{
     ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAULT, HOST_ECHO, HOST_LOOP, LOG, RACE_RESPONSE,
-    SCRIBBLE_DIRECTORY, SPIN,
+    SCRIBBLE_DIRECTORY, SPIN, TAINT,
 };
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -323,7 +327,7 @@ fn race_response(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
 }
 
 fn init(registry: &mut Registry) {
-    let functions: [(u32, nub_arch_x86::GuestFn); 12] = [
+    let functions: [(u32, nub_arch_x86::GuestFn); 13] = [
         (ECHO, echo),
         (ADD, add),
         (FAIL, fail),
@@ -336,6 +340,7 @@ fn init(registry: &mut Registry) {
         (SCRIBBLE_DIRECTORY, scribble_directory),
         (LOG, log_records),
         (RACE_RESPONSE, race_response),
+        (TAINT, taint::taint),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {
@@ -519,10 +524,34 @@ mod tests {
             SCRIBBLE_DIRECTORY,
             LOG,
             RACE_RESPONSE,
+            TAINT,
         ] {
             assert!(registry.get(id).is_some(), "fn id {id}");
         }
-        assert_eq!(registry.len(), 12);
+        assert_eq!(registry.len(), 13);
+    }
+
+    #[test]
+    fn taint_checks_its_arguments() {
+        // Only the argument checks run on the host: the selectors touch
+        // the vCPU's registers and guest memory.
+        assert_eq!(
+            testing::call_id(init, TAINT, b""),
+            Err(guest_error("expected a selector"))
+        );
+        assert_eq!(
+            testing::call_id(init, TAINT, &[10, 1, 2]),
+            Err(guest_error("expected a u64 LE secret"))
+        );
+        assert_eq!(
+            testing::call_id(init, TAINT, &[99, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(guest_error("unknown taint selector"))
+        );
+        assert_eq!(
+            testing::call_id(init, TAINT, &[9]),
+            Err(guest_error("unknown report selector"))
+        );
+        assert_eq!(taint::canonical(u64::MAX), 0x0000_7FFF_FFFF_FFF0);
     }
 
     #[test]
