@@ -364,6 +364,9 @@ struct FreshVcpu {
     msrs: Msrs,
     events: kvm_vcpu_events,
     debugregs: kvm_debugregs,
+    /// The special registers before nub sets them up (long mode is then
+    /// applied on top, as for a new vCPU).
+    sregs: kvm_sregs,
 }
 
 impl std::fmt::Debug for FreshVcpu {
@@ -414,6 +417,7 @@ impl FreshVcpu {
             msrs,
             events: vcpu.get_vcpu_events().ok()?,
             debugregs: vcpu.get_debug_regs().ok()?,
+            sregs: vcpu.get_sregs().ok()?,
         })
     }
 }
@@ -444,8 +448,6 @@ pub struct Vm {
     /// Size of the vCPU's `kvm_run` mapping (bounds the I/O data offset).
     run_size: usize,
     exits: u64,
-    /// The special registers of the fresh vCPU (before nub set them up).
-    fresh_sregs: kvm_sregs,
     /// The state to restore on reset; `None` if it could not be read.
     fresh: Option<&'static FreshVcpu>,
     /// KVM's xsave size for this VM.
@@ -522,8 +524,7 @@ impl Vm {
         } else {
             None
         };
-        let fresh_sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-        let mut sregs = fresh_sregs;
+        let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, *umip);
         vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
         let regs = cpu::entry_regs(
@@ -543,7 +544,6 @@ impl Vm {
             interrupt,
             run_size: *run_size,
             exits: 0,
-            fresh_sregs,
             fresh,
             xsave_size,
             resettable: true,
@@ -692,7 +692,7 @@ impl Vm {
             entry.user_mode,
         );
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
-        let mut sregs = self.fresh_sregs;
+        let mut sregs = fresh.sregs;
         cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, umip);
         self.vcpu
             .set_sregs(&sregs)

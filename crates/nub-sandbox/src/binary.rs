@@ -11,21 +11,41 @@
 //! segments do not share pages, and that none is both writable and
 //! executable. Each segment's pages are then mapped with the segment's
 //! permissions.
+//!
+//! A guest is read, parsed and laid out once per binary and configuration:
+//! the result is an [`SandboxImage`] (a prepared image: the guest's whole
+//! initial memory in a sealed memfd, see `nub_hypervisor::image`) that
+//! every sandbox of that binary and configuration maps copy-on-write. The
+//! images live in a process-wide cache keyed by the ELF's blake3 digest and
+//! the configuration; [`PreparedGuest`] (kept by the caller, passed as
+//! [`GuestBinary::Prepared`]) also skips reading and hashing the file.
 
-use std::{io::Read, path::PathBuf};
+use std::{
+    collections::HashMap,
+    io::Read,
+    path::PathBuf,
+    sync::{Arc, Mutex, Weak},
+};
 
 use goblin::elf::{Elf, ProgramHeader, header, program_header};
-use nub_host_common::layout::{Access, IMAGE_BASE, MAX_MEMORY_SIZE, PAGE_SIZE, Region};
+use nub_host_common::layout::{
+    Access, IMAGE_BASE, LayoutSizes, MAX_MEMORY_SIZE, MemoryLayout, PAGE_SIZE, Region,
+};
 
 use crate::error::GuestBinaryError;
 
 /// Where the guest program comes from.
 #[derive(Debug, Clone)]
 pub enum GuestBinary {
-    /// An ELF file on disk.
+    /// An ELF file on disk (read and hashed for each sandbox; parsed only
+    /// the first time, see the module docs).
     FilePath(PathBuf),
-    /// An ELF image in memory.
+    /// An ELF image in memory (hashed for each sandbox; parsed only the
+    /// first time).
     Buffer(Vec<u8>),
+    /// A guest read, parsed and checked once ([`PreparedGuest::new`]):
+    /// sandboxes built from it neither read nor hash nor parse anything.
+    Prepared(Arc<PreparedGuest>),
 }
 
 /// Largest guest ELF nub loads: 64 MiB. Guest memory itself is at most
@@ -72,8 +92,149 @@ impl GuestBinary {
         match self {
             Self::FilePath(path) => read_bounded(path).map(std::borrow::Cow::Owned),
             Self::Buffer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            Self::Prepared(guest) => Ok(std::borrow::Cow::Borrowed(&guest.bytes)),
         }
     }
+}
+
+/// The blake3 digest of an ELF: the cache key of everything built from it.
+type Digest = [u8; 32];
+
+/// A guest binary read, parsed and validated once. Keep it (in an `Arc`)
+/// and build sandboxes from [`GuestBinary::Prepared`]: each skips reading,
+/// hashing and parsing, and finds its prepared image (the guest's initial
+/// memory for its configuration) already built after the first sandbox of
+/// that configuration.
+pub struct PreparedGuest {
+    digest: Digest,
+    image: GuestImage,
+    /// The ELF, for building the image of a configuration not seen yet.
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for PreparedGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedGuest")
+            .field("image", &self.image)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedGuest {
+    /// Reads (for a path), parses and validates `binary` once. The errors
+    /// are those of [`GuestImage::parse`] and of reading the file.
+    pub fn new(binary: GuestBinary) -> Result<Arc<Self>, GuestBinaryError> {
+        let bytes = match binary {
+            GuestBinary::Prepared(guest) => return Ok(guest),
+            GuestBinary::FilePath(path) => read_bounded(&path)?,
+            GuestBinary::Buffer(bytes) => bytes,
+        };
+        let image = GuestImage::parse(&bytes)?;
+        Ok(Arc::new(Self {
+            digest: *blake3::hash(&bytes).as_bytes(),
+            image,
+            bytes,
+        }))
+    }
+
+    /// The parsed image: entry point and segments.
+    pub fn image(&self) -> &GuestImage {
+        &self.image
+    }
+}
+
+/// What a sandbox is built from: a guest's prepared image for one
+/// configuration (see the module docs), shared by every sandbox of that
+/// guest and configuration and by the VMs pooled with it.
+#[derive(Debug)]
+pub(crate) struct SandboxImage {
+    /// The guest's initial memory, page tables and entry state.
+    pub(crate) prepared: Arc<nub_hypervisor::PreparedImage>,
+    /// The memory layout the image was built for.
+    pub(crate) layout: MemoryLayout,
+}
+
+/// What in a configuration shapes the initial memory: the layout sizes and
+/// the boot data (`BootInfo` flags and log level, the resident spin
+/// count). Deadlines and the pool setting do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ImageConfig {
+    /// heap, stack, input ring, output ring, log buffer.
+    pub(crate) sizes: [u64; 5],
+    /// `BootInfo::flags`.
+    pub(crate) flags: u32,
+    /// `BootInfo::log_level`.
+    pub(crate) log_level: u64,
+    /// Polls the resident guest spins before parking (0 in exit mode).
+    pub(crate) spin_polls: u64,
+}
+
+impl ImageConfig {
+    fn layout_sizes(&self) -> LayoutSizes {
+        let [heap, stack, input_ring, output_ring, log_buffer] = self.sizes;
+        LayoutSizes {
+            heap,
+            stack,
+            input_ring,
+            output_ring,
+            log_buffer,
+        }
+    }
+}
+
+/// Built images by (ELF digest, configuration); an entry lives as long as
+/// a sandbox or a pooled VM holds its image.
+type ImageCache = HashMap<(Digest, ImageConfig), Weak<SandboxImage>>;
+
+fn image_cache() -> &'static Mutex<ImageCache> {
+    static CACHE: std::sync::OnceLock<Mutex<ImageCache>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The image of `binary` for `config`: from the cache when a sandbox or a
+/// pooled VM still holds it, else read, parsed, laid out and built (and
+/// cached). `build` writes the boot data and builds the prepared image from
+/// the parsed guest, its bytes and the layout.
+pub(crate) fn sandbox_image(
+    binary: &GuestBinary,
+    config: ImageConfig,
+    build: impl FnOnce(&GuestImage, &[u8], MemoryLayout) -> crate::Result<SandboxImage>,
+) -> crate::Result<Arc<SandboxImage>> {
+    let bytes = match binary {
+        GuestBinary::Prepared(_) => None,
+        other => Some(other.bytes()?),
+    };
+    let digest = match (binary, &bytes) {
+        (GuestBinary::Prepared(guest), _) => guest.digest,
+        (_, Some(bytes)) => {
+            if bytes.len() as u64 > MAX_GUEST_BINARY_SIZE {
+                return Err(too_large(bytes.len() as u64).into());
+            }
+            *blake3::hash(bytes).as_bytes()
+        }
+        (_, None) => return Err(GuestBinaryError::Empty.into()),
+    };
+    let key = (digest, config);
+    let lock = || image_cache().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(image) = lock().get(&key).and_then(Weak::upgrade) {
+        return Ok(image);
+    }
+    let parsed;
+    let (image, bytes): (&GuestImage, &[u8]) = match (binary, &bytes) {
+        (GuestBinary::Prepared(guest), _) => (&guest.image, &guest.bytes),
+        (_, Some(bytes)) => {
+            parsed = GuestImage::parse(bytes)?;
+            (&parsed, bytes)
+        }
+        (_, None) => return Err(GuestBinaryError::Empty.into()),
+    };
+    let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
+    let built = Arc::new(build(image, bytes, layout)?);
+    let mut cache = lock();
+    cache.retain(|_, weak| weak.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&built));
+    Ok(built)
 }
 
 /// One loadable segment, validated.

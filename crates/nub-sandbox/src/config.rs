@@ -1,5 +1,5 @@
-//! [`SandboxConfiguration`]: memory sizes, deadlines and the guest log
-//! level.
+//! [`SandboxConfiguration`]: memory sizes, deadlines, the guest log level,
+//! the call mode and whether VMs are pooled.
 
 use std::time::Duration;
 
@@ -76,6 +76,13 @@ pub struct SandboxConfiguration {
     pub log_buffer_size: u64,
     /// How calls reach the guest. Default [`CallMode::Exit`].
     pub call_mode: CallMode,
+    /// Whether `evolve` may take its VM from the process's pool of VMs
+    /// that dropped sandboxes left behind, and whether dropping the sandbox
+    /// may put its VM there (reset to the guest's prepared image: no state
+    /// of this guest survives; see [`crate::pool`]). Default `true`;
+    /// `false` creates a new VM for every sandbox and destroys it on drop
+    /// (on the reaper thread either way).
+    pub vm_pool: bool,
 }
 
 impl Default for SandboxConfiguration {
@@ -90,6 +97,7 @@ impl Default for SandboxConfiguration {
             guest_log_level: log::LevelFilter::Info,
             log_buffer_size: 16 << 10,
             call_mode: CallMode::Exit,
+            vm_pool: true,
         }
     }
 }
@@ -135,6 +143,13 @@ impl SandboxConfiguration {
     /// Sets how calls reach the guest.
     pub fn with_call_mode(mut self, mode: CallMode) -> Self {
         self.call_mode = mode;
+        self
+    }
+
+    /// Sets whether VMs come from and go back to the process's pool (see
+    /// [`SandboxConfiguration::vm_pool`]).
+    pub fn with_vm_pool(mut self, pooled: bool) -> Self {
+        self.vm_pool = pooled;
         self
     }
 

@@ -35,9 +35,11 @@ use nub_hypervisor::{
 use rkyv::util::AlignedVec;
 
 use crate::{
+    binary::SandboxImage,
     config::{CallMode, SandboxConfiguration},
     error::{HyperlightError, Result},
     host_functions::HostFunctions,
+    pool,
     resident::Resident,
     watchdog,
 };
@@ -629,8 +631,34 @@ enum Engine {
     Resident(Resident),
 }
 
+/// The engine, and what handing its VM back needs. The last field of
+/// [`GuestVm`], so it drops after the host's other handle on guest memory
+/// (`GuestVm::side`): when its `Drop` hands the VM to the pool, the VM
+/// holds the memory alone, which a reset requires.
+#[derive(Debug)]
+struct EngineSlot {
+    engine: Option<Engine>,
+    image: Arc<SandboxImage>,
+    pooled: bool,
+}
+
+impl Drop for EngineSlot {
+    fn drop(&mut self) {
+        let vm = match self.engine.take() {
+            Some(Engine::Exit(vm)) => Some(vm),
+            // Stops and joins the vCPU thread, which hands back the VM.
+            Some(Engine::Resident(mut resident)) => resident.stop(),
+            None => None,
+        };
+        if let Some(vm) = vm {
+            pool::retire(vm, &self.image, self.pooled);
+        }
+    }
+}
+
 /// A booted VM, the host's view of its memory, and the engine that runs
-/// its calls.
+/// its calls. Dropping it hands the VM to the pool or the reaper
+/// ([`crate::pool`]).
 #[derive(Debug)]
 pub(crate) struct GuestVm {
     pub(crate) side: MemorySide,
@@ -639,29 +667,37 @@ pub(crate) struct GuestVm {
     /// host-call responses go. Host-owned, never read back from the guest.
     input_tail: usize,
     interrupt: Arc<VcpuInterrupt>,
-    engine: Engine,
+    /// Last: see [`EngineSlot`].
+    engine: EngineSlot,
 }
 
 impl GuestVm {
     /// Boots `vm` (runs the guest until READY, on this thread) and, in
-    /// resident mode, hands it to its vCPU thread.
+    /// resident mode, hands it to its vCPU thread. A VM whose boot fails
+    /// goes back to the pool (a guest that faults or times out in its init
+    /// leaves a VM that can be reset).
     pub(crate) fn boot(
         mut vm: Vm,
-        layout: MemoryLayout,
+        image: Arc<SandboxImage>,
         config: SandboxConfiguration,
         id: u64,
         host: &mut HostFunctions,
     ) -> Result<Self> {
-        let side = MemorySide::new(Arc::clone(vm.memory()), layout, id);
+        let side = MemorySide::new(Arc::clone(vm.memory()), image.layout, id);
         let interrupt = Arc::clone(vm.interrupt());
-        run_exit(
+        if let Err(e) = run_exit(
             &mut vm,
             &side,
             0,
             ExitPort::Ready,
             host,
             config.max_boot_time,
-        )?;
+        ) {
+            // The VM must hold its memory alone to be reset.
+            drop(side);
+            pool::retire(vm, &image, config.vm_pool);
+            return Err(e);
+        }
         let engine = match config.call_mode {
             CallMode::Exit => Engine::Exit(vm),
             CallMode::Resident { spin } => {
@@ -673,7 +709,11 @@ impl GuestVm {
             config,
             input_tail: 0,
             interrupt,
-            engine,
+            engine: EngineSlot {
+                engine: Some(engine),
+                image,
+                pooled: config.vm_pool,
+            },
         })
     }
 
@@ -684,9 +724,10 @@ impl GuestVm {
 
     /// VM exits since creation.
     pub(crate) fn exit_count(&self) -> u64 {
-        match &self.engine {
-            Engine::Exit(vm) => vm.exit_count(),
-            Engine::Resident(r) => r.exit_count(),
+        match &self.engine.engine {
+            Some(Engine::Exit(vm)) => vm.exit_count(),
+            Some(Engine::Resident(r)) => r.exit_count(),
+            None => 0,
         }
     }
 
@@ -714,11 +755,13 @@ impl GuestVm {
         host: &mut HostFunctions,
         limit: Option<Duration>,
     ) -> Result<()> {
-        match &mut self.engine {
-            Engine::Exit(vm) => {
+        match &mut self.engine.engine {
+            None => Err(HyperlightError::PoisonedSandbox),
+            Some(Engine::Exit(vm)) => {
                 run_exit(vm, &self.side, self.input_tail, ExitPort::Done, host, limit)
             }
-            Engine::Resident(resident) => {
+            Some(Engine::Resident(resident)) => {
+                resident.next_call();
                 let (call, generation) = CallGuard::begin(&self.interrupt);
                 let _deadline = arm_deadline(&self.interrupt, generation, limit)?;
                 let result = resident.call(&self.side, self.input_tail, host);

@@ -27,6 +27,7 @@
 //! - [`error`]: [`HyperlightError`], variant by variant.
 //! - [`host_functions`]: host functions and [`Registerable`].
 //! - [`interrupt`]: interrupt handles.
+//! - [`pool`]: the VM pool (dropped sandboxes' VMs, reset and reused).
 //! - [`sandbox`]: the two sandbox phases.
 //!
 //! The examples in these docs run under `cargo test --doc` (part of `cargo
@@ -42,11 +43,13 @@ pub mod error;
 mod exec;
 pub mod host_functions;
 pub mod interrupt;
+pub mod pool;
+mod reaper;
 mod resident;
 pub mod sandbox;
 mod watchdog;
 
-pub use binary::GuestBinary;
+pub use binary::{GuestBinary, PreparedGuest};
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
 pub use error::{GuestBinaryError, HyperlightError, Result};

@@ -194,9 +194,22 @@ impl Resident {
             .unwrap_or(HyperlightError::PoisonedSandbox)
     }
 
-    /// Runs the requests already queued in the input ring: rings the
-    /// doorbell and waits for the completion word, serving host calls as
-    /// they come. `input_tail` is where host-call responses go.
+    /// Numbers the next call and tells the vCPU thread which call is in
+    /// flight. Must run before the call's `CallGuard` begins: a cancel that
+    /// lands between the guard and the doorbell then compares the
+    /// completion word with this call's number. (Compared with the previous
+    /// call's number, which the guest has answered, the cancel looked late:
+    /// the vCPU thread held, waiting for the caller to end a call whose
+    /// answer could never come.)
+    pub(crate) fn next_call(&mut self) {
+        self.seq += 1;
+        self.shared.lock().current_seq = self.seq;
+    }
+
+    /// Runs the requests already queued in the input ring (numbered by
+    /// [`Resident::next_call`]): rings the doorbell and waits for the
+    /// completion word, serving host calls as they come. `input_tail` is
+    /// where host-call responses go.
     pub(crate) fn call(
         &mut self,
         side: &MemorySide,
@@ -207,9 +220,7 @@ impl Resident {
             return Err(self.failure());
         }
         let words = Words::of(side)?;
-        self.seq += 1;
         let seq = self.seq;
-        self.shared.lock().current_seq = seq;
         // Release: the request frames written before are visible to a guest
         // that reads the new doorbell. SeqCst: ordered before the load of
         // the guest's state below (see the park race in docs/resident.md).
@@ -287,17 +298,27 @@ impl Resident {
     }
 }
 
-impl Drop for Resident {
-    fn drop(&mut self) {
+impl Resident {
+    /// Stops the vCPU thread and joins it: sets the stop flag, wakes a
+    /// parked or held thread and kicks a running one out of `KVM_RUN`
+    /// (`VcpuInterrupt::shutdown`: a signal plus `immediate_exit`).
+    /// Returns the VM the thread hands back (`None` if it was stopped
+    /// already or the thread panicked).
+    pub(crate) fn stop(&mut self) -> Option<Vm> {
         self.shared.lock().stop = true;
         self.shared.vcpu_cv.notify_all();
         // Kicks a vCPU thread out of KVM_RUN (a spinning guest); a parked or
         // held one was woken above.
         self.interrupt.shutdown();
-        if let Some(thread) = self.thread.take() {
-            // The VM drops here, after its thread has ended.
-            let _vm = thread.join();
-        }
+        self.thread.take().and_then(|thread| thread.join().ok())
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        // The VM drops here, after its thread has ended (the sandbox takes
+        // it with `stop` first, to pool it).
+        drop(self.stop());
     }
 }
 

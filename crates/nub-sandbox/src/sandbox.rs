@@ -1,5 +1,7 @@
-//! The two sandbox phases: [`UninitializedSandbox`] (guest loaded, host
-//! functions being registered) and [`MultiUseSandbox`] (booted, callable).
+//! The two sandbox phases: [`UninitializedSandbox`] (guest image prepared,
+//! host functions being registered) and [`MultiUseSandbox`] (booted,
+//! callable). Dropping a `MultiUseSandbox` hands its VM to the pool or the
+//! reaper thread ([`crate::pool`]); the caller does not wait for KVM.
 
 use std::sync::{
     Arc,
@@ -11,25 +13,25 @@ use nub_host_common::{
     layout::{Access, BOOT_INFO_GPA, MemoryLayout, REPORT_PAGE_GPA},
     resident, rpc,
 };
-use nub_hypervisor::{GuestMemory, Mapping, VcpuInterrupt, Vm, VmSetup};
+use nub_hypervisor::{GuestMemory, Mapping, PreparedImage, VcpuInterrupt, VmSetup};
 
 use crate::{
-    binary::{GuestBinary, GuestImage},
+    binary::{GuestBinary, GuestImage, ImageConfig, SandboxImage, sandbox_image},
     config::{CallMode, SandboxConfiguration},
     error::{HyperlightError, Result},
     exec::GuestVm,
     host_functions::{HostFunctions, Registerable},
     interrupt::{InterruptHandle, VcpuInterruptHandle},
+    pool,
 };
 
-/// A guest loaded into fresh memory, not yet running. Register host
-/// functions here, then [`evolve`](Self::evolve) it.
+/// A guest ready to boot, not yet running: its prepared image (the guest's
+/// initial memory, shared with every sandbox of the same binary and
+/// configuration) is built, no VM exists yet. Register host functions
+/// here, then [`evolve`](Self::evolve) it.
 #[derive(Debug)]
 pub struct UninitializedSandbox {
-    memory: GuestMemory,
-    mappings: Vec<Mapping>,
-    layout: MemoryLayout,
-    entry: u64,
+    image: Arc<SandboxImage>,
     config: SandboxConfiguration,
     host_functions: HostFunctions,
     id: u64,
@@ -60,84 +62,127 @@ impl Drop for InterruptOwner {
 /// Sandbox ids, unique in the process; they tag the guest's log records.
 static NEXT_SANDBOX_ID: AtomicU64 = AtomicU64::new(1);
 
-impl UninitializedSandbox {
-    /// Loads `binary` into a new guest memory laid out by `config` (or the
-    /// defaults). Validates the ELF and the layout; creates no VM yet.
-    pub fn new(binary: GuestBinary, config: Option<SandboxConfiguration>) -> Result<Self> {
-        let config = config.unwrap_or_default();
-        let bytes = binary.bytes()?;
-        let image = GuestImage::parse(&bytes)?;
-        let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
-        let memory =
-            GuestMemory::new(layout.memory_size).map_err(|e| HyperlightError::Kvm(e.into()))?;
-        let mem_err = |e: nub_hypervisor::MemoryError| HyperlightError::Kvm(e.into());
+/// What of `config` shapes a guest's initial memory.
+fn image_config(config: &SandboxConfiguration) -> ImageConfig {
+    let sizes = config.layout_sizes();
+    let (flags, spin_polls) = match config.call_mode {
+        CallMode::Exit => (0, 0),
+        CallMode::Resident { spin } => (
+            resident::BOOT_FLAG_RESIDENT,
+            crate::resident::spin_iterations(spin),
+        ),
+    };
+    ImageConfig {
+        sizes: [
+            sizes.heap,
+            sizes.stack,
+            sizes.input_ring,
+            sizes.output_ring,
+            sizes.log_buffer,
+        ],
+        flags,
+        log_level: config.guest_log_level as u64,
+        spin_polls,
+    }
+}
 
-        let mut mappings = Vec::with_capacity(image.segments.len() + 8);
+/// Builds the prepared image of `image` (its file bytes in `bytes`) laid
+/// out as `layout`: the segments, the `BootInfo` and, for resident calls,
+/// the spin count, then the host's page tables and system pages.
+fn build_image(
+    image: &GuestImage,
+    bytes: &[u8],
+    layout: MemoryLayout,
+    config: ImageConfig,
+) -> Result<SandboxImage> {
+    let mut mappings = Vec::with_capacity(image.segments.len() + 8);
+    for seg in &image.segments {
+        mappings.push(Mapping {
+            region: seg.pages(),
+            access: seg.access,
+        });
+    }
+    // The system pages (boot, report, exception handlers) are mapped by
+    // the hypervisor itself.
+    for region in [
+        layout.input_ring,
+        layout.output_ring,
+        layout.log_buffer,
+        layout.control,
+        layout.heap,
+        layout.ist_stack,
+        layout.stack,
+    ] {
+        mappings.push(Mapping {
+            region,
+            access: Access::ReadWrite,
+        });
+    }
+    let info = BootInfo {
+        magic: BOOT_MAGIC,
+        abi_version: nub_host_common::ABI_VERSION,
+        flags: config.flags,
+        memory_size: layout.memory_size,
+        input_ring_va: layout.input_ring.start,
+        input_ring_size: layout.input_ring.size,
+        output_ring_va: layout.output_ring.start,
+        output_ring_size: layout.output_ring.size,
+        report_va: REPORT_PAGE_GPA,
+        heap_va: layout.heap.start,
+        heap_size: layout.heap.size,
+        stack_top: layout.stack.end(),
+        stack_size: layout.stack.size,
+        ist_stack_top: layout.ist_stack.end(),
+        directory_va: 0,
+        log_va: layout.log_buffer.start,
+        log_size: layout.log_buffer.size,
+        log_level: config.log_level,
+        control_va: layout.control.start,
+    };
+    let setup = VmSetup {
+        mappings: &mappings,
+        entry: image.entry,
+        // SysV: at a function's entry RSP + 8 is 16-byte aligned.
+        stack_pointer: layout.stack.end() - 8,
+        ist_stack_top: layout.ist_stack.end(),
+        boot_info: BOOT_INFO_GPA,
+        // Guests run at CPL 3 from their first instruction: kvm_pvm
+        // emulates CPL 0 code, and the host provides the IDT.
+        user_mode: true,
+    };
+    let prepared = PreparedImage::build(layout.memory_size, &setup, |memory| {
         for seg in &image.segments {
             let file = bytes.get(seg.file_range.clone()).unwrap_or(&[]);
-            memory.write(seg.vaddr, file).map_err(mem_err)?;
-            mappings.push(Mapping {
-                region: seg.pages(),
-                access: seg.access,
-            });
+            memory.write(seg.vaddr, file)?;
         }
-        // The system pages (boot, report, exception handlers) are mapped by
-        // the hypervisor itself.
-        for region in [
-            layout.input_ring,
-            layout.output_ring,
-            layout.log_buffer,
-            layout.control,
-            layout.heap,
-            layout.ist_stack,
-            layout.stack,
-        ] {
-            mappings.push(Mapping {
-                region,
-                access: Access::ReadWrite,
-            });
+        if config.flags & resident::BOOT_FLAG_RESIDENT != 0 {
+            memory.write_u64(
+                layout.control.start + resident::SPIN_ITERATIONS as u64,
+                config.spin_polls,
+            )?;
         }
-        let info = BootInfo {
-            magic: BOOT_MAGIC,
-            abi_version: nub_host_common::ABI_VERSION,
-            flags: match config.call_mode {
-                CallMode::Exit => 0,
-                CallMode::Resident { .. } => resident::BOOT_FLAG_RESIDENT,
-            },
-            memory_size: layout.memory_size,
-            input_ring_va: layout.input_ring.start,
-            input_ring_size: layout.input_ring.size,
-            output_ring_va: layout.output_ring.start,
-            output_ring_size: layout.output_ring.size,
-            report_va: REPORT_PAGE_GPA,
-            heap_va: layout.heap.start,
-            heap_size: layout.heap.size,
-            stack_top: layout.stack.end(),
-            stack_size: layout.stack.size,
-            ist_stack_top: layout.ist_stack.end(),
-            directory_va: 0,
-            log_va: layout.log_buffer.start,
-            log_size: layout.log_buffer.size,
-            log_level: config.guest_log_level as u64,
-            control_va: layout.control.start,
-        };
-        if let CallMode::Resident { spin } = config.call_mode {
-            let polls = crate::resident::spin_iterations(spin);
-            memory
-                .write_u64(
-                    layout.control.start + resident::SPIN_ITERATIONS as u64,
-                    polls,
-                )
-                .map_err(mem_err)?;
-        }
-        memory
-            .write(BOOT_INFO_GPA, &info.to_bytes())
-            .map_err(mem_err)?;
+        memory.write(BOOT_INFO_GPA, &info.to_bytes())
+    })?;
+    Ok(SandboxImage {
+        prepared: Arc::new(prepared),
+        layout,
+    })
+}
+
+impl UninitializedSandbox {
+    /// Prepares `binary` laid out by `config` (or the defaults). Validates
+    /// the ELF and the layout the first time a binary and configuration
+    /// are seen, and builds the guest's initial memory then; later
+    /// sandboxes of the same binary and configuration share it (see
+    /// [`crate::binary`]). Creates no VM yet.
+    pub fn new(binary: GuestBinary, config: Option<SandboxConfiguration>) -> Result<Self> {
+        let config = config.unwrap_or_default();
+        let image_config = image_config(&config);
+        let image = sandbox_image(&binary, image_config, |image, bytes, layout| {
+            build_image(image, bytes, layout, image_config)
+        })?;
         Ok(Self {
-            memory,
-            mappings,
-            layout,
-            entry: image.entry,
+            image,
             config,
             host_functions: HostFunctions::default(),
             id: NEXT_SANDBOX_ID.fetch_add(1, Ordering::Relaxed),
@@ -147,7 +192,7 @@ impl UninitializedSandbox {
 
     /// The memory layout this sandbox will use.
     pub fn layout(&self) -> &MemoryLayout {
-        &self.layout
+        &self.image.layout
     }
 
     /// A handle that can stop [`evolve`](Self::evolve) (a guest whose init
@@ -167,31 +212,26 @@ impl UninitializedSandbox {
         self.id
     }
 
-    /// Creates the VM, boots the guest and runs its init until it signals
-    /// READY. Host functions registered so far move to the returned sandbox
-    /// (and are callable from the guest's init). The boot is bounded by
+    /// Gets a VM, boots the guest and runs its init until it signals READY.
+    /// The VM comes from the process's pool when one is idle (reset to the
+    /// prepared image: fresh memory and vCPU state, see [`crate::pool`]) and
+    /// [`SandboxConfiguration::vm_pool`] allows it; otherwise a new one is
+    /// created. Either way the guest boots from its first instruction.
+    /// Host functions registered so far move to the returned sandbox (and
+    /// are callable from the guest's init). The boot is bounded by
     /// [`SandboxConfiguration::max_boot_time`] (5 s by default) and can be
     /// stopped with [`Self::interrupt_handle`].
     pub fn evolve(self) -> Result<MultiUseSandbox> {
-        let setup = VmSetup {
-            mappings: &self.mappings,
-            entry: self.entry,
-            // SysV: at a function's entry RSP + 8 is 16-byte aligned.
-            stack_pointer: self.layout.stack.end() - 8,
-            ist_stack_top: self.layout.ist_stack.end(),
-            boot_info: BOOT_INFO_GPA,
-            // Guests run at CPL 3 from their first instruction: kvm_pvm
-            // emulates CPL 0 code, and the host provides the IDT.
-            user_mode: true,
-        };
-        let vm = Vm::with_interrupt(self.memory, &setup, self.interrupt.take())?;
+        let (vm, recycled) =
+            pool::acquire(&self.image, self.interrupt.take(), self.config.vm_pool)?;
         let mut host_functions = self.host_functions;
-        let guest = GuestVm::boot(vm, self.layout, self.config, self.id, &mut host_functions)?;
+        let guest = GuestVm::boot(vm, self.image, self.config, self.id, &mut host_functions)?;
         Ok(MultiUseSandbox {
             guest,
             host_functions,
             poisoned: false,
             directory_va: None,
+            recycled,
         })
     }
 }
@@ -215,6 +255,8 @@ pub struct MultiUseSandbox {
     poisoned: bool,
     /// The guest directory's header address, once asked for.
     pub(crate) directory_va: Option<u64>,
+    /// The VM came from the pool.
+    recycled: bool,
 }
 
 impl MultiUseSandbox {
@@ -313,6 +355,24 @@ impl MultiUseSandbox {
     /// VM exits since the sandbox was created (boot included).
     pub fn exit_count(&self) -> u64 {
         self.guest.exit_count()
+    }
+
+    /// Whether this sandbox's VM came from the pool: a VM an earlier
+    /// sandbox dropped, reset to the prepared image (memory and vCPU state
+    /// as new) before this guest booted on it. See [`crate::pool`].
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
+    }
+
+    /// Copies guest memory at guest physical address `addr` into `out`:
+    /// what the guest wrote there (hostile data, not to be trusted), for
+    /// diagnostics and tests. Fails if the range is outside guest memory.
+    pub fn read_guest_memory(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        self.guest
+            .side
+            .memory
+            .read(addr, out)
+            .map_err(|e| HyperlightError::Kvm(e.into()))
     }
 
     /// The memory layout.
