@@ -460,7 +460,25 @@ fn lifecycle_rows() -> Vec<Row> {
                 Ok(timed(|| drop(sandbox)).1)
             }))
         }),
+        // Without the pool: a new VM per cycle, the baseline of the pool
+        // row below.
         Row::new("create+evolve+call+drop", floor, move || {
+            Ok(Box::new(move || {
+                let bin = binary();
+                let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
+                    let cfg = cfg().with_vm_pool(false);
+                    let mut s = UninitializedSandbox::new(bin, Some(cfg))?.evolve()?;
+                    s.call_raw(fn_id::ECHO, b"")
+                });
+                answer?;
+                Ok(us)
+            }))
+        }),
+        // The same cycle with the VM pool (the default): each cycle's VM is
+        // the previous cycle's, reset.
+        Row::new("create+evolve+call+drop (pool)", floor, move || {
+            // One VM in the pool before the first sample.
+            drop(boot(cfg(), false)?);
             Ok(Box::new(move || {
                 let bin = binary();
                 let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
@@ -471,9 +489,6 @@ fn lifecycle_rows() -> Vec<Row> {
                 Ok(us)
             }))
         }),
-        // POOL: once sandboxes can come from a pool (issue 11 items 1-3),
-        // add "create+evolve+call+drop (pool)" here: the same cycle with the
-        // pool in use, floor VM_FLOOR.
         Row::new("kill latency", Some(KILL_FLOOR), move || {
             let mut killer = Killer::new()?;
             Ok(Box::new(move || {
