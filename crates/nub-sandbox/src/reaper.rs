@@ -9,6 +9,13 @@
 //! started (the process is out of threads), the work is done on the
 //! caller's thread instead — slower, never lost — and the next hand-over
 //! tries to start it again.
+//!
+//! It runs under `SCHED_BATCH`: the scheduler gives it its fair share but
+//! never lets its wake-up preempt the thread that woke it. Without that, a
+//! drop on a busy machine handed the CPU to the reaper and returned only
+//! after the reset it triggered (measured: a 50 µs drop instead of 1 µs).
+//! Work it has not got to is never waited for by a drop; a sandbox that
+//! needs a VM still dirty resets it itself.
 
 use std::sync::{
     Mutex,
@@ -36,6 +43,7 @@ pub(crate) fn ensure_running() -> bool {
     let spawned = std::thread::Builder::new()
         .name("nub-reaper".into())
         .spawn(|| {
+            batch_scheduling();
             loop {
                 // A panic in one unit of work (none is expected) must not
                 // end the thread the pool relies on.
@@ -46,4 +54,15 @@ pub(crate) fn ensure_running() -> bool {
         RUNNING.store(true, Ordering::Release);
     }
     spawned.is_ok()
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (see the module docs). A
+/// failure only costs latency, so it is ignored.
+fn batch_scheduling() {
+    // SAFETY: a zeroed sched_param is valid (priority 0, which SCHED_BATCH
+    // requires); pid 0 names the calling thread.
+    unsafe {
+        let param: libc::sched_param = std::mem::zeroed();
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
 }

@@ -25,9 +25,14 @@ struct Entry {
     generation: u64,
 }
 
-/// Armed deadlines by (deadline, sequence number), and the last sequence
-/// number handed out.
-type Armed = (BTreeMap<(Instant, u64), Entry>, u64);
+/// Armed deadlines by (deadline, sequence number), the last sequence
+/// number handed out, and when the watchdog thread wakes next (`None`: it
+/// sleeps until notified). A deadline armed after that time needs no
+/// notification: the thread looks at the map when it wakes anyway. So a
+/// boot or call that arms and drops its deadline long before it expires
+/// (the common case) wakes the watchdog at most once per deadline period,
+/// not once per call.
+type Armed = (BTreeMap<(Instant, u64), Entry>, u64, Option<Instant>);
 
 #[derive(Default)]
 struct Shared {
@@ -95,7 +100,9 @@ fn run(shared: &Shared) {
                 vcpu.kill_generation(e.generation, CancelReason::DeadlineExceeded);
             }
         }
-        guard = match guard.0.first_key_value().map(|(k, _)| k.0) {
+        let next = guard.0.first_key_value().map(|(k, _)| k.0);
+        guard.2 = next;
+        guard = match next {
             Some(next) => {
                 let wait = next.saturating_duration_since(Instant::now());
                 shared
@@ -127,7 +134,8 @@ pub(crate) fn arm(
     let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
     guard.1 += 1;
     let key = (deadline, guard.1);
-    let earliest = guard.0.first_key_value().is_none_or(|(k, _)| key < *k);
+    // The thread must wake earlier than it plans to (or it plans nothing).
+    let earliest = guard.2.is_none_or(|wake_at| deadline < wake_at);
     guard.0.insert(
         key,
         Entry {
