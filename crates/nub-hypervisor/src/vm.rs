@@ -12,8 +12,8 @@ use kvm_bindings::{
     KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT,
     KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MEMORY_FAULT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
     KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN, KVM_EXIT_X86_RDMSR, KVM_EXIT_X86_WRMSR,
-    KVM_MAX_CPUID_ENTRIES, Msrs, Xsave, kvm_debugregs, kvm_msr_entry, kvm_run, kvm_sregs,
-    kvm_userspace_memory_region, kvm_vcpu_events,
+    KVM_MAX_CPUID_ENTRIES, KVM_SYNC_X86_EVENTS, KVM_SYNC_X86_REGS, KVM_SYNC_X86_SREGS, Xsave,
+    kvm_run, kvm_sregs, kvm_sync_regs, kvm_userspace_memory_region, kvm_vcpu_events,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use nub_host_common::layout::{BOOT_PAGE_GPA, PAGE_SIZE, Region};
@@ -196,6 +196,10 @@ struct KvmSystem {
     /// CR4.UMIP is turned on (the CPUID reports UMIP).
     umip: bool,
     run_size: usize,
+    /// `KVM_CAP_SYNC_REGS`: registers, special registers and events can be
+    /// handed to the next `KVM_RUN` through `kvm_run` instead of an ioctl
+    /// each (a reset then costs two vCPU ioctls instead of five).
+    sync_regs: bool,
 }
 
 /// Why the process-wide KVM handle could not be made; kept (it is made
@@ -247,11 +251,15 @@ fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
                 "a vCPU mapping large enough for struct kvm_run",
             ));
         }
+        let sync = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
+        let sync_regs = u32::try_from(kvm.check_extension_int(Cap::SyncRegs))
+            .is_ok_and(|fields| fields & sync == sync);
         Ok(KvmSystem {
             kvm,
             cpuid,
             umip,
             run_size,
+            sync_regs,
         })
     })
     .as_ref()
@@ -328,30 +336,6 @@ pub(crate) fn write_system_pages(
     })
 }
 
-/// MSRs a reset restores to a fresh vCPU's values: the segment bases a
-/// CPL 3 guest can change (`wrfsbase`/`wrgsbase` run natively under
-/// kvm_pvm with the host's CR4.FSGSBASE), and the system-call and TSC_AUX
-/// MSRs, which only CPL 0 can write (restored anyway: a reset does not
-/// depend on which code ran at CPL 0). TSC_AUX comes last: KVM stops
-/// reading at the first MSR it does not support, and the others are
-/// required.
-const RESET_MSRS: [u32; 11] = [
-    0xC000_0100, // FS_BASE
-    0xC000_0101, // GS_BASE
-    0xC000_0102, // KERNEL_GS_BASE
-    0xC000_0081, // STAR
-    0xC000_0082, // LSTAR
-    0xC000_0083, // CSTAR
-    0xC000_0084, // SFMASK
-    0x174,       // SYSENTER_CS
-    0x175,       // SYSENTER_ESP
-    0x176,       // SYSENTER_EIP
-    0xC000_0103, // TSC_AUX
-];
-
-/// MSRs of [`RESET_MSRS`] that must be restorable for a VM to be reused.
-const REQUIRED_RESET_MSRS: usize = RESET_MSRS.len() - 1;
-
 /// The state of a vCPU that has never run, as KVM creates it: read once
 /// per process from the first vCPU (before it runs) and written back by
 /// every [`Vm::reset`]. The same for every vCPU nub creates (same CPUID,
@@ -361,9 +345,7 @@ struct FreshVcpu {
     xsave: Xsave,
     /// Bytes of `xsave` KVM may read (its `KVM_CAP_XSAVE2` size).
     xsave_size: usize,
-    msrs: Msrs,
     events: kvm_vcpu_events,
-    debugregs: kvm_debugregs,
     /// The special registers before nub sets them up (long mode is then
     /// applied on top, as for a new vCPU).
     sregs: kvm_sregs,
@@ -373,7 +355,6 @@ impl std::fmt::Debug for FreshVcpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FreshVcpu")
             .field("xsave_size", &self.xsave_size)
-            .field("msrs", &self.msrs.as_slice().len())
             .finish_non_exhaustive()
     }
 }
@@ -397,26 +378,10 @@ impl FreshVcpu {
         // SAFETY: `xsave` holds `xsave_size` bytes, the size KVM reports
         // for this VM's xsave state, so KVM_GET_XSAVE2 writes inside it.
         unsafe { vcpu.get_xsave2(&mut xsave) }.ok()?;
-        let entries: Vec<kvm_msr_entry> = RESET_MSRS
-            .iter()
-            .map(|&index| kvm_msr_entry {
-                index,
-                ..Default::default()
-            })
-            .collect();
-        let mut msrs = Msrs::from_entries(&entries).ok()?;
-        let read = vcpu.get_msrs(&mut msrs).ok()?;
-        if read < REQUIRED_RESET_MSRS {
-            return None;
-        }
-        let keep: Vec<kvm_msr_entry> = msrs.as_slice().get(..read)?.to_vec();
-        let msrs = Msrs::from_entries(&keep).ok()?;
         Some(Self {
             xsave,
             xsave_size,
-            msrs,
             events: vcpu.get_vcpu_events().ok()?,
-            debugregs: vcpu.get_debug_regs().ok()?,
             sregs: vcpu.get_sregs().ok()?,
         })
     }
@@ -456,6 +421,9 @@ pub struct Vm {
     /// by any exit other than an `out` or a cancel, any failed ioctl, and
     /// any failed reset.
     resettable: bool,
+    /// The last `KVM_RUN` returned an exit whose operation KVM finishes at
+    /// the start of the next one (an `out`). Any `KVM_RUN` finishes it.
+    exit_pending: bool,
 }
 
 impl Vm {
@@ -501,6 +469,7 @@ impl Vm {
             cpuid,
             umip,
             run_size,
+            ..
         } = kvm()?;
 
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
@@ -547,6 +516,7 @@ impl Vm {
             fresh,
             xsave_size,
             resettable: true,
+            exit_pending: false,
         })
     }
 
@@ -593,18 +563,23 @@ impl Vm {
     /// `image` (which must have the same size), so no state of the guest
     /// that ran before can be observed:
     ///
-    /// - an operation the last exit left pending (an `out` being completed)
-    ///   is finished first, by a `KVM_RUN` with `immediate_exit` set, which
-    ///   completes it without running a guest instruction;
+    /// - an operation the last exit left pending (an `out` being completed;
+    ///   string I/O would be re-emulated) is finished first, by a `KVM_RUN`
+    ///   with `immediate_exit` set, which completes it without running a
+    ///   guest instruction;
     /// - memory: every page the guest wrote is discarded, so every page
     ///   reads the image again (same image: `madvise(MADV_DONTNEED)`;
     ///   another image: the new image is mapped over the old one at the
     ///   same host address, so the KVM slot stays valid);
-    /// - vCPU: general registers at the image's entry, special registers
-    ///   (segments, control registers, descriptor tables) as a new VM sets
-    ///   them, and the fresh vCPU's FPU/SSE/AVX state (`KVM_SET_XSAVE`),
-    ///   MSRs ([`RESET_MSRS`]: FS/GS base among them), pending events and
-    ///   debug registers;
+    /// - vCPU: the fresh vCPU's FPU/SSE/AVX state (`KVM_SET_XSAVE`); general
+    ///   registers at the image's entry, special registers (segments with
+    ///   their FS/GS bases, control registers, CR2, descriptor tables) as a
+    ///   new VM sets them, and no pending exception, interrupt or NMI. The
+    ///   last three go through `kvm_run`'s sync area, applied by the next
+    ///   `KVM_RUN` before anything else (`KVM_CAP_SYNC_REGS`; ioctls where
+    ///   KVM lacks it). Not touched: MSRs other than the FS/GS bases, the
+    ///   debug registers and XCR0, which only CPL 0 code can write (the
+    ///   guest has none; the host's exception handlers write none of them);
     /// - the exit count starts again at 0.
     ///
     /// Needs the memory unshared (no other `Arc` on it). On failure the VM
@@ -637,7 +612,10 @@ impl Vm {
                 "its guest memory is still shared",
             ));
         }
-        self.complete_pending_exit()?;
+        if self.exit_pending {
+            self.complete_pending_exit()?;
+            self.exit_pending = false;
+        }
         let same = self.image.as_ref().is_some_and(|i| Arc::ptr_eq(i, image));
         let memory = Arc::get_mut(&mut self.memory).ok_or(HypervisorError::NotResettable(
             "its guest memory is still shared",
@@ -684,19 +662,7 @@ impl Vm {
     }
 
     fn reset_vcpu(&mut self, fresh: &FreshVcpu, entry: EntryState) -> Result<(), HypervisorError> {
-        let umip = kvm()?.umip;
-        let regs = cpu::entry_regs(
-            entry.entry,
-            entry.stack_pointer,
-            entry.boot_info,
-            entry.user_mode,
-        );
-        self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
-        let mut sregs = fresh.sregs;
-        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, umip);
-        self.vcpu
-            .set_sregs(&sregs)
-            .map_err(ioctl("KVM_SET_SREGS"))?;
+        let system = kvm()?;
         if self.xsave_size.is_none_or(|size| size > fresh.xsave_size) {
             return Err(HypervisorError::NotResettable(
                 "KVM's xsave state outgrew the fresh copy",
@@ -705,21 +671,35 @@ impl Vm {
         // SAFETY: `fresh.xsave` holds `fresh.xsave_size` bytes, at least
         // what KVM reads for this VM's vCPU (checked above).
         unsafe { self.vcpu.set_xsave2(&fresh.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
-        let written = self
-            .vcpu
-            .set_msrs(&fresh.msrs)
-            .map_err(ioctl("KVM_SET_MSRS"))?;
-        if written != fresh.msrs.as_slice().len() {
-            return Err(HypervisorError::NotResettable(
-                "KVM_SET_MSRS did not restore every MSR",
-            ));
+        let regs = cpu::entry_regs(
+            entry.entry,
+            entry.stack_pointer,
+            entry.boot_info,
+            entry.user_mode,
+        );
+        let mut sregs = fresh.sregs;
+        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, system.umip);
+        if system.sync_regs {
+            // Handed to the next KVM_RUN, which sets them (as the three
+            // ioctls below would) before it does anything else; no window is
+            // open and `&mut self` rules out any other reference to the page.
+            let run = self.vcpu.get_kvm_run();
+            run.s.regs = kvm_sync_regs {
+                regs,
+                sregs,
+                events: fresh.events,
+            };
+            run.kvm_dirty_regs =
+                u64::from(KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS);
+        } else {
+            self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+            self.vcpu
+                .set_sregs(&sregs)
+                .map_err(ioctl("KVM_SET_SREGS"))?;
+            self.vcpu
+                .set_vcpu_events(&fresh.events)
+                .map_err(ioctl("KVM_SET_VCPU_EVENTS"))?;
         }
-        self.vcpu
-            .set_vcpu_events(&fresh.events)
-            .map_err(ioctl("KVM_SET_VCPU_EVENTS"))?;
-        self.vcpu
-            .set_debug_regs(&fresh.debugregs)
-            .map_err(ioctl("KVM_SET_DEBUGREGS"))?;
         Ok(())
     }
 
@@ -757,6 +737,8 @@ impl Vm {
                 }
             };
             self.exits += 1;
+            // This KVM_RUN finished what the last exit left pending.
+            self.exit_pending = false;
             match result {
                 Ok(()) => {}
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
@@ -774,6 +756,7 @@ impl Vm {
                 if !matches!(exit, VmExit::IoOut { .. }) {
                     self.resettable = false;
                 }
+                self.exit_pending = true;
                 return Ok(exit);
             }
         }
