@@ -316,12 +316,14 @@ mod tests {
 
     #[test]
     fn kill_floor_stops_the_spinning_guest_every_time() {
+        // Every run ends by its kill (`kill_latency` fails on any other
+        // ending), and the VM survives its kills: each later run spins
+        // again until killed. (Whether a kill lands inside KVM_RUN or just
+        // before it depends on scheduling, so exits are not counted.)
         let mut floor = KillFloor::new(Duration::from_millis(1)).unwrap();
         for _ in 0..5 {
             floor.kill_latency().unwrap();
         }
-        // The VM survives its kills: it is still a spinning CPL 3 guest.
-        assert!(floor.vm.exit_count() >= 5);
     }
 
     #[test]
