@@ -124,6 +124,7 @@ fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HypervisorError 
 
 /// Why the vCPU stopped. Owned, so the caller can keep it while using the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VmExit {
     /// `out` to `port`; `value` is the data zero-extended to 32 bits.
     IoOut {

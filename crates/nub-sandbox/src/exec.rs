@@ -21,6 +21,7 @@ use std::{
 };
 
 use nub_host_common::{
+    exceptions,
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
     log_buffer::{self, LogLevel},
     ports::ExitPort,
@@ -111,7 +112,7 @@ impl RingBytes for GuestRing<'_> {
     fn read_header(&self, out: &mut [u8; RING_HEADER_SIZE]) -> Result<()> {
         self.memory
             .read(self.region.start, out)
-            .map_err(|e| HyperlightError::Kvm(e.into()))
+            .map_err(HyperlightError::from)
     }
 
     fn read_data(&self, offset: usize, out: &mut [u8]) -> Result<()> {
@@ -123,9 +124,7 @@ impl RingBytes for GuestRing<'_> {
             )));
         }
         let addr = self.region.start + (RING_HEADER_SIZE + offset) as u64;
-        self.memory
-            .read(addr, out)
-            .map_err(|e| HyperlightError::Kvm(e.into()))
+        self.memory.read(addr, out).map_err(HyperlightError::from)
     }
 }
 
@@ -350,7 +349,7 @@ pub(crate) struct MemorySide {
 }
 
 fn memory_error(e: nub_hypervisor::MemoryError) -> HyperlightError {
-    HyperlightError::Kvm(e.into())
+    HyperlightError::GuestMemory(e)
 }
 
 impl MemorySide {
@@ -410,8 +409,8 @@ impl MemorySide {
             });
         }
         let mut scratch = vec![0u8; needed];
-        let mut w =
-            RingWriter::new(&mut scratch).map_err(|e| HyperlightError::Error(e.to_string()))?;
+        let mut w = RingWriter::new(&mut scratch)
+            .map_err(|_| HyperlightError::Internal("request scratch buffer smaller than a ring"))?;
         w.reset();
         for (fn_id, payload) in calls {
             w.push_with(FrameKind::Request, |body| {
@@ -483,7 +482,11 @@ impl MemorySide {
                     room,
                 )
                 .ok_or_else(|| {
-                    HyperlightError::Error("input ring cannot hold a host-call error".into())
+                    HyperlightError::Error(
+                        "the input ring has no room left for a host-call error; raise \
+                         SandboxConfiguration::input_ring_size (with_ring_sizes)"
+                            .into(),
+                    )
                 })?
             }
         };
@@ -548,12 +551,13 @@ impl MemorySide {
             Some(ReportKind::Fault) => {
                 let vector = u8::try_from(r.vector).unwrap_or(u8::MAX);
                 let guard = self.layout.is_stack_guard(r.cr2);
-                if guard && (vector == 8 || vector == 14) {
+                if guard && (vector == exceptions::DOUBLE_FAULT || vector == exceptions::PAGE_FAULT)
+                {
                     HyperlightError::StackOverflow {
                         rip: r.rip,
                         cr2: r.cr2,
                     }
-                } else if vector == 14 && r.cr2 >= self.layout.memory_size {
+                } else if vector == exceptions::PAGE_FAULT && r.cr2 >= self.layout.memory_size {
                     // Page-fault error code bit 1: the access was a write.
                     HyperlightError::MemoryAccessViolation {
                         addr: r.cr2,
@@ -601,13 +605,14 @@ pub(crate) fn exit_error(exit: VmExit) -> HyperlightError {
         VmExit::Halt => HyperlightError::UnexpectedExit("the guest halted".into()),
         VmExit::IoIn { port } => HyperlightError::UnexpectedPort { port, value: 0 },
         VmExit::InternalError { suberror } => HyperlightError::UnexpectedExit(format!(
-            "KVM internal error (suberror {suberror}): an instruction KVM cannot run, e.g. int3"
+            "KVM internal error (suberror {suberror}): an instruction KVM could not emulate"
         )),
         VmExit::FailEntry { reason } => HyperlightError::UnexpectedExit(format!(
             "VM entry failed (hardware reason {reason:#x})"
         )),
         VmExit::IoOut { port, value } => HyperlightError::UnexpectedPort { port, value },
         VmExit::Other(name) => HyperlightError::UnexpectedExit(name.into()),
+        other => HyperlightError::UnexpectedExit(format!("{other:?}")),
     }
 }
 

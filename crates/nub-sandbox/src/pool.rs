@@ -244,7 +244,7 @@ pub(crate) fn acquire(
         Err(e) => {
             // No VM will ever run with it: handles learn it is gone.
             handles.mark_dropped();
-            Err(HyperlightError::Kvm(e))
+            Err(HyperlightError::from(e))
         }
     }
 }

@@ -98,7 +98,7 @@ impl<'a> Words<'a> {
         let word = |offset: usize| {
             side.memory
                 .atomic_u64(base + offset as u64)
-                .map_err(|e| HyperlightError::Kvm(e.into()))
+                .map_err(HyperlightError::from)
         };
         Ok(Self {
             doorbell: word(DOORBELL)?,

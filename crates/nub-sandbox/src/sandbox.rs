@@ -175,6 +175,21 @@ impl UninitializedSandbox {
     /// are seen, and builds the guest's initial memory then; later
     /// sandboxes of the same binary and configuration share it (see
     /// [`crate::binary`]). Creates no VM yet.
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, HyperlightError, SandboxConfiguration};
+    /// use nub_sandbox::UninitializedSandbox;
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let cfg = SandboxConfiguration::default().with_heap_size(4 << 20);
+    /// let sbox = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), Some(cfg))?;
+    /// assert_eq!(sbox.layout().heap.size, 4 << 20);
+    ///
+    /// // Bytes that are not a guest ELF are refused before any VM exists.
+    /// let junk = GuestBinary::Buffer(b"not an ELF".to_vec());
+    /// let err = UninitializedSandbox::new(junk, None).unwrap_err();
+    /// assert!(matches!(err, HyperlightError::BadGuestBinary(_)));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn new(binary: GuestBinary, config: Option<SandboxConfiguration>) -> Result<Self> {
         let config = config.unwrap_or_default();
         let image_config = image_config(&config);
@@ -191,6 +206,17 @@ impl UninitializedSandbox {
     }
 
     /// The memory layout this sandbox will use.
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, SandboxConfiguration, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let cfg = SandboxConfiguration::default().with_ring_sizes(64 << 10, 128 << 10);
+    /// let sbox = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), Some(cfg))?;
+    /// let layout = sbox.layout();
+    /// assert_eq!((layout.input_ring.size, layout.output_ring.size), (64 << 10, 128 << 10));
+    /// assert!(layout.stack.end() <= layout.memory_size);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn layout(&self) -> &MemoryLayout {
         &self.image.layout
     }
@@ -200,6 +226,25 @@ impl UninitializedSandbox {
     /// [`MultiUseSandbox`] it becomes: it is the same handle
     /// [`MultiUseSandbox::interrupt_handle`] returns. A kill while nothing
     /// runs has no effect.
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, HyperlightError, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let uninit = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?;
+    /// let handle = uninit.interrupt_handle(); // taken before the VM exists
+    /// let mut sbox = uninit.evolve()?;
+    /// let killer = std::thread::spawn(move || {
+    ///     // `kill` reports whether a call was running: retry until one is.
+    ///     while !handle.kill() {
+    ///         std::thread::sleep(std::time::Duration::from_millis(1));
+    ///     }
+    /// });
+    /// let err = sbox.call_raw(9, b"").unwrap_err(); // fn 9 spins forever
+    /// killer.join().unwrap();
+    /// assert!(matches!(err, HyperlightError::Canceled));
+    /// assert!(sbox.is_poisoned());
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
         let interrupt = self.interrupt.0.clone().unwrap_or_default();
         Arc::new(VcpuInterruptHandle(interrupt))
@@ -208,6 +253,17 @@ impl UninitializedSandbox {
     /// This sandbox's id: unique in the process, kept by the
     /// [`MultiUseSandbox`] it evolves into, and carried by every guest log
     /// record the host emits (`[sandbox N]`).
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let a = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?;
+    /// let b = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?;
+    /// assert_ne!(a.id(), b.id());
+    /// let id = a.id();
+    /// assert_eq!(a.evolve()?.id(), id); // kept by the booted sandbox
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -221,6 +277,21 @@ impl UninitializedSandbox {
     /// are callable from the guest's init). The boot is bounded by
     /// [`SandboxConfiguration::max_boot_time`] (5 s by default) and can be
     /// stopped with [`Self::interrupt_handle`].
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, Registerable, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let mut uninit = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?;
+    /// uninit.register_host_function(100, |bytes: &[u8]| Ok(bytes.to_ascii_uppercase()))?;
+    /// let mut sbox = uninit.evolve()?; // boots the guest and runs its init
+    ///
+    /// // The default guest's fn 5 calls the host function named by its
+    /// // first 4 bytes with the rest of its payload.
+    /// let mut payload = 100u32.to_le_bytes().to_vec();
+    /// payload.extend_from_slice(b"hi");
+    /// assert_eq!(sbox.call_raw(5, &payload)?, b"HI");
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn evolve(self) -> Result<MultiUseSandbox> {
         let (vm, recycled) =
             pool::acquire(&self.image, self.interrupt.take(), self.config.vm_pool)?;
@@ -262,6 +333,24 @@ pub struct MultiUseSandbox {
 impl MultiUseSandbox {
     /// Calls guest function `fn_id` with `payload` and returns its result.
     /// Costs one VM exit (plus one per host call the guest makes).
+    ///
+    /// ```
+    /// use nub_sandbox::HyperlightError;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// assert_eq!(sbox.call_raw(1, b"hello")?, b"hello"); // fn 1: echo
+    ///
+    /// // An error the guest function returns leaves the sandbox usable.
+    /// let err = sbox.call_raw(3, b"no such thing").unwrap_err(); // fn 3: fail
+    /// assert!(matches!(err, HyperlightError::GuestFunctionError { fn_id: 3, .. }));
+    /// let err = sbox.call_raw(999, b"").unwrap_err();
+    /// assert!(matches!(err, HyperlightError::UnknownFunction { fn_id: 999 }));
+    /// assert_eq!(sbox.call_raw(1, b"still here")?, b"still here");
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn call_raw(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
         if self.poisoned {
             return Err(HyperlightError::PoisonedSandbox);
@@ -292,6 +381,22 @@ impl MultiUseSandbox {
     /// A batch that does not fit the input ring is refused before anything
     /// runs ([`HyperlightError::BatchTooLarge`]); calls whose results no
     /// longer fit the output ring get [`HyperlightError::ResponseTooLarge`].
+    ///
+    /// ```
+    /// use nub_sandbox::HyperlightError;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let exits = sbox.exit_count();
+    /// let results = sbox.call_batch(&[(1, b"a"), (3, b"failed"), (1, b"c")])?;
+    /// assert_eq!(sbox.exit_count(), exits + 1); // one exit for the batch
+    /// assert_eq!(results[0].as_deref().ok(), Some(&b"a"[..]));
+    /// assert!(matches!(results[1], Err(HyperlightError::GuestFunctionError { .. })));
+    /// assert_eq!(results[2].as_deref().ok(), Some(&b"c"[..]));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn call_batch(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
         if self.poisoned {
             return Err(HyperlightError::PoisonedSandbox);
@@ -321,6 +426,21 @@ impl MultiUseSandbox {
     }
 
     /// Whether an earlier failed execution poisoned this sandbox.
+    ///
+    /// ```
+    /// use nub_sandbox::HyperlightError;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// assert!(!sbox.is_poisoned());
+    /// let err = sbox.call_raw(8, &[2]).unwrap_err(); // fn 8 selector 2: ud2
+    /// assert!(matches!(err, HyperlightError::GuestFault { vector: 6, .. }));
+    /// assert!(sbox.is_poisoned());
+    /// assert!(matches!(sbox.call_raw(1, b""), Err(HyperlightError::PoisonedSandbox)));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
     }
@@ -332,19 +452,62 @@ impl MultiUseSandbox {
     }
 
     /// A handle that can stop this sandbox's running call from any thread.
+    ///
+    /// ```
+    /// use nub_sandbox::HyperlightError;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let handle = sbox.interrupt_handle();
+    /// let killer = std::thread::spawn(move || {
+    ///     // `kill` reports whether a call was running: retry until one is.
+    ///     while !handle.kill() {
+    ///         std::thread::sleep(std::time::Duration::from_millis(1));
+    ///     }
+    /// });
+    /// let err = sbox.call_raw(9, b"").unwrap_err(); // fn 9 spins forever
+    /// killer.join().unwrap();
+    /// assert!(matches!(err, HyperlightError::Canceled));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
         Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.interrupt())))
     }
 
     /// The guest's heap figures (one system call into the guest).
+    ///
+    /// ```
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let stats = sbox.heap_stats()?;
+    /// assert_eq!(stats.size, sbox.layout().heap.size);
+    /// assert!(stats.used + stats.free <= stats.size);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_HEAP_STATS, &[])?;
-        let [size, used, free] = nub_host_common::decode_u64s(&bytes)
-            .ok_or_else(|| HyperlightError::ProtocolViolation("malformed heap stats".into()))?;
-        Ok(HeapStats { size, used, free })
+        HeapStats::from_bytes(&bytes)
+            .ok_or_else(|| HyperlightError::ProtocolViolation("malformed heap stats".into()))
     }
 
     /// The guest's copy of its boot info (one system call into the guest).
+    ///
+    /// ```
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let info = sbox.boot_info()?;
+    /// assert_eq!(info.heap_va, sbox.layout().heap.start);
+    /// assert_ne!(info.directory_va, 0); // filled in by the guest kernel
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn boot_info(&mut self) -> Result<BootInfo> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_GET_BOOT_INFO, &[])?;
         BootInfo::from_bytes(&bytes).ok_or_else(|| {
@@ -353,6 +516,18 @@ impl MultiUseSandbox {
     }
 
     /// VM exits since the sandbox was created (boot included).
+    ///
+    /// ```
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let before = sbox.exit_count();
+    /// sbox.call_raw(1, b"x")?;
+    /// assert_eq!(sbox.exit_count(), before + 1); // one exit per call
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn exit_count(&self) -> u64 {
         self.guest.exit_count()
     }
@@ -360,6 +535,18 @@ impl MultiUseSandbox {
     /// Whether this sandbox's VM came from the pool: a VM an earlier
     /// sandbox dropped, reset to the prepared image (memory and vCPU state
     /// as new) before this guest booted on it. See [`crate::pool`].
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let boot = || UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?.evolve();
+    /// let first = boot()?;
+    /// assert!(!first.is_recycled()); // this process's pool starts empty
+    /// drop(first); // its VM goes to the pool
+    /// nub_sandbox::pool::wait_idle(); // and is reset off this thread
+    /// assert!(boot()?.is_recycled());
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn is_recycled(&self) -> bool {
         self.recycled
     }
@@ -367,20 +554,57 @@ impl MultiUseSandbox {
     /// Copies guest memory at guest physical address `addr` into `out`:
     /// what the guest wrote there (hostile data, not to be trusted), for
     /// diagnostics and tests. Fails if the range is outside guest memory.
+    ///
+    /// ```
+    /// use nub_sandbox::HyperlightError;
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let heap = sbox.layout().heap;
+    /// let mut word = [0u8; 8];
+    /// sbox.read_guest_memory(heap.start, &mut word)?; // guest-written: untrusted
+    /// let past_the_end = sbox.layout().memory_size;
+    /// let err = sbox.read_guest_memory(past_the_end, &mut word).unwrap_err();
+    /// assert!(matches!(err, HyperlightError::GuestMemory(_)));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn read_guest_memory(&self, addr: u64, out: &mut [u8]) -> Result<()> {
         self.guest
             .side
             .memory
             .read(addr, out)
-            .map_err(|e| HyperlightError::Kvm(e.into()))
+            .map_err(HyperlightError::from)
     }
 
     /// The memory layout.
+    ///
+    /// ```
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let heap = sbox.layout().heap;
+    /// assert_eq!(sbox.boot_info()?.heap_size, heap.size);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn layout(&self) -> &MemoryLayout {
         &self.guest.side.layout
     }
 
     /// This sandbox's id (see [`UninitializedSandbox::id`]).
+    ///
+    /// ```
+    /// use nub_sandbox::{GuestBinary, UninitializedSandbox};
+    /// # let path = nub_tests::DEFAULT_GUEST; // the default guest's ELF
+    /// let uninit = UninitializedSandbox::new(GuestBinary::FilePath(path.into()), None)?;
+    /// let id = uninit.id();
+    /// let sbox = uninit.evolve()?;
+    /// assert_eq!(sbox.id(), id); // the id guest log records carry: [sandbox N]
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
     pub fn id(&self) -> u64 {
         self.guest.side.id
     }
@@ -400,13 +624,5 @@ impl Registerable for MultiUseSandbox {
     }
 }
 
-/// Guest heap figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeapStats {
-    /// Heap size in bytes.
-    pub size: u64,
-    /// Bytes allocated.
-    pub used: u64,
-    /// Bytes free.
-    pub free: u64,
-}
+/// Guest heap figures (the ABI's `FN_ID_NUB_HEAP_STATS` answer).
+pub use nub_host_common::system::HeapStats;
