@@ -36,6 +36,8 @@ use crate::{
 pub struct PreparedImage {
     /// The sealed memfd holding the image.
     fd: OwnedFd,
+    /// A read-only shared view of it, what resets copy back from.
+    view: GuestMemory,
     /// Its size: the guest memory size, a multiple of the page size.
     size: u64,
     entry: EntryState,
@@ -104,9 +106,11 @@ impl PreparedImage {
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(image_error("F_ADD_SEALS"));
         }
+        let view = GuestMemory::map_file_readonly(fd.as_fd(), size)?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             fd,
+            view,
             size,
             entry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -131,6 +135,11 @@ impl PreparedImage {
     /// The sealed memfd (for mapping it).
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The image's content, read-only (see [`GuestMemory::revert`]).
+    pub(crate) fn view(&self) -> &GuestMemory {
+        &self.view
     }
 }
 
@@ -188,6 +197,35 @@ mod tests {
         a.discard().unwrap();
         a.read(IMAGE_BASE, &mut buf).unwrap();
         assert_eq!(&buf, b"code");
+    }
+
+    #[test]
+    fn reverting_copies_the_image_back_into_written_pages_only() {
+        let mappings = code();
+        let image = PreparedImage::build(4 << 20, &setup(&mappings), |m| {
+            m.write(IMAGE_BASE, b"code")?;
+            m.write(2 << 20, b"data")
+        })
+        .unwrap();
+        let mut m = GuestMemory::map_file(image.fd(), image.size(), false).unwrap();
+        let mut buf = [0u8; 4];
+        m.read(IMAGE_BASE, &mut buf).unwrap(); // read only: stays the file's
+        m.write(2 << 20, b"mine").unwrap(); // a private copy
+        m.write(3 << 20, b"new!").unwrap(); // a private copy of a zero page
+        m.revert(image.view()).unwrap();
+        m.read(2 << 20, &mut buf).unwrap();
+        assert_eq!(&buf, b"data");
+        m.read(3 << 20, &mut buf).unwrap();
+        assert_eq!(buf, [0; 4]);
+        m.read(IMAGE_BASE, &mut buf).unwrap();
+        assert_eq!(&buf, b"code");
+        // The private pages stay mapped (no fault next time), with the
+        // image's content: a whole-page comparison.
+        let mut ours = vec![0u8; 4096];
+        let mut theirs = vec![0u8; 4096];
+        m.read(2 << 20, &mut ours).unwrap();
+        image.view().read(2 << 20, &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
     }
 
     #[test]

@@ -66,6 +66,34 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Bytes per page (mappings are in whole pages of this size).
+const PAGE: usize = 4096;
+/// `/proc/self/pagemap`: the page is present in RAM.
+const PM_PRESENT: u64 = 1 << 63;
+/// `/proc/self/pagemap`: the page is swapped out.
+const PM_SWAPPED: u64 = 1 << 62;
+/// `/proc/self/pagemap`: the page is a file page (or shared anonymous).
+const PM_FILE: u64 = 1 << 61;
+
+/// The `/proc/self/pagemap` entries of `pages` pages from host address
+/// `start` (the kernel's docs/admin-guide/mm/pagemap.rst), or `None` if
+/// the file cannot be read.
+fn page_map(start: usize, pages: usize) -> Option<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    static PAGEMAP: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let file = PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok())
+        .as_ref()?;
+    let mut raw = vec![0u8; pages.checked_mul(8)?];
+    let offset = u64::try_from(start / PAGE).ok()?.checked_mul(8)?;
+    file.read_exact_at(&mut raw, offset).ok()?;
+    Some(
+        raw.chunks_exact(8)
+            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect(),
+    )
+}
+
 /// Guest memory owned by the host: a private, page-aligned mapping, lazily
 /// backed (untouched pages cost nothing). Anonymous memory starts zeroed;
 /// a mapping of a prepared image starts as the image and diverges only in
@@ -132,6 +160,22 @@ impl GuestMemory {
         size: u64,
         shared: bool,
     ) -> Result<Self, MemoryError> {
+        Self::map_file_with(fd, size, shared, libc::PROT_READ | libc::PROT_WRITE)
+    }
+
+    /// A read-only shared mapping of the first `size` bytes of `fd`: the
+    /// host's view of a sealed image, which [`GuestMemory::revert`] copies
+    /// from. Writing through it faults; nothing here does.
+    pub(crate) fn map_file_readonly(fd: BorrowedFd<'_>, size: u64) -> Result<Self, MemoryError> {
+        Self::map_file_with(fd, size, true, libc::PROT_READ)
+    }
+
+    fn map_file_with(
+        fd: BorrowedFd<'_>,
+        size: u64,
+        shared: bool,
+        prot: libc::c_int,
+    ) -> Result<Self, MemoryError> {
         let map_err = |errno| MemoryError::Map { size, errno };
         let len = usize::try_from(size)
             .ok()
@@ -145,16 +189,7 @@ impl GuestMemory {
         // SAFETY: a new mapping with no address hint touches no existing
         // memory; `fd` is a live file descriptor for the call; the result
         // is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(map_err(last_errno()));
         }
@@ -195,6 +230,57 @@ impl GuestMemory {
                 size: self.size as u64,
                 errno: last_errno(),
             });
+        }
+        Ok(())
+    }
+
+    /// Reverts a private mapping of an image's file to the image, keeping
+    /// the pages mapped: every page this mapping holds a private copy of
+    /// (found in `/proc/self/pagemap`: present and not a file page) gets
+    /// the image's bytes back from `image` (a read-only view of the same
+    /// file, as large as this memory); pages swapped out are discarded;
+    /// every other page already reads the file. Unlike [`Self::discard`]
+    /// this leaves the host's and KVM's mappings of the guest's working set
+    /// in place, so the next guest does not fault it in again. Falls back
+    /// to [`Self::discard`] when the page map cannot be read. `&mut self`:
+    /// no other host reference can observe the switch.
+    pub(crate) fn revert(&mut self, image: &GuestMemory) -> Result<(), MemoryError> {
+        if image.size < self.size {
+            return self.discard();
+        }
+        let pages = self.size / PAGE;
+        let Some(entries) = page_map(self.base.as_ptr() as usize, pages) else {
+            return self.discard();
+        };
+        for (page, entry) in entries.iter().enumerate() {
+            let offset = page * PAGE;
+            if entry & PM_SWAPPED != 0 {
+                // SAFETY: one page of this memory's own mapping, which
+                // `&mut self` guarantees no host code is accessing.
+                let rc = unsafe {
+                    libc::madvise(
+                        self.base.as_ptr().add(offset).cast(),
+                        PAGE,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                if rc != 0 {
+                    return self.discard();
+                }
+            } else if entry & PM_PRESENT != 0 && entry & PM_FILE == 0 {
+                // SAFETY: both ranges are one page inside live mappings
+                // (`offset < size <= image.size`); `&mut self` guarantees
+                // nothing else accesses this memory, and the image view is
+                // a read-only mapping of a sealed file nothing writes, so
+                // the copy races with no access; the mappings are distinct.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        image.base.as_ptr().add(offset),
+                        self.base.as_ptr().add(offset),
+                        PAGE,
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -319,7 +319,7 @@ fn reset_costs() {
         create.push(start.elapsed().as_secs_f64() * 1e6);
     }
     eprintln!(
-        "reset, same image (MADV_DONTNEED): {:.1} us; reset, other image (mmap MAP_FIXED): {:.1} us; create + drop: {:.1} us",
+        "reset, same image (copy back the written pages): {:.1} us; reset, other image (mmap MAP_FIXED): {:.1} us; create + drop: {:.1} us",
         median(same),
         median(remap),
         median(create)

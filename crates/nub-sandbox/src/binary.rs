@@ -17,7 +17,7 @@
 //! initial memory in a sealed memfd, see `nub_hypervisor::image`) that
 //! every sandbox of that binary and configuration maps copy-on-write. The
 //! images live in a process-wide cache keyed by the ELF's blake3 digest and
-//! the configuration; [`PreparedGuest`] (kept by the caller, passed as
+//! the configuration (alive while used, and the last few used); [`PreparedGuest`] (kept by the caller, passed as
 //! [`GuestBinary::Prepared`]) also skips reading and hashing the file.
 
 use std::{
@@ -183,18 +183,45 @@ impl ImageConfig {
     }
 }
 
-/// Built images by (ELF digest, configuration); an entry lives as long as
-/// a sandbox or a pooled VM holds its image.
-type ImageCache = HashMap<(Digest, ImageConfig), Weak<SandboxImage>>;
+/// Images the cache keeps alive after their last sandbox and pooled VM
+/// are gone, most recently used first out of the way: without them a
+/// sandbox built after the previous one was dropped (pool off, or pool
+/// full) would build the image again (~250 µs). Each costs the image's
+/// written pages (the ELF's segments and the system pages, ~250 KiB for
+/// the default guest) in the page cache.
+const KEEP_RECENT: usize = 8;
+
+/// Built images by (ELF digest, configuration): an entry lives as long as
+/// a sandbox or a pooled VM holds its image, or while it is among the
+/// [`KEEP_RECENT`] most recently used.
+#[derive(Default)]
+struct ImageCache {
+    map: HashMap<(Digest, ImageConfig), Weak<SandboxImage>>,
+    /// Most recently used last.
+    recent: std::collections::VecDeque<Arc<SandboxImage>>,
+}
+
+impl ImageCache {
+    /// Marks `image` the most recently used.
+    fn touch(&mut self, image: &Arc<SandboxImage>) {
+        if let Some(i) = self.recent.iter().position(|r| Arc::ptr_eq(r, image)) {
+            self.recent.remove(i);
+        }
+        self.recent.push_back(Arc::clone(image));
+        while self.recent.len() > KEEP_RECENT {
+            self.recent.pop_front();
+        }
+    }
+}
 
 fn image_cache() -> &'static Mutex<ImageCache> {
     static CACHE: std::sync::OnceLock<Mutex<ImageCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    CACHE.get_or_init(|| Mutex::new(ImageCache::default()))
 }
 
 /// The image of `binary` for `config`: from the cache when a sandbox or a
-/// pooled VM still holds it, else read, parsed, laid out and built (and
-/// cached). `build` writes the boot data and builds the prepared image from
+/// pooled VM still holds it or it was used recently, else read, parsed,
+/// laid out and built (and cached). `build` writes the boot data and builds the prepared image from
 /// the parsed guest, its bytes and the layout.
 pub(crate) fn sandbox_image(
     binary: &GuestBinary,
@@ -217,8 +244,12 @@ pub(crate) fn sandbox_image(
     };
     let key = (digest, config);
     let lock = || image_cache().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(image) = lock().get(&key).and_then(Weak::upgrade) {
-        return Ok(image);
+    {
+        let mut cache = lock();
+        if let Some(image) = cache.map.get(&key).and_then(Weak::upgrade) {
+            cache.touch(&image);
+            return Ok(image);
+        }
     }
     let parsed;
     let (image, bytes): (&GuestImage, &[u8]) = match (binary, &bytes) {
@@ -232,8 +263,9 @@ pub(crate) fn sandbox_image(
     let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
     let built = Arc::new(build(image, bytes, layout)?);
     let mut cache = lock();
-    cache.retain(|_, weak| weak.strong_count() > 0);
-    cache.insert(key, Arc::downgrade(&built));
+    cache.map.retain(|_, weak| weak.strong_count() > 0);
+    cache.map.insert(key, Arc::downgrade(&built));
+    cache.touch(&built);
     Ok(built)
 }
 
