@@ -151,7 +151,7 @@ fn main() {
     drop(s);
 
     // Exit-mode cap and lifecycle rows.
-    let mut s = sandbox();
+    let mut s = booted(CallMode::Exit);
     let mut i = 0u64;
     report(
         "put_cap, 64-byte data (new each time)",

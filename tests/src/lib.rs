@@ -71,9 +71,15 @@ pub fn call_mode() -> CallMode {
     }
 }
 
-/// `cfg` (or the defaults) in this run's call mode.
+/// `cfg` (or the defaults) in this run's call mode, unless `cfg` already
+/// asks for resident calls (a test or benchmark that chose its mode keeps
+/// it).
 pub fn in_call_mode(cfg: Option<SandboxConfiguration>) -> SandboxConfiguration {
-    cfg.unwrap_or_default().with_call_mode(call_mode())
+    let cfg = cfg.unwrap_or_default();
+    match cfg.call_mode {
+        CallMode::Exit => cfg.with_call_mode(call_mode()),
+        CallMode::Resident { .. } => cfg,
+    }
 }
 
 /// Whether VM exits count guest runs in this run of the suite: true in exit

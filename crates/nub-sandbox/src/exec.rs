@@ -509,11 +509,18 @@ impl MemorySide {
             .read(region.start, &mut header)
             .map_err(memory_error)?;
         let checked = log_buffer::read_header(&header, size);
-        let mut cleared = [0u8; 16];
-        log_buffer::reset(&mut cleared);
-        self.memory
-            .write(region.start, &cleared)
-            .map_err(memory_error)?;
+        // Reset the header unless it is already empty (the common case: no
+        // write, so the cache line stays shared with the guest).
+        if header
+            .get(..16)
+            .is_none_or(|used| used.iter().any(|&b| b != 0))
+        {
+            let mut cleared = [0u8; 16];
+            log_buffer::reset(&mut cleared);
+            self.memory
+                .write(region.start, &cleared)
+                .map_err(memory_error)?;
+        }
         let (write, dropped) =
             checked.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
         if write > 0 {
