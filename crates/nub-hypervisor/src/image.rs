@@ -25,10 +25,78 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
+use nub_host_common::layout::{Access, PAGE_SIZE, PAGE_TABLES_GPA, page_table_pages};
+
 use crate::{
     memory::{GuestMemory, MemoryError},
-    vm::{EntryState, HypervisorError, VmSetup, write_system_pages},
+    paging::Mapping,
+    vm::{EntryState, HypervisorError, VmSetup, all_mappings, write_system_pages},
 };
+
+/// A range of guest memory that one KVM memory slot covers: read-only
+/// pages come from the image's shared view, the others from the VM's
+/// private mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// First guest physical address (page aligned).
+    pub(crate) start: u64,
+    /// Bytes (whole pages).
+    pub(crate) size: u64,
+    /// The guest never writes these pages: its page tables map them
+    /// without write access (code, read-only data, the boot page, the
+    /// exception handlers) or not at all while the CPU reads them (the page
+    /// tables). KVM maps them read-only.
+    pub(crate) readonly: bool,
+}
+
+/// The slots of a guest memory of `size` bytes with `mappings` (applied in
+/// order, a later one overriding an earlier one, as the page tables do):
+/// runs of read-only and of writable pages; unmapped pages (guards, the
+/// null page) join the run they are in. The page tables are read-only.
+pub(crate) fn slot_layout(size: u64, mappings: &[Mapping]) -> Vec<Slot> {
+    let pages = usize::try_from(size / PAGE_SIZE).unwrap_or(0);
+    let mut readonly: Vec<Option<bool>> = vec![None; pages];
+    for m in mappings {
+        let first = usize::try_from(m.region.start / PAGE_SIZE).unwrap_or(usize::MAX);
+        let count = usize::try_from(m.region.size / PAGE_SIZE).unwrap_or(0);
+        for class in readonly.iter_mut().skip(first).take(count) {
+            *class = match m.access {
+                Access::Unmapped => None,
+                Access::ReadWrite => Some(false),
+                Access::Read | Access::ReadExecute | Access::KernelExecute => Some(true),
+            };
+        }
+    }
+    let tables = usize::try_from(PAGE_TABLES_GPA / PAGE_SIZE).unwrap_or(usize::MAX);
+    let table_pages = usize::try_from(page_table_pages(size)).unwrap_or(0);
+    for class in readonly.iter_mut().skip(tables).take(table_pages) {
+        *class = Some(true);
+    }
+    let mut current = readonly.iter().flatten().next().copied().unwrap_or(false);
+    let mut slots = Vec::new();
+    let mut start = 0usize;
+    for (page, class) in readonly.iter().enumerate() {
+        if let Some(class) = *class
+            && class != current
+        {
+            slots.push(Slot {
+                start: start as u64 * PAGE_SIZE,
+                size: (page - start) as u64 * PAGE_SIZE,
+                readonly: current,
+            });
+            start = page;
+            current = class;
+        }
+    }
+    if start < pages {
+        slots.push(Slot {
+            start: start as u64 * PAGE_SIZE,
+            size: (pages - start) as u64 * PAGE_SIZE,
+            readonly: current,
+        });
+    }
+    slots
+}
 
 /// A guest memory image, filled once and shared read-only by every VM
 /// mapping it. See the module docs.
@@ -36,8 +104,11 @@ use crate::{
 pub struct PreparedImage {
     /// The sealed memfd holding the image.
     fd: OwnedFd,
-    /// A read-only shared view of it, what resets copy back from.
+    /// A read-only shared view of it: what resets copy back from, and what
+    /// every VM of the image maps its read-only pages from.
     view: GuestMemory,
+    /// How the guest memory divides into read-only and writable slots.
+    slots: Vec<Slot>,
     /// Its size: the guest memory size, a multiple of the page size.
     size: u64,
     entry: EntryState,
@@ -107,10 +178,12 @@ impl PreparedImage {
             return Err(image_error("F_ADD_SEALS"));
         }
         let view = GuestMemory::map_file_readonly(fd.as_fd(), size)?;
+        let slots = slot_layout(size, &all_mappings(setup));
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
             fd,
             view,
+            slots,
             size,
             entry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -141,11 +214,16 @@ impl PreparedImage {
     pub(crate) fn view(&self) -> &GuestMemory {
         &self.view
     }
+
+    /// The read-only and writable slots of the guest memory.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use nub_host_common::layout::{Access, IMAGE_BASE, PAGE_SIZE, Region};
+    use nub_host_common::layout::{IMAGE_BASE, Region};
 
     use super::*;
     use crate::paging::Mapping;
@@ -197,6 +275,59 @@ mod tests {
         a.discard().unwrap();
         a.read(IMAGE_BASE, &mut buf).unwrap();
         assert_eq!(&buf, b"code");
+    }
+
+    #[test]
+    fn slots_alternate_read_only_and_writable_runs() {
+        let page = |n: u64| n * PAGE_SIZE;
+        let mappings = [
+            Mapping {
+                region: Region {
+                    start: IMAGE_BASE,
+                    size: page(2),
+                },
+                access: Access::ReadExecute,
+            },
+            Mapping {
+                region: Region {
+                    start: IMAGE_BASE + page(2),
+                    size: page(1),
+                },
+                access: Access::ReadWrite,
+            },
+            // A guard page, then more writable memory.
+            Mapping {
+                region: Region {
+                    start: IMAGE_BASE + page(4),
+                    size: page(1),
+                },
+                access: Access::ReadWrite,
+            },
+        ];
+        let setup = setup(&mappings);
+        let slots = slot_layout(4 << 20, &all_mappings(&setup));
+        let ro = |start, size| Slot {
+            start,
+            size,
+            readonly: true,
+        };
+        let rw = |start, size| Slot {
+            start,
+            size,
+            readonly: false,
+        };
+        assert_eq!(
+            slots,
+            [
+                // The null page joins the boot page; then the report page.
+                ro(0, 0x2000),
+                rw(0x2000, 0x1000),
+                // Handlers, page tables, the code.
+                ro(0x3000, IMAGE_BASE + page(2) - 0x3000),
+                // Data, the guard, more data, the rest of memory.
+                rw(IMAGE_BASE + page(2), (4 << 20) - IMAGE_BASE - page(2)),
+            ]
+        );
     }
 
     #[test]

@@ -201,6 +201,9 @@ struct KvmSystem {
     /// handed to the next `KVM_RUN` through `kvm_run` instead of an ioctl
     /// each (a reset then costs two vCPU ioctls instead of five).
     sync_regs: bool,
+    /// `KVM_CAP_READONLY_MEM`: an image's read-only pages can back their
+    /// own read-only slots (see [`crate::image`]).
+    readonly_mem: bool,
 }
 
 /// Why the process-wide KVM handle could not be made; kept (it is made
@@ -255,12 +258,14 @@ fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
         let sync = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
         let sync_regs = u32::try_from(kvm.check_extension_int(Cap::SyncRegs))
             .is_ok_and(|fields| fields & sync == sync);
+        let readonly_mem = kvm.check_extension(Cap::ReadonlyMem);
         Ok(KvmSystem {
             kvm,
             cpuid,
             umip,
             run_size,
             sync_regs,
+            readonly_mem,
         })
     })
     .as_ref()
@@ -302,6 +307,23 @@ pub(crate) fn write_system_pages(
     memory: &mut GuestMemory,
     setup: &VmSetup<'_>,
 ) -> Result<EntryState, HypervisorError> {
+    let mappings = all_mappings(setup);
+    let cr3 = paging::write_page_tables(memory, &mappings)?;
+    cpu::write_descriptor_tables(memory, setup.ist_stack_top)?;
+    crate::exceptions::write_exception_handlers(memory)?;
+    Ok(EntryState {
+        entry: setup.entry,
+        stack_pointer: setup.stack_pointer,
+        boot_info: setup.boot_info,
+        user_mode: setup.user_mode,
+        cr3,
+    })
+}
+
+/// `setup.mappings` and the system pages every guest gets: the boot page
+/// read-only, the report page read-write (the exception handlers write
+/// it), the handler code executable at CPL 0 only.
+pub(crate) fn all_mappings(setup: &VmSetup<'_>) -> Vec<Mapping> {
     let mut mappings = setup.mappings.to_vec();
     mappings.push(Mapping {
         region: Region {
@@ -325,16 +347,101 @@ pub(crate) fn write_system_pages(
         },
         access: nub_host_common::layout::Access::KernelExecute,
     });
-    let cr3 = paging::write_page_tables(memory, &mappings)?;
-    cpu::write_descriptor_tables(memory, setup.ist_stack_top)?;
-    crate::exceptions::write_exception_handlers(memory)?;
-    Ok(EntryState {
-        entry: setup.entry,
-        stack_pointer: setup.stack_pointer,
-        boot_info: setup.boot_info,
-        user_mode: setup.user_mode,
-        cr3,
-    })
+    mappings
+}
+
+/// A stand-in for "no memory" when [`set_slots`] only deletes.
+struct EmptySlots;
+
+/// Registers the memory slots of `memory` (backed by `image`, if any) on
+/// `vm`, after deleting the `registered` slots it has (slot numbers
+/// `0..registered`); returns how many are registered now.
+///
+/// With an image and `KVM_CAP_READONLY_MEM`, the image's read-only pages
+/// (code, read-only data, the system pages and page tables) are backed by
+/// the image's own read-only view, one mapping shared by every VM of the
+/// image, in slots KVM maps read-only; the rest by `memory`, the VM's
+/// private copy-on-write mapping. So the host maps an image's read-only
+/// pages once for all its VMs, not once per VM, and a reset leaves KVM's
+/// mappings of them alone. Otherwise one slot covers `memory` whole.
+fn set_slots(
+    vm: &VmFd,
+    registered: u32,
+    memory: &impl SlotMemory,
+    image: Option<&PreparedImage>,
+) -> Result<u32, HypervisorError> {
+    for slot in 0..registered {
+        let region = kvm_userspace_memory_region {
+            slot,
+            ..Default::default()
+        };
+        // SAFETY: a zero-sized region deletes the slot; no memory is named.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION (delete)"))?;
+    }
+    let Some(base) = memory.base() else {
+        return Ok(0);
+    };
+    let whole = [crate::image::Slot {
+        start: 0,
+        size: memory.len(),
+        readonly: false,
+    }];
+    let (layout, view) = match image {
+        Some(image) if kvm()?.readonly_mem => (image.slots(), image.view().host_address()),
+        _ => (&whole[..], 0),
+    };
+    let mut count = 0;
+    for s in layout {
+        let (host, flags) = if s.readonly {
+            (view, kvm_bindings::KVM_MEM_READONLY)
+        } else {
+            (base, 0)
+        };
+        let region = kvm_userspace_memory_region {
+            slot: count,
+            flags,
+            guest_phys_addr: s.start,
+            memory_size: s.size,
+            userspace_addr: host + s.start,
+        };
+        // SAFETY: the region lies inside a live mapping that outlives the
+        // slot: `memory`'s own (the `Vm` drops the VM fd before its
+        // memory), or the image's read-only view, which lives as long as
+        // the image, and the `Vm` holds the image.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// What [`set_slots`] needs of guest memory.
+trait SlotMemory {
+    /// Host address of guest address 0, if there is memory.
+    fn base(&self) -> Option<u64>;
+    /// Its size.
+    fn len(&self) -> u64;
+}
+
+impl SlotMemory for GuestMemory {
+    fn base(&self) -> Option<u64> {
+        Some(self.host_address())
+    }
+
+    fn len(&self) -> u64 {
+        self.size()
+    }
+}
+
+impl SlotMemory for EmptySlots {
+    fn base(&self) -> Option<u64> {
+        None
+    }
+
+    fn len(&self) -> u64 {
+        0
+    }
 }
 
 /// The state of a vCPU that has never run, as KVM creates it: read once
@@ -425,6 +532,8 @@ pub struct Vm {
     /// The last `KVM_RUN` returned an exit whose operation KVM finishes at
     /// the start of the next one (an `out`). Any `KVM_RUN` finishes it.
     exit_pending: bool,
+    /// Memory slots registered (numbered from 0).
+    slots: u32,
 }
 
 impl Vm {
@@ -474,17 +583,7 @@ impl Vm {
         } = kvm()?;
 
         let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: memory.size(),
-            userspace_addr: memory.host_address(),
-        };
-        // SAFETY: the region describes `memory`'s whole mapping, which lives
-        // as long as the VM (the `Vm` drops the VM fd before the memory).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        let slots = set_slots(&vm, 0, &memory, image.as_deref())?;
 
         let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
@@ -518,6 +617,7 @@ impl Vm {
             xsave_size,
             resettable: true,
             exit_pending: false,
+            slots,
         })
     }
 
@@ -628,7 +728,10 @@ impl Vm {
         if same {
             memory.revert(image.view())?;
         } else {
+            // The old slots point into the old image's read-only view.
+            self.slots = set_slots(&self._vm, self.slots, &EmptySlots, None)?;
             memory.remap_file(image.fd())?;
+            self.slots = set_slots(&self._vm, 0, memory, Some(image))?;
             self.image = Some(Arc::clone(image));
         }
         self.reset_vcpu(fresh, image.entry())?;
