@@ -157,7 +157,10 @@ fn a_full_buffer_costs_one_exit_per_drain_and_loses_nothing() {
         .collect();
     let drains = expected_drains(size as usize, &messages);
     assert!(drains > 5, "the test must overflow the buffer ({drains})");
-    assert_eq!(exits, 1 + drains, "one DONE exit plus one per drain");
+    // Exit mode: exact. Resident mode adds parks and notifies when a side
+    // outlives its spin window (scheduling): at least one exit per drain.
+    assert!(exits >= drains, "{exits} exits for {drains} drains");
+    nub_tests::assert_exits(exits, 1 + drains, "one DONE exit plus one per drain");
     let got: Vec<String> = records_of(s.id()).into_iter().map(|r| r.1).collect();
     assert_eq!(got.len(), messages.len());
     for (got, sent) in got.iter().zip(&messages) {
