@@ -514,6 +514,9 @@ fn rss_kib() -> Result<f64, std::io::Error> {
 fn rss_row() -> Row {
     let mut row = Row::new(RSS_ROW, None, || {
         Ok(Box::new(|| {
+            // VMs the reaper has not destroyed yet (the previous sample's)
+            // would still count in `before` and leave the sample.
+            nub_sandbox::pool::wait_idle();
             let before = rss_kib()?;
             // Each sandbox booted and called once (an idle, used sandbox).
             let alive = (0..RSS_SANDBOXES)
