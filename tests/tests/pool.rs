@@ -196,6 +196,35 @@ fn a_recycled_vm_shows_nothing_of_the_guest_before() {
 }
 
 #[test]
+fn a_recycled_vm_shows_nothing_of_a_small_working_set() {
+    // A few dirty pages (the reset copies the image back into them, where
+    // the full taint above makes it discard them): the counter in the data
+    // segment, the rings, the stack, and every reachable register group.
+    let groups = reachable_groups();
+    let mut s = sandbox_with(cfg());
+    s.call_raw(fn_id::ADD, &SECRET.to_le_bytes()).unwrap();
+    let echoed = s
+        .call_raw(fn_id::ECHO, &[SECRET.to_le_bytes(); 64].concat())
+        .unwrap();
+    assert!(contains(&echoed, SECRET));
+    for g in groups.iter().rev() {
+        let mut p = vec![g + 10];
+        p.extend_from_slice(&SECRET.to_le_bytes());
+        s.call_raw(fn_id::TAINT, &p).unwrap();
+    }
+    assert!(contains(&guest_memory(&s), SECRET));
+    drop(s);
+    let mut recycled = sandbox_with(cfg());
+    let mut fresh = sandbox_with(cfg().with_vm_pool(false));
+    assert_clean(&mut recycled, &mut fresh, &groups);
+    // The counter starts from zero again.
+    assert_eq!(
+        recycled.call_raw(fn_id::ADD, &1u64.to_le_bytes()).unwrap(),
+        1u64.to_le_bytes()
+    );
+}
+
+#[test]
 fn a_vm_is_recycled_after_a_fault() {
     check_recycled_after(
         |s| {

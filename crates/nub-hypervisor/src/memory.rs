@@ -68,6 +68,10 @@ fn last_errno() -> i32 {
 
 /// Bytes per page (mappings are in whole pages of this size).
 const PAGE: usize = 4096;
+/// Private pages [`GuestMemory::revert`] copies back at most; beyond that
+/// it discards them all (an idle pooled VM would otherwise keep them).
+/// The default guest's working set after a call is about 8 pages.
+const MAX_COPY_BACK_PAGES: usize = 64;
 /// `/proc/self/pagemap`: the page is present in RAM.
 const PM_PRESENT: u64 = 1 << 63;
 /// `/proc/self/pagemap`: the page is swapped out.
@@ -242,7 +246,8 @@ impl GuestMemory {
     /// every other page already reads the file. Unlike [`Self::discard`]
     /// this leaves the host's and KVM's mappings of the guest's working set
     /// in place, so the next guest does not fault it in again. Falls back
-    /// to [`Self::discard`] when the page map cannot be read. `&mut self`:
+    /// to [`Self::discard`] when the page map cannot be read or more than
+    /// [`MAX_COPY_BACK_PAGES`] pages are private. `&mut self`:
     /// no other host reference can observe the switch.
     pub(crate) fn revert(&mut self, image: &GuestMemory) -> Result<(), MemoryError> {
         if image.size < self.size {
@@ -252,6 +257,15 @@ impl GuestMemory {
         let Some(entries) = page_map(self.base.as_ptr() as usize, pages) else {
             return self.discard();
         };
+        let private = entries
+            .iter()
+            .filter(|&&e| e & PM_SWAPPED != 0 || (e & PM_PRESENT != 0 && e & PM_FILE == 0))
+            .count();
+        if private > MAX_COPY_BACK_PAGES {
+            // Not a working set worth keeping (a guest that filled its
+            // heap, say): give the memory back instead of holding it idle.
+            return self.discard();
+        }
         for (page, entry) in entries.iter().enumerate() {
             let offset = page * PAGE;
             if entry & PM_SWAPPED != 0 {
