@@ -393,8 +393,16 @@ impl Killer {
             .spawn(move || {
                 while let Ok(handle) = begun_rx.recv() {
                     std::thread::sleep(KILL_SETTLE);
-                    let at = Instant::now();
-                    handle.kill();
+                    // On a loaded machine the call may not have begun yet:
+                    // a kill then does nothing (by design), so retry until
+                    // one lands on the running call.
+                    let at = loop {
+                        let at = Instant::now();
+                        if handle.kill() {
+                            break at;
+                        }
+                        std::thread::sleep(KILL_SETTLE);
+                    };
                     if kill_tx.send(at).is_err() {
                         return;
                     }
