@@ -45,8 +45,15 @@ impl Killer {
         let thread = std::thread::spawn(move || {
             while let Ok(handle) = begun_rx.recv() {
                 std::thread::sleep(KILL_SETTLE);
-                let at = Instant::now();
-                handle.kill();
+                // A kill before the call began does nothing: retry until
+                // one lands on the running call.
+                let at = loop {
+                    let at = Instant::now();
+                    if handle.kill() {
+                        break at;
+                    }
+                    std::thread::sleep(KILL_SETTLE);
+                };
                 if kill_tx.send(at).is_err() {
                     return;
                 }
