@@ -78,6 +78,21 @@ fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// Prints `command` (how `cmd` reads), runs `cmd` with inherited stdio, and
+/// fails when it does: every task's way of running a tool.
+pub fn run_command(mut cmd: Command, command: String) -> Result<(), Error> {
+    println!("$ {command}");
+    let status = cmd.status().map_err(|source| Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Failed { command, status })
+    }
+}
+
 /// A cargo invocation run from `dir` relative to the repository root.
 #[derive(Debug)]
 pub struct Cargo {
@@ -136,17 +151,7 @@ impl Cargo {
     /// Prints the command, runs it with inherited stdio, and fails when it
     /// does.
     pub fn run(&self) -> Result<(), Error> {
-        let command = self.display();
-        println!("$ {command}");
-        let status = self.command().status().map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::Failed { command, status })
-        }
+        run_command(self.command(), self.display())
     }
 
     /// Runs the command silently; whether it started and succeeded.

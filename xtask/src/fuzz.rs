@@ -154,18 +154,9 @@ fn display(cmd: &Command) -> String {
 }
 
 /// Prints and runs `cmd` with inherited stdio; fails when it does.
-fn run_command(mut cmd: Command) -> Result<(), Error> {
+fn run_command(cmd: Command) -> Result<(), Error> {
     let command = display(&cmd);
-    println!("$ {command}");
-    let status = cmd.status().map_err(|source| Error::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Failed { command, status })
-    }
+    crate::cmd::run_command(cmd, command)
 }
 
 /// Installs cargo-fuzz unless `cargo +nightly fuzz --version` works.

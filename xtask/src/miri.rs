@@ -22,7 +22,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::cmd::{Error, project_root};
+use crate::cmd::{Error, project_root, run_command};
 
 /// The toolchain Miri runs on.
 const TOOLCHAIN: &str = "nightly";
@@ -143,20 +143,6 @@ fn run_miri(args: &[String], flags: &str) -> Result<(), Error> {
     cmd.args(args).env("MIRIFLAGS", flags);
     let command = format!("MIRIFLAGS='{flags}' cargo +{TOOLCHAIN} {}", args.join(" "));
     run_command(cmd, command)
-}
-
-/// Prints `command`, runs `cmd` with inherited stdio, fails when it does.
-fn run_command(mut cmd: Command, command: String) -> Result<(), Error> {
-    println!("$ {command}");
-    let status = cmd.status().map_err(|source| Error::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::Failed { command, status })
-    }
 }
 
 #[cfg(test)]
