@@ -13,9 +13,11 @@
 //!    selectors in turn), check that a poisoned sandbox refuses calls and
 //!    an unpoisoned one still answers, drop it.
 //!
-//! At the start and end of each phase it records host RSS (`VmRSS` in
-//! `/proc/self/status`), open file descriptors (`/proc/self/fd`) and, for
-//! the mixed phase, the guest's heap use (`MultiUseSandbox::heap_stats`),
+//! At the start and end of each phase, once the VM pool's reaper is idle
+//! (`nub_sandbox::pool::wait_idle`), it records host RSS (`VmRSS` in
+//! `/proc/self/status`), open file descriptors (`/proc/self/fd`), the
+//! pool's counters and, for the mixed phase, the guest's heap use
+//! (`MultiUseSandbox::heap_stats`),
 //! and fails (exit status 1) when one grows beyond its bound: RSS +32 MiB,
 //! fds +8 per phase, guest heap +64 KiB over the mixed phase and +4 KiB
 //! once its caps are all published (after the first 256 calls, nothing
@@ -29,7 +31,7 @@ use std::{
 };
 
 use javm_cap::Cap;
-use nub_sandbox::{HyperlightError, MultiUseSandbox, Registerable};
+use nub_sandbox::{HyperlightError, MultiUseSandbox, Registerable, pool};
 use nub_tests::{fn_id, hostile, hostile_fn_id as h, rss_kib, sandbox, uninit};
 
 /// Calls in the mixed phase.
@@ -73,7 +75,11 @@ fn open_fds() -> Result<u64, AnyError> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count() as u64)
 }
 
+/// Measures at a quiet point: the VM pool's reaper has reset or destroyed
+/// every VM handed to it, so the fds and memory of dropped sandboxes are
+/// either gone or held by the bounded pool (reported with each phase).
 fn snapshot(guest: Option<&mut MultiUseSandbox>) -> Result<Snapshot, AnyError> {
+    pool::wait_idle();
     let heap_used = match guest {
         Some(s) => Some(s.heap_stats()?.used),
         None => None,
@@ -93,6 +99,8 @@ struct Phase {
     start: Snapshot,
     end: Snapshot,
     notes: Vec<String>,
+    /// The VM pool's counters at the start and end.
+    pool: (pool::PoolStats, pool::PoolStats),
     /// Guest heap use once the mixed phase's caps are all published.
     warm_heap: Option<u64>,
 }
@@ -180,6 +188,16 @@ impl Phase {
         for note in &self.notes {
             println!("- {note}");
         }
+        let (a, b) = self.pool;
+        println!(
+            "- VM pool: {} idle at the start, {} at the end; {} VMs created, {} reused, {} \
+             destroyed in this phase",
+            a.idle,
+            b.idle,
+            b.created - a.created,
+            b.reused - a.reused,
+            b.discarded - a.discarded
+        );
     }
 }
 
@@ -201,6 +219,7 @@ fn mixed(calls: u64) -> Result<Phase, AnyError> {
     host_payload.extend_from_slice(b"soak host call");
     let mut total = 0u64;
     let exits = s.exit_count();
+    let pool_start = pool::stats();
     let start = snapshot(Some(&mut s))?;
     let began = Instant::now();
     let mut warm_heap = None;
@@ -239,6 +258,7 @@ fn mixed(calls: u64) -> Result<Phase, AnyError> {
     }
     let elapsed = began.elapsed();
     let end = snapshot(Some(&mut s))?;
+    let pool_end = pool::stats();
     let published = caps.len().min(calls.div_ceil(4) as usize);
     for cap in &caps[..published] {
         if s.get_cap(cap.hash())?.as_ref() != Some(cap) {
@@ -255,6 +275,7 @@ fn mixed(calls: u64) -> Result<Phase, AnyError> {
             format!("VM exits: {}", s.exit_count() - exits),
             format!("guest counter total: {total}"),
         ],
+        pool: (pool_start, pool_end),
         warm_heap,
     })
 }
@@ -262,6 +283,7 @@ fn mixed(calls: u64) -> Result<Phase, AnyError> {
 /// Phase 2: create, call, drop.
 fn cycles(n: u64) -> Result<Phase, AnyError> {
     let start = snapshot(None)?;
+    let pool_start = pool::stats();
     let began = Instant::now();
     let mut first_heap = None;
     for i in 0..n {
@@ -295,6 +317,7 @@ fn cycles(n: u64) -> Result<Phase, AnyError> {
             "heap used by a fresh guest after one call: {} bytes (first and last cycle)",
             first_heap.unwrap_or(0)
         )],
+        pool: (pool_start, pool::stats()),
         warm_heap: None,
     })
 }
@@ -362,6 +385,7 @@ fn hostile_cycles(n: u64) -> Result<Phase, AnyError> {
     let attacks = attacks();
     let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     let start = snapshot(None)?;
+    let pool_start = pool::stats();
     let began = Instant::now();
     for i in 0..n {
         let (id, payloads) = &attacks[i as usize % attacks.len()];
@@ -402,6 +426,7 @@ fn hostile_cycles(n: u64) -> Result<Phase, AnyError> {
             ),
             format!("outcomes: {}", histogram.join(", ")),
         ],
+        pool: (pool_start, pool::stats()),
         warm_heap: None,
     })
 }
