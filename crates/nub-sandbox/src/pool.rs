@@ -289,21 +289,24 @@ pub fn capacity() -> usize {
 }
 
 /// Sets the most idle VMs the pool keeps; 0 turns pooling off for the
-/// whole process. Idle VMs beyond the new capacity are destroyed (on the
-/// reaper thread).
+/// whole process. Idle VMs beyond the new capacity are handed to the
+/// reaper for destruction. When this returns the pool holds at most
+/// `capacity` idle VMs: a VM the reaper is resetting at that moment is
+/// waited for (tens of µs) and then discarded.
 pub fn set_capacity(capacity: usize) {
     let pool = pool();
     let mut state = pool.lock();
     state.capacity = capacity;
     while state.idle() > state.capacity {
-        let entry = match state.clean.pop().or_else(|| state.dirty.pop()) {
-            Some(entry) => entry,
-            // The rest is being reset; the reaper drops it when done.
-            None => break,
-        };
-        state.stats.discarded += 1;
-        pool.doom(state, entry.vm);
-        state = pool.lock();
+        if let Some(entry) = state.clean.pop().or_else(|| state.dirty.pop()) {
+            state.stats.discarded += 1;
+            pool.doom(state, entry.vm);
+            state = pool.lock();
+        } else {
+            // The rest is being reset: the reaper sees the new capacity
+            // when it finishes, discards the VM and signals `done`.
+            state = pool.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
