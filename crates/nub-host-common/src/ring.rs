@@ -172,12 +172,7 @@ impl<'a> RingReader<'a> {
 
     /// `(head, tail)`, validated: `head <= tail <= capacity`.
     pub fn offsets(&self) -> Result<(usize, usize), RingError> {
-        let head = read_u64(self.region, HEAD_OFFSET).unwrap_or(u64::MAX);
-        let tail = read_u64(self.region, TAIL_OFFSET).unwrap_or(u64::MAX);
-        if head > tail || tail > self.capacity() as u64 {
-            return Err(RingError::BadOffsets { head, tail });
-        }
-        Ok((head as usize, tail as usize))
+        header_offsets(self.region, self.capacity())
     }
 
     /// Whether the ring holds no unread frame (a corrupt header reads as
@@ -223,6 +218,18 @@ impl<'a> RingReader<'a> {
         }
         self.frame_at(head, tail).map(Some)
     }
+}
+
+/// `(head, tail)` from a ring header (or a copy of one: the host reads a
+/// running guest's header once and validates the copy), checked against a
+/// data area of `capacity` bytes: `head <= tail <= capacity`.
+pub fn header_offsets(header: &[u8], capacity: usize) -> Result<(usize, usize), RingError> {
+    let head = read_u64(header, HEAD_OFFSET).unwrap_or(u64::MAX);
+    let tail = read_u64(header, TAIL_OFFSET).unwrap_or(u64::MAX);
+    if head > tail || tail > capacity as u64 {
+        return Err(RingError::BadOffsets { head, tail });
+    }
+    Ok((head as usize, tail as usize))
 }
 
 /// Write access to a ring region (header included).

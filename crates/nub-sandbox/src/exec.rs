@@ -25,7 +25,7 @@ use nub_host_common::{
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
     log_buffer::{self, LogLevel},
     ports::ExitPort,
-    read_u32, read_u64,
+    read_u32,
     report::{Report, ReportKind},
     ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE, RingWriter},
     rpc::{self, Status},
@@ -159,14 +159,7 @@ impl RingBytes for [u8] {
 
 /// `(head, tail)` from a copied ring header: `head <= tail <= capacity`.
 fn ring_offsets(header: &[u8; RING_HEADER_SIZE], capacity: usize) -> Result<(usize, usize)> {
-    let head = read_u64(header, 0).unwrap_or(u64::MAX);
-    let tail = read_u64(header, 8).unwrap_or(u64::MAX);
-    if head > tail || tail > capacity as u64 {
-        return Err(violation(format!(
-            "output ring: offsets out of range (head {head:#x}, tail {tail:#x})"
-        )));
-    }
-    Ok((head as usize, tail as usize))
+    ring::header_offsets(header, capacity).map_err(|e| violation(format!("output ring: {e}")))
 }
 
 /// A guest-written frame, copied out.

@@ -232,11 +232,7 @@ impl Resident {
         // Waking a parked vCPU costs a thread wake-up and a VM entry (a few
         // hundred µs here): spin through that rather than sleep and pay a
         // NOTIFY exit and a second wake-up on top.
-        let mut window = if self.wake_if_parked(&words) {
-            self.spin.max(WAKE_SPIN)
-        } else {
-            self.spin
-        };
+        let mut window = self.wake_and_window(&words);
         let mut polled_since = Instant::now();
         let mut polls = 0u32;
         loop {
@@ -250,11 +246,7 @@ impl Resident {
                 side.serve_host_call(offset, input_tail, host)?;
                 self.last_hostcall = request;
                 words.hostcall_response.store(request, Ordering::SeqCst);
-                window = if self.wake_if_parked(&words) {
-                    self.spin.max(WAKE_SPIN)
-                } else {
-                    self.spin
-                };
+                window = self.wake_and_window(&words);
                 polled_since = Instant::now();
                 continue;
             }
@@ -294,15 +286,17 @@ impl Resident {
         words.host_waiting.store(0, Ordering::SeqCst);
     }
 
-    /// Wakes the vCPU thread if the guest parked (or is about to): called
-    /// after every store to a word the guest waits on.
-    /// Returns whether it woke it.
-    fn wake_if_parked(&self, words: &Words<'_>) -> bool {
-        let parked = words.guest_state.load(Ordering::SeqCst) == STATE_PARKED;
-        if parked {
+    /// Wakes the vCPU thread if the guest parked (or is about to), and
+    /// returns how long the caller should now spin before it sleeps: the
+    /// spin window, or [`WAKE_SPIN`] if longer when it had to wake the vCPU.
+    /// Called after every store to a word the guest waits on.
+    fn wake_and_window(&self, words: &Words<'_>) -> Duration {
+        if words.guest_state.load(Ordering::SeqCst) == STATE_PARKED {
             self.shared.wake_vcpu();
+            self.spin.max(WAKE_SPIN)
+        } else {
+            self.spin
         }
-        parked
     }
 
     /// Lets a vCPU thread held by a late cancel run on (the call has
