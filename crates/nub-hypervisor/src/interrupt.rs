@@ -308,8 +308,11 @@ impl VcpuInterrupt {
         cancel
     }
 
-    /// The cancel pending for the running call, if any (cheap).
-    pub(crate) fn pending(&self) -> Option<CancelReason> {
+    /// The cancel pending for the running call, if any (cheap: one atomic
+    /// load when there is none). A resident vCPU thread asks again after
+    /// [`crate::Vm::run`] returned a cancel, to tell a cancel of the call
+    /// in flight from one of a call that has ended since.
+    pub fn pending(&self) -> Option<CancelReason> {
         if !self.cancel_pending.load(Ordering::SeqCst) {
             return None;
         }

@@ -54,6 +54,13 @@ struct Shared {
     stopped: AtomicBool,
     /// VM exits so far (the VM lives on the vCPU thread).
     exits: AtomicU64,
+    /// The caller's call: `seq << 1 | 1` from [`Resident::next_call`] until
+    /// [`Resident::release`] (call `seq` is open), `seq << 1` after it
+    /// ended. Written by the caller only.
+    call: AtomicU64,
+    /// The vCPU thread waits in [`hold`] for the caller to end a call (see
+    /// [`CancelVerdict::Hold`]); the caller then notifies `vcpu_cv`.
+    held: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -64,11 +71,6 @@ struct State {
     notified: bool,
     /// The sandbox is being dropped: the vCPU thread ends.
     stop: bool,
-    /// The vCPU thread waits for the caller to end a call that a late
-    /// cancel hit after the guest had answered it.
-    held: bool,
-    /// Sequence number of the call in flight.
-    current_seq: u64,
     /// Why the vCPU thread stopped; the sandbox is dead.
     failure: Option<HyperlightError>,
 }
@@ -76,6 +78,16 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks call `seq` ended and notifies a vCPU thread [`hold`]ing for
+    /// it (see [`Resident::release`]).
+    fn end_call(&self, seq: u64) {
+        self.call.store(seq << 1, Ordering::SeqCst);
+        if self.held.load(Ordering::SeqCst) {
+            let _state = self.lock();
+            self.vcpu_cv.notify_all();
+        }
     }
 
     /// Wakes the vCPU thread if it is parked (or about to park).
@@ -198,16 +210,14 @@ impl Resident {
             .unwrap_or(HyperlightError::PoisonedSandbox)
     }
 
-    /// Numbers the next call and tells the vCPU thread which call is in
-    /// flight. Must run before the call's `CallGuard` begins: a cancel that
-    /// lands between the guard and the doorbell then compares the
-    /// completion word with this call's number. (Compared with the previous
-    /// call's number, which the guest has answered, the cancel looked late:
-    /// the vCPU thread held, waiting for the caller to end a call whose
-    /// answer could never come.)
+    /// Numbers the next call and opens it for the vCPU thread
+    /// ([`Shared::call`]). Must run before the call's `CallGuard` begins:
+    /// a cancel is recorded only for a running call, so a cancel the vCPU
+    /// thread sees then always finds its call open, and [`verdict`] judges
+    /// it against this call's number.
     pub(crate) fn next_call(&mut self) {
         self.seq += 1;
-        self.shared.lock().current_seq = self.seq;
+        self.shared.call.store(self.seq << 1 | 1, Ordering::SeqCst);
     }
 
     /// Runs the requests already queued in the input ring (numbered by
@@ -299,14 +309,14 @@ impl Resident {
         }
     }
 
-    /// Lets a vCPU thread held by a late cancel run on (the call has
-    /// ended, so the cancel is cleared).
+    /// Ends the call for the vCPU thread (its cancel, if any, is already
+    /// cleared: the caller ended the call's `CallGuard` first), and lets a
+    /// vCPU thread held by a late cancel run on. The store and the load of
+    /// `held` pair with [`hold`]'s "raise `held`, then re-read the call":
+    /// either the vCPU thread sees the call ended, or the caller sees it
+    /// holding and notifies it under the lock it waits with.
     pub(crate) fn release(&self) {
-        let mut state = self.shared.lock();
-        if state.held {
-            state.held = false;
-            self.shared.vcpu_cv.notify_all();
-        }
+        self.shared.end_call(self.seq);
     }
 }
 
@@ -343,18 +353,19 @@ fn vcpu_main(mut vm: Vm, shared: &Shared, side: &MemorySide) -> Vm {
         shared.exits.store(vm.exit_count(), Ordering::Relaxed);
         match exit {
             Err(HypervisorError::Canceled(CancelReason::Shutdown)) => break None,
-            Err(HypervisorError::Canceled(reason)) => {
-                if call_answered(shared, side) {
-                    // A late cancel: the guest answered before the kill
-                    // landed, so the call succeeds. Wait until the caller
-                    // ends it (which clears the cancel), then run on.
-                    if hold(shared) {
+            Err(HypervisorError::Canceled(_)) => match judge_cancel(shared, side, &vm) {
+                CancelVerdict::RunOn => continue,
+                CancelVerdict::Hold(call) => {
+                    if hold(shared, call) {
                         continue;
                     }
                     break None;
                 }
-                break Some(HyperlightError::Kvm(HypervisorError::Canceled(reason)));
-            }
+                CancelVerdict::Fail(reason) => {
+                    break Some(HyperlightError::Kvm(HypervisorError::Canceled(reason)));
+                }
+                CancelVerdict::Stop => break None,
+            },
             Err(e) => break Some(e.into()),
             Ok(VmExit::IoOut { port, value }) => match ExitPort::try_from(port) {
                 Ok(ExitPort::Park) => {
@@ -392,14 +403,59 @@ fn vcpu_main(mut vm: Vm, shared: &Shared, side: &MemorySide) -> Vm {
     vm
 }
 
-/// Whether the guest has answered the call in flight (its completion word
-/// holds the call's sequence number). Only meaningful while the vCPU is out
-/// of `KVM_RUN`, when the guest cannot change it.
-fn call_answered(shared: &Shared, side: &MemorySide) -> bool {
-    let current = shared.lock().current_seq;
-    side.memory
+/// What the vCPU thread does after `KVM_RUN` returned a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelVerdict {
+    /// The cancel belonged to a call that has ended (its cancel is
+    /// cleared): run the guest again.
+    RunOn,
+    /// The open call (the [`Shared::call`] value) was canceled after the
+    /// guest had answered it: the call succeeds. Wait until the caller ends
+    /// it (which clears the cancel), then run on.
+    Hold(u64),
+    /// The open call was canceled before the guest answered it, which it
+    /// now never will: the sandbox fails with this cancel.
+    Fail(CancelReason),
+    /// The sandbox is being dropped.
+    Stop,
+}
+
+/// The verdict for a cancel, from one consistent view: `call` (the
+/// [`Shared::call`] word, unchanged while `pending` was read), the cancel
+/// `pending` for the running call, and the guest's completion word (the
+/// vCPU is out of `KVM_RUN`, so the guest cannot change it).
+fn verdict(call: u64, pending: Option<CancelReason>, completion: Option<u64>) -> CancelVerdict {
+    let open = call & 1 == 1;
+    match pending {
+        Some(CancelReason::Shutdown) => CancelVerdict::Stop,
+        None => CancelVerdict::RunOn,
+        // A cancel is only ever recorded for a running call, and a call
+        // runs (in the interrupt's sense) only while it is open here: the
+        // caller opens it before `begin_call` and ends it after `end_call`.
+        Some(_) if !open => CancelVerdict::RunOn,
+        Some(_) if completion == Some(call >> 1) => CancelVerdict::Hold(call),
+        Some(reason) => CancelVerdict::Fail(reason),
+    }
+}
+
+/// Decides what a cancel that stopped `vm` means. The caller may end the
+/// call and begin the next one at any moment, so the view is taken as a
+/// seqlock: the call word before and after asking for the pending cancel
+/// must agree (the caller changes it at most twice per call, and a call
+/// cannot complete while the vCPU is out of `KVM_RUN`, so this settles).
+fn judge_cancel(shared: &Shared, side: &MemorySide, vm: &Vm) -> CancelVerdict {
+    let completion = side
+        .memory
         .atomic_u64(side.layout.control.start + COMPLETION as u64)
-        .is_ok_and(|w| w.load(Ordering::SeqCst) == current)
+        .ok()
+        .map(|word| word.load(Ordering::SeqCst));
+    loop {
+        let before = shared.call.load(Ordering::SeqCst);
+        let pending = vm.interrupt().pending();
+        if shared.call.load(Ordering::SeqCst) == before {
+            return verdict(before, pending, completion);
+        }
+    }
 }
 
 /// Sleeps until woken or stopped; `false` when stopped.
@@ -415,16 +471,105 @@ fn park(shared: &Shared) -> bool {
     !state.stop
 }
 
-/// Sleeps until the caller releases a held vCPU or the sandbox stops;
-/// `false` when stopped.
-fn hold(shared: &Shared) -> bool {
+/// Sleeps until the caller has ended `call` (a [`Shared::call`] value) or
+/// the sandbox stops; `false` when stopped. Raising `held` and then
+/// re-reading the call word pairs with [`Resident::release`].
+fn hold(shared: &Shared, call: u64) -> bool {
     let mut state = shared.lock();
-    state.held = true;
-    while state.held && !state.stop {
+    shared.held.store(true, Ordering::SeqCst);
+    while shared.call.load(Ordering::SeqCst) == call && !state.stop {
         state = shared
             .vcpu_cv
             .wait(state)
             .unwrap_or_else(|e| e.into_inner());
     }
+    shared.held.store(false, Ordering::SeqCst);
     !state.stop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPEN_7: u64 = 7 << 1 | 1;
+    const ENDED_7: u64 = 7 << 1;
+
+    #[test]
+    fn a_cancel_of_an_unanswered_open_call_fails_the_sandbox() {
+        for reason in [CancelReason::Killed, CancelReason::DeadlineExceeded] {
+            assert_eq!(
+                verdict(OPEN_7, Some(reason), Some(6)),
+                CancelVerdict::Fail(reason)
+            );
+            // An unreadable completion word is no answer either.
+            assert_eq!(
+                verdict(OPEN_7, Some(reason), None),
+                CancelVerdict::Fail(reason)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancel_after_the_guest_answered_holds_until_the_call_ends() {
+        let killed = Some(CancelReason::Killed);
+        assert_eq!(
+            verdict(OPEN_7, killed, Some(7)),
+            CancelVerdict::Hold(OPEN_7)
+        );
+    }
+
+    #[test]
+    fn a_cancel_that_is_gone_or_whose_call_ended_runs_on() {
+        // The caller ended the call (clearing its cancel) before the vCPU
+        // thread looked: no later call may fail for it.
+        assert_eq!(
+            verdict(ENDED_7, Some(CancelReason::Killed), Some(7)),
+            CancelVerdict::RunOn
+        );
+        assert_eq!(verdict(OPEN_7, None, Some(6)), CancelVerdict::RunOn);
+        assert_eq!(verdict(ENDED_7, None, Some(7)), CancelVerdict::RunOn);
+    }
+
+    #[test]
+    fn shutdown_stops_whatever_the_call_state() {
+        for call in [OPEN_7, ENDED_7] {
+            assert_eq!(
+                verdict(call, Some(CancelReason::Shutdown), Some(7)),
+                CancelVerdict::Stop
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_vcpu_runs_on_once_the_caller_releases_the_call() {
+        let shared = Arc::new(Shared::default());
+        shared.call.store(OPEN_7, Ordering::SeqCst);
+        let vcpu = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || hold(&shared, OPEN_7))
+        };
+        while !shared.held.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        shared.end_call(7);
+        assert!(vcpu.join().unwrap(), "released, not stopped");
+        // A call already ended is not waited for.
+        assert!(hold(&shared, OPEN_7));
+    }
+
+    #[test]
+    fn a_held_vcpu_leaves_when_the_sandbox_stops() {
+        let shared = Arc::new(Shared::default());
+        shared.call.store(OPEN_7, Ordering::SeqCst);
+        let vcpu = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || hold(&shared, OPEN_7))
+        };
+        while !shared.held.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        shared.lock().stop = true;
+        shared.vcpu_cv.notify_all();
+        assert!(!vcpu.join().unwrap(), "stopped");
+    }
 }
