@@ -375,11 +375,15 @@ impl MemorySide {
     }
 
     /// Writes the request frames for `calls` into the input ring (built in
-    /// a private buffer, then copied in once) and empties the output ring.
+    /// `scratch`, a private buffer, then copied in once) and empties the output ring.
     /// Returns the input ring's tail: where host-call responses go. Fails
     /// without touching the guest if a payload is over the limit or the
     /// batch does not fit.
-    pub(crate) fn queue_requests(&self, calls: &[(u32, &[u8])]) -> Result<usize> {
+    pub(crate) fn queue_requests(
+        &self,
+        calls: &[(u32, &[u8])],
+        scratch: &mut Vec<u8>,
+    ) -> Result<usize> {
         let max = self.max_payload();
         if let Some((_, payload)) = calls.iter().find(|(_, p)| p.len() > max) {
             return Err(HyperlightError::PayloadTooLarge {
@@ -401,8 +405,10 @@ impl MemorySide {
                 capacity,
             });
         }
-        let mut scratch = vec![0u8; needed];
-        let mut w = RingWriter::new(&mut scratch)
+        // Reused from call to call: no allocation once it has grown.
+        scratch.clear();
+        scratch.resize(needed, 0);
+        let mut w = RingWriter::new(scratch)
             .map_err(|_| HyperlightError::Internal("request scratch buffer smaller than a ring"))?;
         w.reset();
         for (fn_id, payload) in calls {
@@ -420,7 +426,7 @@ impl MemorySide {
             .write(self.layout.output_ring.start, &[0u8; 16])
             .map_err(memory_error)?;
         self.memory
-            .write(self.layout.input_ring.start, &scratch)
+            .write(self.layout.input_ring.start, scratch)
             .map_err(memory_error)?;
         Ok(tail)
     }
@@ -494,8 +500,18 @@ impl MemorySide {
     /// malformed buffer is a protocol violation (after the records before
     /// the bad one were emitted).
     pub(crate) fn drain_log(&self) -> Result<()> {
-        let _serial = self.log_lock.lock().unwrap_or_else(|e| e.into_inner());
         let region = self.layout.log_buffer;
+        // The common case, checked without the lock: nothing logged (write
+        // and dropped both 0). A drain on the other thread that races this
+        // is serialised below, where the header is read again.
+        let mut used = [0u8; 16];
+        self.memory
+            .read(region.start, &mut used)
+            .map_err(memory_error)?;
+        if used == [0u8; 16] {
+            return Ok(());
+        }
+        let _serial = self.log_lock.lock().unwrap_or_else(|e| e.into_inner());
         let size = region.size as usize;
         let mut header = [0u8; log_buffer::LOG_HEADER_SIZE];
         self.memory
@@ -671,6 +687,9 @@ pub(crate) struct GuestVm {
     /// Data offset in the input ring just past the queued requests: where
     /// host-call responses go. Host-owned, never read back from the guest.
     input_tail: usize,
+    /// Where requests are encoded before they are copied into the input
+    /// ring (kept between calls).
+    scratch: Vec<u8>,
     interrupt: Arc<VcpuInterrupt>,
     /// Last: see [`EngineSlot`].
     engine: EngineSlot,
@@ -713,6 +732,7 @@ impl GuestVm {
             side,
             config,
             input_tail: 0,
+            scratch: Vec::new(),
             interrupt,
             engine: EngineSlot {
                 engine: Some(engine),
@@ -744,7 +764,7 @@ impl GuestVm {
     /// Queues requests in order; resets both rings first (see
     /// [`MemorySide::queue_requests`]).
     pub(crate) fn queue_requests(&mut self, calls: &[(u32, &[u8])]) -> Result<()> {
-        self.input_tail = self.side.queue_requests(calls)?;
+        self.input_tail = self.side.queue_requests(calls, &mut self.scratch)?;
         Ok(())
     }
 
