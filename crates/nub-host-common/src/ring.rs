@@ -183,30 +183,20 @@ impl<'a> RingReader<'a> {
 
     /// Reads the frame at `offset`, which must end at or before `tail`.
     pub fn frame_at(&self, offset: usize, tail: usize) -> Result<Frame<'a>, RingError> {
-        let truncated = RingError::Truncated { offset };
-        let tail = tail.min(self.capacity());
         let data = self.data();
-        let body_start = offset.checked_add(FRAME_HEADER_SIZE).ok_or(truncated)?;
-        if body_start > tail || !offset.is_multiple_of(FRAME_ALIGN) {
-            return Err(truncated);
-        }
-        let len = read_u32(data, offset).ok_or(truncated)? as usize;
-        let raw_kind = read_u32(data, offset + 4).ok_or(truncated)?;
-        let body_end = body_start.checked_add(len).ok_or(truncated)?;
-        if body_end > tail {
-            return Err(truncated);
-        }
-        let kind = FrameKind::try_from(raw_kind).map_err(|kind| RingError::UnknownKind { kind })?;
-        let body = data.get(body_start..body_end).ok_or(truncated)?;
-        let next = frame_size(len)
-            .and_then(|s| offset.checked_add(s))
-            .ok_or(truncated)?
-            .min(tail);
+        let header = offset
+            .checked_add(FRAME_HEADER_SIZE)
+            .and_then(|end| data.get(offset..end))
+            .ok_or(RingError::Truncated { offset })?;
+        let span = frame_span(offset, header, tail.min(self.capacity()))?;
+        let body = data
+            .get(span.body.clone())
+            .ok_or(RingError::Truncated { offset })?;
         Ok(Frame {
-            kind,
+            kind: span.kind,
             body,
             offset,
-            next,
+            next: span.next,
         })
     }
 
@@ -218,6 +208,45 @@ impl<'a> RingReader<'a> {
         }
         self.frame_at(head, tail).map(Some)
     }
+}
+
+/// Where a frame lies, from its checked header (see [`frame_span`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSpan {
+    /// The frame's kind.
+    pub kind: FrameKind,
+    /// Data offsets of its body.
+    pub body: core::ops::Range<usize>,
+    /// Data offset of the next frame (at most the bound).
+    pub next: usize,
+}
+
+/// Checks the header of the frame at data offset `offset`: `header` holds
+/// its first [`FRAME_HEADER_SIZE`] bytes (from the ring, or a copy the host
+/// took of a running guest's ring). The frame must be
+/// [`FRAME_ALIGN`]-aligned, of a known kind, and end by `bound`.
+pub fn frame_span(offset: usize, header: &[u8], bound: usize) -> Result<FrameSpan, RingError> {
+    let truncated = RingError::Truncated { offset };
+    let body_start = offset.checked_add(FRAME_HEADER_SIZE).ok_or(truncated)?;
+    if body_start > bound || !offset.is_multiple_of(FRAME_ALIGN) {
+        return Err(truncated);
+    }
+    let len = read_u32(header, 0).ok_or(truncated)? as usize;
+    let raw_kind = read_u32(header, 4).ok_or(truncated)?;
+    let body_end = body_start.checked_add(len).ok_or(truncated)?;
+    if body_end > bound {
+        return Err(truncated);
+    }
+    let kind = FrameKind::try_from(raw_kind).map_err(|kind| RingError::UnknownKind { kind })?;
+    let next = frame_size(len)
+        .and_then(|size| offset.checked_add(size))
+        .ok_or(truncated)?
+        .min(bound);
+    Ok(FrameSpan {
+        kind,
+        body: body_start..body_end,
+        next,
+    })
 }
 
 /// `(head, tail)` from a ring header (or a copy of one: the host reads a

@@ -25,7 +25,6 @@ use nub_host_common::{
     layout::{MemoryLayout, PAGE_SIZE, REPORT_PAGE_GPA, Region},
     log_buffer::{self, LogLevel},
     ports::ExitPort,
-    read_u32,
     report::{Report, ReportKind},
     ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE, RingWriter},
     rpc::{self, Status},
@@ -187,42 +186,32 @@ pub(crate) fn copy_frame<R: RingBytes + ?Sized>(
             "{kind:?} frame at {offset:#x}: runs past the end of its data ({bound:#x})"
         ))
     };
-    if !offset.is_multiple_of(FRAME_ALIGN) {
-        return Err(violation(format!(
-            "{kind:?} frame at {offset:#x}: not {FRAME_ALIGN}-byte aligned"
-        )));
+    // Only a header that lies inside the bound is read at all.
+    if !offset.is_multiple_of(FRAME_ALIGN)
+        || offset
+            .checked_add(FRAME_HEADER_SIZE)
+            .is_none_or(|end| end > bound)
+    {
+        return Err(outside());
     }
-    let body_start = offset
-        .checked_add(FRAME_HEADER_SIZE)
-        .filter(|&start| start <= bound)
-        .ok_or_else(outside)?;
     let mut header = [0u8; FRAME_HEADER_SIZE];
     ring.read_data(offset, &mut header)?;
-    let len = read_u32(&header, 0).unwrap_or(u32::MAX) as usize;
-    let raw_kind = read_u32(&header, 4).unwrap_or(u32::MAX);
-    body_start
-        .checked_add(len)
-        .filter(|&end| end <= bound)
-        .ok_or_else(outside)?;
-    match FrameKind::try_from(raw_kind) {
-        Ok(found) if found == kind => {}
-        Ok(found) => {
-            return Err(violation(format!(
-                "expected a {kind:?} frame at {offset:#x}, found {found:?}"
-            )));
-        }
-        Err(raw) => {
-            return Err(violation(format!(
-                "expected a {kind:?} frame at {offset:#x}, found unknown kind {raw}"
-            )));
-        }
+    let span = ring::frame_span(offset, &header, bound).map_err(|e| match e {
+        ring::RingError::UnknownKind { kind: raw } => violation(format!(
+            "expected a {kind:?} frame at {offset:#x}, found unknown kind {raw}"
+        )),
+        _ => outside(),
+    })?;
+    if span.kind != kind {
+        return Err(violation(format!(
+            "expected a {kind:?} frame at {offset:#x}, found {:?}",
+            span.kind
+        )));
     }
-    let mut body = AlignedVec::<16>::with_capacity(len);
-    body.resize(len, 0);
-    ring.read_data(body_start, &mut body)?;
-    let next = ring::frame_size(len)
-        .and_then(|size| offset.checked_add(size))
-        .map_or(bound, |next| next.min(bound));
+    let mut body = AlignedVec::<16>::with_capacity(span.body.len());
+    body.resize(span.body.len(), 0);
+    ring.read_data(span.body.start, &mut body)?;
+    let next = span.next;
     Ok(CopiedFrame { body, next })
 }
 
