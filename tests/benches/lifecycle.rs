@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use nub_hypervisor::floor::{self, KillFloor};
+use nub_hypervisor::floor::{self, KillFloor, Killer};
 use nub_sandbox::{GuestBinary, UninitializedSandbox};
 use nub_tests::{DEFAULT_GUEST, fn_id, sandbox};
 
@@ -55,11 +55,11 @@ fn lifecycle(c: &mut Criterion) {
                 .sum::<Duration>()
         })
     });
-    let mut killer = common::Killer::new();
+    let mut killer = Killer::new(common::KILL_SETTLE).expect("the killer thread");
     c.bench_function("kill latency", |b| {
         b.iter_custom(|n| {
             (0..n)
-                .map(|_| killer.kill_latency(&mut sandbox()))
+                .map(|_| common::kill_latency(&mut killer, &mut sandbox()))
                 .sum::<Duration>()
         })
     });

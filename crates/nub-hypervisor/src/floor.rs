@@ -12,6 +12,8 @@
 //!   from another thread the way nub stops a call ([`Vm::begin_call`] +
 //!   [`crate::VcpuInterrupt::kill`]: a signal plus the run window's
 //!   `immediate_exit`); the time from the kill until `KVM_RUN` returns.
+//! - [`Killer`]: the thread that kills a run `settle` after it begins and
+//!   reports when (the kill floor and the sandbox kill rows use it).
 //! - [`vm_lifecycle`]: create and drop a bare VM with one vCPU and one
 //!   memory slot (the floor guest's setup).
 //! - [`PingPong`]: two host threads bouncing one cache line, no VM at all
@@ -145,40 +147,16 @@ pub fn exit_round_trips(iterations: usize, user_mode: bool) -> Result<Vec<Durati
 #[derive(Debug)]
 pub struct KillFloor {
     vm: Vm,
-    /// One message per run: "the call has begun, kill it". Dropping it
-    /// ends the killer thread.
-    begun: Option<SyncSender<()>>,
-    /// When the killer issued each kill.
-    kills: Receiver<Instant>,
-    killer: Option<JoinHandle<()>>,
+    killer: Killer,
 }
 
 impl KillFloor {
     /// Creates the spinning VM and the killer thread, which waits `settle`
     /// after a run begins before it kills it.
     pub fn new(settle: Duration) -> Result<Self, FloorError> {
-        let vm = floor_vm(&SPIN, true)?;
-        let interrupt = Arc::clone(vm.interrupt());
-        let (begun, begun_rx) = sync_channel::<()>(0);
-        let (kill_tx, kills) = sync_channel::<Instant>(1);
-        let killer = std::thread::Builder::new()
-            .name("nub-kill-floor".into())
-            .spawn(move || {
-                while begun_rx.recv().is_ok() {
-                    std::thread::sleep(settle);
-                    let at = Instant::now();
-                    interrupt.kill();
-                    if kill_tx.send(at).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|_| FloorError::KillerGone)?;
         Ok(Self {
-            vm,
-            begun: Some(begun),
-            kills,
-            killer: Some(killer),
+            vm: floor_vm(&SPIN, true)?,
+            killer: Killer::new(settle)?,
         })
     }
 
@@ -186,21 +164,14 @@ impl KillFloor {
     /// returns the time from the kill to `KVM_RUN` returning.
     pub fn kill_latency(&mut self) -> Result<Duration, FloorError> {
         let (guard, _generation) = self.vm.begin_call();
-        self.begun
-            .as_ref()
-            .ok_or(FloorError::KillerGone)?
-            .send(())
-            .map_err(|_| FloorError::KillerGone)?;
-        let result = self.vm.run();
-        let returned = Instant::now();
+        let interrupt = Arc::clone(self.vm.interrupt());
+        let vm = &mut self.vm;
+        let (result, latency) = self
+            .killer
+            .time_kill(Box::new(move || interrupt.kill()), || vm.run())?;
         guard.finish();
-        // The killer always reports its kill, even when the run ended
-        // early, so the next run starts with an empty channel.
-        let killed_at = self.kills.recv().map_err(|_| FloorError::KillerGone)?;
         match result {
-            Err(HypervisorError::Canceled(CancelReason::Killed)) => {
-                Ok(returned.saturating_duration_since(killed_at))
-            }
+            Err(HypervisorError::Canceled(CancelReason::Killed)) => Ok(latency),
             Err(HypervisorError::Canceled(other)) => {
                 Err(FloorError::NotKilled(format!("a cancel for {other:?}")))
             }
@@ -210,13 +181,85 @@ impl KillFloor {
     }
 }
 
-impl Drop for KillFloor {
+/// Kills a run `settle` after it begins: [`Killer::time_kill`] hands the
+/// thread a kill function, and the thread reports when its kill landed.
+pub type KillFn = Box<dyn Fn() -> bool + Send>;
+
+/// A thread that kills runs on request, for kill-latency measurements
+/// (the kill floor, `nub bench`'s and the criterion benches' sandbox kill
+/// rows). Told that a run begins, it waits `settle` (so the run is well
+/// inside its spin, not before it), then calls the kill function until it
+/// returns `true`: a kill that finds no call running yet does nothing, and
+/// on a loaded machine the run may begin late.
+#[derive(Debug)]
+pub struct Killer {
+    /// One message per run: "it begins, kill it with this". Dropping it ends
+    /// the thread.
+    begun: Option<SyncSender<KillFn>>,
+    /// When each kill that landed was issued.
+    kills: Receiver<Instant>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Killer {
+    /// Starts the killer thread.
+    pub fn new(settle: Duration) -> Result<Self, FloorError> {
+        let (begun, begun_rx) = sync_channel::<KillFn>(0);
+        let (kill_tx, kills) = sync_channel::<Instant>(1);
+        let thread = std::thread::Builder::new()
+            .name("nub-killer".into())
+            .spawn(move || {
+                while let Ok(kill) = begun_rx.recv() {
+                    std::thread::sleep(settle);
+                    let at = loop {
+                        let at = Instant::now();
+                        if kill() {
+                            break at;
+                        }
+                        std::thread::sleep(settle);
+                    };
+                    if kill_tx.send(at).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|_| FloorError::KillerGone)?;
+        Ok(Self {
+            begun: Some(begun),
+            kills,
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `run` (which must run until killed) on this thread while the
+    /// killer kills it with `kill`; returns what `run` returned and the
+    /// time from the kill that landed until `run` returned. It waits for
+    /// the kill to be reported even when `run` ended first, so the next run
+    /// starts clean.
+    pub fn time_kill<T>(
+        &mut self,
+        kill: KillFn,
+        run: impl FnOnce() -> T,
+    ) -> Result<(T, Duration), FloorError> {
+        self.begun
+            .as_ref()
+            .ok_or(FloorError::KillerGone)?
+            .send(kill)
+            .map_err(|_| FloorError::KillerGone)?;
+        let result = run();
+        let returned = Instant::now();
+        let killed_at = self.kills.recv().map_err(|_| FloorError::KillerGone)?;
+        Ok((result, returned.saturating_duration_since(killed_at)))
+    }
+}
+
+impl Drop for Killer {
     fn drop(&mut self) {
         // Closing the channel ends the killer's loop.
         self.begun = None;
-        if let Some(killer) = self.killer.take() {
+        if let Some(thread) = self.thread.take() {
             // A panicked killer has nothing left to clean up.
-            let _ = killer.join();
+            let _ = thread.join();
         }
     }
 }

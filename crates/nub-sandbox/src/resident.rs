@@ -547,8 +547,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_held_vcpu_runs_on_once_the_caller_releases_the_call() {
+    /// A vCPU thread holding for open call 7, once it is waiting.
+    fn holding() -> (Arc<Shared>, std::thread::JoinHandle<bool>) {
         let shared = Arc::new(Shared::default());
         shared.call.store(OPEN_7, Ordering::SeqCst);
         let vcpu = {
@@ -558,6 +558,12 @@ mod tests {
         while !shared.held.load(Ordering::SeqCst) {
             std::thread::yield_now();
         }
+        (shared, vcpu)
+    }
+
+    #[test]
+    fn a_held_vcpu_runs_on_once_the_caller_releases_the_call() {
+        let (shared, vcpu) = holding();
         shared.end_call(7);
         assert!(vcpu.join().unwrap(), "released, not stopped");
         // A call already ended is not waited for.
@@ -566,15 +572,7 @@ mod tests {
 
     #[test]
     fn a_held_vcpu_leaves_when_the_sandbox_stops() {
-        let shared = Arc::new(Shared::default());
-        shared.call.store(OPEN_7, Ordering::SeqCst);
-        let vcpu = {
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || hold(&shared, OPEN_7))
-        };
-        while !shared.held.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
+        let (shared, vcpu) = holding();
         shared.lock().stop = true;
         shared.vcpu_cv.notify_all();
         assert!(!vcpu.join().unwrap(), "stopped");

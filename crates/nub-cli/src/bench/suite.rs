@@ -16,20 +16,13 @@
 //! [`run`] is independent of the terminal: `nub bench` drives it with a
 //! progress bar, the tests with [`Budget::fixed`].
 
-use std::{
-    sync::{
-        Arc,
-        mpsc::{Receiver, SyncSender, sync_channel},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use nub_host_common::default_guest as fn_id;
-use nub_hypervisor::floor::{self, ExitFloor, FloorError, KillFloor, PingPong};
+use nub_hypervisor::floor::{self, ExitFloor, FloorError, KillFloor, Killer, PingPong};
 use nub_sandbox::{
     CallMode, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
-    UninitializedSandbox, interrupt::InterruptHandle, javm_cap::Cap,
+    UninitializedSandbox, javm_cap::Cap,
 };
 
 use super::stats::{Summary, summarize};
@@ -99,9 +92,6 @@ pub enum RowError {
     /// The guest answered something other than what the row expects.
     #[error("unexpected answer: {0}")]
     WrongAnswer(String),
-    /// A helper thread of the row is gone.
-    #[error("the killer thread is gone")]
-    KillerGone,
 }
 
 /// A row that failed, by name.
@@ -376,76 +366,20 @@ fn call_rows(path: CallPath) -> Vec<Row> {
     ]
 }
 
-/// Kills the call running in a sandbox from its own thread, [`KILL_SETTLE`]
-/// after being told the call begins, and reports when it killed.
-struct Killer {
-    begun: Option<SyncSender<Arc<dyn InterruptHandle>>>,
-    kills: Receiver<Instant>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Killer {
-    fn new() -> Result<Self, std::io::Error> {
-        let (begun, begun_rx) = sync_channel::<Arc<dyn InterruptHandle>>(0);
-        let (kill_tx, kills) = sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("nub-bench-killer".into())
-            .spawn(move || {
-                while let Ok(handle) = begun_rx.recv() {
-                    std::thread::sleep(KILL_SETTLE);
-                    // On a loaded machine the call may not have begun yet:
-                    // a kill then does nothing (by design), so retry until
-                    // one lands on the running call.
-                    let at = loop {
-                        let at = Instant::now();
-                        if handle.kill() {
-                            break at;
-                        }
-                        std::thread::sleep(KILL_SETTLE);
-                    };
-                    if kill_tx.send(at).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Self {
-            begun: Some(begun),
-            kills,
-            thread: Some(thread),
-        })
-    }
-
-    /// Runs the default guest's `spin` in `sandbox`, killed from the killer
-    /// thread; returns the time from the kill until `call_raw` returned.
-    fn kill_latency(&mut self, sandbox: &mut MultiUseSandbox) -> Result<Duration, RowError> {
-        self.begun
-            .as_ref()
-            .ok_or(RowError::KillerGone)?
-            .send(sandbox.interrupt_handle())
-            .map_err(|_| RowError::KillerGone)?;
-        let result = sandbox.call_raw(fn_id::SPIN, b"");
-        let returned = Instant::now();
-        // Always reported, so the channel is empty for the next call.
-        let killed_at = self.kills.recv().map_err(|_| RowError::KillerGone)?;
-        match result {
-            Err(HyperlightError::Canceled) => Ok(returned.saturating_duration_since(killed_at)),
-            Err(e) => Err(e.into()),
-            Ok(answer) => Err(RowError::WrongAnswer(format!(
-                "spin returned {} bytes instead of being killed",
-                answer.len()
-            ))),
-        }
-    }
-}
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        // Closing the channel ends the killer's loop.
-        self.begun = None;
-        if let Some(thread) = self.thread.take() {
-            // A panicked killer has nothing left to clean up.
-            let _ = thread.join();
-        }
+/// The time from a kill until the default guest's `spin` in `sandbox`
+/// returned, killed from `killer`'s thread.
+fn kill_latency(killer: &mut Killer, sandbox: &mut MultiUseSandbox) -> Result<Duration, RowError> {
+    let handle = sandbox.interrupt_handle();
+    let (result, latency) = killer.time_kill(Box::new(move || handle.kill()), || {
+        sandbox.call_raw(fn_id::SPIN, b"")
+    })?;
+    match result {
+        Err(HyperlightError::Canceled) => Ok(latency),
+        Err(e) => Err(e.into()),
+        Ok(answer) => Err(RowError::WrongAnswer(format!(
+            "spin returned {} bytes instead of being killed",
+            answer.len()
+        ))),
     }
 }
 
@@ -498,10 +432,10 @@ fn lifecycle_rows() -> Vec<Row> {
             }))
         }),
         Row::new("kill latency", Some(KILL_FLOOR), move || {
-            let mut killer = Killer::new()?;
+            let mut killer = Killer::new(KILL_SETTLE)?;
             Ok(Box::new(move || {
                 let mut sandbox = boot(cfg(), false)?;
-                Ok(micros(killer.kill_latency(&mut sandbox)?))
+                Ok(micros(kill_latency(&mut killer, &mut sandbox)?))
             }))
         }),
     ]
