@@ -10,8 +10,6 @@
 //!
 //! | offset | word | written by | meaning |
 //! | --- | --- | --- | --- |
-//! | 0 | [`DOORBELL`] | host | sequence number of the latest request batch |
-//! | 64 | [`COMPLETION`] | guest | sequence number of the latest batch answered |
 //! | 128 | [`GUEST_STATE`] | guest | [`STATE_RUNNING`] or [`STATE_PARKED`] (about to exit through PARK) |
 //! | 192 | [`HOST_WAITING`] | host | 1 while the caller is blocked (the guest must exit through NOTIFY to wake it), else 0 |
 //! | 256 | [`HOSTCALL_REQUEST`] | guest | sequence number of the latest host call |
@@ -19,13 +17,26 @@
 //! | 320 | [`HOSTCALL_RESPONSE`] | host | sequence number of the latest host call answered |
 //! | 384 | [`SPIN_ITERATIONS`] | host | how many polls the guest spins before it parks |
 //!
+//! The two words every call crosses sit in the ring headers instead, on the
+//! cache line the other side reads next anyway (ABI version 3; offsets 0
+//! and 64 of the block are unused since):
+//!
+//! | where | word | written by | meaning |
+//! | --- | --- | --- | --- |
+//! | input ring + [`DOORBELL`] | doorbell | host | sequence number of the latest request batch |
+//! | output ring + [`COMPLETION`] | completion | guest | sequence number of the latest batch answered |
+//!
 //! The guest may write any word; the host never trusts one beyond "has it
 //! changed", and validates every frame a word points it to.
 
-/// Host: the latest request batch's sequence number.
-pub const DOORBELL: usize = 0;
-/// Guest: the sequence number of the latest batch answered.
-pub const COMPLETION: usize = 64;
+/// Host: the latest request batch's sequence number. An offset from the
+/// start of the **input ring** region (its header's
+/// [`crate::ring::SEQ_OFFSET`] word), not of the control block.
+pub const DOORBELL: usize = crate::ring::SEQ_OFFSET;
+/// Guest: the sequence number of the latest batch answered. An offset from
+/// the start of the **output ring** region (its header's
+/// [`crate::ring::SEQ_OFFSET`] word), not of the control block.
+pub const COMPLETION: usize = crate::ring::SEQ_OFFSET;
 /// Guest: [`STATE_RUNNING`] or [`STATE_PARKED`].
 pub const GUEST_STATE: usize = 128;
 /// Host: 1 while the calling thread is blocked, else 0.
@@ -55,8 +66,6 @@ pub const BOOT_FLAG_RESIDENT: u32 = 1;
 
 const _: () = {
     let words = [
-        DOORBELL,
-        COMPLETION,
         GUEST_STATE,
         HOST_WAITING,
         HOSTCALL_REQUEST,

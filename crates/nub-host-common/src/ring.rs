@@ -6,7 +6,10 @@
 //! ```text
 //! header  0  head: u64   first unread byte (consumer advances it)
 //!         8  tail: u64   one past the last written frame (producer advances it)
-//!        16  reserved (48 bytes)
+//!        16  seq: u64    resident mode only: the doorbell (input ring) or
+//!                        the completion (output ring), atomic, see
+//!                        [`crate::resident`]; never touched by this module
+//!        24  reserved (40 bytes)
 //! data   64  frame, frame, ...
 //! frame   0  len: u32    body length in bytes
 //!         4  kind: u32   FrameKind
@@ -35,6 +38,12 @@ pub const FRAME_ALIGN: usize = 16;
 
 const HEAD_OFFSET: usize = 0;
 const TAIL_OFFSET: usize = 8;
+/// Offset in the ring header of the resident protocol's sequence word:
+/// the doorbell in the input ring, the completion in the output ring
+/// ([`crate::resident`]). Accessed atomically by both sides, never by the
+/// ring code: `reset`, `set_offsets` and `set_head` write `head` and `tail`
+/// only, and the host writes only those 16 bytes of a header.
+pub const SEQ_OFFSET: usize = 16;
 
 /// What a frame carries. Unknown values are reported, not trusted.
 #[repr(u32)]

@@ -410,12 +410,27 @@ impl MemorySide {
             })?;
         }
         let tail = w.reader().offsets().map(|(_, t)| t).unwrap_or(0);
+        // Only `head` and `tail` of each header: the rest of the header
+        // line holds the resident protocol's doorbell (input) and
+        // completion (output) words, which only their atomic stores write.
+        let (offsets, frames) = scratch
+            .get(..ring::SEQ_OFFSET)
+            .zip(scratch.get(RING_HEADER_SIZE..))
+            .ok_or(HyperlightError::Internal(
+                "request scratch buffer smaller than a ring header",
+            ))?;
         // The output ring: head = tail = 0.
         self.memory
-            .write(self.layout.output_ring.start, &[0u8; 16])
+            .write(self.layout.output_ring.start, &[0u8; ring::SEQ_OFFSET])
             .map_err(memory_error)?;
         self.memory
-            .write(self.layout.input_ring.start, scratch)
+            .write(
+                self.layout.input_ring.start + RING_HEADER_SIZE as u64,
+                frames,
+            )
+            .map_err(memory_error)?;
+        self.memory
+            .write(self.layout.input_ring.start, offsets)
             .map_err(memory_error)?;
         Ok(tail)
     }

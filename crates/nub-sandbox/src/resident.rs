@@ -110,15 +110,17 @@ struct Words<'a> {
 
 impl<'a> Words<'a> {
     fn of(side: &'a MemorySide) -> Result<Self> {
-        let base = side.layout.control.start;
-        let word = |offset: usize| {
+        let at = |base: u64, offset: usize| {
             side.memory
                 .atomic_u64(base + offset as u64)
                 .map_err(HyperlightError::from)
         };
+        let base = side.layout.control.start;
+        let word = |offset: usize| at(base, offset);
         Ok(Self {
-            doorbell: word(DOORBELL)?,
-            completion: word(COMPLETION)?,
+            // The two per-call words live in the ring headers.
+            doorbell: at(side.layout.input_ring.start, DOORBELL)?,
+            completion: at(side.layout.output_ring.start, COMPLETION)?,
             guest_state: word(GUEST_STATE)?,
             host_waiting: word(HOST_WAITING)?,
             hostcall_request: word(HOSTCALL_REQUEST)?,
@@ -453,7 +455,7 @@ fn verdict(call: u64, pending: Option<CancelReason>, completion: Option<u64>) ->
 fn judge_cancel(shared: &Shared, side: &MemorySide, vm: &Vm) -> CancelVerdict {
     let completion = side
         .memory
-        .atomic_u64(side.layout.control.start + COMPLETION as u64)
+        .atomic_u64(side.layout.output_ring.start + COMPLETION as u64)
         .ok()
         .map(|word| word.load(Ordering::SeqCst));
     loop {

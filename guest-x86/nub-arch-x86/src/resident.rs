@@ -1,5 +1,5 @@
 //! The guest half of resident calls (docs/resident.md): between calls the
-//! kernel spins on the doorbell word of the control block instead of
+//! kernel spins on the doorbell word (in the input ring header) instead of
 //! exiting, answers each new batch, publishes its completion, and exits
 //! only to park (after a spin window with nothing to do) or to wake a
 //! caller that went to sleep. Host calls go through the same words.
@@ -11,11 +11,12 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use nub_host_common::resident::{
-    COMPLETION, DOORBELL, GUEST_STATE, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST,
-    HOSTCALL_RESPONSE, SPIN_ITERATIONS, STATE_PARKED, STATE_RUNNING,
+    GUEST_STATE, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST, HOSTCALL_RESPONSE,
+    SPIN_ITERATIONS, STATE_PARKED, STATE_RUNNING,
 };
 
-/// The control block's words.
+/// The resident protocol's words: the control block's and the two in the
+/// ring headers.
 #[derive(Debug, Clone, Copy)]
 pub struct ControlWords<'a> {
     /// Host: latest batch.
@@ -37,15 +38,19 @@ pub struct ControlWords<'a> {
 }
 
 impl<'a> ControlWords<'a> {
-    /// The words of a control block whose first word is `block`.
+    /// The words of a control block whose first word is `block`, with the
+    /// doorbell and completion words at `doorbell` and `completion` (in the
+    /// input and output ring headers: see [`nub_host_common::resident`]).
     ///
     /// # Safety
     ///
     /// `block` must point to a readable and writable, 8-byte aligned
     /// control block of [`nub_host_common::resident::CONTROL_BLOCK_SIZE`]
-    /// bytes that lives for `'a` and that nothing accesses except through
-    /// atomics (this guest's [`ControlWords`] and the host's).
-    pub unsafe fn from_block(block: *mut u64) -> Self {
+    /// bytes, and `doorbell` and `completion` to readable and writable,
+    /// 8-byte aligned words outside it. All of them must live for `'a`, and
+    /// while a [`ControlWords`] is used nothing may access them except
+    /// through atomics (this guest's [`ControlWords`] and the host's).
+    pub unsafe fn from_parts(block: *mut u64, doorbell: *mut u64, completion: *mut u64) -> Self {
         let word = |offset: usize| {
             // SAFETY: the offset is a word of the block (the ABI's
             // constants are multiples of 8 below CONTROL_BLOCK_SIZE), so the
@@ -54,8 +59,11 @@ impl<'a> ControlWords<'a> {
             unsafe { AtomicU64::from_ptr(block.add(offset / 8)) }
         };
         Self {
-            doorbell: word(DOORBELL),
-            completion: word(COMPLETION),
+            // SAFETY: aligned, live for 'a and only accessed atomically
+            // (the caller's contract).
+            doorbell: unsafe { AtomicU64::from_ptr(doorbell) },
+            // SAFETY: as for the doorbell.
+            completion: unsafe { AtomicU64::from_ptr(completion) },
             guest_state: word(GUEST_STATE),
             host_waiting: word(HOST_WAITING),
             hostcall_request: word(HOSTCALL_REQUEST),
@@ -151,9 +159,12 @@ mod tests {
     }
 
     fn words(block: &[AtomicU64; 56]) -> ControlWords<'_> {
+        let base = block.as_ptr().cast_mut().cast::<u64>();
         // SAFETY: the array is 8-byte aligned, 448 bytes long, lives as long
-        // as the borrow, and is only accessed through atomics.
-        unsafe { ControlWords::from_block(block.as_ptr().cast_mut().cast::<u64>()) }
+        // as the borrow, and is only accessed through atomics. Words 0 and 8
+        // (offsets 0 and 64, unused by the block) stand in for the ring
+        // headers' doorbell and completion.
+        unsafe { ControlWords::from_parts(base, base, base.add(8)) }
     }
 
     /// Records exits; a park "sleeps" until the host side changed state.

@@ -389,8 +389,6 @@ fn taint_memory(secret: u64, payload_end: u64) -> u64 {
 /// uses (one u64 on each of its first cache lines).
 fn taint_control_block(info: &BootInfo, secret: u64) -> u64 {
     let used = [
-        resident::DOORBELL,
-        resident::COMPLETION,
         resident::GUEST_STATE,
         resident::HOST_WAITING,
         resident::HOSTCALL_REQUEST,

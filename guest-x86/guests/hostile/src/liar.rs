@@ -15,7 +15,7 @@ use nub_arch_x86::{
     abi::{
         boot::BootInfo,
         ports::ExitPort,
-        resident::BOOT_FLAG_RESIDENT,
+        resident::{BOOT_FLAG_RESIDENT, COMPLETION, DOORBELL},
         ring::{FrameKind, RingWriter},
         rpc::{self, Status},
     },
@@ -203,9 +203,18 @@ fn take_over() -> Result<(), GuestError> {
     if info.flags & BOOT_FLAG_RESIDENT != 0 {
         // Resident mode: the kernel's protocol, through the public
         // resident module (the batch in flight is the current doorbell).
-        // SAFETY: the host maps the page-aligned control block RW for the
-        // guest's life and both sides access it only atomically.
-        let words = unsafe { ControlWords::from_block(info.control_va as *mut u64) };
+        // SAFETY: the host maps the page-aligned control block and both
+        // rings RW for the guest's life; the control words and the ring
+        // headers' doorbell and completion words (8-byte aligned in the
+        // page-aligned rings) are accessed only atomically by both sides,
+        // and never while the ring slices below are used.
+        let words = unsafe {
+            ControlWords::from_parts(
+                info.control_va as *mut u64,
+                (info.input_ring_va as usize + DOORBELL) as *mut u64,
+                (info.output_ring_va as usize + COMPLETION) as *mut u64,
+            )
+        };
         let mut exits = PortExits;
         let mut last = words.doorbell.load(Ordering::Acquire);
         resident::complete(&words, &mut exits, last);

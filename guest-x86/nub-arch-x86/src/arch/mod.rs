@@ -19,6 +19,7 @@ use nub_host_common::{
     ports::ExitPort,
     report::{Report, ReportKind},
     resident::BOOT_FLAG_RESIDENT,
+    ring,
 };
 
 pub use heap::heap_stats;
@@ -58,11 +59,28 @@ fn control_words(info: &BootInfo) -> Option<ControlWords<'static>> {
         return None;
     }
     let block = core::ptr::with_exposed_provenance_mut::<u64>(va);
-    // SAFETY: the host maps the control page read-write for the guest's
-    // whole life (the ABI's memory map); it is page aligned (checked), so
-    // every word is 8-byte aligned; the kernel touches it only through
-    // these atomics, and the host only atomically.
-    Some(unsafe { ControlWords::from_block(block) })
+    // The doorbell and completion words sit in the input and output ring
+    // headers.
+    let seq_word = |ring_va: u64, ring_size: u64| {
+        let end = ring_va.checked_add(ring_size)?;
+        let word = ring_va.checked_add(ring::SEQ_OFFSET as u64)?;
+        let fits = ring_size >= ring::RING_HEADER_SIZE as u64 && end <= info.memory_size;
+        if ring_va == 0 || !word.is_multiple_of(8) || !fits {
+            return None;
+        }
+        Some(core::ptr::with_exposed_provenance_mut::<u64>(
+            usize::try_from(word).ok()?,
+        ))
+    };
+    let doorbell = seq_word(info.input_ring_va, info.input_ring_size)?;
+    let completion = seq_word(info.output_ring_va, info.output_ring_size)?;
+    // SAFETY: the host maps the control page and both rings read-write for
+    // the guest's whole life (the ABI's memory map); the page is page
+    // aligned and the ring words 8-byte aligned (checked) and inside their
+    // ring headers, outside the control page. The kernel touches these
+    // words only through these atomics (the ring code writes only `head`
+    // and `tail` of a header), and the host only atomically.
+    Some(unsafe { ControlWords::from_parts(block, doorbell, completion) })
 }
 
 /// Makes the host call whose frame is at `slot` through the control block
@@ -101,11 +119,15 @@ fn rings(info: &BootInfo) -> Option<(RingRegion, RingRegion)> {
     // SAFETY: the host maps both rings read-write for the guest's whole
     // life (the ABI's memory map), they do not overlap (checked), and the
     // kernel reaches them only through these regions: the dispatcher and
-    // host calls, under `RingRegion`'s contracts. The host writes them only
+    // host calls, under `RingRegion`'s contracts, except for the headers'
+    // `seq` words, which resident mode reaches only atomically and only
+    // while no region slice is live (before and after a dispatcher pass),
+    // and which the ring code never writes. The host writes the rings only
     // while the guest is stopped in an exit (`io::exit` is a compiler
     // barrier, not `nomem`, over memory whose address was exposed) or, in
-    // resident mode, while the guest waits on the control block, whose
-    // Acquire load orders the host's writes before the guest's reads.
+    // resident mode, while the guest waits on the doorbell or a host-call
+    // word, whose Acquire load orders the host's writes before the guest's
+    // reads.
     Some(unsafe {
         (
             RingRegion::from_raw_parts(input, in_len),
