@@ -1,7 +1,10 @@
 //! Shared-memory rings and the frame format.
 //!
-//! A ring is one page-aligned region: a 64-byte header followed by the data
-//! area. Offsets in the header are relative to the data area.
+//! A ring is one page-aligned region: a 32-byte header followed by the data
+//! area. Offsets in the header are relative to the data area. The header
+//! is half a cache line, so a small first frame (an empty call's request or
+//! response is 32 bytes) shares the header's line: in resident mode, the
+//! side that sees the `seq` word change has the first frame too.
 //!
 //! ```text
 //! header  0  head: u64   first unread byte (consumer advances it)
@@ -9,8 +12,8 @@
 //!        16  seq: u64    resident mode only: the doorbell (input ring) or
 //!                        the completion (output ring), atomic, see
 //!                        [`crate::resident`]; never touched by this module
-//!        24  reserved (40 bytes)
-//! data   64  frame, frame, ...
+//!        24  reserved: u64
+//! data   32  frame, frame, ...
 //! frame   0  len: u32    body length in bytes
 //!         4  kind: u32   FrameKind
 //!         8  reserved: u64
@@ -30,7 +33,7 @@
 use crate::{read_u32, read_u64, write_u32, write_u64};
 
 /// Size of the ring header.
-pub const RING_HEADER_SIZE: usize = 64;
+pub const RING_HEADER_SIZE: usize = 32;
 /// Size of a frame header.
 pub const FRAME_HEADER_SIZE: usize = 16;
 /// Alignment of every frame (and so of every body).

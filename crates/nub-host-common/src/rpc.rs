@@ -339,6 +339,23 @@ mod tests {
     struct Buf([u8; 512]);
 
     #[test]
+    fn an_empty_call_crosses_in_the_ring_header_line() {
+        // docs/resident.md: the ring header and an empty call's frame share
+        // one 64-byte cache line, on both rings.
+        let line = 64;
+        let mut buf = Buf([0; 512]);
+        let request = encode_request(&mut buf.0, 1, b"").unwrap();
+        let response = encode_response(&mut buf.0, Status::Ok as u32, b"").unwrap();
+        for body in [request, response] {
+            let frame = crate::ring::frame_size(body).unwrap();
+            assert!(
+                crate::ring::RING_HEADER_SIZE + frame <= line,
+                "{body}-byte body"
+            );
+        }
+    }
+
+    #[test]
     fn borrowed_and_owned_encodings_agree() {
         let mut buf = Buf([0; 512]);
         let n = encode_request(&mut buf.0, 7, b"payload").unwrap();

@@ -1064,7 +1064,8 @@ mod tests {
         };
         let responses = read_responses(&counting, 1).unwrap();
         assert_eq!(responses[0].payload, b"12345678");
-        let body_len = u32::from_le_bytes(region[64..68].try_into().unwrap()) as usize;
+        let len_at = RING_HEADER_SIZE..RING_HEADER_SIZE + 4;
+        let body_len = u32::from_le_bytes(region[len_at].try_into().unwrap()) as usize;
         assert_eq!(
             counting.copied.get(),
             RING_HEADER_SIZE + FRAME_HEADER_SIZE + body_len,
