@@ -97,7 +97,8 @@ impl Shared {
     }
 }
 
-/// The control-block words, borrowed from guest memory.
+/// The resident protocol's words (the control block's, and the doorbell and
+/// completion in the ring headers), borrowed from guest memory.
 struct Words<'a> {
     doorbell: &'a AtomicU64,
     completion: &'a AtomicU64,
