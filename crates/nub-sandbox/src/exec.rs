@@ -186,11 +186,15 @@ pub(crate) fn copy_frame<R: RingBytes + ?Sized>(
             "{kind:?} frame at {offset:#x}: runs past the end of its data ({bound:#x})"
         ))
     };
+    if !offset.is_multiple_of(FRAME_ALIGN) {
+        return Err(violation(format!(
+            "{kind:?} frame at {offset:#x}: not {FRAME_ALIGN}-byte aligned"
+        )));
+    }
     // Only a header that lies inside the bound is read at all.
-    if !offset.is_multiple_of(FRAME_ALIGN)
-        || offset
-            .checked_add(FRAME_HEADER_SIZE)
-            .is_none_or(|end| end > bound)
+    if offset
+        .checked_add(FRAME_HEADER_SIZE)
+        .is_none_or(|end| end > bound)
     {
         return Err(outside());
     }
@@ -364,7 +368,8 @@ impl MemorySide {
     }
 
     /// Writes the request frames for `calls` into the input ring (built in
-    /// `scratch`, a private buffer, then copied in once) and empties the output ring.
+    /// `scratch`, a private buffer, then copied in: the frames, then `head`
+    /// and `tail`) and empties the output ring.
     /// Returns the input ring's tail: where host-call responses go. Fails
     /// without touching the guest if a payload is over the limit or the
     /// batch does not fit.
