@@ -59,9 +59,9 @@ pub enum FloorError {
     /// killed (or was canceled for another reason).
     #[error("the kill floor's run ended with {0} instead of a kill")]
     NotKilled(String),
-    /// The helper thread of a floor is gone (it panicked or could not be
+    /// A [`Killer`]'s thread is gone (it panicked or could not be
     /// started).
-    #[error("the kill floor's killer thread is gone")]
+    #[error("the killer thread is gone")]
     KillerGone,
 }
 

@@ -12,9 +12,9 @@
 //! `MAP_PRIVATE`: the guest reads the image's pages (shared page cache, no
 //! copy) until it writes one, which then gets a private copy. So a sandbox's
 //! own memory is only what its guest wrote, and reverting the guest to the
-//! image is dropping those private pages (`madvise(MADV_DONTNEED)`) or
-//! mapping another image at the same host address (see
-//! [`crate::Vm::reset`]).
+//! image is copying the image's bytes back over those private pages
+//! (dropping them instead when there are many), or mapping another image
+//! at the same host address (see [`crate::Vm::reset`]).
 //!
 //! The memfd is sealed (`F_SEAL_WRITE`, `F_SEAL_GROW`, `F_SEAL_SHRINK`,
 //! `F_SEAL_SEAL`) once filled: nothing, in this process or any other that

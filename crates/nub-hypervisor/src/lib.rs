@@ -1,7 +1,9 @@
 //! nub's KVM backend.
 //!
-//! One [`Vm`] is one KVM virtual machine with one vCPU and one memory slot
-//! that starts at guest physical address 0 and is identity mapped. The host
+//! One [`Vm`] is one KVM virtual machine with one vCPU and one guest memory
+//! that starts at guest physical address 0 and is identity mapped (in
+//! several KVM slots when built from a prepared image: read-only pages
+//! come from the image's shared view). The host
 //! builds long mode itself — page tables, GDT, TSS and the system registers —
 //! and enters the guest at its ELF entry point; there is no firmware.
 //!

@@ -1,4 +1,4 @@
-//! Guest memory: one host mapping backing the single KVM slot: anonymous
+//! Guest memory: one host mapping backing the VM's KVM slots: anonymous
 //! zeroed memory ([`GuestMemory::new`]), or a private copy-on-write mapping
 //! of a prepared image ([`crate::image::PreparedImage`]), whose pages read
 //! the image until the guest writes them and revert to it when discarded.
@@ -257,9 +257,10 @@ impl GuestMemory {
         let Some(entries) = page_map(self.base.as_ptr() as usize, pages) else {
             return self.discard();
         };
+        let copied = |e: u64| e & PM_PRESENT != 0 && e & PM_FILE == 0;
         let private = entries
             .iter()
-            .filter(|&&e| e & PM_SWAPPED != 0 || (e & PM_PRESENT != 0 && e & PM_FILE == 0))
+            .filter(|&&e| e & PM_SWAPPED != 0 || copied(e))
             .count();
         if private > MAX_COPY_BACK_PAGES {
             // Not a working set worth keeping (a guest that filled its
@@ -281,7 +282,7 @@ impl GuestMemory {
                 if rc != 0 {
                     return self.discard();
                 }
-            } else if entry & PM_PRESENT != 0 && entry & PM_FILE == 0 {
+            } else if copied(*entry) {
                 // SAFETY: both ranges are one page inside live mappings
                 // (`offset < size <= image.size`); `&mut self` guarantees
                 // nothing else accesses this memory, and the image view is

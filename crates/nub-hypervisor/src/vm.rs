@@ -467,6 +467,24 @@ impl std::fmt::Debug for FreshVcpu {
     }
 }
 
+/// The registers and special registers that make a vCPU enter the guest
+/// as `entry` says, long mode applied on top of `base` (a new vCPU's
+/// special registers): what [`Vm`] creation and [`Vm::reset`] both set.
+fn entry_registers(
+    entry: &EntryState,
+    mut base: kvm_sregs,
+    umip: bool,
+) -> (kvm_bindings::kvm_regs, kvm_sregs) {
+    cpu::long_mode_sregs(&mut base, entry.cr3, entry.user_mode, umip);
+    let regs = cpu::entry_regs(
+        entry.entry,
+        entry.stack_pointer,
+        entry.boot_info,
+        entry.user_mode,
+    );
+    (regs, base)
+}
+
 /// The xsave size KVM uses for this VM's vCPUs (`KVM_CAP_XSAVE2`), or
 /// `None` when KVM lacks `KVM_GET_XSAVE2`.
 fn xsave_size(vm: &VmFd) -> Option<usize> {
@@ -503,7 +521,7 @@ fn fresh_vcpu(vm: &VmFd, vcpu: &VcpuFd) -> Option<&'static FreshVcpu> {
     FRESH.get_or_init(|| FreshVcpu::capture(vm, vcpu)).as_ref()
 }
 
-/// A KVM virtual machine with one vCPU and one memory slot.
+/// A KVM virtual machine with one vCPU and its guest memory's slots.
 #[derive(Debug)]
 pub struct Vm {
     // Field order is drop order: the vCPU and VM go before the memory they
@@ -521,10 +539,9 @@ pub struct Vm {
     /// Size of the vCPU's `kvm_run` mapping (bounds the I/O data offset).
     run_size: usize,
     exits: u64,
-    /// The state to restore on reset; `None` if it could not be read.
+    /// The state to restore on reset; `None` if it could not be read, or
+    /// if this VM's xsave state is larger than the captured copy.
     fresh: Option<&'static FreshVcpu>,
-    /// KVM's xsave size for this VM.
-    xsave_size: Option<usize>,
     /// Whether the vCPU's state is known well enough to reset it: cleared
     /// by any exit other than an `out` or a cancel, any failed ioctl, and
     /// any failed reset.
@@ -587,21 +604,13 @@ impl Vm {
 
         let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
-        let fresh = fresh_vcpu(&vm, &vcpu);
-        let xsave_size = if fresh.is_some() {
-            xsave_size(&vm)
-        } else {
-            None
-        };
-        let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, *umip);
+        // Checked once here, not on every reset: KVM_SET_XSAVE reads this
+        // VM's xsave size from the fresh copy, which must hold that much.
+        let fresh = fresh_vcpu(&vm, &vcpu)
+            .filter(|f| xsave_size(&vm).is_some_and(|size| size <= f.xsave_size));
+        let base = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+        let (regs, sregs) = entry_registers(&entry, base, *umip);
         vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-        let regs = cpu::entry_regs(
-            entry.entry,
-            entry.stack_pointer,
-            entry.boot_info,
-            entry.user_mode,
-        );
         vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
         interrupt.attach();
@@ -614,7 +623,6 @@ impl Vm {
             run_size: *run_size,
             exits: 0,
             fresh,
-            xsave_size,
             resettable: true,
             exit_pending: false,
             slots,
@@ -699,22 +707,15 @@ impl Vm {
     }
 
     fn reset_inner(&mut self, image: &Arc<PreparedImage>) -> Result<(), HypervisorError> {
-        if !self.is_resettable() {
-            return Err(HypervisorError::NotResettable(
-                "its vCPU state is uncertain or was never read",
-            ));
-        }
-        let fresh = self.fresh.ok_or(HypervisorError::NotResettable(
-            "the fresh vCPU state could not be read",
-        ))?;
+        let fresh =
+            self.fresh
+                .filter(|_| self.is_resettable())
+                .ok_or(HypervisorError::NotResettable(
+                    "its vCPU state is uncertain or was never read",
+                ))?;
         if image.size() != self.memory.size() {
             return Err(HypervisorError::NotResettable(
                 "the image is not the size of its memory",
-            ));
-        }
-        if Arc::get_mut(&mut self.memory).is_none() {
-            return Err(HypervisorError::NotResettable(
-                "its guest memory is still shared",
             ));
         }
         if self.exit_pending {
@@ -771,22 +772,11 @@ impl Vm {
 
     fn reset_vcpu(&mut self, fresh: &FreshVcpu, entry: EntryState) -> Result<(), HypervisorError> {
         let system = kvm()?;
-        if self.xsave_size.is_none_or(|size| size > fresh.xsave_size) {
-            return Err(HypervisorError::NotResettable(
-                "KVM's xsave state outgrew the fresh copy",
-            ));
-        }
         // SAFETY: `fresh.xsave` holds `fresh.xsave_size` bytes, at least
-        // what KVM reads for this VM's vCPU (checked above).
+        // what KVM reads for this VM's vCPU (checked when the VM was created,
+        // or `fresh` would be `None`).
         unsafe { self.vcpu.set_xsave2(&fresh.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
-        let regs = cpu::entry_regs(
-            entry.entry,
-            entry.stack_pointer,
-            entry.boot_info,
-            entry.user_mode,
-        );
-        let mut sregs = fresh.sregs;
-        cpu::long_mode_sregs(&mut sregs, entry.cr3, entry.user_mode, system.umip);
+        let (regs, sregs) = entry_registers(&entry, fresh.sregs, system.umip);
         if system.sync_regs {
             // Handed to the next KVM_RUN, which sets them (as the three
             // ioctls below would) before it does anything else; no window is
