@@ -84,7 +84,7 @@ pub const fn page_table_pages(memory_size: u64) -> u64 {
 }
 
 /// Sizes that shape the layout, all in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LayoutSizes {
     /// Guest heap.
     pub heap: u64,

@@ -160,27 +160,14 @@ pub(crate) struct SandboxImage {
 /// count). Deadlines and the pool setting do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ImageConfig {
-    /// heap, stack, input ring, output ring, log buffer.
-    pub(crate) sizes: [u64; 5],
+    /// The layout sizes.
+    pub(crate) sizes: LayoutSizes,
     /// `BootInfo::flags`.
     pub(crate) flags: u32,
     /// `BootInfo::log_level`.
     pub(crate) log_level: u64,
     /// Polls the resident guest spins before parking (0 in exit mode).
     pub(crate) spin_polls: u64,
-}
-
-impl ImageConfig {
-    fn layout_sizes(&self) -> LayoutSizes {
-        let [heap, stack, input_ring, output_ring, log_buffer] = self.sizes;
-        LayoutSizes {
-            heap,
-            stack,
-            input_ring,
-            output_ring,
-            log_buffer,
-        }
-    }
 }
 
 /// Images the cache keeps alive after their last sandbox and pooled VM
@@ -260,7 +247,7 @@ pub(crate) fn sandbox_image(
         }
         (_, None) => return Err(GuestBinaryError::Empty.into()),
     };
-    let layout = MemoryLayout::new(image.end, config.layout_sizes())?;
+    let layout = MemoryLayout::new(image.end, config.sizes)?;
     let built = Arc::new(build(image, bytes, layout)?);
     let mut cache = lock();
     cache.map.retain(|_, weak| weak.strong_count() > 0);

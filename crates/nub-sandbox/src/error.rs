@@ -545,7 +545,7 @@ mod tests {
             (
                 E::Kvm(HypervisorError::KvmUnavailable {
                     op: "open /dev/kvm",
-                    source: io::Error::from_raw_os_error(EACCES),
+                    source: io::Error::from_raw_os_error(libc::EACCES),
                 }),
                 &[
                     "KVM is not available",
@@ -596,9 +596,6 @@ mod tests {
             ),
         ]
     }
-
-    /// EACCES on Linux (this crate has no libc dependency).
-    const EACCES: i32 = 13;
 
     #[test]
     fn every_variant_names_its_cause() {

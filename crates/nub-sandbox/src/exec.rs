@@ -611,15 +611,12 @@ fn encode_frame(kind: FrameKind, status: Status, payload: &[u8], room: usize) ->
     if size > room {
         return None;
     }
-    let mut scratch = vec![0u8; RING_HEADER_SIZE + size];
-    let mut w = RingWriter::new(&mut scratch).ok()?;
-    w.reset();
-    w.push_with(kind, |body| {
+    let mut frame = vec![0u8; size];
+    ring::write_frame(&mut frame, kind, |body| {
         rpc::encode_response(body, status as u32, payload)
     })
     .ok()?;
-    scratch.drain(..RING_HEADER_SIZE);
-    Some(scratch)
+    Some(frame)
 }
 
 /// The error a stop of the vCPU other than a nub exit port means.

@@ -121,7 +121,7 @@ impl<'a> Words<'a> {
         Ok(Self {
             // The two per-call words live in the ring headers.
             doorbell: at(side.layout.input_ring.start, DOORBELL)?,
-            completion: at(side.layout.output_ring.start, COMPLETION)?,
+            completion: completion_word(side)?,
             guest_state: word(GUEST_STATE)?,
             host_waiting: word(HOST_WAITING)?,
             hostcall_request: word(HOSTCALL_REQUEST)?,
@@ -129,6 +129,13 @@ impl<'a> Words<'a> {
             hostcall_response: word(HOSTCALL_RESPONSE)?,
         })
     }
+}
+
+/// The guest's completion word: the output ring header's `seq` word.
+fn completion_word(side: &MemorySide) -> Result<&AtomicU64> {
+    side.memory
+        .atomic_u64(side.layout.output_ring.start + COMPLETION as u64)
+        .map_err(HyperlightError::from)
 }
 
 /// How many polls of a word take about `spin`, measured once per process
@@ -454,9 +461,7 @@ fn verdict(call: u64, pending: Option<CancelReason>, completion: Option<u64>) ->
 /// must agree (the caller changes it at most twice per call, and a call
 /// cannot complete while the vCPU is out of `KVM_RUN`, so this settles).
 fn judge_cancel(shared: &Shared, side: &MemorySide, vm: &Vm) -> CancelVerdict {
-    let completion = side
-        .memory
-        .atomic_u64(side.layout.output_ring.start + COMPLETION as u64)
+    let completion = completion_word(side)
         .ok()
         .map(|word| word.load(Ordering::SeqCst));
     loop {

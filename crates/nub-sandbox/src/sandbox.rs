@@ -64,7 +64,6 @@ static NEXT_SANDBOX_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What of `config` shapes a guest's initial memory.
 fn image_config(config: &SandboxConfiguration) -> ImageConfig {
-    let sizes = config.layout_sizes();
     let (flags, spin_polls) = match config.call_mode {
         CallMode::Exit => (0, 0),
         CallMode::Resident { spin } => (
@@ -73,13 +72,7 @@ fn image_config(config: &SandboxConfiguration) -> ImageConfig {
         ),
     };
     ImageConfig {
-        sizes: [
-            sizes.heap,
-            sizes.stack,
-            sizes.input_ring,
-            sizes.output_ring,
-            sizes.log_buffer,
-        ],
+        sizes: config.layout_sizes(),
         flags,
         log_level: config.guest_log_level as u64,
         spin_polls,
