@@ -3,7 +3,7 @@
 //! Built only off the bare-metal target (`cfg(not(target_os = "none"))`).
 //! This module owns the host side of a guest function's world when there is
 //! no VM: two ring buffers in host memory, the real dispatcher
-//! ([`crate::dispatch::process_requests`]) answering one request frame from
+//! ([`crate::dispatch::process_regions`]) answering one request frame from
 //! them, and host functions answered by closures. A guest function runs
 //! exactly as it does in a sandbox: its input is read in place from a
 //! request frame, it writes into a real [`crate::Output`] over the response frame,

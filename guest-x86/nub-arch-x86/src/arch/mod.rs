@@ -51,35 +51,33 @@ impl Exits for KernelExits {
 }
 
 /// The control block BootInfo describes, if its address is a page inside
-/// guest memory.
-fn control_words(info: &BootInfo) -> Option<ControlWords<'static>> {
+/// guest memory, with the doorbell and completion words of the `input` and
+/// `output` ring headers (regions [`rings`] checked).
+fn control_words(
+    info: &BootInfo,
+    input: RingRegion,
+    output: RingRegion,
+) -> Option<ControlWords<'static>> {
     let va = usize::try_from(info.control_va).ok()?;
     let end = info.control_va.checked_add(PAGE_SIZE)?;
     if va == 0 || !va.is_multiple_of(PAGE_SIZE as usize) || end > info.memory_size {
         return None;
     }
     let block = core::ptr::with_exposed_provenance_mut::<u64>(va);
-    // The doorbell and completion words sit in the input and output ring
-    // headers.
-    let seq_word = |ring_va: u64, ring_size: u64| {
-        let end = ring_va.checked_add(ring_size)?;
-        let word = ring_va.checked_add(ring::SEQ_OFFSET as u64)?;
-        let fits = ring_size >= ring::RING_HEADER_SIZE as u64 && end <= info.memory_size;
-        if ring_va == 0 || !word.is_multiple_of(8) || !fits {
-            return None;
-        }
-        Some(core::ptr::with_exposed_provenance_mut::<u64>(
-            usize::try_from(word).ok()?,
-        ))
+    let seq_word = |ring: RingRegion| {
+        let word = ring.ptr_at(ring::SEQ_OFFSET)?.cast::<u64>();
+        let whole = ring.len() >= ring::RING_HEADER_SIZE && word.is_aligned();
+        whole.then_some(word.as_ptr())
     };
-    let doorbell = seq_word(info.input_ring_va, info.input_ring_size)?;
-    let completion = seq_word(info.output_ring_va, info.output_ring_size)?;
+    let doorbell = seq_word(input)?;
+    let completion = seq_word(output)?;
     // SAFETY: the host maps the control page and both rings read-write for
     // the guest's whole life (the ABI's memory map); the page is page
     // aligned and the ring words 8-byte aligned (checked) and inside their
-    // ring headers, outside the control page. The kernel touches these
-    // words only through these atomics (the ring code writes only `head`
-    // and `tail` of a header), and the host only atomically.
+    // ring headers (the regions hold a whole header), outside the control
+    // page. The kernel touches these words only through these atomics (the
+    // ring code writes only `head` and `tail` of a header), and the host
+    // only atomically.
     Some(unsafe { ControlWords::from_parts(block, doorbell, completion) })
 }
 
@@ -174,7 +172,7 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     };
     io::exit(ExitPort::Ready, 0);
     if info.flags & BOOT_FLAG_RESIDENT != 0 {
-        let Some(words) = control_words(&info) else {
+        let Some(words) = control_words(&info, input, output) else {
             abort(1, "bad control block address in BootInfo");
         };
         let words = *RESIDENT.call_once(|| words);
