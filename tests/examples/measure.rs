@@ -55,21 +55,6 @@ fn booted(mode: CallMode) -> MultiUseSandbox {
     u.evolve().unwrap()
 }
 
-/// utime + stime, in clock ticks, of this process's thread named `name`.
-fn thread_ticks(name: &str) -> Option<u64> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            return Some(
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
-            );
-        }
-    }
-    None
-}
-
 fn main() {
     const N: usize = 5000;
     println!("| path | median | vs. floor |\n| --- | --- | --- |");
@@ -138,10 +123,12 @@ fn main() {
     );
     let name = format!("nub-vcpu-{}", s.id());
     std::thread::sleep(Duration::from_millis(50));
-    let ticks = thread_ticks(&name).unwrap_or(0);
+    let ticks = nub_tests::thread_stat(&name).map_or(0, |(_, ticks)| ticks);
     let idle = Duration::from_secs(2);
     std::thread::sleep(idle);
-    let used = thread_ticks(&name).unwrap_or(0).saturating_sub(ticks);
+    let used = nub_tests::thread_stat(&name)
+        .map_or(0, |(_, ticks)| ticks)
+        .saturating_sub(ticks);
     // /proc reports thread times in USER_HZ ticks, 100 per second on Linux.
     let hz = 100.0;
     println!(

@@ -234,10 +234,6 @@ fn hundred_deadlines_in_flight_on_four_threads() {
     }
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 #[test]
 fn thousand_faulted_sandboxes_leak_nothing() {
     // Warm up (KVM handle, watchdog, signal handler), then measure.
@@ -245,7 +241,7 @@ fn thousand_faulted_sandboxes_leak_nothing() {
         let mut s = sandbox();
         let _ = s.call_raw(fn_id::FAULT, &[0]);
     }
-    let fds = open_fds();
+    let fds = nub_tests::open_fds();
     let rss = nub_tests::rss_kib();
     for i in 0..1000u32 {
         let mut s = sandbox();
@@ -258,7 +254,7 @@ fn thousand_faulted_sandboxes_leak_nothing() {
             assert!(h.dropped());
         }
     }
-    assert_eq!(open_fds(), fds, "file descriptors leaked");
+    assert_eq!(nub_tests::open_fds(), fds, "file descriptors leaked");
     let grown = nub_tests::rss_kib().saturating_sub(rss);
     assert!(
         grown < 16 * 1024,

@@ -38,11 +38,6 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// Open file descriptors of this process.
-fn fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 #[test]
 fn resident_calls_batches_and_host_calls_make_no_exits_while_both_sides_spin() {
     // A spin window no scheduling delay reaches: neither side ever parks
@@ -70,26 +65,6 @@ fn resident_calls_batches_and_host_calls_make_no_exits_while_both_sides_spin() {
     assert_eq!(s.exit_count(), exits, "no VM exit at all");
 }
 
-/// `(state, utime + stime in clock ticks)` of this process's thread named
-/// `name`, from `/proc/self/task/*/stat`.
-fn thread_state(name: &str) -> Option<(char, u64)> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the parenthesised command: state is the first,
-        // utime and stime the 12th and 13th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let state = fields.first()?.chars().next()?;
-        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        return Some((state, ticks));
-    }
-    None
-}
-
 #[test]
 fn an_idle_resident_sandbox_parks_its_thread_and_the_next_call_wakes_it() {
     let calls = Arc::new(AtomicU64::new(0));
@@ -99,7 +74,7 @@ fn an_idle_resident_sandbox_parks_its_thread_and_the_next_call_wakes_it() {
     // Past the spin window the guest parks and its thread sleeps.
     let mut waited = Duration::ZERO;
     let ticks = loop {
-        match thread_state(&name) {
+        match nub_tests::thread_stat(&name) {
             Some(('S', ticks)) => break ticks,
             Some(_) => {}
             None => panic!("no thread named {name}"),
@@ -115,7 +90,7 @@ fn an_idle_resident_sandbox_parks_its_thread_and_the_next_call_wakes_it() {
     // CPU time.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        thread_state(&name),
+        nub_tests::thread_stat(&name),
         Some(('S', ticks)),
         "still asleep, no CPU used"
     );
@@ -124,7 +99,11 @@ fn an_idle_resident_sandbox_parks_its_thread_and_the_next_call_wakes_it() {
     host.extend(b"x");
     assert_eq!(s.call_raw(fn_id::HOST_ECHO, &host).unwrap(), b"x");
     drop(s);
-    assert_eq!(thread_state(&name), None, "drop joined the vCPU thread");
+    assert_eq!(
+        nub_tests::thread_stat(&name),
+        None,
+        "drop joined the vCPU thread"
+    );
 }
 
 #[test]
@@ -192,7 +171,7 @@ fn ten_thousand_resident_create_call_drop_cycles_leak_no_thread_fd_or_memory() {
         let mut s = resident(Duration::from_micros(50), &calls);
         s.call_raw(fn_id::ECHO, b"warm").unwrap();
     }
-    let (threads0, fds0, rss0) = (threads(), fds(), nub_tests::rss_kib());
+    let (threads0, fds0, rss0) = (threads(), nub_tests::open_fds(), nub_tests::rss_kib());
     for i in 0..10_000u32 {
         let mut s = resident(Duration::from_micros(50), &calls);
         let payload = i.to_le_bytes();
@@ -202,7 +181,7 @@ fn ten_thousand_resident_create_call_drop_cycles_leak_no_thread_fd_or_memory() {
             std::thread::sleep(Duration::from_micros(100));
         }
     }
-    let (threads1, fds1, rss1) = (threads(), fds(), nub_tests::rss_kib());
+    let (threads1, fds1, rss1) = (threads(), nub_tests::open_fds(), nub_tests::rss_kib());
     assert_eq!(threads1, threads0, "every vCPU thread was joined");
     assert_eq!(fds1, fds0, "every VM and vCPU fd was closed");
     assert!(
