@@ -2,8 +2,9 @@
 //! hidden `--iterations`: the JSON's shape and the contract rows. Boots
 //! real guests and needs `/dev/kvm`. No timing is asserted.
 
-use std::process::Command;
+mod common;
 
+use common::{nub, nub_ok};
 use serde_json::Value;
 
 /// The row names scripts rely on (issue 11): a rename breaks them.
@@ -53,24 +54,10 @@ const FLOORS: &[(&str, Option<&str>)] = &[
 
 #[test]
 fn quick_json_run_has_every_contract_row() {
-    assert!(
-        std::path::Path::new("/dev/kvm").exists(),
-        "nub bench boots real guests and needs /dev/kvm"
-    );
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_nub"))
-        .args(["bench", "--quick", "--iterations", "2", "--json"])
-        .arg(&json_path)
-        .output()
-        .expect("run the nub binary");
-    let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
-    assert!(
-        out.status.success(),
-        "nub bench failed with {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let json_arg = json_path.to_str().expect("a UTF-8 temporary path");
+    let stdout = nub_ok(&["bench", "--quick", "--iterations", "2", "--json", json_arg]);
 
     let json: Value =
         serde_json::from_slice(&std::fs::read(&json_path).expect("--json wrote the file"))
@@ -120,9 +107,6 @@ fn quick_json_run_has_every_contract_row() {
 
 #[test]
 fn iterations_must_be_positive() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nub"))
-        .args(["bench", "--iterations", "0"])
-        .output()
-        .expect("run the nub binary");
+    let out = nub(&["bench", "--iterations", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -367,6 +367,18 @@ fn call_rows(path: CallPath) -> Vec<Row> {
     ]
 }
 
+/// One timed create + evolve + empty echo + drop of a default-guest
+/// sandbox with `cfg`, in microseconds.
+fn cycle(cfg: SandboxConfiguration) -> Result<f64, RowError> {
+    let bin = GuestBinary::Buffer(DEFAULT_GUEST.to_vec());
+    let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
+        let mut s = UninitializedSandbox::new(bin, Some(cfg))?.evolve()?;
+        s.call_raw(fn_id::ECHO, b"")
+    });
+    answer?;
+    Ok(us)
+}
+
 /// The time from a kill until the default guest's `spin` in `sandbox`
 /// returned, killed from `killer`'s thread.
 fn kill_latency(killer: &mut Killer, sandbox: &mut MultiUseSandbox) -> Result<Duration, RowError> {
@@ -406,31 +418,14 @@ fn lifecycle_rows() -> Vec<Row> {
         // Without the pool: a new VM per cycle, the baseline of the pool
         // row below.
         Row::new("create+evolve+call+drop", floor, move || {
-            Ok(Box::new(move || {
-                let bin = binary();
-                let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
-                    let cfg = cfg().with_vm_pool(false);
-                    let mut s = UninitializedSandbox::new(bin, Some(cfg))?.evolve()?;
-                    s.call_raw(fn_id::ECHO, b"")
-                });
-                answer?;
-                Ok(us)
-            }))
+            Ok(Box::new(move || cycle(cfg().with_vm_pool(false))))
         }),
         // The same cycle with the VM pool (the default): each cycle's VM is
         // the previous cycle's, reset.
         Row::new("create+evolve+call+drop (pool)", floor, move || {
             // One VM in the pool before the first sample.
             drop(boot(cfg(), false)?);
-            Ok(Box::new(move || {
-                let bin = binary();
-                let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
-                    let mut s = UninitializedSandbox::new(bin, Some(cfg()))?.evolve()?;
-                    s.call_raw(fn_id::ECHO, b"")
-                });
-                answer?;
-                Ok(us)
-            }))
+            Ok(Box::new(move || cycle(cfg())))
         }),
         Row::new("kill latency", Some(KILL_FLOOR), move || {
             let mut killer = Killer::new(KILL_SETTLE)?;
