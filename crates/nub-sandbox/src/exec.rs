@@ -793,15 +793,13 @@ impl GuestVm {
             }
             Some(Engine::Resident(resident)) => {
                 resident.next_call();
-                let (call, generation) = CallGuard::begin(&self.interrupt);
-                let _deadline = arm_deadline(&self.interrupt, generation, limit)?;
-                let result = resident.call(&self.side, self.input_tail, host);
-                // A cancel that lands after the guest already answered does
-                // not change the outcome.
-                let _late_cancel = call.finish();
+                let (side, input_tail) = (&self.side, self.input_tail);
+                let result = guarded(&self.interrupt, side, limit, || {
+                    resident.call(side, input_tail, host)
+                });
+                // After the call guard ended (which cleared any cancel).
                 resident.release();
-                let result = with_logs(&self.side, result);
-                map_cancel(result, limit)
+                result
             }
         }
     }
@@ -819,16 +817,30 @@ fn run_exit(
     host: &mut HostFunctions,
     limit: Option<Duration>,
 ) -> Result<()> {
-    let (call, generation) = vm.begin_call();
+    let interrupt = Arc::clone(vm.interrupt());
+    guarded(&interrupt, side, limit, || {
+        run_loop(vm, side, input_tail, until, host)
+    })
+}
+
+/// Runs `run` as one call of the vCPU `interrupt` belongs to, in either
+/// mode: kills and `limit`'s deadline cancel it while it runs, the guest's
+/// logs are drained after it, and a cancel becomes the call's error.
+fn guarded(
+    interrupt: &Arc<VcpuInterrupt>,
+    side: &MemorySide,
+    limit: Option<Duration>,
+    run: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let (call, generation) = CallGuard::begin(interrupt);
     // No watchdog, no run: a deadline that nothing enforces would let a
     // spinning guest hang the caller. The guard ends the call on return.
-    let _deadline = arm_deadline(vm.interrupt(), generation, limit)?;
-    let result = run_loop(vm, side, input_tail, until, host);
+    let _deadline = arm_deadline(interrupt, generation, limit)?;
+    let result = run();
     // A cancel that lands after the guest already finished (or failed for
     // its own reason) does not change the outcome.
     let _late_cancel = call.finish();
-    let result = with_logs(side, result);
-    map_cancel(result, limit)
+    map_cancel(with_logs(side, result), limit)
 }
 
 /// Arms the deadline of call `generation`, if there is a limit that fits an
