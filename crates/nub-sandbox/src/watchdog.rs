@@ -25,14 +25,21 @@ struct Entry {
     generation: u64,
 }
 
-/// Armed deadlines by (deadline, sequence number), the last sequence
-/// number handed out, and when the watchdog thread wakes next (`None`: it
-/// sleeps until notified). A deadline armed after that time needs no
-/// notification: the thread looks at the map when it wakes anyway. So a
-/// boot or call that arms and drops its deadline long before it expires
-/// (the common case) wakes the watchdog at most once per deadline period,
-/// not once per call.
-type Armed = (BTreeMap<(Instant, u64), Entry>, u64, Option<Instant>);
+/// The deadlines the watchdog enforces.
+#[derive(Default)]
+struct Armed {
+    /// Armed deadlines by (deadline, sequence number).
+    entries: BTreeMap<(Instant, u64), Entry>,
+    /// The last sequence number handed out.
+    seq: u64,
+    /// When the watchdog thread wakes next (`None`: it sleeps until
+    /// notified). A deadline armed after that time needs no notification:
+    /// the thread looks at the map when it wakes anyway. So a boot or call
+    /// that arms and drops its deadline long before it expires (the common
+    /// case) wakes the watchdog at most once per deadline period, not once
+    /// per call.
+    wake_at: Option<Instant>,
+}
 
 #[derive(Default)]
 struct Shared {
@@ -91,7 +98,7 @@ fn run(shared: &Shared) {
     let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let now = Instant::now();
-        while let Some(entry) = guard.0.first_entry() {
+        while let Some(entry) = guard.entries.first_entry() {
             if entry.key().0 > now {
                 break;
             }
@@ -100,8 +107,8 @@ fn run(shared: &Shared) {
                 vcpu.kill_generation(e.generation, CancelReason::DeadlineExceeded);
             }
         }
-        let next = guard.0.first_key_value().map(|(k, _)| k.0);
-        guard.2 = next;
+        let next = guard.entries.first_key_value().map(|(k, _)| k.0);
+        guard.wake_at = next;
         guard = match next {
             Some(next) => {
                 let wait = next.saturating_duration_since(Instant::now());
@@ -132,11 +139,11 @@ pub(crate) fn arm(
 ) -> io::Result<Deadline> {
     let shared: &'static Shared = shared()?;
     let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
-    guard.1 += 1;
-    let key = (deadline, guard.1);
+    guard.seq += 1;
+    let key = (deadline, guard.seq);
     // The thread must wake earlier than it plans to (or it plans nothing).
-    let earliest = guard.2.is_none_or(|wake_at| deadline < wake_at);
-    guard.0.insert(
+    let earliest = guard.wake_at.is_none_or(|wake_at| deadline < wake_at);
+    guard.entries.insert(
         key,
         Entry {
             vcpu: Arc::downgrade(vcpu),
@@ -157,7 +164,7 @@ impl Drop for Deadline {
             .entries
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        guard.0.remove(&self.key);
+        guard.entries.remove(&self.key);
     }
 }
 
