@@ -67,7 +67,7 @@ fn last_errno() -> i32 {
 }
 
 /// Bytes per page (mappings are in whole pages of this size).
-const PAGE: usize = 4096;
+const PAGE: usize = nub_host_common::layout::PAGE_SIZE as usize;
 /// Private pages [`GuestMemory::revert`] copies back at most; beyond that
 /// it discards them all (an idle pooled VM would otherwise keep them).
 /// The default guest's working set after a call is about 8 pages.
@@ -127,7 +127,7 @@ impl GuestMemory {
         let map_err = |errno| MemoryError::Map { size, errno };
         let len = usize::try_from(size)
             .ok()
-            .and_then(|s| s.checked_next_multiple_of(4096))
+            .and_then(|s| s.checked_next_multiple_of(PAGE))
             .filter(|&s| s > 0)
             .ok_or(map_err(libc::EINVAL))?;
         // SAFETY: a fresh anonymous private mapping with no address hint
@@ -143,9 +143,7 @@ impl GuestMemory {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(map_err(
-                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            ));
+            return Err(map_err(last_errno()));
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(map_err(libc::ENOMEM))?;
         Ok(Self {
@@ -183,7 +181,7 @@ impl GuestMemory {
         let map_err = |errno| MemoryError::Map { size, errno };
         let len = usize::try_from(size)
             .ok()
-            .filter(|&s| s > 0 && s % 4096 == 0)
+            .filter(|&s| s > 0 && s % PAGE == 0)
             .ok_or(map_err(libc::EINVAL))?;
         let flags = if shared {
             libc::MAP_SHARED

@@ -308,7 +308,7 @@ fn reset_costs() {
         let start = Instant::now();
         vm.reset(target).unwrap();
         remap.push(start.elapsed().as_secs_f64() * 1e6);
-        // To the same image again: a discard.
+        // To the same image again: the written pages are copied back.
         report(&mut vm);
         taint(&mut vm);
         let start = Instant::now();
