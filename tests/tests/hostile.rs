@@ -641,9 +641,8 @@ fn hostile_resident_ports_out_of_turn() {
         exit_mode(0xE8),
         HyperlightError::ProtocolViolation(_)
     ));
-    // In a resident sandbox a spurious NOTIFY is harmless, and a PARK with
-    // nothing to wait for only sleeps until the call's deadline (or a
-    // kill): the guest can stall its own call, as a spinning one can.
+    // In a resident sandbox a spurious NOTIFY or PARK is harmless: a PARK
+    // hands the VM back and the caller runs the rest of the call itself.
     let resident = |deadline: Duration| {
         let cfg = SandboxConfiguration::default()
             .with_call_mode(CallMode::resident())
@@ -659,13 +658,9 @@ fn hostile_resident_ports_out_of_turn() {
     let mut s = resident(nub_tests::HOSTILE_CALL_DEADLINE);
     s.call_raw(h::PORT_IO, &out(0xE8)).unwrap();
     assert_usable(&mut s);
-    let limit = Duration::from_millis(300);
-    let mut s = resident(limit);
-    match s.call_raw(h::PORT_IO, &out(0xE7)) {
-        Err(HyperlightError::ExecutionTimeout(d)) => assert_eq!(d, limit),
-        other => panic!("expected the deadline, got {other:?}"),
-    }
-    assert!(s.is_poisoned());
+    let mut s = resident(nub_tests::HOSTILE_CALL_DEADLINE);
+    assert_eq!(s.call_raw(h::PORT_IO, &out(0xE7)).unwrap(), b"");
+    assert_usable(&mut s);
 }
 
 #[test]

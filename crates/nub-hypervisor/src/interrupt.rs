@@ -33,6 +33,16 @@
 //! 5. Dropping the `Vm` marks the state dropped under the lock; later kills
 //!    do nothing.
 //!
+//! A vCPU whose `KVM_RUN` moves between threads (a resident sandbox: its
+//! own vCPU thread while the guest spins, the caller's thread for a call
+//! the caller runs itself) is *driven*: whoever is about to run it holds a
+//! [`Driver`] ([`VcpuInterrupt::drive`]), and kills and
+//! [`VcpuInterrupt::shutdown`] signal that thread, or none while nobody
+//! drives (the pending flag then stops the next driver's first run check).
+//! The thread is recorded and cleared under the lock, and a signal is sent
+//! under the same lock, so a signal only ever reaches a thread that is
+//! inside its `Driver`'s scope: alive, and never one that was joined.
+//!
 //! The handler is installed with `SA_RESTART`, so a kill that arrives while
 //! a host function runs on the vCPU thread does not fail that function's own
 //! syscalls with `EINTR` (a `read`, a `nanosleep`… are restarted or
@@ -43,7 +53,7 @@
 use std::{
     ptr::NonNull,
     sync::{
-        Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering},
     },
 };
@@ -68,13 +78,16 @@ struct State {
     running: bool,
     generation: u64,
     cancel: Option<CancelReason>,
+    /// The thread running the call (exit mode: the one that began it).
     thread: libc::pthread_t,
     /// A vCPU runs with this state (set by [`crate::Vm::with_interrupt`]).
     attached: bool,
     dropped: bool,
-    /// `thread` is a dedicated vCPU thread ([`VcpuInterrupt::pin_thread`]):
-    /// calls begun on other threads still signal it.
-    pinned: bool,
+    /// The vCPU is driven ([`VcpuInterrupt::drive`]): signals go to
+    /// `driver`, never to the thread that began the call.
+    driven: bool,
+    /// The thread inside a [`Driver`] scope, if any.
+    driver: Option<libc::pthread_t>,
     /// [`VcpuInterrupt::shutdown`] was called: every later run check fails.
     shutdown: bool,
 }
@@ -232,7 +245,8 @@ impl VcpuInterrupt {
                 thread: 0,
                 attached: false,
                 dropped: false,
-                pinned: false,
+                driven: false,
+                driver: None,
                 shutdown: false,
             }),
             waker: OnceLock::new(),
@@ -258,21 +272,35 @@ impl VcpuInterrupt {
         s.generation += 1;
         s.running = true;
         s.cancel = None;
-        if !s.pinned {
-            // SAFETY: pthread_self has no preconditions.
-            s.thread = unsafe { libc::pthread_self() };
-        }
+        // SAFETY: pthread_self has no preconditions.
+        s.thread = unsafe { libc::pthread_self() };
         s.generation
     }
 
-    /// Makes the current thread the one every kill signals, for calls begun
-    /// on any thread: a resident vCPU thread calls this before its first
-    /// `KVM_RUN`.
-    pub fn pin_thread(&self) {
+    /// Makes the current thread the vCPU's driver until the returned guard
+    /// drops: kills and [`VcpuInterrupt::shutdown`] signal this thread, for
+    /// calls begun on any thread. From the first call on, the vCPU is
+    /// driven for good: while no guard lives, nothing is signalled (the
+    /// pending flag stops the next driver before it enters the guest).
+    pub fn drive(self: &Arc<Self>) -> Driver {
         let mut s = self.lock();
+        s.driven = true;
         // SAFETY: pthread_self has no preconditions.
-        s.thread = unsafe { libc::pthread_self() };
-        s.pinned = true;
+        s.driver = Some(unsafe { libc::pthread_self() });
+        Driver {
+            interrupt: Arc::clone(self),
+        }
+    }
+
+    /// The thread a cancel must signal now, if any (see the module docs).
+    fn target(s: &State) -> Option<libc::pthread_t> {
+        if s.dropped || !s.attached {
+            None
+        } else if s.driven {
+            s.driver
+        } else {
+            s.running.then_some(s.thread)
+        }
     }
 
     /// Registers the function a cancel calls after signalling the vCPU
@@ -282,17 +310,18 @@ impl VcpuInterrupt {
         let _ = self.waker.set(waker);
     }
 
-    /// Stops the pinned vCPU thread for good, whether or not a call runs:
+    /// Stops a driven vCPU for good, whether or not a call runs:
     /// every later run check reports [`CancelReason::Shutdown`], and a
     /// `KVM_RUN` in progress is interrupted.
     pub fn shutdown(&self) {
         let mut s = self.lock();
         s.shutdown = true;
         self.cancel_pending.store(true, Ordering::SeqCst);
-        if s.pinned && s.attached && !s.dropped {
-            // SAFETY: a pinned thread runs the vCPU until it sees the
-            // shutdown, which needs this lock; the handler is installed.
-            unsafe { libc::pthread_kill(s.thread, interrupt_signal()) };
+        if let Some(driver) = s.driver.filter(|_| s.attached && !s.dropped) {
+            // SAFETY: `driver` is inside its Driver's scope (leaving it
+            // needs this lock), so the thread is alive; the handler is
+            // installed before any VM exists.
+            unsafe { libc::pthread_kill(driver, interrupt_signal()) };
         }
         if let Some(wake) = self.waker.get() {
             wake();
@@ -358,15 +387,38 @@ impl VcpuInterrupt {
         // Raised before the signal is sent, so the vCPU thread sees it no
         // later than the handler runs.
         self.cancel_pending.store(true, Ordering::SeqCst);
-        // SAFETY: `thread` is the live thread inside `begin_call`..`end_call`
-        // (end_call needs this lock, so it has not returned), or the pinned
-        // vCPU thread, which lives until shutdown; the signal's handler is
-        // installed before any VM exists.
-        unsafe { libc::pthread_kill(s.thread, interrupt_signal()) };
+        if let Some(thread) = Self::target(&s) {
+            // SAFETY: `thread` is the live thread inside
+            // `begin_call`..`end_call` (end_call needs this lock, so it has
+            // not returned), or a driver inside its Driver's scope (leaving
+            // it needs this lock); the signal's handler is installed before
+            // any VM exists.
+            unsafe { libc::pthread_kill(thread, interrupt_signal()) };
+        }
         if let Some(wake) = self.waker.get() {
             wake();
         }
         true
+    }
+}
+
+/// The current thread drives a vCPU ([`VcpuInterrupt::drive`]); dropping
+/// it ends that, under the interrupt lock, so no signal reaches the thread
+/// afterwards.
+#[must_use = "the thread drives the vCPU only while the guard lives"]
+pub struct Driver {
+    interrupt: Arc<VcpuInterrupt>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.interrupt.lock().driver = None;
     }
 }
 
@@ -455,5 +507,34 @@ mod tests {
         assert!(i.dropped());
         i.begin_call();
         assert!(!i.kill(), "dropped");
+    }
+
+    #[test]
+    fn a_driven_vcpu_signals_only_its_current_driver() {
+        install_signal_handler().unwrap();
+        let i = Arc::new(VcpuInterrupt::new());
+        i.attach();
+        i.begin_call();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        assert_eq!(VcpuInterrupt::target(&i.lock()), Some(me), "exit mode");
+        let driver = i.drive();
+        assert_eq!(VcpuInterrupt::target(&i.lock()), Some(me), "driving");
+        drop(driver);
+        assert_eq!(
+            VcpuInterrupt::target(&i.lock()),
+            None,
+            "nobody drives: nothing is signalled, even with a call running"
+        );
+        assert!(i.kill(), "the kill is still recorded for the running call");
+        assert_eq!(i.pending(), Some(CancelReason::Killed));
+        i.shutdown();
+        assert_eq!(i.pending(), Some(CancelReason::Shutdown));
+        // A driver on another thread, then gone (the thread was joined).
+        let other = Arc::clone(&i);
+        std::thread::spawn(move || drop(other.drive()))
+            .join()
+            .unwrap();
+        assert_eq!(VcpuInterrupt::target(&i.lock()), None, "a joined driver");
     }
 }

@@ -656,6 +656,9 @@ enum Engine {
     Exit(Vm),
     /// On the sandbox's own vCPU thread, exit-free.
     Resident(Resident),
+    /// A poisoned sandbox's VM: its vCPU thread (if any) is joined and
+    /// nothing runs it again; it waits here for the pool.
+    Halted(Vm),
 }
 
 /// The engine, and what handing its VM back needs. The last field of
@@ -672,7 +675,7 @@ struct EngineSlot {
 impl Drop for EngineSlot {
     fn drop(&mut self) {
         let vm = match self.engine.take() {
-            Some(Engine::Exit(vm)) => Some(vm),
+            Some(Engine::Exit(vm) | Engine::Halted(vm)) => Some(vm),
             // Stops and joins the vCPU thread, which hands back the VM.
             Some(Engine::Resident(mut resident)) => resident.stop(),
             None => None,
@@ -748,6 +751,18 @@ impl GuestVm {
         })
     }
 
+    /// Stops the guest for good, for a sandbox that was just poisoned: a
+    /// resident vCPU thread is stopped and joined at once (a guest that
+    /// cannot be trusted must not keep running), and no call runs again.
+    pub(crate) fn halt(&mut self) {
+        let slot = &mut self.engine.engine;
+        self.engine.engine = match slot.take() {
+            Some(Engine::Resident(mut resident)) => resident.stop().map(Engine::Halted),
+            Some(Engine::Exit(vm) | Engine::Halted(vm)) => Some(Engine::Halted(vm)),
+            None => None,
+        };
+    }
+
     /// The interrupt state (for handles and deadlines).
     pub(crate) fn interrupt(&self) -> &Arc<VcpuInterrupt> {
         &self.interrupt
@@ -756,7 +771,7 @@ impl GuestVm {
     /// VM exits since creation.
     pub(crate) fn exit_count(&self) -> u64 {
         match &self.engine.engine {
-            Some(Engine::Exit(vm)) => vm.exit_count(),
+            Some(Engine::Exit(vm) | Engine::Halted(vm)) => vm.exit_count(),
             Some(Engine::Resident(r)) => r.exit_count(),
             None => 0,
         }
@@ -787,7 +802,7 @@ impl GuestVm {
         limit: Option<Duration>,
     ) -> Result<()> {
         match &mut self.engine.engine {
-            None => Err(HyperlightError::PoisonedSandbox),
+            None | Some(Engine::Halted(_)) => Err(HyperlightError::PoisonedSandbox),
             Some(Engine::Exit(vm)) => {
                 run_exit(vm, &self.side, self.input_tail, ExitPort::Done, host, limit)
             }
@@ -867,6 +882,40 @@ fn map_cancel(result: Result<()>, limit: Option<Duration>) -> Result<()> {
     }
 }
 
+/// What a VM exit asks of the host: the one classification every run loop
+/// (exit mode's, the resident vCPU thread's, a resident call the caller
+/// runs itself) starts from.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The guest exited through a nub port that reports no failure, with
+    /// the value it wrote.
+    Port(ExitPort, u32),
+    /// The run failed: a failure the guest reported (decoded from the
+    /// report page), an unknown port, or a stop that is not a port write.
+    Failed(HyperlightError),
+}
+
+/// Classifies `exit` (see [`Stop`]).
+pub(crate) fn classify(side: &MemorySide, exit: VmExit) -> Stop {
+    match exit {
+        VmExit::IoOut { port, value } => match ExitPort::try_from(port) {
+            Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
+                Stop::Failed(side.report_error())
+            }
+            Ok(port) => Stop::Port(port, value),
+            Err(port) => Stop::Failed(HyperlightError::UnexpectedPort { port, value }),
+        },
+        other => Stop::Failed(exit_error(other)),
+    }
+}
+
+/// The error for a nub port the guest has no business using where it did.
+pub(crate) fn misplaced_port(port: ExitPort, waiting_for: &str) -> HyperlightError {
+    HyperlightError::ProtocolViolation(format!(
+        "guest exited through {port:?} while nub waited for {waiting_for}"
+    ))
+}
+
 /// The exit-mode run loop: `KVM_RUN` on this thread until `until`.
 fn run_loop(
     vm: &mut Vm,
@@ -876,24 +925,14 @@ fn run_loop(
     host: &mut HostFunctions,
 ) -> Result<()> {
     loop {
-        let exit = vm.run()?;
-        let (port, value) = match exit {
-            VmExit::IoOut { port, value } => (port, value),
-            other => return Err(exit_error(other)),
-        };
-        match ExitPort::try_from(port) {
-            Ok(p) if p == until => return Ok(()),
-            Ok(ExitPort::HostCall) => side.serve_host_call(value as usize, input_tail, host)?,
-            Ok(ExitPort::Log) => side.drain_log()?,
-            Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
-                return Err(side.report_error());
+        match classify(side, vm.run()?) {
+            Stop::Port(port, _) if port == until => return Ok(()),
+            Stop::Port(ExitPort::HostCall, value) => {
+                side.serve_host_call(value as usize, input_tail, host)?;
             }
-            Ok(other) => {
-                return Err(HyperlightError::ProtocolViolation(format!(
-                    "guest exited through {other:?} while nub waited for {until:?}"
-                )));
-            }
-            Err(port) => return Err(HyperlightError::UnexpectedPort { port, value }),
+            Stop::Port(ExitPort::Log, _) => side.drain_log()?,
+            Stop::Port(other, _) => return Err(misplaced_port(other, &format!("{until:?}"))),
+            Stop::Failed(e) => return Err(e),
         }
     }
 }

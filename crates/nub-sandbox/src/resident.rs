@@ -1,17 +1,25 @@
 //! Resident calls: the vCPU stays inside the guest on a thread the sandbox
 //! owns, and calls cross through words in shared memory instead of VM
 //! exits (`CallMode::Resident`). docs/resident.md is the protocol: the
-//! words (`nub_host_common::resident`), who writes each, the orderings, and
-//! the park, wake and cancel races.
+//! words (`nub_host_common::resident`), who writes each, the orderings,
+//! the park, wake and cancel races, and when the caller runs a call on its
+//! own thread instead.
 //!
 //! This module owns both host halves:
-//! - the **vCPU thread** ([`vcpu_main`]): runs `KVM_RUN` in a loop and
-//!   handles the few exits resident mode still has: PARK (sleep until
-//!   woken), NOTIFY (wake the blocked caller), LOG (drain), a failure
+//! - the **vCPU thread** ([`vcpu_main`]): while it holds the VM it runs
+//!   `KVM_RUN` in a loop ([`drive`]) and handles the few exits resident
+//!   mode still has: PARK (hand the VM back and sleep), NOTIFY (wake the
+//!   blocked caller), LOG (drain, only while a call is open), a failure
 //!   (record it, wake the caller, stop);
 //! - the **caller** ([`Resident::call`]): rings the doorbell, spins on the
 //!   completion word, serves host calls as their words change, and blocks
-//!   when its spin window runs out.
+//!   when its spin window runs out; when no thread drives the VM (the
+//!   guest parked, or the machine is too busy for two spinning threads) it
+//!   runs the call itself, as an exit call ([`Resident::run_here`]).
+//!
+//! The VM has one place while nobody runs it: [`State::vm`]. Whoever runs
+//! it takes it from there and holds a `Driver`
+//! (`nub_hypervisor::VcpuInterrupt::drive`), so kills reach that thread.
 
 use std::{
     hint::spin_loop,
@@ -26,33 +34,60 @@ use std::{
 use nub_host_common::{
     ports::ExitPort,
     resident::{
-        COMPLETION, DOORBELL, GUEST_STATE, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST,
-        HOSTCALL_RESPONSE, STATE_PARKED,
+        COMPLETION, DOORBELL, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST, HOSTCALL_RESPONSE,
     },
 };
-use nub_hypervisor::{HypervisorError, Vm, VmExit, interrupt::CancelReason};
+use nub_hypervisor::{HypervisorError, VcpuInterrupt, Vm, interrupt::CancelReason};
 
 use crate::{
     error::{HyperlightError, Result},
-    exec::{MemorySide, exit_error},
+    exec::{MemorySide, Stop, classify, misplaced_port},
     host_functions::HostFunctions,
+    watchdog::{self, Watched},
 };
 
-/// How long the caller spins after waking a parked vCPU, at least: about
-/// what the wake-up and the VM entry take on these machines.
+/// How long the caller spins for a vCPU thread it handed the VM to, at
+/// least: about what a thread wake-up and a VM entry take on these
+/// machines. Past it the caller takes the VM back and runs the call itself.
 const WAKE_SPIN: Duration = Duration::from_millis(1);
 
+/// A caller asleep in [`Resident::block`] re-reads the words this often
+/// even when nothing woke it: a guest that answers without the NOTIFY the
+/// protocol asks for costs at most this much, never a hang.
+const RECHECK: Duration = Duration::from_millis(5);
+
+/// How often the park watch looks at a guest the vCPU thread runs.
+const WATCH_PERIOD: Duration = Duration::from_millis(10);
+
+/// The vCPU-thread CPU time a guest may run with no call open before it is
+/// stopped and the sandbox poisoned: its spin window four times over (its
+/// polls may run slower than the host's calibration) plus 20 ms (a few
+/// exits and scheduler noise). An honest guest parks after one window.
+pub(crate) fn park_limit(spin: Duration) -> Duration {
+    spin.saturating_mul(4)
+        .saturating_add(Duration::from_millis(20))
+}
+
 /// What the caller and the vCPU thread share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// The vCPU thread waits here while parked or held.
+    /// The vCPU thread waits here for the VM, or while held.
     vcpu_cv: Condvar,
     /// The caller waits here while blocked.
     caller_cv: Condvar,
     /// Mirror of `state.failure.is_some()` for the caller's spin loop.
     stopped: AtomicBool,
-    /// VM exits so far (the VM lives on the vCPU thread).
+    /// Mirror of `state.vm.is_some()`: no thread runs the guest now.
+    idle: AtomicBool,
+    /// The vCPU thread runs the guest ([`drive`]); the park watch looks
+    /// only then.
+    driving: AtomicBool,
+    /// The caller asks the vCPU thread to hand the VM back at its next
+    /// NOTIFY (the machine is too busy for spinning; see
+    /// [`Resident::after_spun`]).
+    release: AtomicBool,
+    /// VM exits so far.
     exits: AtomicU64,
     /// The caller's call: `seq << 1 | 1` from [`Resident::next_call`] until
     /// [`Resident::release`] (call `seq` is open), `seq << 1` after it
@@ -61,21 +96,67 @@ struct Shared {
     /// The vCPU thread waits in [`hold`] for the caller to end a call (see
     /// [`CancelVerdict::Hold`]); the caller then notifies `vcpu_cv`.
     held: AtomicBool,
+    /// The park watch's state (see [`Shared::check`]).
+    watch: Mutex<Watch>,
+    /// The VM's interrupt state (to stop a guest that never parks).
+    interrupt: Arc<VcpuInterrupt>,
+    /// See [`park_limit`].
+    park_limit: Duration,
+    /// The vCPU thread's CPU clock (set by the thread when it starts).
+    cpu_clock: OnceLock<libc::clockid_t>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Wake the parked vCPU thread.
+    /// The VM while no thread runs it: the guest is stopped in an exit
+    /// (PARK, or NOTIFY after a call the caller ran).
+    vm: Option<Vm>,
+    /// The VM in `vm` is offered to the vCPU thread: it takes it and lets
+    /// the guest spin.
     wake: bool,
-    /// The guest asked (NOTIFY) to wake the blocked caller.
+    /// The guest asked (NOTIFY) to wake the blocked caller, or something
+    /// else the caller must look at happened (a cancel, the VM handed back).
     notified: bool,
-    /// The sandbox is being dropped: the vCPU thread ends.
+    /// The sandbox is being dropped or was poisoned: the vCPU thread ends.
     stop: bool,
     /// Why the vCPU thread stopped; the sandbox is dead.
     failure: Option<HyperlightError>,
 }
 
+/// The park watch: what the last check saw.
+#[derive(Debug, Default)]
+struct Watch {
+    /// A check is scheduled with the watchdog.
+    armed: bool,
+    /// [`Shared::call`] at the last check.
+    call: u64,
+    /// The vCPU thread's CPU time at the last check.
+    cpu: Duration,
+    /// The CPU time at which the guest was first seen running with no call
+    /// open and no call since.
+    idle_from: Option<Duration>,
+}
+
 impl Shared {
+    fn new(interrupt: Arc<VcpuInterrupt>, spin: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            vcpu_cv: Condvar::new(),
+            caller_cv: Condvar::new(),
+            stopped: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            driving: AtomicBool::new(false),
+            release: AtomicBool::new(false),
+            exits: AtomicU64::new(0),
+            call: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+            watch: Mutex::new(Watch::default()),
+            interrupt,
+            park_limit: park_limit(spin),
+            cpu_clock: OnceLock::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -90,10 +171,144 @@ impl Shared {
         }
     }
 
-    /// Wakes the vCPU thread if it is parked (or about to park).
-    fn wake_vcpu(&self) {
-        self.lock().wake = true;
+    /// Wakes the caller (it re-reads the words and the state).
+    fn notify_caller(&self) {
+        self.lock().notified = true;
+        self.caller_cv.notify_all();
+    }
+
+    /// A cancel was recorded: wake whichever side sleeps, so a parked VM is
+    /// run (and stopped by the cancel) and a blocked caller looks again.
+    fn on_cancel(&self) {
+        let mut state = self.lock();
+        state.notified = true;
         self.vcpu_cv.notify_all();
+        self.caller_cv.notify_all();
+    }
+
+    /// Records why the sandbox died (the first reason wins) and wakes the
+    /// caller.
+    fn fail(&self, failure: HyperlightError) {
+        let mut state = self.lock();
+        state.failure.get_or_insert(failure);
+        self.stopped.store(true, Ordering::Release);
+        self.caller_cv.notify_all();
+    }
+
+    /// Puts the VM back where nobody runs it, and wakes a caller waiting
+    /// for it.
+    fn put_vm(&self, vm: Vm) {
+        self.exits.store(vm.exit_count(), Ordering::Relaxed);
+        let mut state = self.lock();
+        state.vm = Some(vm);
+        self.idle.store(true, Ordering::SeqCst);
+        state.notified = true;
+        self.caller_cv.notify_all();
+    }
+
+    /// Takes the VM if nobody runs it (withdrawing an offer to the vCPU
+    /// thread).
+    fn take_vm(&self) -> Option<Vm> {
+        let mut state = self.lock();
+        let vm = state.vm.take();
+        if vm.is_some() {
+            state.wake = false;
+            self.idle.store(false, Ordering::SeqCst);
+        }
+        vm
+    }
+
+    /// Offers the idle VM to the vCPU thread.
+    fn offer(&self) {
+        let mut state = self.lock();
+        if state.vm.is_some() {
+            state.wake = true;
+            self.vcpu_cv.notify_all();
+        }
+    }
+
+    /// Schedules the park watch unless it is scheduled already.
+    fn watch_start(self: &Arc<Self>) {
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if watch.armed {
+            return;
+        }
+        let weak: Weak<dyn Watched> = Arc::downgrade(self) as Weak<dyn Watched>;
+        if watchdog::watch(Instant::now() + WATCH_PERIOD, weak).is_ok() {
+            watch.armed = true;
+            watch.idle_from = None;
+            watch.call = self.call.load(Ordering::SeqCst);
+            watch.cpu = self
+                .cpu_clock
+                .get()
+                .and_then(|c| thread_cpu(*c))
+                .unwrap_or_default();
+        }
+        // Without a watchdog thread (the process is out of threads) the
+        // next call's deadline cannot be armed either and fails loudly.
+    }
+}
+
+/// The CPU time of the thread whose CPU clock is `clock`.
+fn thread_cpu(clock: libc::clockid_t) -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer; the clock id of a thread that
+    // has ended is an error return, not undefined behaviour.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| {
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    })
+}
+
+/// The current thread's CPU clock.
+fn own_cpu_clock() -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_self is the live current thread and `clock` a valid
+    // out pointer.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    (rc == 0).then_some(clock)
+}
+
+impl Watched for Shared {
+    /// The park watch: a guest the vCPU thread runs while no call is open
+    /// (and none was since the last look) must park within
+    /// [`park_limit`] of CPU time, or it is stopped for good and the
+    /// sandbox fails with a protocol violation.
+    fn check(&self, now: Instant) -> Option<Instant> {
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.driving.load(Ordering::SeqCst) || self.stopped.load(Ordering::SeqCst) {
+            watch.armed = false;
+            return None;
+        }
+        let call = self.call.load(Ordering::SeqCst);
+        let cpu = thread_cpu(*self.cpu_clock.get()?)?;
+        if call & 1 == 0 && call == watch.call {
+            let last = watch.cpu;
+            let from = *watch.idle_from.get_or_insert(last);
+            let ran = cpu.saturating_sub(from);
+            if ran > self.park_limit {
+                watch.armed = false;
+                drop(watch);
+                self.fail(HyperlightError::ProtocolViolation(format!(
+                    "the guest kept running for {ran:?} of CPU time with no call open \
+                     (it must park within {:?})",
+                    self.park_limit
+                )));
+                self.interrupt.shutdown();
+                return None;
+            }
+        } else {
+            watch.idle_from = None;
+        }
+        watch.call = call;
+        watch.cpu = cpu;
+        Some(now + WATCH_PERIOD)
     }
 }
 
@@ -102,7 +317,6 @@ impl Shared {
 struct Words<'a> {
     doorbell: &'a AtomicU64,
     completion: &'a AtomicU64,
-    guest_state: &'a AtomicU64,
     host_waiting: &'a AtomicU64,
     hostcall_request: &'a AtomicU64,
     hostcall_offset: &'a AtomicU64,
@@ -122,7 +336,6 @@ impl<'a> Words<'a> {
             // The two per-call words live in the ring headers.
             doorbell: at(side.layout.input_ring.start, DOORBELL)?,
             completion: completion_word(side)?,
-            guest_state: word(GUEST_STATE)?,
             host_waiting: word(HOST_WAITING)?,
             hostcall_request: word(HOSTCALL_REQUEST)?,
             hostcall_offset: word(HOSTCALL_OFFSET)?,
@@ -162,47 +375,74 @@ pub(crate) fn spin_iterations(spin: Duration) -> u64 {
     }
 }
 
+/// How the caller picks between letting the guest spin on the vCPU thread
+/// and running calls itself (docs/resident.md, *The loaded-machine path*).
+#[derive(Debug, Default)]
+struct Policy {
+    /// When the last call the caller ran itself ended.
+    last_here: Option<Instant>,
+    /// What a call the caller runs itself costs (a moving average).
+    here_cost: Option<Duration>,
+    /// No VM is offered to the vCPU thread before this.
+    backoff_until: Option<Instant>,
+    /// The current backoff (doubles with every spun call that lost).
+    backoff: Duration,
+    /// The VM was offered to the vCPU thread and the next call should give
+    /// it time to take it ([`WAKE_SPIN`]).
+    offered: bool,
+}
+
+/// The shortest and longest backoff after a spun call that lost to an
+/// exit call.
+const BACKOFF_MIN: Duration = Duration::from_millis(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// A resident sandbox's engine: its vCPU thread and the caller's state.
 #[derive(Debug)]
 pub(crate) struct Resident {
     shared: Arc<Shared>,
-    /// Returns the VM when the thread ends, so the VM (and its interrupt
-    /// state) lives until the sandbox is dropped.
-    thread: Option<JoinHandle<Vm>>,
-    interrupt: Arc<nub_hypervisor::VcpuInterrupt>,
+    thread: Option<JoinHandle<()>>,
     /// Sequence number of the last call.
     seq: u64,
     /// Sequence number of the last host call served.
     last_hostcall: u64,
     spin: Duration,
+    policy: Policy,
 }
 
 impl Resident {
     /// Hands the booted `vm` to a new vCPU thread.
     pub(crate) fn start(vm: Vm, side: MemorySide, spin: Duration) -> Result<Self> {
-        let shared = Arc::new(Shared::default());
         let interrupt = Arc::clone(vm.interrupt());
+        let shared = Arc::new(Shared::new(Arc::clone(&interrupt), spin));
         let weak: Weak<Shared> = Arc::downgrade(&shared);
-        // A kill or deadline must also reach a vCPU thread that sleeps
-        // outside KVM_RUN (parked): wake it, and its next run check sees the
-        // cancel.
+        // A kill or deadline must also reach a side that sleeps outside
+        // KVM_RUN: a parked VM is then run (its first run check sees the
+        // cancel) and a blocked caller looks again.
         interrupt.set_waker(Box::new(move || {
             if let Some(shared) = weak.upgrade() {
-                shared.wake_vcpu();
+                shared.on_cancel();
             }
         }));
+        // The guest starts spinning: the VM is offered to the thread, and
+        // the first call gives it time to take it.
+        shared.put_vm(vm);
+        shared.offer();
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("nub-vcpu-{}", side.id))
-            .spawn(move || vcpu_main(vm, &thread_shared, &side))
+            .spawn(move || vcpu_main(&thread_shared, &side))
             .map_err(HyperlightError::VcpuThread)?;
         Ok(Self {
             shared,
             thread: Some(thread),
-            interrupt,
             seq: 0,
             last_hostcall: 0,
             spin,
+            policy: Policy {
+                offered: true,
+                ..Policy::default()
+            },
         })
     }
 
@@ -211,7 +451,7 @@ impl Resident {
         self.shared.exits.load(Ordering::Relaxed)
     }
 
-    /// The failure that stopped the vCPU thread, if it stopped.
+    /// The failure that stopped the sandbox.
     fn failure(&self) -> HyperlightError {
         self.shared
             .lock()
@@ -232,8 +472,9 @@ impl Resident {
 
     /// Runs the requests already queued in the input ring (numbered by
     /// [`Resident::next_call`]): rings the doorbell and waits for the
-    /// completion word, serving host calls as they come. `input_tail` is
-    /// where host-call responses go.
+    /// completion word, serving host calls as they come, or runs the call
+    /// on this thread when no thread runs the guest. `input_tail` is where
+    /// host-call responses go.
     pub(crate) fn call(
         &mut self,
         side: &MemorySide,
@@ -244,86 +485,246 @@ impl Resident {
             return Err(self.failure());
         }
         let words = Words::of(side)?;
+        // Between calls the guest has no business asking the host anything.
+        if words.hostcall_request.load(Ordering::Acquire) != self.last_hostcall {
+            return Err(HyperlightError::ProtocolViolation(
+                "the guest made a host call with no call open".into(),
+            ));
+        }
         let seq = self.seq;
+        if self.shared.idle.load(Ordering::SeqCst) && !self.policy.offered {
+            // Nobody runs the guest (it parked, or the caller ran the last
+            // call itself): one exit here beats waking a thread.
+            if let Some(vm) = self.shared.take_vm() {
+                return self.run_here(vm, &words, side, input_tail, host);
+            }
+        }
+        let asked_release = self.shared.release.load(Ordering::Relaxed);
+        if asked_release {
+            // The guest NOTIFYs at completion: the vCPU thread then hands
+            // the VM back (see `after_spun`).
+            words.host_waiting.store(1, Ordering::SeqCst);
+        }
         // Release: the request frames written before are visible to a guest
-        // that reads the new doorbell. SeqCst: ordered before the load of
-        // the guest's state below (see the park race in docs/resident.md).
+        // that reads the new doorbell. SeqCst: ordered before the loads of
+        // the guest's state and of `idle` below (the park race).
         words.doorbell.store(seq, Ordering::SeqCst);
-        // Waking a parked vCPU costs a thread wake-up and a VM entry (a few
-        // hundred µs here): spin through that rather than sleep and pay a
-        // NOTIFY exit and a second wake-up on top.
-        let mut window = self.wake_and_window(&words);
+        let offered = std::mem::take(&mut self.policy.offered);
+        let window = if offered {
+            self.spin.max(WAKE_SPIN)
+        } else {
+            self.spin
+        };
         // Taken at the first time check, 64 polls in: most calls are
         // answered before, and reading the clock costs as much as a poll.
         let mut polled_since: Option<Instant> = None;
+        let mut first_look: Option<Instant> = None;
         let mut polls = 0u32;
-        loop {
+        let result = loop {
             if words.completion.load(Ordering::Acquire) == seq {
-                return Ok(());
+                break Ok(());
             }
             let request = words.hostcall_request.load(Ordering::Acquire);
             if request != self.last_hostcall {
-                let offset = words.hostcall_offset.load(Ordering::Acquire);
-                let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-                side.serve_host_call(offset, input_tail, host)?;
-                self.last_hostcall = request;
-                words.hostcall_response.store(request, Ordering::SeqCst);
-                window = self.wake_and_window(&words);
+                if let Err(e) = self.serve(&words, side, input_tail, host, request) {
+                    break Err(e);
+                }
                 polled_since = None;
                 continue;
             }
             if self.shared.stopped.load(Ordering::Acquire) {
-                return Err(self.failure());
+                break Err(self.failure());
             }
             polls = polls.wrapping_add(1);
             if !polls.is_multiple_of(64) {
                 spin_loop();
                 continue;
             }
-            let since = *polled_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < window {
+            let now = Instant::now();
+            let since = *polled_since.get_or_insert(now);
+            let first = *first_look.get_or_insert(now);
+            if self.shared.idle.load(Ordering::SeqCst)
+                && (!offered || now.duration_since(first) >= WAKE_SPIN)
+                && let Some(vm) = self.shared.take_vm()
+            {
+                // The guest parked (or the vCPU thread never took the VM
+                // it was offered): run the rest of the call here. The
+                // doorbell is rung; the guest sees it when it resumes.
+                let result = self.run_here(vm, &words, side, input_tail, host);
+                self.policy.last_here = None;
+                return result;
+            }
+            if now.duration_since(since) < window {
                 spin_loop();
                 continue;
             }
             self.block(&words, seq);
             polled_since = None;
+        };
+        if asked_release {
+            words.host_waiting.store(0, Ordering::SeqCst);
+        }
+        if result.is_ok() {
+            self.after_spun(first_look.map(|t| t.elapsed()));
+        }
+        result
+    }
+
+    /// Serves host call `request`, whose frame the guest announced in the
+    /// host-call words.
+    fn serve(
+        &mut self,
+        words: &Words<'_>,
+        side: &MemorySide,
+        input_tail: usize,
+        host: &mut HostFunctions,
+        request: u64,
+    ) -> Result<()> {
+        let offset = words.hostcall_offset.load(Ordering::Acquire);
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        side.serve_host_call(offset, input_tail, host)?;
+        self.last_hostcall = request;
+        words.hostcall_response.store(request, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Runs call `self.seq` on this thread, as an exit call: `HOST_WAITING
+    /// = 1` makes the guest exit through NOTIFY when it has answered (and
+    /// for each host call), so the call costs one `KVM_RUN` (plus one per
+    /// host call), the same as in exit mode. The guest stays stopped at
+    /// that NOTIFY until the next call (or until the vCPU thread is handed
+    /// the VM).
+    fn run_here(
+        &mut self,
+        mut vm: Vm,
+        words: &Words<'_>,
+        side: &MemorySide,
+        input_tail: usize,
+        host: &mut HostFunctions,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let seq = self.seq;
+        let interrupt = Arc::clone(vm.interrupt());
+        let driver = interrupt.drive();
+        words.host_waiting.store(1, Ordering::SeqCst);
+        words.doorbell.store(seq, Ordering::SeqCst);
+        let result = loop {
+            if words.completion.load(Ordering::Acquire) == seq {
+                break Ok(());
+            }
+            let request = words.hostcall_request.load(Ordering::Acquire);
+            if request != self.last_hostcall {
+                match self.serve(words, side, input_tail, host, request) {
+                    Ok(()) => continue,
+                    Err(e) => break Err(e),
+                }
+            }
+            let exit = match vm.run() {
+                Ok(exit) => exit,
+                // Stopped for good (the sandbox is failing).
+                Err(HypervisorError::Canceled(CancelReason::Shutdown)) => {
+                    break Err(self.failure());
+                }
+                // A cancel after the guest answered does not change the
+                // outcome (as in exit mode, once the answer is in).
+                Err(HypervisorError::Canceled(_))
+                    if words.completion.load(Ordering::Acquire) == seq =>
+                {
+                    break Ok(());
+                }
+                Err(e) => break Err(e.into()),
+            };
+            match classify(side, exit) {
+                // NOTIFY: an answer or a host call; PARK: the guest waits
+                // for a word this loop is about to look at.
+                Stop::Port(ExitPort::Notify | ExitPort::Park, _) => {}
+                Stop::Port(ExitPort::Log, _) => {
+                    if let Err(e) = side.drain_log() {
+                        break Err(e);
+                    }
+                }
+                Stop::Port(other, _) => break Err(misplaced_port(other, "a resident call")),
+                Stop::Failed(e) => break Err(e),
+            }
+        };
+        words.host_waiting.store(0, Ordering::SeqCst);
+        drop(driver);
+        self.shared.put_vm(vm);
+        if result.is_ok() {
+            self.after_here(started);
+        }
+        result
+    }
+
+    /// After a call this thread ran itself: remembers what it cost, and if
+    /// calls come back to back (this one began within a spin window of the
+    /// last one's end) and spinning has not lost lately, offers the VM to
+    /// the vCPU thread so the guest spins for the next call.
+    fn after_here(&mut self, started: Instant) {
+        let now = Instant::now();
+        let cost = now.duration_since(started);
+        self.policy.here_cost = Some(match self.policy.here_cost {
+            Some(avg) => (avg * 7 + cost) / 8,
+            None => cost,
+        });
+        let back_to_back = self
+            .policy
+            .last_here
+            .is_some_and(|end| started.duration_since(end) < self.spin);
+        let backed_off = self.policy.backoff_until.is_some_and(|until| now < until);
+        self.policy.last_here = Some(now);
+        if back_to_back && !backed_off {
+            self.shared.offer();
+            self.policy.offered = true;
         }
     }
 
-    /// Sleeps until the guest notifies (it answered or made a host call)
-    /// or the vCPU thread stops. Raising `HOST_WAITING` and then re-checking
-    /// the words pairs with the guest's "write the word, then read
+    /// After a call the guest answered while spinning. `waited` is how
+    /// long past the first 64 polls it took (`None`: answered before). A
+    /// call that took longer than a call run here would have (or than the
+    /// spin window, if longer) lost: the machine cannot schedule both
+    /// threads at once. Then the vCPU thread is asked to hand the VM back,
+    /// and no VM is offered to it for a backoff that doubles with each
+    /// loss (1 ms to 1 s) and halves with each win.
+    fn after_spun(&mut self, waited: Option<Duration>) {
+        let Some(waited) = waited else {
+            self.policy.backoff /= 2;
+            return;
+        };
+        let par = self.policy.here_cost.unwrap_or(self.spin).max(self.spin);
+        if waited <= par {
+            self.policy.backoff /= 2;
+            return;
+        }
+        self.policy.backoff = (self.policy.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        self.policy.backoff_until = Some(Instant::now() + self.policy.backoff);
+        self.shared.release.store(true, Ordering::Relaxed);
+    }
+
+    /// Sleeps until the guest notifies (it answered or made a host call),
+    /// the VM is handed back, a cancel lands or the vCPU thread stops, and
+    /// at most [`RECHECK`]. Raising `HOST_WAITING` and then re-checking the
+    /// words pairs with the guest's "write the word, then read
     /// `HOST_WAITING`": one side always sees the other.
     fn block(&self, words: &Words<'_>, seq: u64) {
         words.host_waiting.store(1, Ordering::SeqCst);
         let ready = words.completion.load(Ordering::SeqCst) == seq
             || words.hostcall_request.load(Ordering::SeqCst) != self.last_hostcall
-            || self.shared.stopped.load(Ordering::SeqCst);
+            || self.shared.stopped.load(Ordering::SeqCst)
+            || self.shared.idle.load(Ordering::SeqCst);
         if !ready {
             let mut state = self.shared.lock();
-            while !state.notified && state.failure.is_none() {
+            if !state.notified && state.failure.is_none() && state.vm.is_none() {
                 state = self
                     .shared
                     .caller_cv
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
+                    .wait_timeout(state, RECHECK)
+                    .map(|(s, _)| s)
+                    .unwrap_or_else(|e| e.into_inner().0);
             }
             state.notified = false;
         }
         words.host_waiting.store(0, Ordering::SeqCst);
-    }
-
-    /// Wakes the vCPU thread if the guest parked (or is about to), and
-    /// returns how long the caller should now spin before it sleeps: the
-    /// spin window, or [`WAKE_SPIN`] if longer when it had to wake the vCPU.
-    /// Called after every store to a word the guest waits on.
-    fn wake_and_window(&self, words: &Words<'_>) -> Duration {
-        if words.guest_state.load(Ordering::SeqCst) == STATE_PARKED {
-            self.shared.wake_vcpu();
-            self.spin.max(WAKE_SPIN)
-        } else {
-            self.spin
-        }
     }
 
     /// Ends the call for the vCPU thread (its cancel, if any, is already
@@ -335,89 +736,142 @@ impl Resident {
     pub(crate) fn release(&self) {
         self.shared.end_call(self.seq);
     }
-}
 
-impl Resident {
-    /// Stops the vCPU thread and joins it: sets the stop flag, wakes a
-    /// parked or held thread and kicks a running one out of `KVM_RUN`
-    /// (`VcpuInterrupt::shutdown`: a signal plus `immediate_exit`).
-    /// Returns the VM the thread hands back (`None` if it was stopped
-    /// already or the thread panicked).
+    /// Stops the vCPU thread and joins it, once: sets the stop flag, wakes
+    /// a parked or held thread and kicks a running one out of `KVM_RUN`
+    /// (`VcpuInterrupt::shutdown`: a signal to the thread driving the VM,
+    /// plus the pending flag). Returns the VM (`None` if it was stopped
+    /// already, or the thread panicked while running the guest).
     pub(crate) fn stop(&mut self) -> Option<Vm> {
+        let thread = self.thread.take()?;
         self.shared.lock().stop = true;
         self.shared.vcpu_cv.notify_all();
-        // Kicks a vCPU thread out of KVM_RUN (a spinning guest); a parked or
-        // held one was woken above.
-        self.interrupt.shutdown();
-        self.thread.take().and_then(|thread| thread.join().ok())
+        self.shared.interrupt.shutdown();
+        // A panic on the thread (a bug) loses the VM with it: never pooled.
+        thread.join().ok()?;
+        self.shared.take_vm()
     }
 }
 
 impl Drop for Resident {
     fn drop(&mut self) {
         // The VM drops here, after its thread has ended (the sandbox takes
-        // it with `stop` first, to pool it).
+        // it with `stop` first, to pool it; then this does nothing).
         drop(self.stop());
     }
 }
 
-/// The vCPU thread: runs the guest until the sandbox drops or the guest
-/// fails, then returns the VM (dropped by whoever joins the thread).
-fn vcpu_main(mut vm: Vm, shared: &Shared, side: &MemorySide) -> Vm {
-    vm.interrupt().pin_thread();
-    let failure = loop {
-        let exit = vm.run();
-        shared.exits.store(vm.exit_count(), Ordering::Relaxed);
-        match exit {
-            Err(HypervisorError::Canceled(CancelReason::Shutdown)) => break None,
-            Err(HypervisorError::Canceled(_)) => match judge_cancel(shared, side, &vm) {
+/// The vCPU thread: takes the VM whenever it is offered and runs the guest
+/// until it parks, the caller asks for the VM back, the guest fails or the
+/// sandbox stops. The VM always goes back to [`State::vm`].
+fn vcpu_main(shared: &Arc<Shared>, side: &MemorySide) {
+    if let Some(clock) = own_cpu_clock() {
+        let _ = shared.cpu_clock.set(clock);
+    }
+    while let Some(mut vm) = wait_for_vm(shared) {
+        let end = drive(&mut vm, shared, side);
+        shared.put_vm(vm);
+        match end {
+            Drive::Released => {}
+            Drive::Stopped => break,
+            Drive::Failed(e) => {
+                shared.fail(e);
+                break;
+            }
+        }
+    }
+}
+
+/// Waits until the VM is offered (`Some`) or the sandbox stops (`None`).
+fn wait_for_vm(shared: &Shared) -> Option<Vm> {
+    let mut state = shared.lock();
+    loop {
+        if state.stop {
+            return None;
+        }
+        if state.wake
+            && let Some(vm) = state.vm.take()
+        {
+            state.wake = false;
+            shared.idle.store(false, Ordering::SeqCst);
+            return Some(vm);
+        }
+        state = shared
+            .vcpu_cv
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// How a [`drive`] ended.
+#[derive(Debug)]
+enum Drive {
+    /// The guest stopped in an exit it can resume from (PARK, or NOTIFY
+    /// when the caller asked for the VM): the VM goes back to the caller.
+    Released,
+    /// The sandbox stops (dropped, poisoned, or the guest was evicted).
+    Stopped,
+    /// The guest failed.
+    Failed(HyperlightError),
+}
+
+/// Runs the guest on the vCPU thread (see [`vcpu_main`]).
+fn drive(vm: &mut Vm, shared: &Arc<Shared>, side: &MemorySide) -> Drive {
+    let interrupt = Arc::clone(vm.interrupt());
+    let _driver = interrupt.drive();
+    shared.driving.store(true, Ordering::SeqCst);
+    shared.watch_start();
+    let end = loop {
+        let exit = match vm.run() {
+            Ok(exit) => exit,
+            Err(HypervisorError::Canceled(CancelReason::Shutdown)) => break Drive::Stopped,
+            Err(HypervisorError::Canceled(_)) => match judge_cancel(shared, side, vm) {
                 CancelVerdict::RunOn => continue,
                 CancelVerdict::Hold(call) => {
+                    // The call is decided (answered): its caller may be
+                    // asleep, waiting for a NOTIFY the guest never sent.
+                    shared.notify_caller();
                     if hold(shared, call) {
                         continue;
                     }
-                    break None;
+                    break Drive::Stopped;
                 }
                 CancelVerdict::Fail(reason) => {
-                    break Some(HyperlightError::Kvm(HypervisorError::Canceled(reason)));
+                    break Drive::Failed(HyperlightError::Kvm(HypervisorError::Canceled(reason)));
                 }
-                CancelVerdict::Stop => break None,
+                CancelVerdict::Stop => break Drive::Stopped,
             },
-            Err(e) => break Some(e.into()),
-            Ok(VmExit::IoOut { port, value }) => match ExitPort::try_from(port) {
-                Ok(ExitPort::Park) => {
-                    if !park(shared) {
-                        break None;
-                    }
+            Err(e) => break Drive::Failed(e.into()),
+        };
+        match classify(side, exit) {
+            Stop::Port(ExitPort::Park, _) => break Drive::Released,
+            Stop::Port(ExitPort::Notify, _) => {
+                shared.notify_caller();
+                if shared.release.swap(false, Ordering::Relaxed) {
+                    break Drive::Released;
                 }
-                Ok(ExitPort::Notify) => {
-                    shared.lock().notified = true;
-                    shared.caller_cv.notify_all();
+            }
+            Stop::Port(ExitPort::Log, _) => {
+                // Records are served for an open call only: a guest that
+                // logs on after its answer would be drained for ever.
+                if shared.call.load(Ordering::SeqCst) & 1 == 0 {
+                    break Drive::Failed(HyperlightError::ProtocolViolation(
+                        "the guest logged with no call open".into(),
+                    ));
                 }
-                Ok(ExitPort::Log) => {
-                    if let Err(e) = side.drain_log() {
-                        break Some(e);
-                    }
+                if let Err(e) = side.drain_log() {
+                    break Drive::Failed(e);
                 }
-                Ok(ExitPort::Panic | ExitPort::Abort | ExitPort::Fault) => {
-                    break Some(side.report_error());
-                }
-                Ok(other) => {
-                    break Some(HyperlightError::ProtocolViolation(format!(
-                        "guest exited through {other:?} in resident mode"
-                    )));
-                }
-                Err(port) => break Some(HyperlightError::UnexpectedPort { port, value }),
-            },
-            Ok(other) => break Some(exit_error(other)),
+            }
+            Stop::Port(other, _) => {
+                break Drive::Failed(misplaced_port(other, "resident calls"));
+            }
+            Stop::Failed(e) => break Drive::Failed(e),
         }
     };
-    if let Some(failure) = failure {
-        shared.lock().failure = Some(failure);
-        shared.stopped.store(true, Ordering::Release);
-        shared.caller_cv.notify_all();
-    }
-    vm
+    shared.driving.store(false, Ordering::SeqCst);
+    shared.release.store(false, Ordering::Relaxed);
+    end
 }
 
 /// What the vCPU thread does after `KVM_RUN` returned a cancel.
@@ -427,8 +881,8 @@ enum CancelVerdict {
     /// cleared): run the guest again.
     RunOn,
     /// The open call (the [`Shared::call`] value) was canceled after the
-    /// guest had answered it: the call succeeds. Wait until the caller ends
-    /// it (which clears the cancel), then run on.
+    /// guest had answered it: the call succeeds. Wake the caller, wait
+    /// until it ends the call (which clears the cancel), then run on.
     Hold(u64),
     /// The open call was canceled before the guest answered it, which it
     /// now never will: the sandbox fails with this cancel.
@@ -473,19 +927,6 @@ fn judge_cancel(shared: &Shared, side: &MemorySide, vm: &Vm) -> CancelVerdict {
     }
 }
 
-/// Sleeps until woken or stopped; `false` when stopped.
-fn park(shared: &Shared) -> bool {
-    let mut state = shared.lock();
-    while !state.wake && !state.stop {
-        state = shared
-            .vcpu_cv
-            .wait(state)
-            .unwrap_or_else(|e| e.into_inner());
-    }
-    state.wake = false;
-    !state.stop
-}
-
 /// Sleeps until the caller has ended `call` (a [`Shared::call`] value) or
 /// the sandbox stops; `false` when stopped. Raising `held` and then
 /// re-reading the call word pairs with [`Resident::release`].
@@ -503,86 +944,4 @@ fn hold(shared: &Shared, call: u64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OPEN_7: u64 = 7 << 1 | 1;
-    const ENDED_7: u64 = 7 << 1;
-
-    #[test]
-    fn a_cancel_of_an_unanswered_open_call_fails_the_sandbox() {
-        for reason in [CancelReason::Killed, CancelReason::DeadlineExceeded] {
-            assert_eq!(
-                verdict(OPEN_7, Some(reason), Some(6)),
-                CancelVerdict::Fail(reason)
-            );
-            // An unreadable completion word is no answer either.
-            assert_eq!(
-                verdict(OPEN_7, Some(reason), None),
-                CancelVerdict::Fail(reason)
-            );
-        }
-    }
-
-    #[test]
-    fn a_cancel_after_the_guest_answered_holds_until_the_call_ends() {
-        let killed = Some(CancelReason::Killed);
-        assert_eq!(
-            verdict(OPEN_7, killed, Some(7)),
-            CancelVerdict::Hold(OPEN_7)
-        );
-    }
-
-    #[test]
-    fn a_cancel_that_is_gone_or_whose_call_ended_runs_on() {
-        // The caller ended the call (clearing its cancel) before the vCPU
-        // thread looked: no later call may fail for it.
-        assert_eq!(
-            verdict(ENDED_7, Some(CancelReason::Killed), Some(7)),
-            CancelVerdict::RunOn
-        );
-        assert_eq!(verdict(OPEN_7, None, Some(6)), CancelVerdict::RunOn);
-        assert_eq!(verdict(ENDED_7, None, Some(7)), CancelVerdict::RunOn);
-    }
-
-    #[test]
-    fn shutdown_stops_whatever_the_call_state() {
-        for call in [OPEN_7, ENDED_7] {
-            assert_eq!(
-                verdict(call, Some(CancelReason::Shutdown), Some(7)),
-                CancelVerdict::Stop
-            );
-        }
-    }
-
-    /// A vCPU thread holding for open call 7, once it is waiting.
-    fn holding() -> (Arc<Shared>, std::thread::JoinHandle<bool>) {
-        let shared = Arc::new(Shared::default());
-        shared.call.store(OPEN_7, Ordering::SeqCst);
-        let vcpu = {
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || hold(&shared, OPEN_7))
-        };
-        while !shared.held.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
-        (shared, vcpu)
-    }
-
-    #[test]
-    fn a_held_vcpu_runs_on_once_the_caller_releases_the_call() {
-        let (shared, vcpu) = holding();
-        shared.end_call(7);
-        assert!(vcpu.join().unwrap(), "released, not stopped");
-        // A call already ended is not waited for.
-        assert!(hold(&shared, OPEN_7));
-    }
-
-    #[test]
-    fn a_held_vcpu_leaves_when_the_sandbox_stops() {
-        let (shared, vcpu) = holding();
-        shared.lock().stop = true;
-        shared.vcpu_cv.notify_all();
-        assert!(!vcpu.join().unwrap(), "stopped");
-    }
-}
+mod tests;

@@ -352,7 +352,7 @@ impl MultiUseSandbox {
         if let Err(e) = &result
             && e.poisons()
         {
-            self.poisoned = true;
+            self.poison();
         }
         result
     }
@@ -398,7 +398,7 @@ impl MultiUseSandbox {
         if let Err(e) = &result
             && e.poisons()
         {
-            self.poisoned = true;
+            self.poison();
         }
         result
     }
@@ -438,10 +438,13 @@ impl MultiUseSandbox {
         self.poisoned
     }
 
-    /// Marks the sandbox poisoned: for a guest answer that cannot be true,
-    /// found outside the call itself (e.g. a cap whose hash is wrong).
+    /// Marks the sandbox poisoned (a failed execution, or a guest answer
+    /// that cannot be true found outside the call itself, e.g. a cap whose
+    /// hash is wrong) and stops its guest for good: a resident vCPU thread
+    /// is joined at once.
     pub(crate) fn poison(&mut self) {
         self.poisoned = true;
+        self.guest.halt();
     }
 
     /// A handle that can stop this sandbox's running call from any thread.

@@ -6,7 +6,13 @@
 //! cancel names the generation, a deadline can only ever stop the call that
 //! registered it. Finished calls unregister their entry.
 //!
-//! The thread starts on the first armed deadline. If it cannot be started
+//! The same thread runs periodic checks ([`watch`]): a resident sandbox's
+//! park watch (docs/resident.md) asks to be looked at every few
+//! milliseconds while its guest runs, and the check decides whether the
+//! guest has been running with no call open for too long. Checks run with
+//! the watchdog's lock released, so a check may take other locks.
+//!
+//! The thread starts on the first armed deadline or watch. If it cannot be started
 //! (the process is out of threads, say), arming fails with the spawn's
 //! `io::Error` and the call does not run ([`arm`]); the next arm tries
 //! again. A deadline is never silently ignored.
@@ -20,9 +26,21 @@ use std::{
 
 use nub_hypervisor::{VcpuInterrupt, interrupt::CancelReason};
 
-struct Entry {
-    vcpu: Weak<VcpuInterrupt>,
-    generation: u64,
+/// A periodic check the watchdog runs (see [`watch`]).
+pub(crate) trait Watched: Send + Sync {
+    /// Runs at (or after) the time it asked for; returns when to run next,
+    /// or `None` to be forgotten.
+    fn check(&self, now: Instant) -> Option<Instant>;
+}
+
+enum Entry {
+    /// A call's deadline: cancel `generation` on `vcpu`.
+    Cancel {
+        vcpu: Weak<VcpuInterrupt>,
+        generation: u64,
+    },
+    /// A periodic check.
+    Check(Weak<dyn Watched>),
 }
 
 /// The deadlines the watchdog enforces.
@@ -98,14 +116,40 @@ fn run(shared: &Shared) {
     let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let now = Instant::now();
+        let mut due = Vec::new();
         while let Some(entry) = guard.entries.first_entry() {
             if entry.key().0 > now {
                 break;
             }
-            let e = entry.remove();
-            if let Some(vcpu) = e.vcpu.upgrade() {
-                vcpu.kill_generation(e.generation, CancelReason::DeadlineExceeded);
+            due.push(entry.remove());
+        }
+        if !due.is_empty() {
+            // Cancels and checks take the interrupt's and the sandboxes'
+            // locks: never under this one.
+            drop(guard);
+            let mut again = Vec::new();
+            for entry in due {
+                match entry {
+                    Entry::Cancel { vcpu, generation } => {
+                        if let Some(vcpu) = vcpu.upgrade() {
+                            vcpu.kill_generation(generation, CancelReason::DeadlineExceeded);
+                        }
+                    }
+                    Entry::Check(watched) => {
+                        let next = watched.upgrade().and_then(|w| w.check(now));
+                        if let Some(next) = next {
+                            again.push((next, watched));
+                        }
+                    }
+                }
             }
+            guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
+            for (at, watched) in again {
+                guard.seq += 1;
+                let key = (at, guard.seq);
+                guard.entries.insert(key, Entry::Check(watched));
+            }
+            continue;
         }
         let next = guard.entries.first_key_value().map(|(k, _)| k.0);
         guard.wake_at = next;
@@ -123,6 +167,30 @@ fn run(shared: &Shared) {
     }
 }
 
+/// Inserts `entry` at `at`; returns its key. Wakes the thread if it
+/// must run earlier than it planned to (or planned nothing).
+fn insert(shared: &Shared, at: Instant, entry: Entry) -> (Instant, u64) {
+    let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
+    guard.seq += 1;
+    let key = (at, guard.seq);
+    let earliest = guard.wake_at.is_none_or(|wake_at| at < wake_at);
+    guard.entries.insert(key, entry);
+    drop(guard);
+    if earliest {
+        shared.wake.notify_one();
+    }
+    key
+}
+
+/// Runs `watched`'s check at `first`, and then whenever it asks, until it
+/// returns `None` or is dropped. Fails only when the watchdog thread is not
+/// running and cannot be started.
+pub(crate) fn watch(first: Instant, watched: Weak<dyn Watched>) -> io::Result<()> {
+    let shared: &'static Shared = shared()?;
+    insert(shared, first, Entry::Check(watched));
+    Ok(())
+}
+
 /// A registered deadline; dropping it unregisters.
 pub(crate) struct Deadline {
     shared: &'static Shared,
@@ -138,22 +206,11 @@ pub(crate) fn arm(
     generation: u64,
 ) -> io::Result<Deadline> {
     let shared: &'static Shared = shared()?;
-    let mut guard = shared.entries.lock().unwrap_or_else(|e| e.into_inner());
-    guard.seq += 1;
-    let key = (deadline, guard.seq);
-    // The thread must wake earlier than it plans to (or it plans nothing).
-    let earliest = guard.wake_at.is_none_or(|wake_at| deadline < wake_at);
-    guard.entries.insert(
-        key,
-        Entry {
-            vcpu: Arc::downgrade(vcpu),
-            generation,
-        },
-    );
-    drop(guard);
-    if earliest {
-        shared.wake.notify_one();
-    }
+    let entry = Entry::Cancel {
+        vcpu: Arc::downgrade(vcpu),
+        generation,
+    };
+    let key = insert(shared, deadline, entry);
     Ok(Deadline { shared, key })
 }
 
