@@ -39,6 +39,22 @@ pub const EXHAUST_HEAP: u32 = 16;
 pub const SCRIBBLE_EVERYTHING: u32 = 17;
 /// Corrupts the log buffer as the selector says, then answers.
 pub const CORRUPT_LOG: u32 = 18;
+/// Resident: once the caller sleeps, waits (u32 LE spin windows, default
+/// 1000), then answers `b"late"` and stores the completion without the
+/// NOTIFY, and spins.
+pub const LATE_COMPLETION: u32 = 19;
+/// Resident: answers `b"answered"`, then spins with no call open.
+pub const ANSWER_THEN_SPIN: u32 = 20;
+/// Resident: answers `b"answered"`, then logs with no call open.
+pub const ANSWER_THEN_LOG_FLOOD: u32 = 21;
+/// Answers with [`BAD_STATUS`], then logs without end if run again.
+pub const BAD_STATUS_THEN_LOG_FLOOD: u32 = 22;
+/// Resident: bumps the host-call request word without a NOTIFY (selector
+/// 0: in the call, once the caller sleeps; 1: after answering).
+pub const HOSTCALL_WITHOUT_NOTIFY: u32 = 23;
+/// The status [`BAD_STATUS_THEN_LOG_FLOOD`] answers with (none the ABI
+/// defines).
+pub const BAD_STATUS: u32 = 0xBAD_5747;
 /// The host function the hostile guest's init calls; answering
 /// `b"spin"` makes init loop forever.
 pub const INIT_HOST_FN: u32 = 0xF00D;

@@ -763,6 +763,12 @@ impl GuestVm {
         };
     }
 
+    /// The guest failed outside a call (a resident vCPU thread stopped
+    /// it): the sandbox is as good as poisoned.
+    pub(crate) fn failed(&self) -> bool {
+        matches!(&self.engine.engine, Some(Engine::Resident(r)) if r.failed())
+    }
+
     /// The interrupt state (for handles and deadlines).
     pub(crate) fn interrupt(&self) -> &Arc<VcpuInterrupt> {
         &self.interrupt

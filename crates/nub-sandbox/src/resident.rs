@@ -236,16 +236,23 @@ impl Shared {
         let weak: Weak<dyn Watched> = Arc::downgrade(self) as Weak<dyn Watched>;
         if watchdog::watch(Instant::now() + WATCH_PERIOD, weak).is_ok() {
             watch.armed = true;
-            watch.idle_from = None;
-            watch.call = self.call.load(Ordering::SeqCst);
-            watch.cpu = self
-                .cpu_clock
-                .get()
-                .and_then(|c| thread_cpu(*c))
-                .unwrap_or_default();
+            self.watch_reset(&mut watch);
         }
         // Without a watchdog thread (the process is out of threads) the
         // next call's deadline cannot be armed either and fails loudly.
+    }
+}
+
+impl Shared {
+    /// Starts a park watch afresh: nothing seen yet.
+    fn watch_reset(&self, watch: &mut Watch) {
+        watch.idle_from = None;
+        watch.call = self.call.load(Ordering::SeqCst);
+        watch.cpu = self
+            .cpu_clock
+            .get()
+            .and_then(|c| thread_cpu(*c))
+            .unwrap_or_default();
     }
 }
 
@@ -449,6 +456,12 @@ impl Resident {
     /// VM exits since the VM was created.
     pub(crate) fn exit_count(&self) -> u64 {
         self.shared.exits.load(Ordering::Relaxed)
+    }
+
+    /// The vCPU thread stopped on a failure (the guest faulted, broke the
+    /// protocol or never parked): the next call reports it.
+    pub(crate) fn failed(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
     }
 
     /// The failure that stopped the sandbox.

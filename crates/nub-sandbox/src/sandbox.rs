@@ -418,7 +418,10 @@ impl MultiUseSandbox {
         ))
     }
 
-    /// Whether an earlier failed execution poisoned this sandbox.
+    /// Whether an earlier failed execution poisoned this sandbox, or (in
+    /// resident mode) its vCPU thread stopped a guest that misbehaved
+    /// between calls (it never parked, or logged or made a host call with
+    /// no call open); the next call then reports why.
     ///
     /// ```
     /// use nub_sandbox::HyperlightError;
@@ -435,7 +438,7 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.poisoned || self.guest.failed()
     }
 
     /// Marks the sandbox poisoned (a failed execution, or a guest answer

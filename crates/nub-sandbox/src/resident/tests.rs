@@ -1,4 +1,5 @@
-//! The cancel verdict and the hold/release handshake, without KVM.
+//! The cancel verdict, the hold/release handshake, the park watch and
+//! the cancel waker, without KVM.
 
 use super::*;
 
@@ -83,4 +84,92 @@ fn a_held_vcpu_leaves_when_the_sandbox_stops() {
     shared.lock().stop = true;
     shared.vcpu_cv.notify_all();
     assert!(!vcpu.join().unwrap(), "stopped");
+}
+
+/// Shared state whose "vCPU thread" is this test's thread, driving, with
+/// the park watch started.
+fn watched(spin: Duration) -> Shared {
+    let shared = Shared::new(Arc::new(VcpuInterrupt::new()), spin);
+    shared
+        .cpu_clock
+        .set(own_cpu_clock().expect("this thread's CPU clock"))
+        .unwrap();
+    shared.driving.store(true, Ordering::SeqCst);
+    let mut watch = shared.watch.lock().unwrap();
+    shared.watch_reset(&mut watch);
+    drop(watch);
+    shared
+}
+
+/// Burns `cpu` of this thread's CPU time.
+fn burn(cpu: Duration) {
+    let clock = own_cpu_clock().unwrap();
+    let start = thread_cpu(clock).unwrap();
+    while thread_cpu(clock).unwrap().saturating_sub(start) < cpu {
+        spin_loop();
+    }
+}
+
+#[test]
+fn a_guest_running_past_its_park_limit_with_no_call_open_is_stopped() {
+    let spin = Duration::from_micros(100);
+    let shared = watched(spin);
+    // Within the limit: watched on.
+    assert!(shared.check(Instant::now()).is_some());
+    burn(park_limit(spin) + Duration::from_millis(5));
+    assert_eq!(shared.check(Instant::now()), None, "the watch ends");
+    assert!(shared.stopped.load(Ordering::SeqCst));
+    assert!(matches!(
+        shared.lock().failure,
+        Some(HyperlightError::ProtocolViolation(_))
+    ));
+    assert_eq!(
+        shared.interrupt.pending(),
+        Some(CancelReason::Shutdown),
+        "the guest is kicked out of KVM_RUN for good"
+    );
+}
+
+#[test]
+fn a_guest_with_a_call_open_or_a_call_since_the_last_look_is_not_stopped() {
+    let spin = Duration::from_micros(100);
+    let shared = watched(spin);
+    shared.call.store(OPEN_7, Ordering::SeqCst);
+    burn(park_limit(spin) + Duration::from_millis(5));
+    assert!(shared.check(Instant::now()).is_some(), "a call is open");
+    // The call ended since the last look: the guest's spin starts now.
+    shared.call.store(ENDED_7, Ordering::SeqCst);
+    assert!(shared.check(Instant::now()).is_some());
+    assert!(!shared.stopped.load(Ordering::SeqCst));
+    burn(park_limit(spin) + Duration::from_millis(5));
+    assert_eq!(shared.check(Instant::now()), None);
+    assert!(shared.stopped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_watch_ends_when_the_guest_is_no_longer_driven() {
+    let shared = watched(Duration::from_micros(100));
+    shared.driving.store(false, Ordering::SeqCst);
+    assert_eq!(shared.check(Instant::now()), None);
+    assert!(!shared.stopped.load(Ordering::SeqCst));
+    assert!(!shared.watch.lock().unwrap().armed);
+}
+
+#[test]
+fn a_cancel_wakes_both_sides() {
+    let shared = Arc::new(Shared::new(
+        Arc::new(VcpuInterrupt::new()),
+        Duration::from_micros(100),
+    ));
+    let sleeper = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut state = shared.lock();
+            while !state.notified {
+                state = shared.caller_cv.wait(state).unwrap();
+            }
+        })
+    };
+    shared.on_cancel();
+    sleeper.join().unwrap();
 }

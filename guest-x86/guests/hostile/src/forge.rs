@@ -17,15 +17,15 @@ use nub_arch_x86::{
 
 use crate::{boot, selector};
 
-/// Gives `f` the whole output ring region (header included), then exits
-/// through `port` with `value` and never comes back.
-fn forge_output(port: ExitPort, value: u32, f: impl FnOnce(&mut [u8])) -> ! {
+/// Gives `f` the whole output ring region (header included). Only for
+/// functions that never return to the kernel's dispatcher afterwards.
+pub(crate) fn with_output_ring(f: impl FnOnce(&mut [u8])) {
     let info = boot();
     // SAFETY: address and size come from the host's BootInfo and describe
     // the mapped RW output ring. The kernel's dispatcher holds slices of
-    // this ring further up the stack, but this path never returns to it
-    // (it aborts if resumed), so they are never used again while this
-    // slice exists.
+    // this ring further up the stack, but every caller never returns to it
+    // (it aborts, exits for good or loops), so they are never used again
+    // while this slice exists; it ends before `f`'s caller goes on.
     let region = unsafe {
         core::slice::from_raw_parts_mut(
             info.output_ring_va as *mut u8,
@@ -33,8 +33,23 @@ fn forge_output(port: ExitPort, value: u32, f: impl FnOnce(&mut [u8])) -> ! {
         )
     };
     f(region);
+}
+
+/// Gives `f` the whole output ring region (header included), then exits
+/// through `port` with `value` and never comes back.
+fn forge_output(port: ExitPort, value: u32, f: impl FnOnce(&mut [u8])) -> ! {
+    with_output_ring(f);
     io::exit(port, value);
     nub_arch_x86::abort(0xBAD, "hostile guest resumed after forging its output")
+}
+
+/// Makes the output ring hold one response frame with `status` (raw, so
+/// it may be one the host does not know) and `payload`.
+pub(crate) fn answer(status: u32, payload: &[u8]) {
+    with_output_ring(|region| {
+        let len = response(region, 0, status, payload);
+        offsets(region, 0, frame_size(len).unwrap_or(0));
+    });
 }
 
 /// Writes a frame header at data offset `offset` of a ring region.
@@ -57,16 +72,22 @@ fn capacity(region: &[u8]) -> usize {
     region.len().saturating_sub(RING_HEADER_SIZE)
 }
 
-/// Encodes a valid Ok response with `payload` as the body of a frame at
-/// data offset `offset`; returns the body length (0 if it does not fit).
-fn valid_response(region: &mut [u8], offset: usize, payload: &[u8]) -> usize {
+/// Encodes a response with `status` and `payload` as the body of a frame
+/// at data offset `offset`; returns the body length (0 if it does not
+/// fit).
+fn response(region: &mut [u8], offset: usize, status: u32, payload: &[u8]) -> usize {
     let start = RING_HEADER_SIZE + offset + FRAME_HEADER_SIZE;
     let len = region
         .get_mut(start..)
-        .and_then(|body| rpc::encode_response(body, Status::Ok as u32, payload).ok())
+        .and_then(|body| rpc::encode_response(body, status, payload).ok())
         .unwrap_or(0);
     frame_header(region, offset, len as u32, FrameKind::Response as u32);
     len
+}
+
+/// A valid Ok response (see [`response`]).
+fn valid_response(region: &mut [u8], offset: usize, payload: &[u8]) -> usize {
+    response(region, offset, Status::Ok as u32, payload)
 }
 
 /// Id 2: one response frame whose length runs past the end of the ring

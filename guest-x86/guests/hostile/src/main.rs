@@ -24,6 +24,14 @@
 //! | 16 | `exhaust_heap` | selector | allocates until the heap is exhausted |
 //! | 17 | `scribble_everything` | pattern byte | writes the pattern over every page it can spare, then answers |
 //! | 18 | `corrupt_log` | selector (+ arguments) | corrupts the log buffer (bad `write`, bad records, garbage, huge `dropped`, a scribble mid-call), then answers |
+//! | 19 | `late_completion` | u32 LE spin windows | resident: once the caller sleeps, waits, answers `b"late"` and stores the completion without NOTIFY, then spins |
+//! | 20 | `answer_then_spin` | - | resident: answers `b"answered"`, then spins with no call open |
+//! | 21 | `answer_then_log_flood` | - | resident: answers `b"answered"`, then logs with no call open |
+//! | 22 | `bad_status_then_log_flood` | - | answers with status [`BAD_STATUS`], then logs without end if run again |
+//! | 23 | `hostcall_without_notify` | selector | resident: bumps the host-call request word without NOTIFY (0: in the call, once the caller sleeps; 1: after answering), then spins |
+//!
+//! Without resident words (an exit-mode sandbox) 19, 20 and 23 spin and 21
+//! logs until the call's deadline.
 //!
 //! At init it calls host function [`INIT_HOST_FN`]; an unknown host
 //! function is ignored, and the answer `b"spin"` makes init loop forever
@@ -44,6 +52,7 @@ mod forge;
 mod liar;
 mod logs;
 mod machine;
+mod words;
 
 use nub_arch_x86::{
     GuestError, GuestFn, Output, Registry,
@@ -72,7 +81,7 @@ fn echo(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
 /// Every function, by id (init and the takeover loop of 11/12 both use
 /// it).
 fn register_all(registry: &mut Registry) {
-    let functions: [(u32, GuestFn); 18] = [
+    let functions: [(u32, GuestFn); 23] = [
         (ECHO, echo),
         (FRAME_PAST_END, forge::frame_past_end),
         (GARBAGE_BODY, forge::garbage_body),
@@ -91,6 +100,11 @@ fn register_all(registry: &mut Registry) {
         (EXHAUST_HEAP, machine::exhaust_heap),
         (SCRIBBLE_EVERYTHING, machine::scribble_everything),
         (CORRUPT_LOG, logs::corrupt_log),
+        (LATE_COMPLETION, words::late_completion),
+        (ANSWER_THEN_SPIN, words::answer_then_spin),
+        (ANSWER_THEN_LOG_FLOOD, words::answer_then_log_flood),
+        (BAD_STATUS_THEN_LOG_FLOOD, words::bad_status_then_log_flood),
+        (HOSTCALL_WITHOUT_NOTIFY, words::hostcall_without_notify),
     ];
     for (id, f) in functions {
         if registry.register(id, f).is_err() {
