@@ -26,6 +26,9 @@ const CONTRACT_ROWS: &[&str] = &[
     "create+evolve+call+drop",
     "kill latency",
     "rss per sandbox (32 alive)",
+    "echo empty (loaded)",
+    "echo empty (resident, loaded)",
+    "first call after a park (resident)",
 ];
 
 /// The call rows, each of which also has a `(resident)` variant.
@@ -49,6 +52,12 @@ const FLOORS: &[(&str, Option<&str>)] = &[
     ("drop", Some("vm floor")),
     ("create+evolve+call+drop", Some("vm floor")),
     ("kill latency", Some("kill floor")),
+    ("echo empty (loaded)", Some("floor: out loop CPL 3")),
+    ("echo empty (resident, loaded)", Some("echo empty (loaded)")),
+    (
+        "first call after a park (resident)",
+        Some("floor: out loop CPL 3"),
+    ),
     ("rss per sandbox (32 alive)", None),
 ];
 

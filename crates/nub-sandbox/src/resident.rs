@@ -561,8 +561,12 @@ impl Resident {
                 && let Some(vm) = self.shared.take_vm()
             {
                 // The guest parked (or the vCPU thread never took the VM
-                // it was offered): run the rest of the call here. The
-                // doorbell is rung; the guest sees it when it resumes.
+                // it was offered: spinning lost) run the rest of the call
+                // here. The doorbell is rung; the guest sees it when it
+                // resumes.
+                if offered {
+                    self.lost();
+                }
                 let result = self.run_here(vm, &words, side, input_tail, host);
                 self.policy.last_here = None;
                 return result;
@@ -577,7 +581,9 @@ impl Resident {
         if asked_release {
             words.host_waiting.store(0, Ordering::SeqCst);
         }
-        if result.is_ok() {
+        // The first call after an offer pays the vCPU thread's wake-up:
+        // it says nothing about whether spinning wins.
+        if result.is_ok() && !offered {
             self.after_spun(first_look.map(|t| t.elapsed()));
         }
         result
@@ -692,7 +698,8 @@ impl Resident {
         }
     }
 
-    /// After a call the guest answered while spinning. `waited` is how
+    /// After a call the guest answered while spinning (not the first after
+    /// an offer, which pays the vCPU thread's wake-up). `waited` is how
     /// long past the first 64 polls it took (`None`: answered before). A
     /// call that took longer than a call run here would have (or than the
     /// spin window, if longer) lost: the machine cannot schedule both
@@ -709,9 +716,16 @@ impl Resident {
             self.policy.backoff /= 2;
             return;
         }
+        self.lost();
+        self.shared.release.store(true, Ordering::Relaxed);
+    }
+
+    /// Spinning lost (a spun call was slow, or the vCPU thread did not
+    /// take the VM it was offered in [`WAKE_SPIN`]): no VM is offered for
+    /// a backoff that doubles with each loss.
+    fn lost(&mut self) {
         self.policy.backoff = (self.policy.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
         self.policy.backoff_until = Some(Instant::now() + self.policy.backoff);
-        self.shared.release.store(true, Ordering::Relaxed);
     }
 
     /// Sleeps until the guest notifies (it answered or made a host call),

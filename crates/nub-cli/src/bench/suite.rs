@@ -9,6 +9,14 @@
 //! `kill latency` against the `kill floor`, the lifecycle rows against the
 //! `vm floor`. Rows run in [`rows`]' order, floors first.
 //!
+//! The loaded rows keep every core busy with spinner threads the row starts
+//! and stops itself: `echo empty (loaded)` against the CPL 3 floor and
+//! `echo empty (resident, loaded)` against `echo empty (loaded)` (resident
+//! mode must not lose to exit mode on a busy machine); `first call after a
+//! park (resident)` times a call that finds the guest parked, against the
+//! CPL 3 floor (it should cost one exit, not two wake-ups), next to `first
+//! call after a pause`, an exit-mode call after the same pause.
+//!
 //! The call rows are built once per [`CallPath`]; a new way of making a call
 //! is one more `CallPath`, and every call row gets its variant with the
 //! path's suffix and floor.
@@ -16,7 +24,13 @@
 //! [`run`] is independent of the terminal: `nub bench` drives it with a
 //! progress bar, the tests with [`Budget::fixed`].
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use nub_host_common::default_guest as fn_id;
 use nub_hypervisor::floor::{self, ExitFloor, FloorError, KillFloor, Killer, PingPong};
@@ -231,6 +245,7 @@ pub fn rows() -> Vec<Row> {
     for &path in CallPath::ALL {
         rows.extend(call_rows(path));
     }
+    rows.extend(loaded_rows());
     rows.extend(lifecycle_rows());
     rows.push(rss_row());
     rows
@@ -369,6 +384,99 @@ fn call_rows(path: CallPath) -> Vec<Row> {
 
 /// One timed create + evolve + empty echo + drop of a default-guest
 /// sandbox with `cfg`, in microseconds.
+/// The loaded exit-mode row, the floor of its resident variant.
+pub const ECHO_LOADED: &str = "echo empty (loaded)";
+
+/// Threads that keep every core busy until dropped.
+struct Spinners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    /// One spinning thread per core.
+    fn start() -> Result<Self, RowError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut spinners = Self {
+            stop: Arc::clone(&stop),
+            threads: Vec::with_capacity(cores),
+        };
+        for i in 0..cores {
+            let stop = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("bench-spin-{i}"))
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })?;
+            spinners.threads.push(thread);
+        }
+        Ok(spinners)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            // A spinner cannot panic; a join error would only mean it did.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Empty echoes on `path` while [`Spinners`] keep every core busy.
+fn loaded_echo(path: CallPath) -> Result<Sampler, RowError> {
+    let mut call = call_sampler(path, false, fn_id::ECHO, Vec::new(), Vec::new())?;
+    let spinners = Spinners::start()?;
+    Ok(Box::new(move || {
+        let _busy = &spinners;
+        call()
+    }))
+}
+
+/// A call after three back-to-back calls and a pause of 20 resident spin
+/// windows: in resident mode the guest spun, then parked; in exit mode the
+/// same pause shows what an idle machine costs any call (cold caches, a
+/// core waking up), so the two rows compare like with like.
+fn after_a_pause(path: CallPath) -> Result<Sampler, RowError> {
+    let mut s = boot(path.configure(SandboxConfiguration::default()), false)?;
+    let pause = match CallMode::resident() {
+        CallMode::Resident { spin } => spin * 20,
+        CallMode::Exit => Duration::from_millis(2),
+    };
+    Ok(Box::new(move || {
+        for _ in 0..3 {
+            s.call_raw(fn_id::ECHO, b"")?;
+        }
+        std::thread::sleep(pause);
+        let (answer, us) = timed(|| s.call_raw(fn_id::ECHO, b""));
+        answer?;
+        Ok(us)
+    }))
+}
+
+fn loaded_rows() -> Vec<Row> {
+    vec![
+        Row::new(ECHO_LOADED, Some(FLOOR_CPL3), || {
+            loaded_echo(CallPath::Exit)
+        }),
+        Row::new("echo empty (resident, loaded)", Some(ECHO_LOADED), || {
+            loaded_echo(CallPath::Resident)
+        }),
+        Row::new("first call after a pause", Some(FLOOR_CPL3), || {
+            after_a_pause(CallPath::Exit)
+        }),
+        Row::new(
+            "first call after a park (resident)",
+            Some(FLOOR_CPL3),
+            || after_a_pause(CallPath::Resident),
+        ),
+    ]
+}
+
 fn cycle(cfg: SandboxConfiguration) -> Result<f64, RowError> {
     let bin = GuestBinary::Buffer(DEFAULT_GUEST.to_vec());
     let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
