@@ -42,7 +42,7 @@ pub mod system;
 
 /// Version of the host/guest ABI described by this crate. Bumped on any
 /// incompatible change to a layout, port or frame defined here.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Reads a little-endian `u64` at `off` in `bytes`, or `None` if out of range.
 #[inline]

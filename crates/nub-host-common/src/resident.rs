@@ -13,8 +13,12 @@
 //! | 128 | [`GUEST_STATE`] | guest | [`STATE_RUNNING`] or [`STATE_PARKED`] (about to exit through PARK) |
 //! | 192 | [`HOST_WAITING`] | host | 1 while the caller is blocked (the guest must exit through NOTIFY to wake it), else 0 |
 //! | 256 | [`HOSTCALL_REQUEST`] | guest | sequence number of the latest host call |
-//! | 264 | [`HOSTCALL_OFFSET`] | guest | its request frame's data offset in the output ring |
+//! | 264 | [`HOSTCALL_OFFSET`] | guest | its request frame's data offset in the output ring, or [`HOSTCALL_INLINE`] |
+//! | 272 | [`HOSTCALL_INLINE_CALL`] | guest | an inline request's fn id (bits 0–31) and payload length (bits 32–39) |
+//! | 280 | [`HOSTCALL_INLINE_DATA`] | guest | an inline request's payload, up to [`INLINE_REQUEST_MAX`] bytes |
 //! | 320 | [`HOSTCALL_RESPONSE`] | host | sequence number of the latest host call answered |
+//! | 328 | [`HOSTCALL_ANSWER`] | host | [`ANSWER_INLINE`] with the status (bits 0–31) and length (bits 32–39) of an inline answer; 0: the answer is a frame at the input ring's tail |
+//! | 336 | [`HOSTCALL_ANSWER_DATA`] | host | an inline answer's payload, up to [`INLINE_ANSWER_MAX`] bytes |
 //! | 384 | [`SPIN_ITERATIONS`] | host | how many polls the guest spins before it parks |
 //!
 //! The two words every call crosses sit in the ring headers instead, on the
@@ -28,6 +32,14 @@
 //!
 //! The guest may write any word; the host never trusts one beyond "has it
 //! changed", and validates every frame a word points it to.
+//!
+//! **Inline host calls** (ABI version 4): a host call whose payload fits in
+//! [`INLINE_REQUEST_MAX`] bytes travels in the request word's own cache
+//! line instead of a frame in the output ring, and an answer that fits in
+//! [`INLINE_ANSWER_MAX`] bytes comes back in the response word's line, so
+//! a small host call moves two cache lines, not six. The payload bytes are
+//! written before the sequence word that announces them (Release) and read
+//! after it (Acquire), by both sides.
 
 /// Host: the latest request batch's sequence number. An offset from the
 /// start of the **input ring** region (its header's
@@ -45,8 +57,54 @@ pub const HOST_WAITING: usize = 192;
 pub const HOSTCALL_REQUEST: usize = 256;
 /// Guest: the latest host call's request frame offset (output ring data).
 pub const HOSTCALL_OFFSET: usize = 264;
+/// Guest: an inline request's fn id (bits 0–31) and payload length (bits
+/// 32–39).
+pub const HOSTCALL_INLINE_CALL: usize = 272;
+/// Guest: an inline request's payload bytes.
+pub const HOSTCALL_INLINE_DATA: usize = 280;
+/// [`HOSTCALL_OFFSET`] value for a request that is inline.
+pub const HOSTCALL_INLINE: u64 = u64::MAX;
+/// The largest payload an inline request carries (the rest of its line).
+pub const INLINE_REQUEST_MAX: usize = HOSTCALL_RESPONSE - HOSTCALL_INLINE_DATA;
 /// Host: the sequence number of the latest host call answered.
 pub const HOSTCALL_RESPONSE: usize = 320;
+/// Host: how the latest host call was answered: [`ANSWER_INLINE`] with the
+/// status (bits 0–31) and payload length (bits 32–39), or 0 for a response
+/// frame at the input ring's tail.
+pub const HOSTCALL_ANSWER: usize = 328;
+/// Host: an inline answer's payload bytes.
+pub const HOSTCALL_ANSWER_DATA: usize = 336;
+/// [`HOSTCALL_ANSWER`] bit: the answer is inline.
+pub const ANSWER_INLINE: u64 = 1 << 63;
+/// The largest payload an inline answer carries (the rest of its line).
+pub const INLINE_ANSWER_MAX: usize = SPIN_ITERATIONS - HOSTCALL_ANSWER_DATA;
+
+/// Packs an inline request's fn id and length ([`HOSTCALL_INLINE_CALL`]).
+pub const fn inline_call(fn_id: u32, len: usize) -> u64 {
+    fn_id as u64 | ((len as u64 & 0xff) << 32)
+}
+
+/// Unpacks [`HOSTCALL_INLINE_CALL`]: `(fn_id, len)`. The length is at most
+/// 255; the reader checks it against [`INLINE_REQUEST_MAX`].
+pub const fn split_inline_call(word: u64) -> (u32, usize) {
+    (word as u32, ((word >> 32) & 0xff) as usize)
+}
+
+/// Packs an inline answer's status and length ([`HOSTCALL_ANSWER`]).
+pub const fn inline_answer(status: u32, len: usize) -> u64 {
+    ANSWER_INLINE | status as u64 | ((len as u64 & 0xff) << 32)
+}
+
+/// Unpacks [`HOSTCALL_ANSWER`]: `Some((status, len))` for an inline answer,
+/// `None` for one in the input ring. The reader checks the length against
+/// [`INLINE_ANSWER_MAX`].
+pub const fn split_answer(word: u64) -> Option<(u32, usize)> {
+    if word & ANSWER_INLINE == 0 {
+        None
+    } else {
+        Some((word as u32, ((word >> 32) & 0xff) as usize))
+    }
+}
 /// Host: polls the guest spins on a word before it parks.
 pub const SPIN_ITERATIONS: usize = 384;
 /// Bytes of the block in use (the rest of the page is reserved).
@@ -79,5 +137,39 @@ const _: () = {
         i += 1;
     }
     assert!(HOSTCALL_OFFSET == HOSTCALL_REQUEST + 8);
+    assert!(HOSTCALL_INLINE_CALL == HOSTCALL_OFFSET + 8);
+    assert!(HOSTCALL_INLINE_DATA == HOSTCALL_INLINE_CALL + 8);
+    assert!(HOSTCALL_ANSWER == HOSTCALL_RESPONSE + 8);
+    assert!(HOSTCALL_ANSWER_DATA == HOSTCALL_ANSWER + 8);
+    // Each inline payload ends its line.
+    assert!(HOSTCALL_INLINE_DATA + INLINE_REQUEST_MAX == HOSTCALL_REQUEST + 64);
+    assert!(HOSTCALL_ANSWER_DATA + INLINE_ANSWER_MAX == HOSTCALL_RESPONSE + 64);
+    assert!(INLINE_REQUEST_MAX.is_multiple_of(8) && INLINE_ANSWER_MAX.is_multiple_of(8));
     assert!(CONTROL_BLOCK_SIZE <= crate::layout::PAGE_SIZE as usize);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_words_round_trip_and_mark_inline_answers() {
+        for (fn_id, len) in [(0, 0), (7, INLINE_REQUEST_MAX), (u32::MAX, 255)] {
+            assert_eq!(split_inline_call(inline_call(fn_id, len)), (fn_id, len));
+        }
+        for (status, len) in [(0, 0), (5, INLINE_ANSWER_MAX), (u32::MAX, 255)] {
+            assert_eq!(
+                split_answer(inline_answer(status, len)),
+                Some((status, len))
+            );
+        }
+        assert_eq!(split_answer(0), None, "0: the answer is in the ring");
+    }
+
+    #[test]
+    fn a_length_the_guest_forged_is_at_most_255() {
+        let (_, len) = split_inline_call(u64::MAX);
+        assert_eq!(len, 255);
+        assert!(matches!(split_answer(u64::MAX), Some((_, 255))));
+    }
+}

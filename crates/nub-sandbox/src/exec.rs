@@ -458,25 +458,24 @@ impl MemorySide {
     ) -> Result<()> {
         let frame = read_host_call(&self.output_ring(), offset)?;
         let (fn_id, payload) = parse_host_call(&frame.body)?;
-        let (status, answer) = match host.get_mut(fn_id) {
-            None => (Status::UnknownHostFunction, Vec::new()),
-            Some(f) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(payload))) {
-                Ok(Ok(bytes)) => (Status::Ok, bytes),
-                Ok(Err(e)) => (Status::HostError, e.to_string().into_bytes()),
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".into());
-                    return Err(HyperlightError::HostFunctionPanicked { fn_id, message });
-                }
-            },
-        };
+        let (status, answer) = call_host(host, fn_id, payload)?;
+        self.write_host_answer(fn_id, status, &answer, input_tail)
+    }
+
+    /// Writes a host call's answer as a response frame at `input_tail` of
+    /// the input ring; an answer too large for the room left becomes a
+    /// `HostError` saying so.
+    pub(crate) fn write_host_answer(
+        &self,
+        fn_id: u32,
+        status: Status,
+        answer: &[u8],
+        input_tail: usize,
+    ) -> Result<()> {
         let room = (self.layout.input_ring.size as usize)
             .saturating_sub(RING_HEADER_SIZE)
             .saturating_sub(input_tail);
-        let frame = match encode_frame(FrameKind::HostCallResponse, status, &answer, room) {
+        let frame = match encode_frame(FrameKind::HostCallResponse, status, answer, room) {
             Some(frame) => frame,
             None => {
                 let msg = format!(
@@ -606,6 +605,31 @@ impl MemorySide {
 
 /// One frame (header + body + padding) of `kind` holding an rkyv response
 /// `(status, payload)`, if it fits in `room` bytes.
+/// Runs host function `fn_id` on `payload`: its status and answer (an
+/// error's message for `HostError`; nothing for an unknown function). A
+/// panic in the host function is the only error: it poisons the sandbox.
+pub(crate) fn call_host(
+    host: &mut HostFunctions,
+    fn_id: u32,
+    payload: &[u8],
+) -> Result<(Status, Vec<u8>)> {
+    let Some(f) = host.get_mut(fn_id) else {
+        return Ok((Status::UnknownHostFunction, Vec::new()));
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(payload))) {
+        Ok(Ok(bytes)) => Ok((Status::Ok, bytes)),
+        Ok(Err(e)) => Ok((Status::HostError, e.to_string().into_bytes())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(HyperlightError::HostFunctionPanicked { fn_id, message })
+        }
+    }
+}
+
 fn encode_frame(kind: FrameKind, status: Status, payload: &[u8], room: usize) -> Option<Vec<u8>> {
     let size = ring::frame_size(rpc::response_size(payload.len()))?;
     if size > room {

@@ -34,14 +34,16 @@ use std::{
 use nub_host_common::{
     ports::ExitPort,
     resident::{
-        COMPLETION, DOORBELL, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST, HOSTCALL_RESPONSE,
+        COMPLETION, DOORBELL, HOST_WAITING, HOSTCALL_ANSWER, HOSTCALL_ANSWER_DATA, HOSTCALL_INLINE,
+        HOSTCALL_INLINE_CALL, HOSTCALL_INLINE_DATA, HOSTCALL_OFFSET, HOSTCALL_REQUEST,
+        HOSTCALL_RESPONSE, INLINE_ANSWER_MAX, INLINE_REQUEST_MAX, inline_answer, split_inline_call,
     },
 };
 use nub_hypervisor::{HypervisorError, VcpuInterrupt, Vm, interrupt::CancelReason};
 
 use crate::{
     error::{HyperlightError, Result},
-    exec::{MemorySide, Stop, classify, misplaced_port},
+    exec::{MemorySide, Stop, call_host, classify, misplaced_port},
     host_functions::HostFunctions,
     watchdog::{self, Watched},
 };
@@ -327,7 +329,9 @@ struct Words<'a> {
     host_waiting: &'a AtomicU64,
     hostcall_request: &'a AtomicU64,
     hostcall_offset: &'a AtomicU64,
+    hostcall_inline_call: &'a AtomicU64,
     hostcall_response: &'a AtomicU64,
+    hostcall_answer: &'a AtomicU64,
 }
 
 impl<'a> Words<'a> {
@@ -346,8 +350,44 @@ impl<'a> Words<'a> {
             host_waiting: word(HOST_WAITING)?,
             hostcall_request: word(HOSTCALL_REQUEST)?,
             hostcall_offset: word(HOSTCALL_OFFSET)?,
+            hostcall_inline_call: word(HOSTCALL_INLINE_CALL)?,
             hostcall_response: word(HOSTCALL_RESPONSE)?,
+            hostcall_answer: word(HOSTCALL_ANSWER)?,
         })
+    }
+}
+
+/// Serves an inline host call: copies its fn id, length and payload out of
+/// the request's line once, checks the length, runs the host function and
+/// writes a small answer into the response's line (a larger one as a frame
+/// at `input_tail`). Returns the [`HOSTCALL_ANSWER`] word to publish.
+fn serve_inline(
+    side: &MemorySide,
+    words: &Words<'_>,
+    input_tail: usize,
+    host: &mut HostFunctions,
+) -> Result<u64> {
+    let (fn_id, len) = split_inline_call(words.hostcall_inline_call.load(Ordering::Acquire));
+    if len > INLINE_REQUEST_MAX {
+        return Err(HyperlightError::ProtocolViolation(format!(
+            "inline host-call request of {len} bytes (at most {INLINE_REQUEST_MAX})"
+        )));
+    }
+    let control = side.layout.control.start;
+    let mut buffer = [0u8; INLINE_REQUEST_MAX];
+    let payload = buffer.get_mut(..len).unwrap_or_default();
+    side.memory
+        .read(control + HOSTCALL_INLINE_DATA as u64, payload)
+        .map_err(HyperlightError::from)?;
+    let (status, answer) = call_host(host, fn_id, payload)?;
+    if answer.len() <= INLINE_ANSWER_MAX {
+        side.memory
+            .write(control + HOSTCALL_ANSWER_DATA as u64, &answer)
+            .map_err(HyperlightError::from)?;
+        Ok(inline_answer(status as u32, answer.len()))
+    } else {
+        side.write_host_answer(fn_id, status, &answer, input_tail)?;
+        Ok(0)
     }
 }
 
@@ -589,8 +629,11 @@ impl Resident {
         result
     }
 
-    /// Serves host call `request`, whose frame the guest announced in the
-    /// host-call words.
+    /// Serves host call `request`, which the guest announced in the
+    /// host-call words: inline in the request's line, or as a frame in the
+    /// output ring. The answer goes inline in the response's line when it
+    /// fits, else as a frame at `input_tail`; [`HOSTCALL_ANSWER`] says
+    /// which, and is written before the response word that publishes it.
     fn serve(
         &mut self,
         words: &Words<'_>,
@@ -600,8 +643,14 @@ impl Resident {
         request: u64,
     ) -> Result<()> {
         let offset = words.hostcall_offset.load(Ordering::Acquire);
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        side.serve_host_call(offset, input_tail, host)?;
+        let answer = if offset == HOSTCALL_INLINE {
+            serve_inline(side, words, input_tail, host)?
+        } else {
+            let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+            side.serve_host_call(offset, input_tail, host)?;
+            0
+        };
+        words.hostcall_answer.store(answer, Ordering::Relaxed);
         self.last_hostcall = request;
         words.hostcall_response.store(request, Ordering::SeqCst);
         Ok(())

@@ -63,11 +63,26 @@ impl core::error::Error for HostCallError {}
 /// Calls host function `fn_id` with `payload` and returns its result. Can be
 /// called any number of times from inside a guest function, and from init.
 ///
-/// In a guest this is one exit. On the host (under `cargo test`) the
+/// In a guest this is one exit; in a resident sandbox none, and a payload
+/// of at most `nub_host_common::resident::INLINE_REQUEST_MAX` bytes (and an
+/// answer of at most `INLINE_ANSWER_MAX`) travels inline in the control
+/// block instead of the rings (docs/resident.md). On the host (under `cargo test`) the
 /// [`crate::testing`] harness running the current guest function answers;
 /// outside one it fails with [`HostCallError::NoHost`].
 pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
     let (input, output) = dispatch::current_rings().ok_or(HostCallError::NoHost)?;
+    #[cfg(target_os = "none")]
+    if payload.len() <= nub_host_common::resident::INLINE_REQUEST_MAX
+        && let Some(answer) = crate::arch::resident_host_call_inline(fn_id, payload)
+    {
+        return match answer {
+            crate::resident::InlineAnswer::Inline(status, bytes) => answer_of(status, bytes, fn_id),
+            // SAFETY: as below: the host wrote the frame before the
+            // response word the guest waited for, and writes nothing more.
+            crate::resident::InlineAnswer::InRing => read_response(unsafe { input.all() }, fn_id),
+            crate::resident::InlineAnswer::Bad => Err(HostCallError::BadResponse),
+        };
+    }
     // Outside a guest function (in init) the output ring is free.
     let slot = dispatch::host_call_slot().unwrap_or(0);
     let start = RING_HEADER_SIZE
@@ -135,10 +150,15 @@ pub fn read_response(input: &[u8], fn_id: u32) -> Result<Vec<u8>, HostCallError>
     }
     let (status, payload) =
         rpc::decode_response(frame.body).map_err(|_| HostCallError::BadResponse)?;
+    answer_of(status, payload.to_vec(), fn_id)
+}
+
+/// What a host call's raw `status` and `payload` mean.
+fn answer_of(status: u32, payload: Vec<u8>, fn_id: u32) -> Result<Vec<u8>, HostCallError> {
     match Status::try_from(status) {
-        Ok(Status::Ok) => Ok(payload.to_vec()),
+        Ok(Status::Ok) => Ok(payload),
         Ok(Status::HostError) => Err(HostCallError::Host(
-            String::from_utf8_lossy(payload).into_owned(),
+            String::from_utf8_lossy(&payload).into_owned(),
         )),
         Ok(Status::UnknownHostFunction) => Err(HostCallError::UnknownFunction(fn_id)),
         _ => Err(HostCallError::BadResponse),

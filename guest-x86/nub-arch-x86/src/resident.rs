@@ -10,10 +10,19 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alloc::vec::Vec;
+
 use nub_host_common::resident::{
-    GUEST_STATE, HOST_WAITING, HOSTCALL_OFFSET, HOSTCALL_REQUEST, HOSTCALL_RESPONSE,
-    SPIN_ITERATIONS, STATE_PARKED, STATE_RUNNING,
+    GUEST_STATE, HOST_WAITING, HOSTCALL_ANSWER, HOSTCALL_ANSWER_DATA, HOSTCALL_INLINE,
+    HOSTCALL_INLINE_CALL, HOSTCALL_INLINE_DATA, HOSTCALL_OFFSET, HOSTCALL_REQUEST,
+    HOSTCALL_RESPONSE, INLINE_ANSWER_MAX, INLINE_REQUEST_MAX, SPIN_ITERATIONS, STATE_PARKED,
+    STATE_RUNNING, inline_call, split_answer,
 };
+
+/// Words of an inline request's payload.
+const REQUEST_WORDS: usize = INLINE_REQUEST_MAX / 8;
+/// Words of an inline answer's payload.
+const ANSWER_WORDS: usize = INLINE_ANSWER_MAX / 8;
 
 /// The resident protocol's words: the control block's and the two in the
 /// ring headers.
@@ -31,8 +40,16 @@ pub struct ControlWords<'a> {
     pub hostcall_request: &'a AtomicU64,
     /// Guest: its frame's offset.
     pub hostcall_offset: &'a AtomicU64,
+    /// Guest: an inline request's fn id and length.
+    pub hostcall_inline_call: &'a AtomicU64,
+    /// Guest: an inline request's payload, 8 bytes a word, little-endian.
+    pub hostcall_inline_data: [&'a AtomicU64; REQUEST_WORDS],
     /// Host: latest host call answered.
     pub hostcall_response: &'a AtomicU64,
+    /// Host: how it was answered (inline, or a frame in the input ring).
+    pub hostcall_answer: &'a AtomicU64,
+    /// Host: an inline answer's payload, 8 bytes a word, little-endian.
+    pub hostcall_answer_data: [&'a AtomicU64; ANSWER_WORDS],
     /// Host: polls before parking.
     pub spin_iterations: &'a AtomicU64,
 }
@@ -68,7 +85,11 @@ impl<'a> ControlWords<'a> {
             host_waiting: word(HOST_WAITING),
             hostcall_request: word(HOSTCALL_REQUEST),
             hostcall_offset: word(HOSTCALL_OFFSET),
+            hostcall_inline_call: word(HOSTCALL_INLINE_CALL),
+            hostcall_inline_data: core::array::from_fn(|i| word(HOSTCALL_INLINE_DATA + 8 * i)),
             hostcall_response: word(HOSTCALL_RESPONSE),
+            hostcall_answer: word(HOSTCALL_ANSWER),
+            hostcall_answer_data: core::array::from_fn(|i| word(HOSTCALL_ANSWER_DATA + 8 * i)),
             spin_iterations: word(SPIN_ITERATIONS),
         }
     }
@@ -133,15 +154,74 @@ pub fn complete(words: &ControlWords<'_>, exits: &mut dyn Exits, seq: u64) {
 
 /// Makes host call number `seq` whose request frame is at data offset
 /// `offset` of the output ring, and waits for the host's answer (then in
-/// the input ring at its tail).
+/// the input ring at its tail: the host answers a framed request with a
+/// frame).
 pub fn host_call(words: &ControlWords<'_>, exits: &mut dyn Exits, seq: u64, offset: u64) {
     words.hostcall_offset.store(offset, Ordering::Relaxed);
-    // Release (SeqCst): the frame and the offset are visible to a host that
-    // sees the new request number.
+    announce(words, exits, seq);
+}
+
+/// How the host answered an inline host call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InlineAnswer {
+    /// In the response's line: the raw status and the payload.
+    Inline(u32, Vec<u8>),
+    /// As a response frame at the input ring's tail (too large to inline).
+    InRing,
+    /// The answer word claims more bytes than its line holds.
+    Bad,
+}
+
+/// Makes host call number `seq` to `fn_id` with `payload` (at most
+/// [`INLINE_REQUEST_MAX`] bytes; longer ones are cut) carried in the
+/// request's own line, and waits for the answer.
+pub fn host_call_inline(
+    words: &ControlWords<'_>,
+    exits: &mut dyn Exits,
+    seq: u64,
+    fn_id: u32,
+    payload: &[u8],
+) -> InlineAnswer {
+    let payload = payload.get(..INLINE_REQUEST_MAX).unwrap_or(payload);
+    for (word, chunk) in words.hostcall_inline_data.iter().zip(payload.chunks(8)) {
+        let mut bytes = [0u8; 8];
+        if let Some(head) = bytes.get_mut(..chunk.len()) {
+            head.copy_from_slice(chunk);
+        }
+        word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+    }
+    words
+        .hostcall_inline_call
+        .store(inline_call(fn_id, payload.len()), Ordering::Relaxed);
+    words
+        .hostcall_offset
+        .store(HOSTCALL_INLINE, Ordering::Relaxed);
+    announce(words, exits, seq);
+    match split_answer(words.hostcall_answer.load(Ordering::Acquire)) {
+        None => InlineAnswer::InRing,
+        Some((_, len)) if len > INLINE_ANSWER_MAX => InlineAnswer::Bad,
+        Some((status, len)) => {
+            let mut answer = Vec::with_capacity(len);
+            for word in words.hostcall_answer_data {
+                let bytes = word.load(Ordering::Relaxed).to_le_bytes();
+                let take = len.saturating_sub(answer.len()).min(8);
+                answer.extend_from_slice(bytes.get(..take).unwrap_or_default());
+            }
+            InlineAnswer::Inline(status, answer)
+        }
+    }
+}
+
+/// Publishes host call `seq` (whose request the caller wrote), wakes a
+/// sleeping caller, and waits for the host's answer.
+fn announce(words: &ControlWords<'_>, exits: &mut dyn Exits, seq: u64) {
+    // Release (SeqCst): the request (frame or inline payload) and the
+    // offset are visible to a host that sees the new request number.
     words.hostcall_request.store(seq, Ordering::SeqCst);
     if words.host_waiting.load(Ordering::SeqCst) != 0 {
         exits.notify();
     }
+    // Acquire: the host's answer (inline, or its frame) is visible after.
     wait_for(words, exits, words.hostcall_response, &|v| v == seq);
 }
 
@@ -256,5 +336,85 @@ mod tests {
         }
         server.join().unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(1, 16), (2, 32), (3, 48)]);
+    }
+
+    /// Serves one inline host call as the host does: echoes the payload
+    /// inline with status 0 when `inline`, else says "in the ring".
+    fn serve_inline_once(
+        host: Arc<[AtomicU64; 56]>,
+        answer: Option<u64>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let w = words(&host);
+            while w.hostcall_request.load(Ordering::Acquire) != 1 {
+                std::thread::yield_now();
+            }
+            assert_eq!(w.hostcall_offset.load(Ordering::Relaxed), HOSTCALL_INLINE);
+            let (fn_id, len) = nub_host_common::resident::split_inline_call(
+                w.hostcall_inline_call.load(Ordering::Relaxed),
+            );
+            assert_eq!(fn_id, 9);
+            let mut payload = Vec::new();
+            for word in w.hostcall_inline_data {
+                payload.extend(word.load(Ordering::Relaxed).to_le_bytes());
+            }
+            payload.truncate(len);
+            for (word, i) in w.hostcall_answer_data.iter().zip(0..) {
+                word.store(
+                    u64::from_le_bytes(core::array::from_fn(|b| {
+                        payload.get(8 * i + b).copied().unwrap_or(0)
+                    })),
+                    Ordering::Relaxed,
+                );
+            }
+            let word = answer.unwrap_or(nub_host_common::resident::inline_answer(0, len));
+            w.hostcall_answer.store(word, Ordering::Relaxed);
+            w.hostcall_response.store(1, Ordering::SeqCst);
+            payload
+        })
+    }
+
+    #[test]
+    fn an_inline_host_call_round_trip() {
+        for len in [
+            0usize,
+            1,
+            7,
+            8,
+            9,
+            INLINE_REQUEST_MAX,
+            INLINE_REQUEST_MAX + 5,
+        ] {
+            let b = block();
+            words(&b).spin_iterations.store(1000, Ordering::Relaxed);
+            let server = serve_inline_once(Arc::clone(&b), None);
+            let payload: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(37)).collect();
+            let sent = payload
+                .get(..INLINE_REQUEST_MAX)
+                .unwrap_or(&payload)
+                .to_vec();
+            let mut exits = Recorder::default();
+            let answer = host_call_inline(&words(&b), &mut exits, 1, 9, &payload);
+            assert_eq!(server.join().unwrap(), sent, "{len}");
+            assert_eq!(answer, InlineAnswer::Inline(0, sent), "{len}");
+        }
+    }
+
+    #[test]
+    fn an_inline_host_call_answered_in_the_ring_or_lying_about_its_length() {
+        for (word, want) in [
+            (0, InlineAnswer::InRing),
+            (
+                nub_host_common::resident::inline_answer(0, INLINE_ANSWER_MAX + 1),
+                InlineAnswer::Bad,
+            ),
+        ] {
+            let b = block();
+            words(&b).spin_iterations.store(1000, Ordering::Relaxed);
+            let server = serve_inline_once(Arc::clone(&b), Some(word));
+            let mut exits = Recorder::default();
+            assert_eq!(host_call_inline(&words(&b), &mut exits, 1, 9, b"abc"), want);
+            server.join().unwrap();
+        }
     }
 }

@@ -148,7 +148,8 @@ pub fn hostcall_without_notify(input: &[u8], _: &mut Output<'_>) -> Result<(), G
         answer_and_complete(&words, Status::Ok as u32, b"answered");
     }
     let request = words.hostcall_request.load(Ordering::Relaxed).wrapping_add(1);
-    words.hostcall_offset.store(u64::MAX, Ordering::Relaxed);
+    // Not HOSTCALL_INLINE (u64::MAX): an offset past any ring.
+    words.hostcall_offset.store(u64::MAX - 1, Ordering::Relaxed);
     words.hostcall_request.store(request, Ordering::SeqCst);
     spin_forever()
 }

@@ -92,6 +92,24 @@ pub(crate) fn resident_host_call(slot: u64) -> bool {
     true
 }
 
+/// Makes host call `fn_id` with a payload of at most
+/// `INLINE_REQUEST_MAX` bytes inline in the control block when the sandbox
+/// is resident; `None` (nothing done) otherwise.
+pub(crate) fn resident_host_call_inline(
+    fn_id: u32,
+    payload: &[u8],
+) -> Option<resident::InlineAnswer> {
+    let words = RESIDENT.get()?;
+    let seq = HOST_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    Some(resident::host_call_inline(
+        words,
+        &mut KernelExits,
+        seq,
+        fn_id,
+        payload,
+    ))
+}
+
 unsafe extern "Rust" {
     /// The guest program's init, defined by [`crate::guest_main!`].
     fn __nub_guest_init(registry: &mut Registry);
