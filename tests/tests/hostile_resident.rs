@@ -269,3 +269,15 @@ fn hostile_host_call_request_after_the_answer_fails_the_next_call() {
     goes_quiet(&s, &thread);
     next_call_fails(&mut s);
 }
+
+#[test]
+fn hostile_inline_host_call_claiming_more_than_its_line_is_a_protocol_violation() {
+    let mut s = resident(Some(DEADLINE));
+    let thread = vcpu_thread(&s);
+    match timed_call(&mut s, h::HOSTCALL_WITHOUT_NOTIFY, &[2]) {
+        Err(HyperlightError::ProtocolViolation(m)) => assert!(m.contains("255"), "{m}"),
+        other => panic!("expected a protocol violation, got {other:?}"),
+    }
+    assert!(s.is_poisoned());
+    thread_ends(&thread);
+}

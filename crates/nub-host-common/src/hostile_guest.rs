@@ -50,7 +50,8 @@ pub const ANSWER_THEN_LOG_FLOOD: u32 = 21;
 /// Answers with [`BAD_STATUS`], then logs without end if run again.
 pub const BAD_STATUS_THEN_LOG_FLOOD: u32 = 22;
 /// Resident: bumps the host-call request word without a NOTIFY (selector
-/// 0: in the call, once the caller sleeps; 1: after answering).
+/// 0: in the call, once the caller sleeps; 1: after answering), or (2)
+/// announces an inline host call whose length runs past its line.
 pub const HOSTCALL_WITHOUT_NOTIFY: u32 = 23;
 /// The status [`BAD_STATUS_THEN_LOG_FLOOD`] answers with (none the ABI
 /// defines).

@@ -28,7 +28,7 @@
 //! | 20 | `answer_then_spin` | - | resident: answers `b"answered"`, then spins with no call open |
 //! | 21 | `answer_then_log_flood` | - | resident: answers `b"answered"`, then logs with no call open |
 //! | 22 | `bad_status_then_log_flood` | - | answers with status [`BAD_STATUS`], then logs without end if run again |
-//! | 23 | `hostcall_without_notify` | selector | resident: bumps the host-call request word without NOTIFY (0: in the call, once the caller sleeps; 1: after answering), then spins |
+//! | 23 | `hostcall_without_notify` | selector | resident: bumps the host-call request word without NOTIFY (0: in the call, once the caller sleeps; 1: after answering), or (2) announces an inline request claiming 255 bytes, then spins |
 //!
 //! Without resident words (an exit-mode sandbox) 19, 20 and 23 spin and 21
 //! logs until the call's deadline.

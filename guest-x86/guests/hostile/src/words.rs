@@ -12,7 +12,7 @@ use nub_arch_x86::{
     GuestError, Output,
     abi::{
         ports::ExitPort,
-        resident::{BOOT_FLAG_RESIDENT, COMPLETION, DOORBELL},
+        resident::{BOOT_FLAG_RESIDENT, COMPLETION, DOORBELL, HOSTCALL_INLINE, inline_call},
         rpc::Status,
     },
     arch::io,
@@ -139,13 +139,26 @@ pub fn bad_status_then_log_flood(_: &[u8], _: &mut Output<'_>) -> Result<(), Gue
 /// Id 23: bumps the host-call request word without the NOTIFY a sleeping
 /// caller needs. Selector 0: inside the call, once the caller sleeps, with
 /// an offset no frame can have, then waits for an answer for ever;
-/// selector 1: after answering `b"answered"`, then spins for ever.
+/// selector 1: after answering `b"answered"`, then spins for ever;
+/// selector 2: an inline request whose length word claims 255 bytes (its
+/// line holds 40), announced with the NOTIFY, then spins for ever.
 pub fn hostcall_without_notify(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
     let Some(words) = words() else { spin_forever() };
-    if selector(input) == 0 {
-        until_the_caller_sleeps(&words);
-    } else {
-        answer_and_complete(&words, Status::Ok as u32, b"answered");
+    match selector(input) {
+        0 => until_the_caller_sleeps(&words),
+        1 => answer_and_complete(&words, Status::Ok as u32, b"answered"),
+        _ => {
+            let request = words.hostcall_request.load(Ordering::Relaxed).wrapping_add(1);
+            words
+                .hostcall_inline_call
+                .store(inline_call(0xF00D, 255), Ordering::Relaxed);
+            words.hostcall_offset.store(HOSTCALL_INLINE, Ordering::Relaxed);
+            words.hostcall_request.store(request, Ordering::SeqCst);
+            if words.host_waiting.load(Ordering::SeqCst) != 0 {
+                io::exit(ExitPort::Notify, 0);
+            }
+            spin_forever()
+        }
     }
     let request = words.hostcall_request.load(Ordering::Relaxed).wrapping_add(1);
     // Not HOSTCALL_INLINE (u64::MAX): an offset past any ring.
