@@ -15,8 +15,8 @@ use nub_arch_x86::{
         resident::{BOOT_FLAG_RESIDENT, COMPLETION, DOORBELL, HOSTCALL_INLINE, inline_call},
         rpc::Status,
     },
-    arch::io,
-    resident::{self, ControlWords, Exits},
+    arch::{KernelExits, io},
+    resident::{self, ControlWords},
 };
 
 use crate::{BAD_STATUS, boot, forge, selector};
@@ -40,18 +40,6 @@ fn words() -> Option<ControlWords<'static>> {
             at(info.output_ring_va + COMPLETION as u64),
         )
     })
-}
-
-/// The two exits, taken directly.
-struct PortExits;
-
-impl Exits for PortExits {
-    fn park(&mut self) {
-        io::exit(ExitPort::Park, 0);
-    }
-    fn notify(&mut self) {
-        io::exit(ExitPort::Notify, 0);
-    }
 }
 
 /// Never returns: spins with no exit at all.
@@ -84,7 +72,7 @@ fn until_the_caller_sleeps(words: &ControlWords<'_>) {
 fn answer_and_complete(words: &ControlWords<'_>, status: u32, payload: &[u8]) {
     forge::answer(status, payload);
     let seq = words.doorbell.load(Ordering::Acquire);
-    resident::complete(words, &mut PortExits, seq);
+    resident::complete(words, &mut KernelExits, seq);
 }
 
 /// Id 19: waits until the caller sleeps, then `n` spin windows more
@@ -148,11 +136,16 @@ pub fn hostcall_without_notify(input: &[u8], _: &mut Output<'_>) -> Result<(), G
         0 => until_the_caller_sleeps(&words),
         1 => answer_and_complete(&words, Status::Ok as u32, b"answered"),
         _ => {
-            let request = words.hostcall_request.load(Ordering::Relaxed).wrapping_add(1);
+            let request = words
+                .hostcall_request
+                .load(Ordering::Relaxed)
+                .wrapping_add(1);
             words
                 .hostcall_inline_call
                 .store(inline_call(0xF00D, 255), Ordering::Relaxed);
-            words.hostcall_offset.store(HOSTCALL_INLINE, Ordering::Relaxed);
+            words
+                .hostcall_offset
+                .store(HOSTCALL_INLINE, Ordering::Relaxed);
             words.hostcall_request.store(request, Ordering::SeqCst);
             if words.host_waiting.load(Ordering::SeqCst) != 0 {
                 io::exit(ExitPort::Notify, 0);
@@ -160,7 +153,10 @@ pub fn hostcall_without_notify(input: &[u8], _: &mut Output<'_>) -> Result<(), G
             spin_forever()
         }
     }
-    let request = words.hostcall_request.load(Ordering::Relaxed).wrapping_add(1);
+    let request = words
+        .hostcall_request
+        .load(Ordering::Relaxed)
+        .wrapping_add(1);
     // Not HOSTCALL_INLINE (u64::MAX): an offset past any ring.
     words.hostcall_offset.store(u64::MAX - 1, Ordering::Relaxed);
     words.hostcall_request.store(request, Ordering::SeqCst);

@@ -37,8 +37,11 @@ static RESIDENT: spin::Once<ControlWords<'static>> = spin::Once::new();
 /// Sequence number of the last host call made in resident mode.
 static HOST_CALLS: AtomicU64 = AtomicU64::new(0);
 
-/// Resident mode's exits: PARK and NOTIFY.
-struct KernelExits;
+/// Resident mode's exits, PARK and NOTIFY, taken through their ports (what
+/// the kernel's resident loop uses; public for guests that drive the
+/// resident words themselves, like the hostile test guest).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelExits;
 
 impl Exits for KernelExits {
     fn park(&mut self) {
