@@ -3,7 +3,7 @@
 //! shows nothing of it to the next run: it starts from the image's entry
 //! again with a fresh vCPU.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use nub_host_common::layout::{Access, PAGE_SIZE, Region};
 use nub_hypervisor::{
@@ -280,48 +280,4 @@ fn a_shared_memory_is_not_reset() {
     ));
     drop(other_holder);
     assert!(!vm.is_resettable(), "a failed reset retires the VM");
-}
-
-/// Prints the cost of each way to reset (not asserted: timings depend on
-/// the machine). `cargo test -p nub-hypervisor --test reset -- --nocapture`.
-#[test]
-fn reset_costs() {
-    let image = build_image(guest_code());
-    let other = build_image(guest_code());
-    let mut vm = Vm::from_image(&image, Arc::new(VcpuInterrupt::new())).unwrap();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let mut same = Vec::new();
-    let mut remap = Vec::new();
-    let mut create = Vec::new();
-    for _ in 0..50 {
-        // To the image the VM does not map: a remap.
-        let target = if Arc::ptr_eq(vm.image().unwrap(), &image) {
-            &other
-        } else {
-            &image
-        };
-        report(&mut vm);
-        taint(&mut vm);
-        let start = Instant::now();
-        vm.reset(target).unwrap();
-        remap.push(start.elapsed().as_secs_f64() * 1e6);
-        // To the same image again: the written pages are copied back.
-        report(&mut vm);
-        taint(&mut vm);
-        let start = Instant::now();
-        vm.reset(target).unwrap();
-        same.push(start.elapsed().as_secs_f64() * 1e6);
-        let start = Instant::now();
-        drop(Vm::from_image(&image, Arc::new(VcpuInterrupt::new())).unwrap());
-        create.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    eprintln!(
-        "reset, same image (copy back the written pages): {:.1} us; reset, other image (mmap MAP_FIXED): {:.1} us; create + drop: {:.1} us",
-        median(same),
-        median(remap),
-        median(create)
-    );
 }
