@@ -98,12 +98,25 @@ fn oversized_payload_is_refused_before_the_guest_runs() {
 fn largest_payload_fits_exactly() {
     let cfg = SandboxConfiguration::default().with_ring_sizes(16 << 10, 32 << 10);
     let mut s = sandbox_with(cfg);
-    let mut max = 16 << 10;
-    // Find the bound the sandbox reports, then use exactly it.
-    if let Err(HyperlightError::PayloadTooLarge { max: m, .. }) =
-        s.call_raw(fn_id::ECHO, &vec![1u8; max])
-    {
-        max = m;
+    // A payload as large as the whole input ring cannot fit beside its
+    // request header: the refusal reports the bound.
+    let max = match s.call_raw(fn_id::ECHO, &vec![1u8; 16 << 10]) {
+        Err(HyperlightError::PayloadTooLarge { size, max }) => {
+            assert_eq!(size, 16 << 10);
+            max
+        }
+        other => panic!("expected PayloadTooLarge, got {other:?}"),
+    };
+    assert!(max < 16 << 10, "{max}");
+    // One byte more than the bound is refused, the bound itself fits.
+    match s.call_raw(fn_id::ECHO, &pattern(max + 1)) {
+        Err(HyperlightError::PayloadTooLarge { size, max: m }) => {
+            assert_eq!((size, m), (max + 1, max));
+        }
+        other => panic!(
+            "expected PayloadTooLarge for {} bytes, got {other:?}",
+            max + 1
+        ),
     }
     let payload = pattern(max);
     assert_eq!(s.call_raw(fn_id::ECHO, &payload).unwrap(), payload);
