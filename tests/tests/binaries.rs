@@ -205,10 +205,33 @@ fn configuration_that_cannot_be_laid_out() {
     );
 }
 
+/// Whether `e` is a guest's own failure (a fault, a bad exit, a deadline),
+/// not a host-side error or a bug in nub.
+fn guest_caused(e: &HyperlightError) -> bool {
+    matches!(
+        e,
+        HyperlightError::GuestFault { .. }
+            | HyperlightError::StackOverflow { .. }
+            | HyperlightError::GuestPanicked { .. }
+            | HyperlightError::GuestAborted { .. }
+            | HyperlightError::GuestOutOfMemory { .. }
+            | HyperlightError::TripleFault
+            | HyperlightError::UnexpectedPort { .. }
+            | HyperlightError::MemoryAccessViolation { .. }
+            | HyperlightError::UnexpectedExit(_)
+            | HyperlightError::ProtocolViolation(_)
+            | HyperlightError::ExecutionTimeout(_)
+    )
+}
+
+/// Each corrupted guest is refused by the loader with a typed error, or
+/// loads and then fails to boot or call with the guest's own error, or
+/// boots and answers correctly.
 #[test]
 fn random_bytes_never_panic() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let base = guest_bytes();
+    let (mut refused, mut echoed) = (0, 0);
     for round in 0..300 {
         let mut bytes = base.clone();
         for _ in 0..(1 + round % 8) {
@@ -222,11 +245,31 @@ fn random_bytes_never_panic() {
         // Corrupt code may loop forever: a deadline bounds every run.
         let cfg = SandboxConfiguration::default()
             .with_max_execution_time(Some(std::time::Duration::from_secs(2)));
-        if let Ok(s) = UninitializedSandbox::new(GuestBinary::Buffer(bytes), Some(cfg)) {
-            // Whatever loads must fail or work cleanly when booted.
-            let _ = s.evolve().map(|mut s| s.call_raw(1, b"x"));
+        let s = match UninitializedSandbox::new(GuestBinary::Buffer(bytes), Some(cfg)) {
+            Err(HyperlightError::BadGuestBinary(_) | HyperlightError::InvalidConfiguration(_)) => {
+                refused += 1;
+                continue;
+            }
+            Err(other) => panic!("round {round}: loading failed with {other:?}"),
+            Ok(s) => s,
+        };
+        // Whatever loads must fail or work cleanly when booted.
+        match s.evolve() {
+            Err(e) => assert!(guest_caused(&e), "round {round}: boot failed with {e:?}"),
+            Ok(mut s) => match s.call_raw(1, b"x") {
+                Ok(answer) => {
+                    assert_eq!(answer, b"x", "round {round}");
+                    echoed += 1;
+                }
+                Err(e) => assert!(guest_caused(&e), "round {round}: call failed with {e:?}"),
+            },
         }
     }
+    // The corruption reaches both the loader's checks and bootable images.
+    assert!(
+        refused > 0 && echoed > 0,
+        "{refused} refused, {echoed} echoed"
+    );
 }
 
 /// A path in the temp dir unique to this process and test.
