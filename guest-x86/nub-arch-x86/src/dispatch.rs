@@ -710,15 +710,19 @@ mod tests {
     }
 
     /// Writes 100 bytes, then checks where a host call made now would put its
-    /// frame: after the partial response, so the bytes survive.
+    /// frame: past the whole response those bytes would make (payload,
+    /// padding and archive root), so the bytes survive and the root fits.
     fn writes_then_reports_slot(_: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
         out.write(&[0xAA; 100])?;
         let slot = host_call_slot().ok_or(GuestError::new("no slot while a response is built"))?;
-        // Response frame at offset 0: body starts at 16, 100 bytes written.
-        if slot < FRAME_HEADER_SIZE + 100 || slot % FRAME_ALIGN != 0 {
+        // Response frame at offset 0: its body starts after the header.
+        if slot < FRAME_HEADER_SIZE + rpc::response_size(100) {
             return Err(GuestError::new(
-                "host-call slot overlaps the partial response",
+                "host-call slot overlaps the response's payload or root",
             ));
+        }
+        if slot % FRAME_ALIGN != 0 {
+            return Err(GuestError::new("host-call slot is not frame-aligned"));
         }
         out.write(&(slot as u64).to_le_bytes())
     }
