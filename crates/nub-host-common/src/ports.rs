@@ -35,23 +35,26 @@ pub enum ExitPort {
 impl TryFrom<u16> for ExitPort {
     type Error = u16;
 
+    /// The port numbered `port`, or the number back if nub has none.
     fn try_from(port: u16) -> Result<Self, u16> {
-        Ok(match port {
-            0x0E0 => Self::Ready,
-            0x0E1 => Self::Done,
-            0x0E2 => Self::HostCall,
-            0x0E3 => Self::Panic,
-            0x0E4 => Self::Abort,
-            0x0E5 => Self::Fault,
-            0x0E6 => Self::Log,
-            0x0E7 => Self::Park,
-            0x0E8 => Self::Notify,
-            other => return Err(other),
-        })
+        Self::ALL.into_iter().find(|p| p.port() == port).ok_or(port)
     }
 }
 
 impl ExitPort {
+    /// Every exit port, in port order.
+    pub const ALL: [ExitPort; 9] = [
+        Self::Ready,
+        Self::Done,
+        Self::HostCall,
+        Self::Panic,
+        Self::Abort,
+        Self::Fault,
+        Self::Log,
+        Self::Park,
+        Self::Notify,
+    ];
+
     /// The port number.
     pub const fn port(self) -> u16 {
         self as u16
@@ -62,21 +65,41 @@ impl ExitPort {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ports_round_trip() {
-        for p in [
-            ExitPort::Ready,
-            ExitPort::Done,
-            ExitPort::HostCall,
-            ExitPort::Panic,
-            ExitPort::Abort,
-            ExitPort::Fault,
-            ExitPort::Log,
-            ExitPort::Park,
-            ExitPort::Notify,
-        ] {
-            assert_eq!(ExitPort::try_from(p.port()), Ok(p));
+    /// Where each port stands in [`ExitPort::ALL`]: exhaustive, so a new
+    /// port does not compile until it is placed (and then must be listed).
+    fn position(p: ExitPort) -> usize {
+        match p {
+            ExitPort::Ready => 0,
+            ExitPort::Done => 1,
+            ExitPort::HostCall => 2,
+            ExitPort::Panic => 3,
+            ExitPort::Abort => 4,
+            ExitPort::Fault => 5,
+            ExitPort::Log => 6,
+            ExitPort::Park => 7,
+            ExitPort::Notify => 8,
         }
-        assert_eq!(ExitPort::try_from(0x3f8), Err(0x3f8));
+    }
+
+    #[test]
+    fn all_lists_every_port_once() {
+        for (i, p) in ExitPort::ALL.into_iter().enumerate() {
+            assert_eq!(position(p), i, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn every_u16_is_its_port_or_refused() {
+        let mut found = 0;
+        for port in 0..=u16::MAX {
+            match ExitPort::try_from(port) {
+                Ok(p) => {
+                    assert_eq!(p.port(), port);
+                    found += 1;
+                }
+                Err(back) => assert_eq!(back, port),
+            }
+        }
+        assert_eq!(found, ExitPort::ALL.len(), "ports are distinct");
     }
 }

@@ -37,15 +37,20 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod binary;
+mod call_guard;
 pub mod caps;
 pub mod config;
+mod engine;
 pub mod error;
 mod exec;
+mod exits;
+mod frames;
+mod guest_logs;
+mod guest_side;
 pub mod host_functions;
 pub mod interrupt;
 pub mod pool;
 mod reaper;
-mod resident;
 pub mod sandbox;
 mod watchdog;
 
@@ -53,7 +58,7 @@ pub use binary::{GuestBinary, PreparedGuest};
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
 pub use error::{GuestBinaryError, HyperlightError, Result};
-pub use exec::GUEST_LOG_TARGET;
+pub use guest_logs::GUEST_LOG_TARGET;
 pub use host_functions::Registerable;
 pub use interrupt::InterruptHandle;
 pub use javm_cap;

@@ -68,7 +68,7 @@ fn image_config(config: &SandboxConfiguration) -> ImageConfig {
         CallMode::Exit => (0, 0),
         CallMode::Resident { spin } => (
             resident::BOOT_FLAG_RESIDENT,
-            crate::resident::spin_iterations(spin),
+            crate::engine::resident::spin_iterations(spin),
         ),
     };
     ImageConfig {
@@ -364,7 +364,7 @@ impl MultiUseSandbox {
         let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
             HyperlightError::ProtocolViolation("guest returned no response".into())
         })?;
-        crate::exec::response_result(fn_id, response, self.guest.output_capacity())
+        crate::frames::response_result(fn_id, response, self.guest.output_capacity())
     }
 
     /// Calls several guest functions in one VM run: all requests go into the
@@ -411,7 +411,7 @@ impl MultiUseSandbox {
         let limit = self.guest.config.max_execution_time;
         self.guest.run_call(&mut self.host_functions, limit)?;
         let responses = self.guest.take_responses(calls.len())?;
-        Ok(crate::exec::batch_results(
+        Ok(crate::frames::batch_results(
             calls.iter().map(|(fn_id, _)| *fn_id),
             responses,
             self.guest.output_capacity(),

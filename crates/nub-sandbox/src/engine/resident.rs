@@ -42,8 +42,11 @@ use nub_host_common::{
 use nub_hypervisor::{HypervisorError, VcpuInterrupt, Vm, interrupt::CancelReason};
 
 use crate::{
+    call_guard::guarded,
+    engine::Engine,
     error::{HyperlightError, Result},
-    exec::{MemorySide, Stop, call_host, classify, misplaced_port},
+    exits::{Stop, classify, misplaced_port},
+    guest_side::{MemorySide, call_host},
     host_functions::HostFunctions,
     watchdog::{self, Watched},
 };
@@ -494,13 +497,13 @@ impl Resident {
     }
 
     /// VM exits since the VM was created.
-    pub(crate) fn exit_count(&self) -> u64 {
+    fn exit_count(&self) -> u64 {
         self.shared.exits.load(Ordering::Relaxed)
     }
 
     /// The vCPU thread stopped on a failure (the guest faulted, broke the
     /// protocol or never parked): the next call reports it.
-    pub(crate) fn failed(&self) -> bool {
+    fn failed(&self) -> bool {
         self.shared.stopped.load(Ordering::Acquire)
     }
 
@@ -518,7 +521,7 @@ impl Resident {
     /// a cancel is recorded only for a running call, so a cancel the vCPU
     /// thread sees then always finds its call open, and [`verdict`] judges
     /// it against this call's number.
-    pub(crate) fn next_call(&mut self) {
+    fn next_call(&mut self) {
         self.seq += 1;
         self.shared.call.store(self.seq << 1 | 1, Ordering::SeqCst);
     }
@@ -528,7 +531,7 @@ impl Resident {
     /// completion word, serving host calls as they come, or runs the call
     /// on this thread when no thread runs the guest. `input_tail` is where
     /// host-call responses go.
-    pub(crate) fn call(
+    fn call(
         &mut self,
         side: &MemorySide,
         input_tail: usize,
@@ -702,7 +705,7 @@ impl Resident {
                 }
                 Err(e) => break Err(e.into()),
             };
-            match classify(side, exit) {
+            match classify(exit, || side.report_error()) {
                 // NOTIFY: an answer or a host call; PARK: the guest waits
                 // for a word this loop is about to look at.
                 Stop::Port(ExitPort::Notify | ExitPort::Park, _) => {}
@@ -809,7 +812,7 @@ impl Resident {
     /// `held` pair with [`hold`]'s "raise `held`, then re-read the call":
     /// either the vCPU thread sees the call ended, or the caller sees it
     /// holding and notifies it under the lock it waits with.
-    pub(crate) fn release(&self) {
+    fn release(&self) {
         self.shared.end_call(self.seq);
     }
 
@@ -818,7 +821,7 @@ impl Resident {
     /// (`VcpuInterrupt::shutdown`: a signal to the thread driving the VM,
     /// plus the pending flag). Returns the VM (`None` if it was stopped
     /// already, or the thread panicked while running the guest).
-    pub(crate) fn stop(&mut self) -> Option<Vm> {
+    fn stop(&mut self) -> Option<Vm> {
         let thread = self.thread.take()?;
         self.shared.lock().stop = true;
         self.shared.vcpu_cv.notify_all();
@@ -826,6 +829,37 @@ impl Resident {
         // A panic on the thread (a bug) loses the VM with it: never pooled.
         thread.join().ok()?;
         self.shared.take_vm()
+    }
+}
+
+impl Engine for Resident {
+    fn run_call(
+        &mut self,
+        side: &MemorySide,
+        input_tail: usize,
+        host: &mut HostFunctions,
+        limit: Option<Duration>,
+    ) -> Result<()> {
+        self.next_call();
+        let interrupt = Arc::clone(&self.shared.interrupt);
+        let result = guarded(&interrupt, side, limit, || {
+            self.call(side, input_tail, host)
+        });
+        // After the call guard ended (which cleared any cancel).
+        self.release();
+        result
+    }
+
+    fn exit_count(&self) -> u64 {
+        Resident::exit_count(self)
+    }
+
+    fn failed(&self) -> bool {
+        Resident::failed(self)
+    }
+
+    fn stop(mut self: Box<Self>) -> Option<Vm> {
+        Resident::stop(&mut self)
     }
 }
 
@@ -919,7 +953,7 @@ fn drive(vm: &mut Vm, shared: &Arc<Shared>, side: &MemorySide) -> Drive {
             },
             Err(e) => break Drive::Failed(e.into()),
         };
-        match classify(side, exit) {
+        match classify(exit, || side.report_error()) {
             Stop::Port(ExitPort::Park, _) => break Drive::Released,
             Stop::Port(ExitPort::Notify, _) => {
                 shared.notify_caller();
