@@ -21,14 +21,19 @@
 //! ```
 //!
 //! Frames never wrap: a frame that does not fit between `tail` and the end of
-//! the data area is refused, so both sides read bodies in place. Only one
-//! side runs at a time (the vCPU is stopped while the host works), so the
-//! rings need no atomics. The host resets the input ring before it writes a
-//! batch of requests and drains and resets the output ring after every exit,
-//! so frames start at offset 0 and a small call touches one page per ring.
+//! the data area is refused, so bodies are read in place. In exit mode only
+//! one side runs at a time (the vCPU is stopped while the host works). In
+//! resident mode (docs/resident.md) host and guest run at once: the `seq`
+//! words hand the rings from one side to the other, and the host, which
+//! cannot trust a guest to keep to that, never holds a reference into guest
+//! memory; it copies headers and frames in and out with atomic loads and
+//! stores. The host resets the input ring before it writes a batch of
+//! requests and drains and resets the output ring after every exit, so
+//! frames start at offset 0 and a small call touches one page per ring.
 //!
 //! Everything here works on plain byte slices, so the same code runs in the
-//! guest, on the host over guest memory, and in unit tests.
+//! guest over its rings, on the host over its private copies, and in unit
+//! tests.
 
 use crate::{read_u32, read_u64, write_u32, write_u64};
 
