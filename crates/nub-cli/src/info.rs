@@ -61,7 +61,8 @@ pub fn render(guest: &str, image: &GuestImage, layout: &MemoryLayout) -> String 
 
     let _ = writeln!(
         out,
-        "\nmemory layout (one slot from address 0; unmapped guard pages between regions):"
+        "\nmemory layout (one range from address 0, in read-only and writable KVM slots; \
+         unmapped guard pages between regions):"
     );
     let mut regions = Table::new(&[
         ("region", Align::Left),

@@ -1,9 +1,12 @@
 //! The guest's physical memory map.
 //!
-//! Guest memory is one slot starting at guest physical address 0, identity
-//! mapped (GVA = GPA). The low megabyte holds fixed system pages; the ELF
-//! image is linked at [`IMAGE_BASE`]; everything after the image is sized by
-//! the sandbox configuration:
+//! Guest memory is one contiguous range starting at guest physical address
+//! 0, identity mapped (GVA = GPA). The hypervisor gives it to KVM as
+//! several memory slots: read-only ones for the pages the guest never
+//! writes, writable ones for the rest (one writable slot where KVM has no
+//! read-only memory). The low megabyte holds fixed system pages; the ELF
+//! image is linked at [`IMAGE_BASE`]; everything after the image is sized
+//! by the sandbox configuration:
 //!
 //! ```text
 //! 0x0000_0000  null guard            unmapped
@@ -196,7 +199,7 @@ pub struct MemoryLayout {
     pub ist_stack: Region,
     /// Main stack; the page below it is unmapped.
     pub stack: Region,
-    /// Total guest memory (one slot from GPA 0).
+    /// Total guest memory (one contiguous range from GPA 0).
     pub memory_size: u64,
 }
 
