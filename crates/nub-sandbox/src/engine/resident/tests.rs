@@ -1,7 +1,20 @@
 //! The cancel verdict, the hold/release handshake, the park watch and
 //! the cancel waker, without KVM.
 
-use super::*;
+use std::{
+    hint::spin_loop,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use nub_hypervisor::{VcpuInterrupt, interrupt::CancelReason};
+
+use super::{
+    shared::Shared,
+    vcpu::{CancelVerdict, hold, verdict},
+    watch::{own_cpu_clock, park_limit, thread_cpu},
+};
+use crate::{error::HyperlightError, watchdog::Watched};
 
 const OPEN_7: u64 = 7 << 1 | 1;
 const ENDED_7: u64 = 7 << 1;
