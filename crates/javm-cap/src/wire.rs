@@ -58,6 +58,7 @@ const _: () = assert!(WIRE_ALIGN <= AlignedVec::<16>::ALIGNMENT);
 
 /// Why a cap cannot be put on, or taken off, the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// The cap is data in [`DataContent::Paged`] form, which never crosses
     /// the wire.

@@ -7,6 +7,7 @@ use nub_sandbox::{GuestBinaryError, HyperlightError};
 
 /// Why a command failed; printed as `error: {self}`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// Reading the payload file failed.
     #[error("cannot read payload {path}: {source}")]

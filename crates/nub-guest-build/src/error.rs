@@ -7,6 +7,7 @@ use crate::GUEST_TARGET;
 
 /// Why a guest could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// Reading or creating a file failed.
     #[error("{}: {source}", path.display())]

@@ -82,6 +82,7 @@ impl TryFrom<u8> for LogLevel {
 
 /// Why a log buffer could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogError {
     /// The region is smaller than its header.
     RegionTooSmall(usize),

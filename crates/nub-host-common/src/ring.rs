@@ -83,6 +83,7 @@ impl TryFrom<u32> for FrameKind {
 
 /// Why a ring operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RingError {
     /// The region is too small to hold a header and one frame.
     RegionTooSmall,

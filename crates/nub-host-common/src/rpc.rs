@@ -98,6 +98,7 @@ pub struct Response {
 
 /// Why a frame body could not be encoded or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The archive does not fit in the space given.
     NoSpace,

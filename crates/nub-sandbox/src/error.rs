@@ -315,25 +315,48 @@ pub enum HyperlightError {
 }
 
 impl HyperlightError {
-    /// Whether this error poisons the sandbox it came from.
+    /// Whether this error poisons the sandbox it came from: the guest (or
+    /// the VM) can no longer be trusted to answer the next call correctly.
+    /// An exhaustive match: a new variant must say which it is.
     pub fn poisons(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            // Refused before the guest ran, or answered by a guest that is
+            // fine: the sandbox carries on.
             Self::GuestFunctionError { .. }
-                | Self::UnknownFunction { .. }
-                | Self::PayloadTooLarge { .. }
-                | Self::BatchTooLarge { .. }
-                | Self::ResponseTooLarge { .. }
-                | Self::ReservedFunctionId { .. }
-                | Self::Wire(_)
-                | Self::CapMissingChild { .. }
-                | Self::CapRejected
-                | Self::CapHashMismatch { .. }
-                | Self::BadGuestBinary(_)
-                | Self::InvalidConfiguration(_)
-                | Self::WatchdogUnavailable(_)
-                | Self::PoisonedSandbox
-        )
+            | Self::UnknownFunction { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::ResponseTooLarge { .. }
+            | Self::ReservedFunctionId { .. }
+            | Self::Wire(_)
+            | Self::CapMissingChild { .. }
+            | Self::CapRejected
+            | Self::CapHashMismatch { .. }
+            | Self::BadGuestBinary(_)
+            | Self::InvalidConfiguration(_)
+            | Self::WatchdogUnavailable(_)
+            | Self::PoisonedSandbox => false,
+            // The guest failed, lied, was stopped mid-call, or the host lost
+            // track of the VM: drop the sandbox and build another.
+            Self::GuestFault { .. }
+            | Self::StackOverflow { .. }
+            | Self::GuestPanicked { .. }
+            | Self::GuestAborted { .. }
+            | Self::GuestOutOfMemory { .. }
+            | Self::TripleFault
+            | Self::UnexpectedPort { .. }
+            | Self::MemoryAccessViolation { .. }
+            | Self::UnexpectedExit(_)
+            | Self::ProtocolViolation(_)
+            | Self::Canceled
+            | Self::ExecutionTimeout(_)
+            | Self::HostFunctionPanicked { .. }
+            | Self::Kvm(_)
+            | Self::GuestMemory(_)
+            | Self::VcpuThread(_)
+            | Self::Internal(_)
+            | Self::Error(_) => true,
+        }
     }
 }
 

@@ -68,6 +68,7 @@ impl fmt::Display for GuestError {
 
 /// Why a registration failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The id is in the reserved system range.
     Reserved(u32),

@@ -29,6 +29,7 @@ use crate::{dispatch, region::RingRegion};
 /// Why a host call failed. The guest function decides what to do with it;
 /// the sandbox stays usable.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostCallError {
     /// No host function is registered under this id.
     UnknownFunction(u32),

@@ -36,6 +36,7 @@ const INITIAL_CAPACITY: usize = 64;
 
 /// Why a put failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PutError {
     /// The bytes are not a valid, in-limits `WireCap`.
     Wire(WireError),

@@ -92,6 +92,7 @@ pub type HostFn = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>, String>>;
 
 /// Why a call through the harness did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError {
     /// The guest function returned this error (its message as the host
     /// would see it).

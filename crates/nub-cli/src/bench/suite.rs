@@ -93,6 +93,7 @@ impl Unit {
 
 /// Why a row could not be measured.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RowError {
     /// Building, booting or calling a sandbox failed.
     #[error(transparent)]
