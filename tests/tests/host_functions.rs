@@ -60,7 +60,7 @@ fn stateful_closure_sees_ten_thousand_calls_in_one_guest_call() {
         seen.fetch_add(1, Ordering::SeqCst);
         let i = u32::from_le_bytes(
             b.try_into()
-                .map_err(|_| HyperlightError::Error("need u32".into()))?,
+                .map_err(|_| "need u32")?,
         );
         Ok((i * 2).to_le_bytes().to_vec())
     })
@@ -104,7 +104,7 @@ fn largest_host_payloads_fit_and_one_more_byte_is_a_typed_error() {
     u.register_host_function(2, |b: &[u8]| {
         let n = u32::from_le_bytes(
             b.try_into()
-                .map_err(|_| HyperlightError::Error("need u32".into()))?,
+                .map_err(|_| "need u32")?,
         );
         Ok(vec![0xAB; n as usize])
     })
@@ -157,9 +157,16 @@ fn unknown_host_function_reaches_the_guest_as_an_error() {
 #[test]
 fn host_function_error_message_reaches_the_guest() {
     let mut u = uninit(None);
-    u.register_host_function(9, |_: &[u8]| {
-        Err(HyperlightError::Error("disk on fire".into()))
-    })
+    // A host function fails with an error type of its own.
+    #[derive(Debug)]
+    struct DiskOnFire;
+    impl std::fmt::Display for DiskOnFire {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("disk on fire")
+        }
+    }
+    impl std::error::Error for DiskOnFire {}
+    u.register_host_function(9, |_: &[u8]| Err(DiskOnFire.into()))
     .unwrap();
     let mut s = u.evolve().unwrap();
     let err = s
@@ -175,7 +182,7 @@ fn host_function_error_message_reaches_the_guest() {
 #[test]
 fn host_function_panic_is_typed_and_poisons() {
     let mut u = uninit(None);
-    u.register_host_function(66, |_: &[u8]| -> nub_sandbox::Result<Vec<u8>> {
+    u.register_host_function(66, |_: &[u8]| -> nub_sandbox::HostResult {
         panic!("host went boom")
     })
     .unwrap();

@@ -120,7 +120,7 @@ fn hostile_init_calls_its_host_function_and_carries_on_unless_told_to_spin() {
         u.register_host_function(h::INIT_HOST_FN, move |payload: &[u8]| {
             assert_eq!(payload, b"init");
             counter.fetch_add(1, Ordering::Relaxed);
-            answer.clone().map_err(|e| HyperlightError::Error(e.into()))
+            answer.clone().map_err(|e| e.into())
         })
         .unwrap();
         let mut s = u.evolve().unwrap();

@@ -12,9 +12,17 @@ use nub_host_common::rpc::is_system_fn_id;
 
 use crate::error::{HyperlightError, Result};
 
+/// What a failed host function returns: any error of its own. The guest
+/// receives its message (`Display`) as `HostCallError::Host`; the call goes
+/// on and the sandbox stays healthy.
+pub type HostFunctionError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a host function returns: the answer, or its own error.
+pub type HostResult = std::result::Result<Vec<u8>, HostFunctionError>;
+
 /// A host function: takes the guest's payload, returns the answer or an
 /// error (whose message the guest receives).
-pub type HostFunction = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static>;
+pub type HostFunction = Box<dyn FnMut(&[u8]) -> HostResult + Send + 'static>;
 
 /// A registry of host functions by fn id.
 #[derive(Default)]
@@ -70,5 +78,5 @@ pub trait Registerable {
     /// ```
     fn register_host_function<F>(&mut self, fn_id: u32, f: F) -> Result<()>
     where
-        F: FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static;
+        F: FnMut(&[u8]) -> HostResult + Send + 'static;
 }

@@ -59,7 +59,7 @@ pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
 pub use error::{GuestBinaryError, HyperlightError, Result};
 pub use guest_logs::GUEST_LOG_TARGET;
-pub use host_functions::Registerable;
+pub use host_functions::{HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;
 pub use javm_cap;
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};

@@ -20,7 +20,7 @@ use crate::{
     config::{CallMode, SandboxConfiguration},
     error::{HyperlightError, Result},
     exec::GuestVm,
-    host_functions::{HostFunctions, Registerable},
+    host_functions::{HostFunctions, HostResult, Registerable},
     interrupt::{InterruptHandle, VcpuInterruptHandle},
     pool,
 };
@@ -303,7 +303,7 @@ impl UninitializedSandbox {
 impl Registerable for UninitializedSandbox {
     fn register_host_function<F>(&mut self, fn_id: u32, f: F) -> Result<()>
     where
-        F: FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+        F: FnMut(&[u8]) -> HostResult + Send + 'static,
     {
         self.host_functions.register(fn_id, Box::new(f))
     }
@@ -617,7 +617,7 @@ impl MultiUseSandbox {
 impl Registerable for MultiUseSandbox {
     fn register_host_function<F>(&mut self, fn_id: u32, f: F) -> Result<()>
     where
-        F: FnMut(&[u8]) -> Result<Vec<u8>> + Send + 'static,
+        F: FnMut(&[u8]) -> HostResult + Send + 'static,
     {
         self.host_functions.register(fn_id, Box::new(f))
     }
