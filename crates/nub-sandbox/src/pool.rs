@@ -1,7 +1,7 @@
 //! The VM pool: VMs that dropped sandboxes left behind, reset and reused by
 //! new sandboxes, so that a rebuild does not pay for creating a VM.
 //!
-//! Creating a VM (`KVM_CREATE_VM`, a memory slot, a vCPU) costs most of a
+//! Creating a VM (`KVM_CREATE_VM`, its memory slots, a vCPU) costs most of a
 //! millisecond here; resetting one costs tens of microseconds (see
 //! docs/lifecycle.md). So dropping a sandbox whose
 //! [`SandboxConfiguration::vm_pool`](crate::SandboxConfiguration::vm_pool)
@@ -11,9 +11,14 @@
 //!
 //! **Reset** ([`nub_hypervisor::Vm::reset`]) makes the VM what a new VM
 //! built from the guest's prepared image is: every page the old guest wrote
-//! is discarded (every page reads the image again), and the vCPU's
-//! registers, special registers, FPU/SSE/AVX state, MSRs, pending events
-//! and debug registers are a fresh vCPU's. Then the new guest boots from
+//! reads the image again (up to 64 written pages are copied back from the
+//! image, more are discarded; a VM recycled for another image has that
+//! image mapped over the old one), and the vCPU's general and special
+//! registers (segments, FS/GS bases, control registers, CR2, descriptor
+//! tables), its XSAVE state (x87, SSE, AVX, MXCSR) and its pending events
+//! are a fresh vCPU's. MSRs other than the FS/GS bases, the debug registers
+//! and XCR0 are not touched: only CPL 0 code can write them, and a nub
+//! guest has none. Then the new guest boots from
 //! its first instruction and runs its init: a recycled sandbox behaves
 //! exactly like a new one; nothing of the old guest survives (this is not
 //! snapshot/restore). Each sandbox gets its own interrupt state, so a handle
