@@ -1,0 +1,339 @@
+//! The rows of the suite: each row's name, the floor its ratio is taken
+//! against and its unit, in run order, with the [sampler](super::samplers)
+//! that measures it.
+//!
+//! Row names are a contract (scripts compare runs by them): keep them. Each
+//! row names the floor its ratio is taken against, measured in the same
+//! run: call rows against the CPL 3 `out` loop (a call costs one exit),
+//! their `(resident)` variants against the `ping-pong floor` (a resident
+//! call hands its request to a spinning vCPU through shared memory),
+//! `kill latency` against the `kill floor`, the lifecycle rows against the
+//! `vm floor`. Rows run in [`rows`]' order, floors first.
+//!
+//! The loaded rows keep every core busy with spinner threads the row starts
+//! and stops itself: `echo empty (loaded)` against the CPL 3 floor and
+//! `echo empty (resident, loaded)` against `echo empty (loaded)` (resident
+//! mode must not lose to exit mode on a busy machine); `first call after a
+//! park (resident)` times a call that finds the guest parked, against the
+//! CPL 3 floor (it should cost one exit, not two wake-ups), next to `first
+//! call after a pause`, an exit-mode call after the same pause.
+//!
+//! The call rows are built once per [`CallPath`]; a new way of making a call
+//! is one more `CallPath`, and every call row gets its variant with the
+//! path's suffix and floor.
+
+use nub_sandbox::{CallMode, SandboxConfiguration};
+
+use super::{
+    error::RowError,
+    samplers::{self, Sampler},
+};
+
+/// The exit floor at CPL 3, where nub guests run.
+pub const FLOOR_CPL3: &str = "floor: out loop CPL 3";
+/// The exit floor at CPL 0 (every guest instruction emulated under
+/// kvm_pvm).
+pub const FLOOR_CPL0: &str = "floor: out loop CPL 0";
+/// A bare VM spinning at CPL 3, killed the way nub kills a call.
+pub const KILL_FLOOR: &str = "kill floor";
+/// Create + drop of a bare VM with one vCPU and one memory slot.
+pub const VM_FLOOR: &str = "vm floor";
+/// Two host threads bouncing a cache line (no VM).
+pub const PING_PONG_FLOOR: &str = "ping-pong floor";
+/// Resident set growth per sandbox with 32 alive, in KiB.
+pub const RSS_ROW: &str = "rss per sandbox (32 alive)";
+/// The loaded exit-mode row, the floor of its resident variant.
+pub const ECHO_LOADED: &str = "echo empty (loaded)";
+
+/// The unit of a row's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds per operation.
+    Micros,
+    /// KiB (the RSS row).
+    KiB,
+}
+
+impl Unit {
+    /// The unit as the JSON and the table write it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Unit::Micros => "us",
+            Unit::KiB => "KiB",
+        }
+    }
+}
+
+/// Prepares a row's state (sandboxes, threads) before its samples; not
+/// timed.
+pub(super) type Setup = Box<dyn FnOnce() -> Result<Sampler, RowError>>;
+
+/// One row of the suite.
+pub struct Row {
+    /// The row's name (a contract).
+    pub name: String,
+    /// The floor its ratio is taken against, if any.
+    pub floor: Option<&'static str>,
+    /// The unit of its figures.
+    pub unit: Unit,
+    /// Sets the row up and returns its sampler.
+    pub(super) setup: Setup,
+}
+
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Row")
+            .field("name", &self.name)
+            .field("floor", &self.floor)
+            .field("unit", &self.unit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Row {
+    /// A row of microseconds named `name`, compared with `floor`, measured
+    /// by the sampler `setup` returns.
+    pub(super) fn new(
+        name: impl Into<String>,
+        floor: Option<&'static str>,
+        setup: impl FnOnce() -> Result<Sampler, RowError> + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            floor,
+            unit: Unit::Micros,
+            setup: Box::new(setup),
+        }
+    }
+}
+
+/// A way of making a call; every call row runs once per path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPath {
+    /// The vCPU thread enters the guest for each call (one VM exit).
+    Exit,
+    /// The vCPU stays in the guest on the sandbox's thread
+    /// ([`CallMode::resident`]); calls are handed over through shared
+    /// memory while both sides spin.
+    Resident,
+}
+
+impl CallPath {
+    /// Every path the call rows run on, in table order.
+    pub const ALL: &'static [CallPath] = &[CallPath::Exit, CallPath::Resident];
+
+    /// The row name of `base` on this path.
+    pub fn row_name(self, base: &str) -> String {
+        match self {
+            CallPath::Exit => base.to_string(),
+            CallPath::Resident => format!("{base} (resident)"),
+        }
+    }
+
+    /// The floor call rows on this path are compared with.
+    pub fn floor(self) -> &'static str {
+        match self {
+            CallPath::Exit => FLOOR_CPL3,
+            CallPath::Resident => PING_PONG_FLOOR,
+        }
+    }
+
+    /// The default configuration set up for this path.
+    fn config(self) -> SandboxConfiguration {
+        let cfg = SandboxConfiguration::default();
+        match self {
+            CallPath::Exit => cfg.with_call_mode(CallMode::Exit),
+            CallPath::Resident => cfg.with_call_mode(CallMode::resident()),
+        }
+    }
+}
+
+/// The whole suite, in run order: floors, calls (per [`CallPath`]),
+/// loaded and paused calls, lifecycle, RSS.
+pub fn rows() -> Vec<Row> {
+    let mut rows = floor_rows();
+    for &path in CallPath::ALL {
+        rows.extend(call_rows(path));
+    }
+    rows.extend(loaded_rows());
+    rows.extend(lifecycle_rows());
+    rows.push(rss_row());
+    rows
+}
+
+/// The rows whose names contain `filter`, with the floors they are
+/// compared with (so their ratios are still taken in the same run), in
+/// suite order.
+pub fn select(rows: Vec<Row>, filter: &str) -> Vec<Row> {
+    let floors: Vec<&'static str> = rows
+        .iter()
+        .filter(|r| r.name.contains(filter))
+        .filter_map(|r| r.floor)
+        .collect();
+    rows.into_iter()
+        .filter(|r| r.name.contains(filter) || floors.contains(&r.name.as_str()))
+        .collect()
+}
+
+fn floor_rows() -> Vec<Row> {
+    vec![
+        Row::new(FLOOR_CPL3, None, || samplers::exit_floor(true)),
+        Row::new(FLOOR_CPL0, Some(FLOOR_CPL3), || samplers::exit_floor(false)),
+        Row::new(KILL_FLOOR, None, samplers::kill_floor),
+        Row::new(VM_FLOOR, None, samplers::vm_floor),
+        Row::new(PING_PONG_FLOOR, None, samplers::ping_pong),
+    ]
+}
+
+/// The call rows on `path`, in table order.
+pub(super) fn call_rows(path: CallPath) -> Vec<Row> {
+    let floor = Some(path.floor());
+    let echo = |size: usize| move || samplers::echo(path.config(), size);
+    vec![
+        Row::new(path.row_name("echo empty"), floor, echo(0)),
+        Row::new(path.row_name("echo 4KiB"), floor, echo(4 << 10)),
+        Row::new(path.row_name("echo 64KiB"), floor, echo(64 << 10)),
+        Row::new(path.row_name("host call"), floor, move || {
+            samplers::host_call(path.config())
+        }),
+        Row::new(path.row_name("batch 100 per call"), floor, move || {
+            samplers::batch(path.config())
+        }),
+        Row::new(path.row_name("put_cap 64B"), floor, move || {
+            samplers::put_cap(path.config())
+        }),
+        Row::new(path.row_name("put_cap_with_hash hit"), floor, move || {
+            samplers::put_cap_with_hash(path.config())
+        }),
+    ]
+}
+
+fn loaded_rows() -> Vec<Row> {
+    vec![
+        Row::new(ECHO_LOADED, Some(FLOOR_CPL3), || {
+            samplers::loaded_echo(CallPath::Exit.config())
+        }),
+        Row::new("echo empty (resident, loaded)", Some(ECHO_LOADED), || {
+            samplers::loaded_echo(CallPath::Resident.config())
+        }),
+        Row::new("first call after a pause", Some(FLOOR_CPL3), || {
+            samplers::after_a_pause(CallPath::Exit.config())
+        }),
+        Row::new(
+            "first call after a park (resident)",
+            Some(FLOOR_CPL3),
+            || samplers::after_a_pause(CallPath::Resident.config()),
+        ),
+    ]
+}
+
+fn lifecycle_rows() -> Vec<Row> {
+    let floor = Some(VM_FLOOR);
+    vec![
+        Row::new("create+evolve", floor, samplers::create_evolve),
+        Row::new("drop", floor, samplers::drop_sandbox),
+        // Without the pool: a new VM per cycle, the baseline of the pool
+        // row below.
+        Row::new(
+            "create+evolve+call+drop",
+            floor,
+            samplers::cycle_without_pool,
+        ),
+        Row::new(
+            "create+evolve+call+drop (pool)",
+            floor,
+            samplers::cycle_with_pool,
+        ),
+        Row::new("kill latency", Some(KILL_FLOOR), samplers::kill_latency),
+    ]
+}
+
+fn rss_row() -> Row {
+    let mut row = Row::new(RSS_ROW, None, samplers::rss_per_sandbox);
+    row.unit = Unit::KiB;
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row name [`rows`] produces, without setting anything up.
+    fn row_names() -> Vec<String> {
+        rows().into_iter().map(|r| r.name).collect()
+    }
+
+    /// The call rows' base names (their exit-path names), written out
+    /// here rather than taken from [`call_rows`].
+    const CALL_BASES: &[&str] = &[
+        "echo empty",
+        "echo 4KiB",
+        "echo 64KiB",
+        "host call",
+        "batch 100 per call",
+        "put_cap 64B",
+        "put_cap_with_hash hit",
+    ];
+
+    #[test]
+    fn call_rows_exist_for_every_path_with_its_floor() {
+        let rows = rows();
+        for &path in CallPath::ALL {
+            for base in CALL_BASES {
+                let name = path.row_name(base);
+                let row = rows.iter().find(|r| r.name == name);
+                assert_eq!(
+                    row.map(|r| r.floor),
+                    Some(Some(path.floor())),
+                    "{name} missing or with the wrong floor"
+                );
+            }
+        }
+        // A call row added without being listed here is caught too.
+        let exit: Vec<String> = call_rows(CallPath::Exit)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(exit, CALL_BASES);
+    }
+
+    #[test]
+    fn every_floor_a_row_names_is_measured_before_it() {
+        let rows = rows();
+        for (i, row) in rows.iter().enumerate() {
+            if let Some(floor) = row.floor {
+                let at = rows.iter().position(|r| r.name == floor);
+                assert!(at.is_some_and(|at| at < i), "{} -> {floor}", row.name);
+            }
+        }
+    }
+
+    #[test]
+    fn a_filter_keeps_its_rows_and_their_floors() {
+        let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(rows(), "kill")),
+            ["kill floor", "kill latency"]
+        );
+        assert_eq!(
+            names(select(rows(), "echo 4KiB")),
+            [
+                FLOOR_CPL3,
+                PING_PONG_FLOOR,
+                "echo 4KiB",
+                "echo 4KiB (resident)"
+            ]
+        );
+        assert_eq!(names(select(rows(), "")), row_names());
+        assert!(select(rows(), "no such row").is_empty());
+    }
+
+    #[test]
+    fn row_names_are_unique() {
+        let mut names = row_names();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

@@ -1,0 +1,34 @@
+//! Why a row could not be measured ([`RowError`]) and which row that was
+//! ([`BenchError`]).
+
+use nub_hypervisor::floor::FloorError;
+use nub_sandbox::HyperlightError;
+
+/// Why a row could not be measured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RowError {
+    /// Building, booting or calling a sandbox failed.
+    #[error(transparent)]
+    Sandbox(#[from] HyperlightError),
+    /// A floor measurement failed.
+    #[error(transparent)]
+    Floor(#[from] FloorError),
+    /// Starting a helper thread or reading `/proc/self/status` failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The guest answered something other than what the row expects.
+    #[error("unexpected answer: {0}")]
+    WrongAnswer(String),
+}
+
+/// A row that failed, by name.
+#[derive(Debug, thiserror::Error)]
+#[error("bench row `{row}`: {source}")]
+pub struct BenchError {
+    /// The row's name.
+    pub row: String,
+    /// What went wrong.
+    #[source]
+    pub source: RowError,
+}
