@@ -6,7 +6,9 @@ use std::io::Write;
 use log::LevelFilter;
 use nub_sandbox::{CallMode, GUEST_LOG_TARGET, UninitializedSandbox};
 
-use crate::{cli::CallArgs, error::CliError, guest, host_fns, output, payload};
+use nub_cli::host_fns;
+
+use crate::{cli::CallArgs, error::CliError, guest, output, payload};
 
 /// Runs `nub call`.
 pub fn run(args: &CallArgs) -> Result<(), CliError> {

@@ -23,7 +23,7 @@ pub enum Command {
     ///
     /// The result is printed as text when it is printable UTF-8 and as
     /// lowercase hex otherwise.
-    #[command(after_help = crate::host_fns::HELP)]
+    #[command(after_help = nub_cli::host_fns::HELP)]
     Call(CallArgs),
     /// Show the guest's ELF segments and the memory layout a sandbox would
     /// give it.

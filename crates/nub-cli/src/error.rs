@@ -61,7 +61,7 @@ pub enum CliError {
     },
     /// A `nub bench` row could not be measured.
     #[error(transparent)]
-    Bench(#[from] crate::bench::suite::BenchError),
+    Bench(#[from] nub_cli::suite::BenchError),
     /// `nub bench FILTER` matched no row.
     #[error("no bench row name contains `{0}`")]
     NoBenchRows(String),

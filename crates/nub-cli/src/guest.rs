@@ -11,8 +11,7 @@ use nub_sandbox::{GuestBinary, GuestBinaryError};
 
 use crate::error::CliError;
 
-/// The default guest's ELF, built by `build.rs` and embedded in `nub`.
-pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("NUB_GUEST_NUB_DEFAULT_GUEST"));
+pub use nub_cli::DEFAULT_GUEST;
 
 /// The ELF file `--guest PATH` names: PATH itself, or for a directory the
 /// ELF built from the guest crate there (cargo's output goes to stderr).

@@ -14,7 +14,7 @@
 //!
 //! Without `--guest`, `nub` uses the default guest, which its build script
 //! builds and this binary embeds; `--guest` takes an ELF or a guest crate
-//! directory. `call` registers a few host functions (see [`host_fns`]).
+//! directory. `call` registers a few host functions (see [`nub_cli::host_fns`]).
 //! Every command that boots a guest needs `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
 //! (2 for a bad command line).
 
@@ -26,7 +26,6 @@ mod call;
 mod cli;
 mod error;
 mod guest;
-mod host_fns;
 mod info;
 mod new;
 mod output;

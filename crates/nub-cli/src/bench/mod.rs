@@ -1,22 +1,22 @@
-//! `nub bench`: runs the benchmark suite ([`suite`]) on the built-in
-//! default guest with a progress bar on stderr, prints the table
-//! ([`report`]) on stdout and, with `--json PATH`, writes the rows as JSON.
+//! `nub bench`: runs the benchmark suite ([`nub_cli::suite`], the
+//! library's row catalogue) on the built-in default guest with a progress
+//! bar on stderr, prints the table ([`report`]) on stdout and, with
+//! `--json PATH`, writes the rows as JSON.
 //!
 //! Every figure is a median (and a p99) of samples taken in this run, and
 //! every ratio is to a floor measured in the same run: absolute numbers
 //! move between runs on a shared machine, ratios much less.
 
 pub mod report;
-pub mod stats;
-pub mod suite;
 
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use nub_cli::suite::{self, Budget, Progress};
+
 use crate::{cli::BenchArgs, error::CliError};
 use report::Report;
-use suite::{Budget, Progress};
 
 /// Steps of the progress bar per row (its position within a row follows
 /// the row's budget).

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use super::suite::{RowResult, Unit};
 use crate::table::{Align, Table};
+use nub_cli::suite::{RowResult, Unit};
 
 /// The JSON document `--json` writes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -132,7 +132,7 @@ fn ops(per_s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::stats::Summary;
+    use nub_cli::suite::stats::Summary;
 
     fn result(name: &str, floor: Option<&'static str>, unit: Unit, median: f64) -> RowResult {
         RowResult {

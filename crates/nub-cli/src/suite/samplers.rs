@@ -22,7 +22,7 @@ use nub_sandbox::{
 };
 
 use super::error::RowError;
-use crate::{guest::DEFAULT_GUEST, host_fns};
+use crate::{DEFAULT_GUEST, host_fns};
 
 /// Takes one sample: the figure of one operation in the row's unit.
 pub type Sampler = Box<dyn FnMut() -> Result<f64, RowError>>;
@@ -159,7 +159,7 @@ pub fn batch(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
 }
 
 /// `put_cap` of a new 64-byte inline cap, in a sandbox with a 16 MiB heap
-/// (a fresh one every [`CAPS_PER_SANDBOX`] caps, untimed).
+/// (a fresh one every 4096 caps, untimed).
 pub fn put_cap(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
     let cfg = cfg.with_heap_size(16 << 20);
     let mut s = boot(cfg, false)?;
@@ -236,7 +236,7 @@ impl Drop for Spinners {
     }
 }
 
-/// Empty echoes in a sandbox booted with `cfg` while [`Spinners`] keep
+/// Empty echoes in a sandbox booted with `cfg` while spinner threads keep
 /// every core busy (started here, stopped when the sampler is dropped).
 pub fn loaded_echo(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
     let mut call = call(cfg, false, fn_id::ECHO, Vec::new(), Vec::new())?;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use super::{
     catalogue::{Row, Setup, Unit},
     error::{BenchError, RowError},
+    stats::{Summary, summarize},
 };
-use crate::bench::stats::{Summary, summarize};
 
 /// How many samples each row takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +159,7 @@ fn measure(setup: Setup, budget: Budget, report: &mut dyn FnMut(f64)) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::suite::rows;
+    use crate::suite::rows;
 
     #[test]
     fn the_whole_suite_runs_with_two_samples_a_row() {
