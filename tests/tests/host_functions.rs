@@ -58,10 +58,7 @@ fn stateful_closure_sees_ten_thousand_calls_in_one_guest_call() {
     let mut u = uninit(None);
     u.register_host_function(5, move |b: &[u8]| {
         seen.fetch_add(1, Ordering::SeqCst);
-        let i = u32::from_le_bytes(
-            b.try_into()
-                .map_err(|_| "need u32")?,
-        );
+        let i = u32::from_le_bytes(b.try_into().map_err(|_| "need u32")?);
         Ok((i * 2).to_le_bytes().to_vec())
     })
     .unwrap();
@@ -102,10 +99,7 @@ fn largest_host_payloads_fit_and_one_more_byte_is_a_typed_error() {
     let mut u = uninit(Some(cfg));
     // The host answers with `n` bytes, n taken from the request.
     u.register_host_function(2, |b: &[u8]| {
-        let n = u32::from_le_bytes(
-            b.try_into()
-                .map_err(|_| "need u32")?,
-        );
+        let n = u32::from_le_bytes(b.try_into().map_err(|_| "need u32")?);
         Ok(vec![0xAB; n as usize])
     })
     .unwrap();
@@ -167,7 +161,7 @@ fn host_function_error_message_reaches_the_guest() {
     }
     impl std::error::Error for DiskOnFire {}
     u.register_host_function(9, |_: &[u8]| Err(DiskOnFire.into()))
-    .unwrap();
+        .unwrap();
     let mut s = u.evolve().unwrap();
     let err = s
         .call_raw(fn_id::HOST_ECHO, &host_echo_payload(9, b""))

@@ -6,14 +6,18 @@
 //! capability directory exists, and returns that copy from the
 //! `FN_ID_NUB_GET_BOOT_INFO` system function.
 
-use crate::{read_u32, read_u64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::layout::{MemoryLayout, REPORT_PAGE_GPA};
 
 /// `b"NUBBOOT\0"` as a little-endian u64.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"NUBBOOT\0");
 
 /// The boot block. All addresses are guest addresses (identity mapped).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct BootInfo {
     /// [`BOOT_MAGIC`].
     pub magic: u64,
@@ -58,67 +62,87 @@ pub struct BootInfo {
     pub control_va: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 144);
+// The layout is the ABI: no padding (IntoBytes refuses any), 144 bytes,
+// and the fields at the offsets docs/abi.md gives.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<BootInfo>() == 144);
+    assert!(offset_of!(BootInfo, abi_version) == 8);
+    assert!(offset_of!(BootInfo, flags) == 12);
+    assert!(offset_of!(BootInfo, memory_size) == 16);
+    assert!(offset_of!(BootInfo, directory_va) == 104);
+    assert!(offset_of!(BootInfo, log_level) == 128);
+    assert!(offset_of!(BootInfo, control_va) == 136);
+};
 
 impl BootInfo {
+    /// A BootInfo of this ABI (magic and version set) describing nothing
+    /// yet: every address and size is zero. The nub_arch_x86 test harness
+    /// fills in the few fields it serves.
+    pub const fn new() -> Self {
+        Self {
+            magic: BOOT_MAGIC,
+            abi_version: crate::ABI_VERSION,
+            flags: 0,
+            memory_size: 0,
+            input_ring_va: 0,
+            input_ring_size: 0,
+            output_ring_va: 0,
+            output_ring_size: 0,
+            report_va: 0,
+            heap_va: 0,
+            heap_size: 0,
+            stack_top: 0,
+            stack_size: 0,
+            ist_stack_top: 0,
+            directory_va: 0,
+            log_va: 0,
+            log_size: 0,
+            log_level: 0,
+            control_va: 0,
+        }
+    }
+
+    /// What the host tells a guest booted in `layout`: every region's
+    /// address and size, the `flags` (`BOOT_FLAG_*`) and the guest's log
+    /// level. `directory_va` is 0: the guest fills it in.
+    pub const fn for_layout(layout: &MemoryLayout, flags: u32, log_level: u64) -> Self {
+        Self {
+            flags,
+            memory_size: layout.memory_size,
+            input_ring_va: layout.input_ring.start,
+            input_ring_size: layout.input_ring.size,
+            output_ring_va: layout.output_ring.start,
+            output_ring_size: layout.output_ring.size,
+            report_va: REPORT_PAGE_GPA,
+            heap_va: layout.heap.start,
+            heap_size: layout.heap.size,
+            stack_top: layout.stack.end(),
+            stack_size: layout.stack.size,
+            ist_stack_top: layout.ist_stack.end(),
+            log_va: layout.log_buffer.start,
+            log_size: layout.log_buffer.size,
+            log_level,
+            control_va: layout.control.start,
+            ..Self::new()
+        }
+    }
+
     /// Size of the encoded block.
     pub const SIZE: usize = core::mem::size_of::<BootInfo>();
 
-    /// Encodes into little-endian bytes (the in-memory `repr(C)` layout on
+    /// Its bytes: the `repr(C)` layout, little-endian (both sides are
     /// x86_64).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        let words = [
-            self.magic,
-            u64::from(self.abi_version) | (u64::from(self.flags) << 32),
-            self.memory_size,
-            self.input_ring_va,
-            self.input_ring_size,
-            self.output_ring_va,
-            self.output_ring_size,
-            self.report_va,
-            self.heap_va,
-            self.heap_size,
-            self.stack_top,
-            self.stack_size,
-            self.ist_stack_top,
-            self.directory_va,
-            self.log_va,
-            self.log_size,
-            self.log_level,
-            self.control_va,
-        ];
-        for (chunk, word) in out.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
+        out.copy_from_slice(self.as_bytes());
         out
     }
 
-    /// Decodes from bytes; `None` if too short or the magic or ABI version
-    /// does not match. The fields are not otherwise trusted.
+    /// Reads a BootInfo from the start of `bytes`; `None` if they are too
+    /// short or the magic or ABI version is not this build's.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let w = |i: usize| read_u64(bytes, i * 8);
-        let info = Self {
-            magic: w(0)?,
-            abi_version: read_u32(bytes, 8)?,
-            flags: read_u32(bytes, 12)?,
-            memory_size: w(2)?,
-            input_ring_va: w(3)?,
-            input_ring_size: w(4)?,
-            output_ring_va: w(5)?,
-            output_ring_size: w(6)?,
-            report_va: w(7)?,
-            heap_va: w(8)?,
-            heap_size: w(9)?,
-            stack_top: w(10)?,
-            stack_size: w(11)?,
-            ist_stack_top: w(12)?,
-            directory_va: w(13)?,
-            log_va: w(14)?,
-            log_size: w(15)?,
-            log_level: w(16)?,
-            control_va: w(17)?,
-        };
+        let (info, _) = Self::read_from_prefix(bytes).ok()?;
         (info.magic == BOOT_MAGIC && info.abi_version == crate::ABI_VERSION).then_some(info)
     }
 }

@@ -26,6 +26,43 @@
 
 extern crate alloc;
 
+/// Declares an ABI enum whose values cross the host/guest boundary as
+/// integers: the enum (`#[repr]` of the integer type), its `ALL` list in
+/// declaration order, and `TryFrom<integer>` (the unknown value comes back
+/// as the error), all from one list of variants, so none can be missing
+/// from another. Unknown values are reported, never trusted.
+macro_rules! abi_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $value:expr),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant = $value),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        impl TryFrom<$repr> for $name {
+            type Error = $repr;
+
+            fn try_from(value: $repr) -> Result<Self, $repr> {
+                $(if value == $value {
+                    return Ok(Self::$variant);
+                })+
+                Err(value)
+            }
+        }
+    };
+}
+
 pub mod boot;
 pub mod default_guest;
 pub mod directory;
@@ -109,5 +146,45 @@ pub const fn align_up(value: u64, align: u64) -> Option<u64> {
     match value.checked_add(align - 1) {
         Some(v) => Some(v & !(align - 1)),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod abi_enum_tests {
+    use core::fmt::Debug;
+
+    use crate::{log_buffer::LogLevel, ports::ExitPort, ring::FrameKind, rpc::Status};
+
+    /// Every value in `values` converts to the enum value whose integer it
+    /// is, or comes back as the error; exactly `all.len()` of them convert,
+    /// and every listed value converts back to itself.
+    fn check<T, R>(all: &[T], to_int: fn(T) -> R, values: impl Iterator<Item = R>)
+    where
+        T: Copy + PartialEq + Debug + TryFrom<R, Error = R>,
+        R: Copy + PartialEq + Debug,
+    {
+        let mut found = 0;
+        for value in values {
+            match T::try_from(value) {
+                Ok(t) => {
+                    assert_eq!(to_int(t), value, "{t:?}");
+                    found += 1;
+                }
+                Err(back) => assert_eq!(back, value),
+            }
+        }
+        assert_eq!(found, all.len(), "values are distinct and all in range");
+        for &t in all {
+            assert_eq!(T::try_from(to_int(t)), Ok(t));
+        }
+    }
+
+    #[test]
+    fn every_abi_enum_converts_both_ways_and_refuses_the_rest() {
+        let wide = || (0..=0x1_0000u32).chain([u32::MAX]);
+        check(FrameKind::ALL, |k| k as u32, wide());
+        check(Status::ALL, |s| s as u32, wide());
+        check(LogLevel::ALL, |l| l as u8, 0..=u8::MAX);
+        check(ExitPort::ALL, |p| p as u16, 0..=u16::MAX);
     }
 }

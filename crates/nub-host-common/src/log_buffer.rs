@@ -47,36 +47,22 @@ pub const MAX_TARGET_LEN: usize = u8::MAX as usize;
 /// Longest message kept in a record (longer ones are cut).
 pub const MAX_MESSAGE_LEN: usize = 2048;
 
-/// A record's level, as the guest writes it. The numbers match the order of
-/// the `log` crate's `Level` (1 = error … 5 = trace); as a *maximum* level
-/// in [`crate::boot::BootInfo::log_level`], 0 means off.
-#[repr(u8)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// Errors.
-    Error = 1,
-    /// Warnings.
-    Warn = 2,
-    /// Information.
-    Info = 3,
-    /// Debugging detail.
-    Debug = 4,
-    /// Very fine detail.
-    Trace = 5,
-}
-
-impl TryFrom<u8> for LogLevel {
-    type Error = u8;
-
-    fn try_from(raw: u8) -> Result<Self, u8> {
-        Ok(match raw {
-            1 => Self::Error,
-            2 => Self::Warn,
-            3 => Self::Info,
-            4 => Self::Debug,
-            5 => Self::Trace,
-            other => return Err(other),
-        })
+abi_enum! {
+    /// A record's level, as the guest writes it. The numbers match the order of
+    /// the `log` crate's `Level` (1 = error … 5 = trace); as a *maximum* level
+    /// in [`crate::boot::BootInfo::log_level`], 0 means off.
+    #[derive(PartialOrd, Ord)]
+    pub enum LogLevel: u8 {
+        /// Errors.
+        Error = 1,
+        /// Warnings.
+        Warn = 2,
+        /// Information.
+        Info = 3,
+        /// Debugging detail.
+        Debug = 4,
+        /// Very fine detail.
+        Trace = 5,
     }
 }
 

@@ -117,6 +117,59 @@ pub const STATE_RUNNING: u64 = 0;
 /// it waits on.
 pub const STATE_PARKED: u64 = 1;
 
+/// The control block as laid out in its page: each word the protocol uses
+/// opens its own cache line (the rest of a line is padding, or an inline
+/// payload). Both sides access it only through the word offsets above,
+/// atomically; this declaration is what those offsets are checked against.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub struct ControlBlock {
+    /// Offsets 0–127: unused since ABI 3 (the doorbell and the completion
+    /// moved into the ring headers).
+    pub unused: [u64; 16],
+    /// [`GUEST_STATE`], then the rest of its line.
+    pub guest_state: u64,
+    /// Padding.
+    pub guest_state_pad: [u64; 7],
+    /// [`HOST_WAITING`], then the rest of its line.
+    pub host_waiting: u64,
+    /// Padding.
+    pub host_waiting_pad: [u64; 7],
+    /// [`HOSTCALL_REQUEST`].
+    pub hostcall_request: u64,
+    /// [`HOSTCALL_OFFSET`].
+    pub hostcall_offset: u64,
+    /// [`HOSTCALL_INLINE_CALL`].
+    pub hostcall_inline_call: u64,
+    /// [`HOSTCALL_INLINE_DATA`].
+    pub hostcall_inline_data: [u8; INLINE_REQUEST_MAX],
+    /// [`HOSTCALL_RESPONSE`].
+    pub hostcall_response: u64,
+    /// [`HOSTCALL_ANSWER`].
+    pub hostcall_answer: u64,
+    /// [`HOSTCALL_ANSWER_DATA`].
+    pub hostcall_answer_data: [u8; INLINE_ANSWER_MAX],
+    /// [`SPIN_ITERATIONS`], then the rest of its line.
+    pub spin_iterations: u64,
+    /// Padding.
+    pub spin_iterations_pad: [u64; 7],
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(ControlBlock, guest_state) == GUEST_STATE);
+    assert!(offset_of!(ControlBlock, host_waiting) == HOST_WAITING);
+    assert!(offset_of!(ControlBlock, hostcall_request) == HOSTCALL_REQUEST);
+    assert!(offset_of!(ControlBlock, hostcall_offset) == HOSTCALL_OFFSET);
+    assert!(offset_of!(ControlBlock, hostcall_inline_call) == HOSTCALL_INLINE_CALL);
+    assert!(offset_of!(ControlBlock, hostcall_inline_data) == HOSTCALL_INLINE_DATA);
+    assert!(offset_of!(ControlBlock, hostcall_response) == HOSTCALL_RESPONSE);
+    assert!(offset_of!(ControlBlock, hostcall_answer) == HOSTCALL_ANSWER);
+    assert!(offset_of!(ControlBlock, hostcall_answer_data) == HOSTCALL_ANSWER_DATA);
+    assert!(offset_of!(ControlBlock, spin_iterations) == SPIN_ITERATIONS);
+    assert!(size_of::<ControlBlock>() == CONTROL_BLOCK_SIZE);
+};
+
 /// [`crate::boot::BootInfo::flags`] bit: the sandbox runs in resident mode
 /// (the guest serves calls from the control block instead of exiting
 /// through DONE).

@@ -37,47 +37,72 @@
 
 use crate::{read_u32, read_u64, write_u32, write_u64};
 
+/// The ring header, as laid out at the start of a ring region (all
+/// little-endian). The code reads and writes it through the offsets below,
+/// which are taken from this declaration.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RingHeader {
+    /// First unread data offset (the consumer advances it).
+    pub head: u64,
+    /// One past the last written frame (the producer advances it).
+    pub tail: u64,
+    /// Resident mode's sequence word (see [`SEQ_OFFSET`]).
+    pub seq: u64,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+
+/// A frame's header, as laid out before its body.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameHeader {
+    /// Body length in bytes.
+    pub len: u32,
+    /// A [`FrameKind`].
+    pub kind: u32,
+    /// Reserved, zero.
+    pub reserved: u64,
+}
+
 /// Size of the ring header.
-pub const RING_HEADER_SIZE: usize = 32;
+pub const RING_HEADER_SIZE: usize = core::mem::size_of::<RingHeader>();
 /// Size of a frame header.
-pub const FRAME_HEADER_SIZE: usize = 16;
+pub const FRAME_HEADER_SIZE: usize = core::mem::size_of::<FrameHeader>();
 /// Alignment of every frame (and so of every body).
 pub const FRAME_ALIGN: usize = 16;
 
-const HEAD_OFFSET: usize = 0;
-const TAIL_OFFSET: usize = 8;
+const HEAD_OFFSET: usize = core::mem::offset_of!(RingHeader, head);
+const TAIL_OFFSET: usize = core::mem::offset_of!(RingHeader, tail);
 /// Offset in the ring header of the resident protocol's sequence word:
 /// the doorbell in the input ring, the completion in the output ring
 /// ([`crate::resident`]). Accessed atomically by both sides, never by the
 /// ring code: `reset`, `set_offsets` and `set_head` write `head` and `tail`
 /// only, and the host writes only those 16 bytes of a header.
-pub const SEQ_OFFSET: usize = 16;
+pub const SEQ_OFFSET: usize = core::mem::offset_of!(RingHeader, seq);
+const FRAME_LEN_OFFSET: usize = core::mem::offset_of!(FrameHeader, len);
+const FRAME_KIND_OFFSET: usize = core::mem::offset_of!(FrameHeader, kind);
 
-/// What a frame carries. Unknown values are reported, not trusted.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    /// Host to guest: an `rpc::Request` for a guest function.
-    Request = 1,
-    /// Guest to host: the `rpc::Response` to a request.
-    Response = 2,
-    /// Guest to host: an `rpc::Request` for a host function.
-    HostCallRequest = 3,
-    /// Host to guest: the `rpc::Response` to a host call.
-    HostCallResponse = 4,
-}
+// The layout the module doc draws, and the ABI depends on.
+const _: () = {
+    assert!(RING_HEADER_SIZE == 32 && FRAME_HEADER_SIZE == 16);
+    assert!(HEAD_OFFSET == 0 && TAIL_OFFSET == 8 && SEQ_OFFSET == 16);
+    assert!(FRAME_LEN_OFFSET == 0 && FRAME_KIND_OFFSET == 4);
+    assert!(FRAME_HEADER_SIZE.is_multiple_of(FRAME_ALIGN));
+    assert!(RING_HEADER_SIZE.is_multiple_of(FRAME_ALIGN));
+};
 
-impl TryFrom<u32> for FrameKind {
-    type Error = u32;
-
-    fn try_from(v: u32) -> Result<Self, u32> {
-        Ok(match v {
-            1 => Self::Request,
-            2 => Self::Response,
-            3 => Self::HostCallRequest,
-            4 => Self::HostCallResponse,
-            other => return Err(other),
-        })
+abi_enum! {
+    /// What a frame carries. Unknown values are reported, not trusted.
+    pub enum FrameKind: u32 {
+        /// Host to guest: an `rpc::Request` for a guest function.
+        Request = 1,
+        /// Guest to host: the `rpc::Response` to a request.
+        Response = 2,
+        /// Guest to host: an `rpc::Request` for a host function.
+        HostCallRequest = 3,
+        /// Host to guest: the `rpc::Response` to a host call.
+        HostCallResponse = 4,
     }
 }
 
@@ -249,8 +274,8 @@ pub fn frame_span(offset: usize, header: &[u8], bound: usize) -> Result<FrameSpa
     if body_start > bound || !offset.is_multiple_of(FRAME_ALIGN) {
         return Err(truncated);
     }
-    let len = read_u32(header, 0).ok_or(truncated)? as usize;
-    let raw_kind = read_u32(header, 4).ok_or(truncated)?;
+    let len = read_u32(header, FRAME_LEN_OFFSET).ok_or(truncated)? as usize;
+    let raw_kind = read_u32(header, FRAME_KIND_OFFSET).ok_or(truncated)?;
     let body_end = body_start.checked_add(len).ok_or(truncated)?;
     if body_end > bound {
         return Err(truncated);
@@ -406,8 +431,8 @@ pub fn write_frame<E>(
     let Some(len32) = len32.filter(|_| len <= body_space_len && needed <= free) else {
         return Err(PushError::Ring(RingError::Full { needed, free }));
     };
-    write_u32(header, 0, len32);
-    write_u32(header, 4, kind as u32);
+    write_u32(header, FRAME_LEN_OFFSET, len32);
+    write_u32(header, FRAME_KIND_OFFSET, kind as u32);
     write_u64(header, 8, 0);
     Ok(needed)
 }

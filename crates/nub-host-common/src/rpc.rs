@@ -37,42 +37,25 @@ pub const fn is_system_fn_id(fn_id: u32) -> bool {
     fn_id >= SYSTEM_FN_ID_BASE
 }
 
-/// Outcome carried by a [`Response`].
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Success; the payload is the function's result.
-    Ok = 0,
-    /// The guest function returned an error; payload = UTF-8 message.
-    GuestError = 1,
-    /// No guest function has this id; payload = the id as u32 LE.
-    UnknownFunction = 2,
-    /// The request frame could not be decoded.
-    BadRequest = 3,
-    /// The result did not fit in the output ring; payload = needed bytes
-    /// as u64 LE.
-    ResponseTooLarge = 4,
-    /// Host-call response: the host function returned an error; payload =
-    /// UTF-8 message.
-    HostError = 16,
-    /// Host-call response: no host function has this id.
-    UnknownHostFunction = 17,
-}
-
-impl TryFrom<u32> for Status {
-    type Error = u32;
-
-    fn try_from(v: u32) -> Result<Self, u32> {
-        Ok(match v {
-            0 => Self::Ok,
-            1 => Self::GuestError,
-            2 => Self::UnknownFunction,
-            3 => Self::BadRequest,
-            4 => Self::ResponseTooLarge,
-            16 => Self::HostError,
-            17 => Self::UnknownHostFunction,
-            other => return Err(other),
-        })
+abi_enum! {
+    /// Outcome carried by a [`Response`].
+    pub enum Status: u32 {
+        /// Success; the payload is the function's result.
+        Ok = 0,
+        /// The guest function returned an error; payload = UTF-8 message.
+        GuestError = 1,
+        /// No guest function has this id; payload = the id as u32 LE.
+        UnknownFunction = 2,
+        /// The request frame could not be decoded.
+        BadRequest = 3,
+        /// The result did not fit in the output ring; payload = needed bytes
+        /// as u64 LE.
+        ResponseTooLarge = 4,
+        /// Host-call response: the host function returned an error; payload =
+        /// UTF-8 message.
+        HostError = 16,
+        /// Host-call response: no host function has this id.
+        UnknownHostFunction = 17,
     }
 }
 

@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn failure_ports_decode_the_report_and_the_others_carry_their_value() {
-        for port in ExitPort::ALL {
+        for &port in ExitPort::ALL {
             let reported = std::cell::Cell::new(false);
             let stop = classify(out(port as u16, 42), || {
                 reported.set(true);

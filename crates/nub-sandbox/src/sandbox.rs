@@ -9,8 +9,8 @@ use std::sync::{
 };
 
 use nub_host_common::{
-    boot::{BOOT_MAGIC, BootInfo},
-    layout::{Access, BOOT_INFO_GPA, MemoryLayout, REPORT_PAGE_GPA},
+    boot::BootInfo,
+    layout::{Access, BOOT_INFO_GPA, MemoryLayout},
     resident, rpc,
 };
 use nub_hypervisor::{GuestMemory, Mapping, PreparedImage, VcpuInterrupt, VmSetup};
@@ -111,27 +111,7 @@ fn build_image(
             access: Access::ReadWrite,
         });
     }
-    let info = BootInfo {
-        magic: BOOT_MAGIC,
-        abi_version: nub_host_common::ABI_VERSION,
-        flags: config.flags,
-        memory_size: layout.memory_size,
-        input_ring_va: layout.input_ring.start,
-        input_ring_size: layout.input_ring.size,
-        output_ring_va: layout.output_ring.start,
-        output_ring_size: layout.output_ring.size,
-        report_va: REPORT_PAGE_GPA,
-        heap_va: layout.heap.start,
-        heap_size: layout.heap.size,
-        stack_top: layout.stack.end(),
-        stack_size: layout.stack.size,
-        ist_stack_top: layout.ist_stack.end(),
-        directory_va: 0,
-        log_va: layout.log_buffer.start,
-        log_size: layout.log_buffer.size,
-        log_level: config.log_level,
-        control_va: layout.control.start,
-    };
+    let info = BootInfo::for_layout(&layout, config.flags, config.log_level);
     let setup = VmSetup {
         mappings: &mappings,
         entry: image.entry,

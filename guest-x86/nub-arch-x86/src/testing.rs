@@ -65,7 +65,7 @@ use std::{
 };
 
 use nub_host_common::{
-    boot::{BOOT_MAGIC, BootInfo},
+    boot::BootInfo,
     ring::{self, FrameKind, RING_HEADER_SIZE, RingReader, RingWriter},
     rpc::{self, Status},
 };
@@ -305,12 +305,10 @@ fn queue_request(ring: &mut [u8], fn_id: u32, input: &[u8]) -> Result<usize, Cal
 /// rings; there is no guest heap, so heap figures are zeros.
 fn host_system(input_ring_size: usize, output_ring_size: usize) -> KernelSystem {
     let boot_info = BootInfo {
-        magic: BOOT_MAGIC,
-        abi_version: nub_host_common::ABI_VERSION,
         input_ring_size: input_ring_size as u64,
         output_ring_size: output_ring_size as u64,
         directory_va: crate::state_cache::DIRECTORY.lock().header_addr(),
-        ..BootInfo::default()
+        ..BootInfo::new()
     };
     KernelSystem {
         boot_info,
