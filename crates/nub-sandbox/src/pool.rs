@@ -128,7 +128,7 @@ impl Pool {
     /// Hands `vm` to the reaper for destruction (or destroys it here when
     /// there is no reaper or its queue is full).
     fn doom(&self, mut state: MutexGuard<'_, State>, vm: Vm) {
-        if state.doomed.len() < MAX_DOOMED && reaper::ensure_running() {
+        if state.doomed.len() < MAX_DOOMED && reaper::ensure_running(reap) {
             state.doomed.push(vm);
             drop(state);
             self.work.notify_one();
@@ -222,7 +222,7 @@ impl Pool {
 }
 
 /// The reaper thread's loop body (see [`crate::reaper`]).
-pub(crate) fn reap() {
+fn reap() {
     pool().reap();
 }
 
@@ -270,7 +270,7 @@ pub(crate) fn retire(vm: Vm, image: &Arc<SandboxImage>, use_pool: bool) {
         });
         drop(state);
         // Without a reaper the VM stays dirty; the next taker resets it.
-        if reaper::ensure_running() {
+        if reaper::ensure_running(reap) {
             pool.work.notify_one();
         }
         return;

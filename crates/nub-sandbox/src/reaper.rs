@@ -3,7 +3,9 @@
 //! vCPU and VM fds, which tears down KVM's structures, and unmapping its
 //! memory) costs about as much as creating one; resetting a pooled VM costs
 //! tens of microseconds. Both happen here, off the caller's path; the work
-//! itself (which VM, in what order) is the pool's ([`crate::pool`]).
+//! itself (which VM, in what order) is the pool's ([`crate::pool`]), which
+//! hands this module the function that does one unit of it: the reaper
+//! knows nothing of VMs.
 //!
 //! The thread starts with the first VM handed to it. If it cannot be
 //! started (the process is out of threads), the work is done on the
@@ -30,8 +32,10 @@ pub(crate) fn is_running() -> bool {
     RUNNING.load(Ordering::Acquire)
 }
 
-/// Starts the reaper thread unless it runs; returns whether it runs.
-pub(crate) fn ensure_running() -> bool {
+/// Starts the reaper thread unless it runs; returns whether it runs. The
+/// thread calls `work` in a loop (it blocks until there is work to do);
+/// only the first start's `work` is used.
+pub(crate) fn ensure_running(work: fn()) -> bool {
     if is_running() {
         return true;
     }
@@ -42,12 +46,12 @@ pub(crate) fn ensure_running() -> bool {
     }
     let spawned = std::thread::Builder::new()
         .name("nub-reaper".into())
-        .spawn(|| {
+        .spawn(move || {
             batch_scheduling();
             loop {
                 // A panic in one unit of work (none is expected) must not
                 // end the thread the pool relies on.
-                let _ = std::panic::catch_unwind(crate::pool::reap);
+                let _ = std::panic::catch_unwind(work);
             }
         });
     if spawned.is_ok() {
