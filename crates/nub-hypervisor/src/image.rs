@@ -28,9 +28,10 @@ use std::{
 use nub_host_common::layout::{Access, PAGE_SIZE, PAGE_TABLES_GPA, page_table_pages};
 
 use crate::{
+    HypervisorError,
     memory::{GuestMemory, MemoryError},
     paging::Mapping,
-    vm::{EntryState, HypervisorError, VmSetup, all_mappings, write_system_pages},
+    setup::{EntryState, VmSetup, all_mappings, write_system_pages},
 };
 
 /// A range of guest memory that one KVM memory slot covers: read-only

@@ -1,4 +1,6 @@
-//! Stopping a running vCPU from another thread.
+//! Stopping a running vCPU from another thread: the interrupt state
+//! ([`VcpuInterrupt`]), the signal handler and its run window, and the
+//! [`CallGuard`] that marks the span of one call.
 //!
 //! # Protocol
 //!
@@ -266,8 +268,8 @@ impl VcpuInterrupt {
     }
 
     /// Marks a call as running on the current thread; returns its
-    /// generation.
-    pub(crate) fn begin_call(&self) -> u64 {
+    /// generation ([`CallGuard::begin`]).
+    fn begin_call(&self) -> u64 {
         let mut s = self.lock();
         s.generation += 1;
         s.running = true;
@@ -328,8 +330,9 @@ impl VcpuInterrupt {
         }
     }
 
-    /// Ends the running call; returns the cancel that hit it, if any.
-    pub(crate) fn end_call(&self) -> Option<CancelReason> {
+    /// Ends the running call; returns the cancel that hit it, if any
+    /// ([`CallGuard`]'s end).
+    fn end_call(&self) -> Option<CancelReason> {
         let mut s = self.lock();
         s.running = false;
         let cancel = s.cancel.take();
@@ -419,6 +422,41 @@ impl std::fmt::Debug for Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         self.interrupt.lock().driver = None;
+    }
+}
+
+/// Marks the span of one call; ends it (clearing any cancel) on drop, even
+/// when unwinding.
+#[derive(Debug)]
+pub struct CallGuard {
+    interrupt: Option<Arc<VcpuInterrupt>>,
+}
+
+impl CallGuard {
+    /// Starts a call on `interrupt` (for a vCPU that runs on another
+    /// thread; [`crate::Vm::begin_call`] is the same for a VM at hand).
+    /// Returns the guard and the call's generation.
+    pub fn begin(interrupt: &Arc<VcpuInterrupt>) -> (Self, u64) {
+        let generation = interrupt.begin_call();
+        (
+            Self {
+                interrupt: Some(Arc::clone(interrupt)),
+            },
+            generation,
+        )
+    }
+
+    /// Ends the call now; returns the cancel that hit it, if any.
+    pub fn finish(mut self) -> Option<CancelReason> {
+        self.interrupt.take().and_then(|i| i.end_call())
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.interrupt.take() {
+            i.end_call();
+        }
     }
 }
 

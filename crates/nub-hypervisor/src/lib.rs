@@ -38,9 +38,16 @@
 //! - [`exceptions`]: the IDT and the exception handlers the host provides.
 //! - [`image`]: prepared images, a guest's initial memory built once and
 //!   mapped copy-on-write by every VM running it.
-//! - [`vm`]: VM + vCPU creation, reset for reuse, and the run loop with
-//!   typed exits.
-//! - [`interrupt`]: stopping a running vCPU from another thread.
+//! - [`interrupt`]: stopping a running vCPU from another thread, and the
+//!   [`CallGuard`] that marks a call's span.
+//! - `setup` (private; its items are re-exported here): [`VmSetup`],
+//!   [`EntryState`] and the system pages the host writes into every guest.
+//! - `vm`: [`Vm`], its creation and [`Vm::reset`]; `vcpu`: its vCPU, the
+//!   run loop and the fresh vCPU state a reset restores; `exit`: [`VmExit`]
+//!   and its decoding; `slots`: the KVM memory slots; `kvm`: the
+//!   process-wide `/dev/kvm` handle ([`guest_cpuid`]); `error`:
+//!   [`HypervisorError`] (all private, their public items re-exported
+//!   here).
 //!
 //! # Features
 //!
@@ -54,17 +61,27 @@
 
 pub mod cpu;
 pub mod cpuid;
+mod error;
 pub mod exceptions;
+mod exit;
 #[cfg(feature = "floor")]
 pub mod floor;
 pub mod image;
 pub mod interrupt;
+mod kvm;
 pub mod memory;
 pub mod paging;
-pub mod vm;
+mod setup;
+mod slots;
+mod vcpu;
+mod vm;
 
+pub use error::HypervisorError;
+pub use exit::VmExit;
 pub use image::PreparedImage;
-pub use interrupt::VcpuInterrupt;
+pub use interrupt::{CallGuard, VcpuInterrupt};
+pub use kvm::guest_cpuid;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::Mapping;
-pub use vm::{CallGuard, EntryState, HypervisorError, Vm, VmExit, VmSetup, guest_cpuid};
+pub use setup::{EntryState, VmSetup};
+pub use vm::Vm;
