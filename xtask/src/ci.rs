@@ -6,7 +6,7 @@
 
 use crate::{
     cmd::{Cargo, Error},
-    test,
+    cycles, test,
 };
 
 /// Where the guest workspace is, relative to the repository root.
@@ -42,6 +42,10 @@ pub fn run() -> Result<(), Error> {
             eprintln!("xtask: {name}: {e}");
             failed.push(name.to_string());
         }
+    }
+    if let Err(e) = cycles::run() {
+        eprintln!("xtask: module cycles: {e}");
+        failed.push("module cycles".to_string());
     }
     if let Err(e) = test::run(&[]) {
         eprintln!("xtask: tests: {e}");

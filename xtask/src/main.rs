@@ -6,7 +6,8 @@
 //! cargo xtask build-guest     # build the guest programs, list their ELFs
 //! cargo xtask test [ARGS..]   # cargo nextest run --workspace (or cargo test),
 //!                             # then the guests' unit tests on the host
-//! cargo xtask ci              # fmt check, clippy -D warnings, tests
+//! cargo xtask ci              # fmt check, clippy -D warnings, cycles, tests
+//! cargo xtask cycles          # no module cycle inside any crate
 //! cargo xtask miri           # ABI and guest-kernel tests under Miri (nightly)
 //! cargo xtask fuzz [SECONDS]  # every fuzz target for SECONDS (default 900)
 //! cargo xtask soak [ARGS]     # the release-mode soak (calls, cycles, leaks)
@@ -19,6 +20,7 @@
 mod build_guest;
 mod ci;
 mod cmd;
+mod cycles;
 mod fuzz;
 mod miri;
 mod soak;
@@ -40,7 +42,10 @@ tasks:
                  examples, then the guests' unit tests on the host
                  (cargo test --target <host> in guest-x86/guests)
   ci             the pre-submit check: rustfmt and clippy (-D warnings) on
-                 the workspace and the guests, then the tests
+                 the workspace and the guests, the module-cycle check, then
+                 the tests
+  cycles         fails if any crate has a cycle between its top-level
+                 modules (a file of `a` naming `crate::b` is an edge a -> b)
   fuzz [SECONDS] the fuzzing campaign: every target in fuzz/fuzz_targets
                  for SECONDS each (default 900), one at a time, with a
                  summary of executions, coverage and crashes (nightly;
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
         "build-guest" => no_args(task, rest).and_then(|()| build_guest::run()),
         "test" => test::run(rest),
         "ci" => no_args(task, rest).and_then(|()| ci::run()),
+        "cycles" => no_args(task, rest).and_then(|()| cycles::run()),
         "miri" => no_args(task, rest).and_then(|()| miri::run()),
         "fuzz" => fuzz::run(rest),
         "soak" => soak::run(rest),

@@ -115,7 +115,7 @@ fn exit(_input: RingRegion, _output: RingRegion, slot: usize) -> Result<(), Host
     if crate::arch::resident_host_call(u64::from(value)) {
         return Ok(());
     }
-    crate::arch::io::exit(nub_host_common::ports::ExitPort::HostCall, value);
+    crate::io::exit(nub_host_common::ports::ExitPort::HostCall, value);
     Ok(())
 }
 

@@ -52,6 +52,8 @@ extern crate std;
 
 #[cfg(target_os = "none")]
 pub mod arch;
+#[cfg(target_os = "none")]
+pub mod io;
 pub mod dispatch;
 pub mod hostcall;
 pub mod logger;

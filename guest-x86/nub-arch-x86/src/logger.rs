@@ -129,7 +129,7 @@ impl LogSink for KernelSink {
     }
 
     fn drain(&mut self) {
-        crate::arch::io::exit(nub_host_common::ports::ExitPort::Log, 0);
+        crate::io::exit(nub_host_common::ports::ExitPort::Log, 0);
     }
 }
 

@@ -6,7 +6,9 @@
 //! handlers, behind the host-written IDT, report them.
 
 pub mod heap;
-pub mod io;
+/// Port I/O (the exit ports), kept reachable here for guests that name
+/// `nub_arch_x86::arch::io`.
+pub use crate::io;
 
 use core::{
     ptr::NonNull,
