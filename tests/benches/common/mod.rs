@@ -1,15 +1,12 @@
 //! What the criterion benches share: a short measurement (regressions show
-//! in seconds, not minutes) and a thread that kills calls.
-
-// Each bench uses only part of this module.
-#![allow(dead_code)]
+//! in seconds, not minutes) and [`bench_rows`], which runs rows of the one
+//! bench catalogue (`nub_cli::suite`, the rows `nub bench` runs) under
+//! their `nub bench` names.
 
 use std::time::Duration;
 
 use criterion::Criterion;
-use nub_hypervisor::floor::Killer;
-use nub_sandbox::{HyperlightError, MultiUseSandbox};
-use nub_tests::fn_id;
+use nub_cli::suite::{Group, Row, Unit, rows, select_groups};
 
 /// Criterion with a short warm-up and measurement, as the benches want.
 pub fn config() -> Criterion {
@@ -19,22 +16,33 @@ pub fn config() -> Criterion {
         .sample_size(30)
 }
 
-/// How long the killer waits after a call begins before killing it: far
-/// longer than entering the guest takes, so the kill lands while it spins.
-pub const KILL_SETTLE: Duration = Duration::from_millis(1);
+/// The catalogue's rows in `groups`, with their floors, in suite order.
+pub fn catalogue(groups: &[Group]) -> Vec<Row> {
+    select_groups(rows(), groups)
+}
 
-/// The time from a kill until the default guest's `spin` in `sandbox`
-/// returned, killed from `killer`'s thread.
-pub fn kill_latency(killer: &mut Killer, sandbox: &mut MultiUseSandbox) -> Duration {
-    let handle = sandbox.interrupt_handle();
-    let (result, latency) = killer
-        .time_kill(Box::new(move || handle.kill()), || {
-            sandbox.call_raw(fn_id::SPIN, b"")
-        })
-        .expect("the killer is running");
-    assert!(
-        matches!(result, Err(HyperlightError::Canceled)),
-        "spin ends killed: {result:?}"
-    );
-    latency
+/// Benches each timed row of `rows` under its catalogue name: the row is
+/// set up (untimed) as `nub bench` sets it up, and criterion's iterations
+/// are the row's samples, each timed by the row's own sampler exactly as
+/// `nub bench` times it (per operation for the rows that time 100 at
+/// once). Rows that are not times (the RSS row) are skipped.
+pub fn bench_rows(c: &mut Criterion, rows: Vec<Row>) {
+    for row in rows.into_iter().filter(|r| r.unit == Unit::Micros) {
+        let name = row.name.clone();
+        let mut sample = row
+            .set_up()
+            .unwrap_or_else(|e| panic!("setting up `{name}`: {e}"));
+        c.bench_function(&name, |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| {
+                        let us = sample().unwrap_or_else(|e| panic!("`{name}`: {e}"));
+                        Duration::from_secs_f64(us / 1e6)
+                    })
+                    .sum::<Duration>()
+            })
+        });
+        // The row's sandboxes and threads go before the next row is set up.
+        drop(sample);
+    }
 }

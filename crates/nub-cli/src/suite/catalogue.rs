@@ -64,6 +64,28 @@ impl Unit {
     }
 }
 
+/// What a row measures; the criterion benches and `measure` pick rows by
+/// group ([`select_groups`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Group {
+    /// A floor: the cheapest way to do what other rows do, with no sandbox.
+    Floor,
+    /// A call of the default guest (echo, host call, batch), per
+    /// [`CallPath`].
+    Call,
+    /// A cap call (`put_cap`, `put_cap_with_hash`), per [`CallPath`].
+    Cap,
+    /// An empty echo while spinner threads keep every core busy.
+    Loaded,
+    /// The first call after a pause (the guest parked, in resident mode).
+    Pause,
+    /// Creating, dropping and killing sandboxes.
+    Lifecycle,
+    /// Memory per sandbox (KiB, not a time).
+    Memory,
+}
+
 /// Prepares a row's state (sandboxes, threads) before its samples; not
 /// timed.
 pub(super) type Setup = Box<dyn FnOnce() -> Result<Sampler, RowError>>;
@@ -76,6 +98,8 @@ pub struct Row {
     pub floor: Option<&'static str>,
     /// The unit of its figures.
     pub unit: Unit,
+    /// What it measures.
+    pub group: Group,
     /// Sets the row up and returns its sampler.
     pub(super) setup: Setup,
 }
@@ -86,14 +110,16 @@ impl std::fmt::Debug for Row {
             .field("name", &self.name)
             .field("floor", &self.floor)
             .field("unit", &self.unit)
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
 
 impl Row {
-    /// A row of microseconds named `name`, compared with `floor`, measured
-    /// by the sampler `setup` returns.
+    /// A row of microseconds in `group` named `name`, compared with
+    /// `floor`, measured by the sampler `setup` returns.
     pub(super) fn new(
+        group: Group,
         name: impl Into<String>,
         floor: Option<&'static str>,
         setup: impl FnOnce() -> Result<Sampler, RowError> + 'static,
@@ -102,8 +128,15 @@ impl Row {
             name: name.into(),
             floor,
             unit: Unit::Micros,
+            group,
             setup: Box::new(setup),
         }
+    }
+
+    /// Sets the row up (untimed) and returns the sampler that takes its
+    /// samples, for a harness other than [`run`](super::run) (criterion).
+    pub fn set_up(self) -> Result<Sampler, RowError> {
+        (self.setup)()
     }
 }
 
@@ -165,23 +198,38 @@ pub fn rows() -> Vec<Row> {
 /// compared with (so their ratios are still taken in the same run), in
 /// suite order.
 pub fn select(rows: Vec<Row>, filter: &str) -> Vec<Row> {
+    keep_with_floors(rows, |r| r.name.contains(filter))
+}
+
+/// The rows in one of `groups`, with the floors they are compared with,
+/// in suite order.
+pub fn select_groups(rows: Vec<Row>, groups: &[Group]) -> Vec<Row> {
+    keep_with_floors(rows, |r| groups.contains(&r.group))
+}
+
+/// The rows `wanted` picks and the floors they name, in suite order.
+fn keep_with_floors(rows: Vec<Row>, wanted: impl Fn(&Row) -> bool) -> Vec<Row> {
     let floors: Vec<&'static str> = rows
         .iter()
-        .filter(|r| r.name.contains(filter))
+        .filter(|r| wanted(r))
         .filter_map(|r| r.floor)
         .collect();
     rows.into_iter()
-        .filter(|r| r.name.contains(filter) || floors.contains(&r.name.as_str()))
+        .filter(|r| wanted(r) || floors.contains(&r.name.as_str()))
         .collect()
 }
 
 fn floor_rows() -> Vec<Row> {
     vec![
-        Row::new(FLOOR_CPL3, None, || samplers::exit_floor(true)),
-        Row::new(FLOOR_CPL0, Some(FLOOR_CPL3), || samplers::exit_floor(false)),
-        Row::new(KILL_FLOOR, None, samplers::kill_floor),
-        Row::new(VM_FLOOR, None, samplers::vm_floor),
-        Row::new(PING_PONG_FLOOR, None, samplers::ping_pong),
+        Row::new(Group::Floor, FLOOR_CPL3, None, || {
+            samplers::exit_floor(true)
+        }),
+        Row::new(Group::Floor, FLOOR_CPL0, Some(FLOOR_CPL3), || {
+            samplers::exit_floor(false)
+        }),
+        Row::new(Group::Floor, KILL_FLOOR, None, samplers::kill_floor),
+        Row::new(Group::Floor, VM_FLOOR, None, samplers::vm_floor),
+        Row::new(Group::Floor, PING_PONG_FLOOR, None, samplers::ping_pong),
     ]
 }
 
@@ -190,36 +238,59 @@ pub(super) fn call_rows(path: CallPath) -> Vec<Row> {
     let floor = Some(path.floor());
     let echo = |size: usize| move || samplers::echo(path.config(), size);
     vec![
-        Row::new(path.row_name("echo empty"), floor, echo(0)),
-        Row::new(path.row_name("echo 4KiB"), floor, echo(4 << 10)),
-        Row::new(path.row_name("echo 64KiB"), floor, echo(64 << 10)),
-        Row::new(path.row_name("host call"), floor, move || {
+        Row::new(Group::Call, path.row_name("echo empty"), floor, echo(0)),
+        Row::new(
+            Group::Call,
+            path.row_name("echo 4KiB"),
+            floor,
+            echo(4 << 10),
+        ),
+        Row::new(
+            Group::Call,
+            path.row_name("echo 64KiB"),
+            floor,
+            echo(64 << 10),
+        ),
+        Row::new(Group::Call, path.row_name("host call"), floor, move || {
             samplers::host_call(path.config())
         }),
-        Row::new(path.row_name("batch 100 per call"), floor, move || {
-            samplers::batch(path.config())
-        }),
-        Row::new(path.row_name("put_cap 64B"), floor, move || {
+        Row::new(
+            Group::Call,
+            path.row_name("batch 100 per call"),
+            floor,
+            move || samplers::batch(path.config()),
+        ),
+        Row::new(Group::Cap, path.row_name("put_cap 64B"), floor, move || {
             samplers::put_cap(path.config())
         }),
-        Row::new(path.row_name("put_cap_with_hash hit"), floor, move || {
-            samplers::put_cap_with_hash(path.config())
-        }),
+        Row::new(
+            Group::Cap,
+            path.row_name("put_cap_with_hash hit"),
+            floor,
+            move || samplers::put_cap_with_hash(path.config()),
+        ),
     ]
 }
 
 fn loaded_rows() -> Vec<Row> {
     vec![
-        Row::new(ECHO_LOADED, Some(FLOOR_CPL3), || {
+        Row::new(Group::Loaded, ECHO_LOADED, Some(FLOOR_CPL3), || {
             samplers::loaded_echo(CallPath::Exit.config())
         }),
-        Row::new("echo empty (resident, loaded)", Some(ECHO_LOADED), || {
-            samplers::loaded_echo(CallPath::Resident.config())
-        }),
-        Row::new("first call after a pause", Some(FLOOR_CPL3), || {
-            samplers::after_a_pause(CallPath::Exit.config())
-        }),
         Row::new(
+            Group::Loaded,
+            "echo empty (resident, loaded)",
+            Some(ECHO_LOADED),
+            || samplers::loaded_echo(CallPath::Resident.config()),
+        ),
+        Row::new(
+            Group::Pause,
+            "first call after a pause",
+            Some(FLOOR_CPL3),
+            || samplers::after_a_pause(CallPath::Exit.config()),
+        ),
+        Row::new(
+            Group::Pause,
             "first call after a park (resident)",
             Some(FLOOR_CPL3),
             || samplers::after_a_pause(CallPath::Resident.config()),
@@ -230,26 +301,38 @@ fn loaded_rows() -> Vec<Row> {
 fn lifecycle_rows() -> Vec<Row> {
     let floor = Some(VM_FLOOR);
     vec![
-        Row::new("create+evolve", floor, samplers::create_evolve),
-        Row::new("drop", floor, samplers::drop_sandbox),
+        Row::new(
+            Group::Lifecycle,
+            "create+evolve",
+            floor,
+            samplers::create_evolve,
+        ),
+        Row::new(Group::Lifecycle, "drop", floor, samplers::drop_sandbox),
         // Without the pool: a new VM per cycle, the baseline of the pool
         // row below.
         Row::new(
+            Group::Lifecycle,
             "create+evolve+call+drop",
             floor,
             samplers::cycle_without_pool,
         ),
         Row::new(
+            Group::Lifecycle,
             "create+evolve+call+drop (pool)",
             floor,
             samplers::cycle_with_pool,
         ),
-        Row::new("kill latency", Some(KILL_FLOOR), samplers::kill_latency),
+        Row::new(
+            Group::Lifecycle,
+            "kill latency",
+            Some(KILL_FLOOR),
+            samplers::kill_latency,
+        ),
     ]
 }
 
 fn rss_row() -> Row {
-    let mut row = Row::new(RSS_ROW, None, samplers::rss_per_sandbox);
+    let mut row = Row::new(Group::Memory, RSS_ROW, None, samplers::rss_per_sandbox);
     row.unit = Unit::KiB;
     row
 }
@@ -326,6 +409,49 @@ mod tests {
         );
         assert_eq!(names(select(rows(), "")), row_names());
         assert!(select(rows(), "no such row").is_empty());
+    }
+
+    #[test]
+    fn groups_select_their_rows_and_floors() {
+        let names = |rows: Vec<Row>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(select_groups(rows(), &[Group::Lifecycle])),
+            [
+                KILL_FLOOR,
+                VM_FLOOR,
+                "create+evolve",
+                "drop",
+                "create+evolve+call+drop",
+                "create+evolve+call+drop (pool)",
+                "kill latency"
+            ]
+        );
+        assert_eq!(
+            names(select_groups(rows(), &[Group::Cap])),
+            [
+                FLOOR_CPL3,
+                PING_PONG_FLOOR,
+                "put_cap 64B",
+                "put_cap_with_hash hit",
+                "put_cap 64B (resident)",
+                "put_cap_with_hash hit (resident)"
+            ]
+        );
+        // Every row is in some group.
+        let all = [
+            Group::Floor,
+            Group::Call,
+            Group::Cap,
+            Group::Loaded,
+            Group::Pause,
+            Group::Lifecycle,
+            Group::Memory,
+        ];
+        assert_eq!(names(select_groups(rows(), &all)), row_names());
+        // Only the memory row is not a time.
+        for row in rows() {
+            assert_eq!(row.unit == Unit::KiB, row.group == Group::Memory, "{row:?}");
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! (`tests/examples/measure.rs`) all run, and how rows are measured. By
 //! concern:
 //!
-//! - [`catalogue`]: the rows, their names (a contract), floors and units,
-//!   in run order, and [`select`] for `nub bench FILTER`;
+//! - [`catalogue`]: the rows, their names (a contract), floors, units and
+//!   groups, in run order; [`select`] for `nub bench FILTER`,
+//!   [`select_groups`] for the criterion benches and `measure`;
 //! - [`samplers`]: what each row times, and the state it sets up untimed;
 //! - [`runner`]: the [`Budget`] that decides how many samples a row takes,
 //!   and [`run`], which measures rows and summarizes their samples;
@@ -21,8 +22,9 @@ pub mod samplers;
 pub mod stats;
 
 pub use catalogue::{
-    CallPath, ECHO_LOADED, FLOOR_CPL0, FLOOR_CPL3, KILL_FLOOR, PING_PONG_FLOOR, RSS_ROW, Row, Unit,
-    VM_FLOOR, rows, select,
+    CallPath, ECHO_LOADED, FLOOR_CPL0, FLOOR_CPL3, Group, KILL_FLOOR, PING_PONG_FLOOR, RSS_ROW,
+    Row, Unit, VM_FLOOR, rows, select, select_groups,
 };
 pub use error::{BenchError, RowError};
 pub use runner::{Budget, Progress, RowResult, run};
+pub use samplers::Sampler;

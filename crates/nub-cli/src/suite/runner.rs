@@ -99,6 +99,7 @@ pub fn run(
             name,
             floor,
             unit,
+            group: _,
             setup,
         } = row;
         let mut report = |done: f64| {
@@ -159,7 +160,7 @@ fn measure(setup: Setup, budget: Budget, report: &mut dyn FnMut(f64)) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::rows;
+    use crate::suite::{Group, rows};
 
     #[test]
     fn the_whole_suite_runs_with_two_samples_a_row() {
@@ -187,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_failing_row_names_itself() {
-        let row = Row::new("broken", None, || {
+        let row = Row::new(Group::Floor, "broken", None, || {
             Err(RowError::WrongAnswer("set up to fail".into()))
         });
         let err = run(vec![row], Budget::fixed(1), &mut |_| {}).unwrap_err();
