@@ -137,7 +137,7 @@ fn tss_bytes(tss: &TaskStateSegment) -> &[u8] {
 /// Writes the GDT and TSS into the boot page. `ist_stack_top` becomes both
 /// RSP0 (the stack exceptions from user mode switch to) and IST1 (the
 /// double-fault stack); it must be a canonical address.
-pub fn write_descriptor_tables(
+pub(crate) fn write_descriptor_tables(
     memory: &mut GuestMemory,
     ist_stack_top: u64,
 ) -> Result<(), HypervisorError> {
@@ -185,7 +185,7 @@ fn segment(selector: SegmentSelector, flags: DescriptorFlags) -> kvm_segment {
 /// `umip` (the guest's CPUID reports UMIP), CR4.UMIP makes `sgdt`, `sidt`,
 /// `sldt`, `smsw` and `str` #GP at CPL 3. CR4.TSD stays clear: `rdtsc` is
 /// allowed (docs/security.md, *CPU features*).
-pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, umip: bool) {
+pub(crate) fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, umip: bool) {
     let Gdt { table, selectors } = gdt();
     let [kernel_code, kernel_data, user_code, user_data, tss] = selectors;
     let (code, data) = if user_mode {
@@ -243,7 +243,12 @@ pub fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, umip: b
 
 /// General registers at entry: RIP = entry, RSP = stack pointer, RDI = the
 /// BootInfo address, interrupts off, IOPL 0.
-pub fn entry_regs(entry: u64, stack_pointer: u64, boot_info: u64, user_mode: bool) -> kvm_regs {
+pub(crate) fn entry_regs(
+    entry: u64,
+    stack_pointer: u64,
+    boot_info: u64,
+    user_mode: bool,
+) -> kvm_regs {
     kvm_regs {
         rip: entry,
         rsp: stack_pointer,

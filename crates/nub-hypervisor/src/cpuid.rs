@@ -78,10 +78,6 @@ const fn bits(positions: &[u32]) -> u32 {
 
 /// Leaf 7.0 ECX bit 2: user-mode instruction prevention.
 const UMIP_BIT: u32 = 1 << 2;
-/// Leaf 1 ECX bit 31: running under a hypervisor.
-pub const HYPERVISOR_BIT: u32 = 1 << 31;
-/// Leaf 1 EDX bit 26: SSE2 (cleared for guests).
-pub const SSE2_BIT: u32 = 1 << 26;
 
 fn reg(entry: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
     match reg {
@@ -94,7 +90,7 @@ fn reg(entry: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
 
 /// Clears what the guest's vCPU does not provide (see the module docs)
 /// from `cpuid`, in place.
-pub fn restrict(cpuid: &mut CpuId) {
+pub(crate) fn restrict(cpuid: &mut CpuId) {
     for entry in cpuid.as_mut_slice() {
         for &(leaf, subleaf, r, mask) in CLEARED {
             if entry.function == leaf && subleaf.is_none_or(|s| s == entry.index) {
@@ -105,7 +101,7 @@ pub fn restrict(cpuid: &mut CpuId) {
 }
 
 /// Whether `cpuid` reports UMIP, so that KVM accepts CR4.UMIP.
-pub fn supports_umip(cpuid: &CpuId) -> bool {
+pub(crate) fn supports_umip(cpuid: &CpuId) -> bool {
     cpuid
         .as_slice()
         .iter()
@@ -115,6 +111,11 @@ pub fn supports_umip(cpuid: &CpuId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leaf 1 ECX bit 31: running under a hypervisor.
+    const HYPERVISOR_BIT: u32 = 1 << 31;
+    /// Leaf 1 EDX bit 26: SSE2 (cleared for guests).
+    const SSE2_BIT: u32 = 1 << 26;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
         kvm_cpuid_entry2 {

@@ -33,9 +33,9 @@ use crate::memory::{GuestMemory, MemoryError};
 /// Bytes per vector stub.
 const STUB_SIZE: u64 = 16;
 /// Exception vectors covered (every one the ABI's table names).
-pub const VECTORS: u64 = exceptions::VECTORS as u64;
+pub(crate) const VECTORS: u64 = exceptions::VECTORS as u64;
 /// IDT limit (32 gates of 16 bytes).
-pub const IDT_LIMIT: u16 = (VECTORS as usize * size_of::<InterruptGate>() - 1) as u16;
+pub(crate) const IDT_LIMIT: u16 = (VECTORS as usize * size_of::<InterruptGate>() - 1) as u16;
 /// IST slot used by the double fault (the TSS's IST1; see [`crate::cpu`]).
 const DOUBLE_FAULT_IST: u8 = 1;
 
@@ -184,7 +184,7 @@ unsafe extern "C" {
 }
 
 /// The handler code as bytes.
-pub fn handler_code() -> &'static [u8] {
+pub(crate) fn handler_code() -> &'static [u8] {
     let start = &raw const nub_exception_code_start;
     let end = &raw const nub_exception_code_end;
     let len = (end as usize).saturating_sub(start as usize);
@@ -196,7 +196,7 @@ pub fn handler_code() -> &'static [u8] {
 
 /// Writes the handler code into the exception page and the IDT into the
 /// boot page.
-pub fn write_exception_handlers(memory: &mut GuestMemory) -> Result<(), MemoryError> {
+pub(crate) fn write_exception_handlers(memory: &mut GuestMemory) -> Result<(), MemoryError> {
     memory.write(EXCEPTION_CODE_GPA, handler_code())?;
     for vector in 0..exceptions::VECTORS {
         let offset = u64::from(vector) * size_of::<InterruptGate>() as u64;

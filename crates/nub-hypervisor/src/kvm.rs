@@ -97,7 +97,9 @@ pub(crate) fn kvm() -> Result<&'static KvmSystem, HypervisorError> {
     .map_err(|e| e.to_error())
 }
 
-/// The CPUID every guest sees (see [`crate::cpuid`]).
+/// The CPUID every guest sees: KVM's supported CPUID with the features
+/// the guest's vCPU does not provide cleared (SIMD, the APIC, …; the
+/// crate's `cpuid` module and docs/security.md, *CPU features*).
 pub fn guest_cpuid() -> Result<&'static kvm_bindings::CpuId, HypervisorError> {
     kvm().map(|k| &k.cpuid)
 }

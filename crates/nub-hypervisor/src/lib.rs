@@ -32,22 +32,23 @@
 //!
 //! Modules:
 //! - [`memory`]: the guest memory mapping and its bounds-checked accessors.
-//! - [`paging`]: the identity-mapped page tables with per-page permissions.
-//! - [`cpu`]: GDT, TSS and the long-mode register state.
-//! - [`cpuid`]: the CPUID guests see.
-//! - [`exceptions`]: the IDT and the exception handlers the host provides.
 //! - [`image`]: prepared images, a guest's initial memory built once and
 //!   mapped copy-on-write by every VM running it.
 //! - [`interrupt`]: stopping a running vCPU from another thread, and the
 //!   [`CallGuard`] that marks a call's span.
-//! - `setup` (private; its items are re-exported here): [`VmSetup`],
-//!   [`EntryState`] and the system pages the host writes into every guest.
+//!
+//! Private, their public items re-exported here:
+//! - `setup`: [`VmSetup`], [`EntryState`] and the system pages the host
+//!   writes into every guest (`paging`: the identity-mapped page tables
+//!   with per-page permissions, [`Mapping`], [`PagingError`]; `cpu`: GDT,
+//!   TSS and the long-mode register state; `exceptions`: the IDT and the
+//!   exception handlers the host provides).
+//! - `cpuid`: the CPUID guests see ([`guest_cpuid`]).
 //! - `vm`: [`Vm`], its creation and [`Vm::reset`]; `vcpu`: its vCPU, the
 //!   run loop and the fresh vCPU state a reset restores; `exit`: [`VmExit`]
 //!   and its decoding; `slots`: the KVM memory slots; `kvm`: the
 //!   process-wide `/dev/kvm` handle ([`guest_cpuid`]); `error`:
-//!   [`HypervisorError`] (all private, their public items re-exported
-//!   here).
+//!   [`HypervisorError`].
 //!
 //! # Features
 //!
@@ -59,10 +60,10 @@
 //!   sandbox needs.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod cpu;
-pub mod cpuid;
+mod cpu;
+mod cpuid;
 mod error;
-pub mod exceptions;
+mod exceptions;
 mod exit;
 #[cfg(feature = "floor")]
 pub mod floor;
@@ -70,7 +71,7 @@ pub mod image;
 pub mod interrupt;
 mod kvm;
 pub mod memory;
-pub mod paging;
+mod paging;
 mod setup;
 mod slots;
 mod vcpu;
@@ -82,6 +83,6 @@ pub use image::PreparedImage;
 pub use interrupt::{CallGuard, VcpuInterrupt};
 pub use kvm::guest_cpuid;
 pub use memory::{GuestMemory, MemoryError};
-pub use paging::Mapping;
+pub use paging::{Mapping, PagingError};
 pub use setup::{EntryState, VmSetup};
 pub use vm::Vm;

@@ -51,7 +51,7 @@ fn leaf_flags(access: Access) -> Option<F> {
 /// Writes the page tables for `memory`, applying `mappings` in order (a
 /// later mapping overrides an earlier one on the pages they share). Returns
 /// the guest physical address of the PML4 (the CR3 value).
-pub fn write_page_tables(
+pub(crate) fn write_page_tables(
     memory: &mut GuestMemory,
     mappings: &[Mapping],
 ) -> Result<u64, PagingError> {
