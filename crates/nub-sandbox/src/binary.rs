@@ -12,25 +12,15 @@
 //! executable. Each segment's pages are then mapped with the segment's
 //! permissions.
 //!
-//! A guest is read, parsed and laid out once per binary and configuration:
-//! the result is an [`SandboxImage`] (a prepared image: the guest's whole
-//! initial memory in a sealed memfd, see `nub_hypervisor::image`) that
-//! every sandbox of that binary and configuration maps copy-on-write. The
-//! images live in a process-wide cache keyed by the ELF's blake3 digest and
-//! the configuration (alive while used, and the last few used); [`PreparedGuest`] (kept by the caller, passed as
-//! [`GuestBinary::Prepared`]) also skips reading and hashing the file.
+//! A guest is read, parsed and laid out once per binary and configuration
+//! (`crate::image` builds and caches the result); [`PreparedGuest`] (kept
+//! by the caller, passed as [`GuestBinary::Prepared`]) also skips reading
+//! and hashing the file.
 
-use std::{
-    collections::HashMap,
-    io::Read,
-    path::PathBuf,
-    sync::{Arc, Mutex, Weak},
-};
+use std::{io::Read, path::PathBuf, sync::Arc};
 
 use goblin::elf::{Elf, ProgramHeader, header, program_header};
-use nub_host_common::layout::{
-    Access, IMAGE_BASE, LayoutSizes, MAX_MEMORY_SIZE, MemoryLayout, PAGE_SIZE, Region,
-};
+use nub_host_common::layout::{Access, IMAGE_BASE, MAX_MEMORY_SIZE, PAGE_SIZE, Region};
 
 use crate::error::GuestBinaryError;
 
@@ -55,11 +45,17 @@ pub enum GuestBinary {
 /// host read into memory.
 pub const MAX_GUEST_BINARY_SIZE: u64 = 64 << 20;
 
-fn too_large(size: u64) -> GuestBinaryError {
-    GuestBinaryError::TooLarge {
-        size,
-        max: MAX_GUEST_BINARY_SIZE,
+/// Refuses a guest of `size` bytes over [`MAX_GUEST_BINARY_SIZE`]: the one
+/// size check, wherever bytes come in (a file's metadata, what was read,
+/// a buffer being parsed).
+fn check_size(size: u64) -> Result<(), GuestBinaryError> {
+    if size > MAX_GUEST_BINARY_SIZE {
+        return Err(GuestBinaryError::TooLarge {
+            size,
+            max: MAX_GUEST_BINARY_SIZE,
+        });
     }
+    Ok(())
 }
 
 /// Reads the file at `path`, refusing one larger than
@@ -72,17 +68,12 @@ fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, GuestBinaryError> {
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    if size > MAX_GUEST_BINARY_SIZE {
-        return Err(too_large(size));
-    }
+    check_size(size)?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(MAX_GUEST_BINARY_SIZE + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
-    let read = bytes.len() as u64;
-    if read > MAX_GUEST_BINARY_SIZE {
-        return Err(too_large(read));
-    }
+    check_size(bytes.len() as u64)?;
     Ok(bytes)
 }
 
@@ -98,7 +89,7 @@ impl GuestBinary {
 }
 
 /// The blake3 digest of an ELF: the cache key of everything built from it.
-type Digest = [u8; 32];
+pub(crate) type Digest = [u8; 32];
 
 /// A guest binary read, parsed and validated once. Keep it (in an `Arc`)
 /// and build sandboxes from [`GuestBinary::Prepared`]: each skips reading,
@@ -106,10 +97,10 @@ type Digest = [u8; 32];
 /// memory for its configuration) already built after the first sandbox of
 /// that configuration.
 pub struct PreparedGuest {
-    digest: Digest,
-    image: GuestImage,
+    pub(crate) digest: Digest,
+    pub(crate) image: GuestImage,
     /// The ELF, for building the image of a configuration not seen yet.
-    bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for PreparedGuest {
@@ -142,118 +133,6 @@ impl PreparedGuest {
     pub fn image(&self) -> &GuestImage {
         &self.image
     }
-}
-
-/// What a sandbox is built from: a guest's prepared image for one
-/// configuration (see the module docs), shared by every sandbox of that
-/// guest and configuration and by the VMs pooled with it.
-#[derive(Debug)]
-pub(crate) struct SandboxImage {
-    /// The guest's initial memory, page tables and entry state.
-    pub(crate) prepared: Arc<nub_hypervisor::PreparedImage>,
-    /// The memory layout the image was built for.
-    pub(crate) layout: MemoryLayout,
-}
-
-/// What in a configuration shapes the initial memory: the layout sizes and
-/// the boot data (`BootInfo` flags and log level, the resident spin
-/// count). Deadlines and the pool setting do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ImageConfig {
-    /// The layout sizes.
-    pub(crate) sizes: LayoutSizes,
-    /// `BootInfo::flags`.
-    pub(crate) flags: u32,
-    /// `BootInfo::log_level`.
-    pub(crate) log_level: u64,
-    /// Polls the resident guest spins before parking (0 in exit mode).
-    pub(crate) spin_polls: u64,
-}
-
-/// Images the cache keeps alive after their last sandbox and pooled VM
-/// are gone, most recently used first out of the way: without them a
-/// sandbox built after the previous one was dropped (pool off, or pool
-/// full) would build the image again (~250 µs). Each costs the image's
-/// written pages (the ELF's segments and the system pages, ~250 KiB for
-/// the default guest) in the page cache.
-const KEEP_RECENT: usize = 8;
-
-/// Built images by (ELF digest, configuration): an entry lives as long as
-/// a sandbox or a pooled VM holds its image, or while it is among the
-/// [`KEEP_RECENT`] most recently used.
-#[derive(Default)]
-struct ImageCache {
-    map: HashMap<(Digest, ImageConfig), Weak<SandboxImage>>,
-    /// Most recently used last.
-    recent: std::collections::VecDeque<Arc<SandboxImage>>,
-}
-
-impl ImageCache {
-    /// Marks `image` the most recently used.
-    fn touch(&mut self, image: &Arc<SandboxImage>) {
-        if let Some(i) = self.recent.iter().position(|r| Arc::ptr_eq(r, image)) {
-            self.recent.remove(i);
-        }
-        self.recent.push_back(Arc::clone(image));
-        while self.recent.len() > KEEP_RECENT {
-            self.recent.pop_front();
-        }
-    }
-}
-
-fn image_cache() -> &'static Mutex<ImageCache> {
-    static CACHE: std::sync::OnceLock<Mutex<ImageCache>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(ImageCache::default()))
-}
-
-/// The image of `binary` for `config`: from the cache when a sandbox or a
-/// pooled VM still holds it or it was used recently, else read, parsed,
-/// laid out and built (and cached). `build` writes the boot data and builds the prepared image from
-/// the parsed guest, its bytes and the layout.
-pub(crate) fn sandbox_image(
-    binary: &GuestBinary,
-    config: ImageConfig,
-    build: impl FnOnce(&GuestImage, &[u8], MemoryLayout) -> crate::Result<SandboxImage>,
-) -> crate::Result<Arc<SandboxImage>> {
-    let bytes = match binary {
-        GuestBinary::Prepared(_) => None,
-        other => Some(other.bytes()?),
-    };
-    let digest = match (binary, &bytes) {
-        (GuestBinary::Prepared(guest), _) => guest.digest,
-        (_, Some(bytes)) => {
-            if bytes.len() as u64 > MAX_GUEST_BINARY_SIZE {
-                return Err(too_large(bytes.len() as u64).into());
-            }
-            *blake3::hash(bytes).as_bytes()
-        }
-        (_, None) => return Err(GuestBinaryError::Empty.into()),
-    };
-    let key = (digest, config);
-    let lock = || image_cache().lock().unwrap_or_else(|e| e.into_inner());
-    {
-        let mut cache = lock();
-        if let Some(image) = cache.map.get(&key).and_then(Weak::upgrade) {
-            cache.touch(&image);
-            return Ok(image);
-        }
-    }
-    let parsed;
-    let (image, bytes): (&GuestImage, &[u8]) = match (binary, &bytes) {
-        (GuestBinary::Prepared(guest), _) => (&guest.image, &guest.bytes),
-        (_, Some(bytes)) => {
-            parsed = GuestImage::parse(bytes)?;
-            (&parsed, bytes)
-        }
-        (_, None) => return Err(GuestBinaryError::Empty.into()),
-    };
-    let layout = MemoryLayout::new(image.end, config.sizes)?;
-    let built = Arc::new(build(image, bytes, layout)?);
-    let mut cache = lock();
-    cache.map.retain(|_, weak| weak.strong_count() > 0);
-    cache.map.insert(key, Arc::downgrade(&built));
-    cache.touch(&built);
-    Ok(built)
 }
 
 /// One loadable segment, validated.
@@ -298,9 +177,7 @@ impl GuestImage {
         if bytes.is_empty() {
             return Err(GuestBinaryError::Empty);
         }
-        if bytes.len() as u64 > MAX_GUEST_BINARY_SIZE {
-            return Err(too_large(bytes.len() as u64));
-        }
+        check_size(bytes.len() as u64)?;
         let not_elf = |e: goblin::error::Error| GuestBinaryError::NotElf(e.to_string());
         // Only the ELF header and the program headers: `Elf::lazy_parse`
         // validates class and byte order and parses nothing else.

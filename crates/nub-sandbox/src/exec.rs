@@ -9,13 +9,13 @@ use nub_host_common::ports::ExitPort;
 use nub_hypervisor::{VcpuInterrupt, Vm};
 
 use crate::{
-    binary::SandboxImage,
     config::SandboxConfiguration,
     engine::{self, Engine, Halted, exit::run_exit},
     error::{HyperlightError, Result},
     frames::RawResponse,
     guest_side::MemorySide,
     host_functions::HostFunctions,
+    image::SandboxImage,
     pool,
 };
 

@@ -48,6 +48,7 @@ mod frames;
 mod guest_logs;
 mod guest_side;
 pub mod host_functions;
+mod image;
 pub mod interrupt;
 pub mod pool;
 mod reaper;

@@ -37,8 +37,8 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use nub_hypervisor::{VcpuInterrupt, Vm};
 
 use crate::{
-    binary::SandboxImage,
     error::{HyperlightError, Result},
+    image::SandboxImage,
     reaper,
 };
 

@@ -8,19 +8,16 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use nub_host_common::{
-    boot::BootInfo,
-    layout::{Access, BOOT_INFO_GPA, MemoryLayout},
-    resident, rpc,
-};
-use nub_hypervisor::{GuestMemory, Mapping, PreparedImage, VcpuInterrupt, VmSetup};
+use nub_host_common::{boot::BootInfo, layout::MemoryLayout, rpc};
+use nub_hypervisor::{GuestMemory, VcpuInterrupt};
 
 use crate::{
-    binary::{GuestBinary, GuestImage, ImageConfig, SandboxImage, sandbox_image},
-    config::{CallMode, SandboxConfiguration},
+    binary::GuestBinary,
+    config::SandboxConfiguration,
     error::{HyperlightError, Result},
     exec::GuestVm,
     host_functions::{HostFunctions, HostResult, Registerable},
+    image::SandboxImage,
     interrupt::{InterruptHandle, VcpuInterruptHandle},
     pool,
 };
@@ -62,86 +59,6 @@ impl Drop for InterruptOwner {
 /// Sandbox ids, unique in the process; they tag the guest's log records.
 static NEXT_SANDBOX_ID: AtomicU64 = AtomicU64::new(1);
 
-/// What of `config` shapes a guest's initial memory.
-fn image_config(config: &SandboxConfiguration) -> ImageConfig {
-    let (flags, spin_polls) = match config.call_mode {
-        CallMode::Exit => (0, 0),
-        CallMode::Resident { spin } => (
-            resident::BOOT_FLAG_RESIDENT,
-            crate::engine::resident::spin_iterations(spin),
-        ),
-    };
-    ImageConfig {
-        sizes: config.layout_sizes(),
-        flags,
-        log_level: config.guest_log_level as u64,
-        spin_polls,
-    }
-}
-
-/// Builds the prepared image of `image` (its file bytes in `bytes`) laid
-/// out as `layout`: the segments, the `BootInfo` and, for resident calls,
-/// the spin count, then the host's page tables and system pages.
-fn build_image(
-    image: &GuestImage,
-    bytes: &[u8],
-    layout: MemoryLayout,
-    config: ImageConfig,
-) -> Result<SandboxImage> {
-    let mut mappings = Vec::with_capacity(image.segments.len() + 8);
-    for seg in &image.segments {
-        mappings.push(Mapping {
-            region: seg.pages(),
-            access: seg.access,
-        });
-    }
-    // The system pages (boot, report, exception handlers) are mapped by
-    // the hypervisor itself.
-    for region in [
-        layout.input_ring,
-        layout.output_ring,
-        layout.log_buffer,
-        layout.control,
-        layout.heap,
-        layout.ist_stack,
-        layout.stack,
-    ] {
-        mappings.push(Mapping {
-            region,
-            access: Access::ReadWrite,
-        });
-    }
-    let info = BootInfo::for_layout(&layout, config.flags, config.log_level);
-    let setup = VmSetup {
-        mappings: &mappings,
-        entry: image.entry,
-        // SysV: at a function's entry RSP + 8 is 16-byte aligned.
-        stack_pointer: layout.stack.end() - 8,
-        ist_stack_top: layout.ist_stack.end(),
-        boot_info: BOOT_INFO_GPA,
-        // Guests run at CPL 3 from their first instruction: kvm_pvm
-        // emulates CPL 0 code, and the host provides the IDT.
-        user_mode: true,
-    };
-    let prepared = PreparedImage::build(layout.memory_size, &setup, |memory| {
-        for seg in &image.segments {
-            let file = bytes.get(seg.file_range.clone()).unwrap_or(&[]);
-            memory.write(seg.vaddr, file)?;
-        }
-        if config.flags & resident::BOOT_FLAG_RESIDENT != 0 {
-            memory.write_u64(
-                layout.control.start + resident::SPIN_ITERATIONS as u64,
-                config.spin_polls,
-            )?;
-        }
-        memory.write(BOOT_INFO_GPA, &info.to_bytes())
-    })?;
-    Ok(SandboxImage {
-        prepared: Arc::new(prepared),
-        layout,
-    })
-}
-
 impl UninitializedSandbox {
     /// Prepares `binary` laid out by `config` (or the defaults). Validates
     /// the ELF and the layout the first time a binary and configuration
@@ -165,10 +82,7 @@ impl UninitializedSandbox {
     /// ```
     pub fn new(binary: GuestBinary, config: Option<SandboxConfiguration>) -> Result<Self> {
         let config = config.unwrap_or_default();
-        let image_config = image_config(&config);
-        let image = sandbox_image(&binary, image_config, |image, bytes, layout| {
-            build_image(image, bytes, layout, image_config)
-        })?;
+        let image = crate::image::sandbox_image(&binary, &config)?;
         Ok(Self {
             image,
             config,
