@@ -17,7 +17,7 @@
 //!    running (of the given generation), record the cancel, raise the atomic
 //!    "cancel pending" flag, and send [`interrupt_signal`] to the vCPU
 //!    thread.
-//! 3. Each `KVM_RUN` is bracketed by a *run window* ([`RunWindow`]): the
+//! 3. Each `KVM_RUN` is bracketed by a *run window* (`RunWindow`): the
 //!    vCPU thread stores its `kvm_run` pointer in a thread-local, then checks
 //!    the pending flag, enters `KVM_RUN`, and clears the thread-local as soon
 //!    as the ioctl returns. The signal handler runs on the vCPU thread; if

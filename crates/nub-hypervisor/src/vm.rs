@@ -139,7 +139,7 @@ impl Vm {
     ///   guest instruction;
     /// - memory: every page reads the image again. Same image: every page
     ///   the memory holds a private copy of gets the image's bytes copied
-    ///   back ([`GuestMemory::revert`]), which keeps the host's and KVM's
+    ///   back (`GuestMemory::revert`), which keeps the host's and KVM's
     ///   mappings, so the next guest does not fault its working set in
     ///   again (a discard with `madvise(MADV_DONTNEED)` made the next boot
     ///   and call cost twice as much). Another image: the new image is
