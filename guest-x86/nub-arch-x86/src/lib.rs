@@ -52,10 +52,10 @@ extern crate std;
 
 #[cfg(target_os = "none")]
 pub mod arch;
-#[cfg(target_os = "none")]
-pub mod io;
 pub mod dispatch;
 pub mod hostcall;
+#[cfg(target_os = "none")]
+pub mod io;
 pub mod logger;
 pub mod region;
 pub mod report;
