@@ -71,7 +71,7 @@ pub const TSS_SELECTOR: u16 = 0x28;
 /// RFLAGS for guest user mode: IOPL 0, interrupts off, reserved bit 1 set.
 /// With IOPL 0 a CPL 3 guest may not run `cli`/`sti`/`popf` on IF, and
 /// reaches only the ports the TSS I/O permission bitmap opens (the exit
-/// ports; see `nub_hypervisor::cpu`).
+/// ports; see `crates/nub-hypervisor/src/cpu.rs`).
 pub const USER_RFLAGS: u64 = 0x0002;
 
 /// Page-table pages available between [`PAGE_TABLES_GPA`] and [`IMAGE_BASE`].
