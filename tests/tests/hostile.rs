@@ -19,6 +19,7 @@ use nub_host_common::{
 };
 use nub_sandbox::{
     GUEST_LOG_TARGET, HyperlightError, MultiUseSandbox, Registerable, SandboxConfiguration,
+    Violation,
 };
 use nub_tests::{exits_count_runs, fn_id, hostile, hostile_fn_id as h, hostile_uninit, sandbox};
 
@@ -918,7 +919,7 @@ fn assert_log_violation(payload: &[u8], emitted: &[(log::Level, String)]) {
     let (mut s, result, lines) = log_attack(payload);
     let err = result.expect_err("a malformed log buffer fails the call");
     assert!(
-        matches!(&err, HyperlightError::ProtocolViolation(m) if m.contains("log")),
+        matches!(&err, HyperlightError::ProtocolViolation(Violation::Log(_))),
         "{payload:?}: {err:?}"
     );
     assert_poisoned(&mut s);

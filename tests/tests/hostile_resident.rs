@@ -13,7 +13,7 @@ use std::{
 
 use nub_sandbox::{
     CallMode, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
-    UninitializedSandbox,
+    UninitializedSandbox, Violation,
 };
 use nub_tests::{HOSTILE_GUEST, hostile_fn_id as h, require_kvm, thread_stat};
 
@@ -226,8 +226,11 @@ fn hostile_bad_status_then_log_flood_poisons_and_stops_the_guest_at_once() {
     for mut s in [resident(Some(DEADLINE)), exit_mode(Some(DEADLINE))] {
         let thread = vcpu_thread(&s);
         match timed_call(&mut s, h::BAD_STATUS_THEN_LOG_FLOOD, b"") {
-            Err(HyperlightError::ProtocolViolation(m)) => {
-                assert!(m.contains(&h::BAD_STATUS.to_string()), "{m}");
+            Err(HyperlightError::ProtocolViolation(Violation::BadStatus { fn_id, status })) => {
+                assert_eq!(
+                    (fn_id, status),
+                    (h::BAD_STATUS_THEN_LOG_FLOOD, h::BAD_STATUS)
+                );
             }
             other => panic!("expected a protocol violation, got {other:?}"),
         }
@@ -275,7 +278,9 @@ fn hostile_inline_host_call_claiming_more_than_its_line_is_a_protocol_violation(
     let mut s = resident(Some(DEADLINE));
     let thread = vcpu_thread(&s);
     match timed_call(&mut s, h::HOSTCALL_WITHOUT_NOTIFY, &[2]) {
-        Err(HyperlightError::ProtocolViolation(m)) => assert!(m.contains("255"), "{m}"),
+        Err(HyperlightError::ProtocolViolation(Violation::InlineRequestTooLong { len, max })) => {
+            assert_eq!((len, max), (255, 40));
+        }
         other => panic!("expected a protocol violation, got {other:?}"),
     }
     assert!(s.is_poisoned());

@@ -34,7 +34,7 @@ use nub_host_common::{
 use nub_hypervisor::GuestMemory;
 
 use crate::{
-    error::{HyperlightError, Result},
+    error::{CapLie as Lie, HyperlightError, Result, Violation},
     sandbox::MultiUseSandbox,
 };
 
@@ -83,50 +83,6 @@ impl GuestCacheReader<'_> {
     }
 }
 
-/// Why a guest's answer to a cap system call cannot be true.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Lie {
-    /// A `PUT_CAP` answer of the wrong length.
-    PutAnswerLength(usize),
-    /// A `PUT_CAP` answer naming another hash than the cap sent.
-    PutHash {
-        expected: CapHash,
-        answered: CapHash,
-    },
-    /// A `GET_CAP` answer with an unknown tag, or none.
-    GetTag,
-    /// A `GET_CAP` answer whose cap bytes are not a valid `WireCap`.
-    GetMalformed(javm_cap::WireError),
-    /// A `GET_CAP` answer whose cap hashes to another hash.
-    GetHash { asked: CapHash, answered: CapHash },
-    /// A `DIRECTORY_STATS` answer that is not three u64s.
-    Stats,
-    /// The guest refused a parent for lacking a child it was just given.
-    ChildStillMissing(CapHash),
-}
-
-impl Lie {
-    fn message(&self) -> String {
-        match self {
-            Self::PutAnswerLength(len) => {
-                format!("PUT_CAP answered with {len} bytes, not a 32-byte hash")
-            }
-            Self::PutHash { expected, answered } => {
-                format!("PUT_CAP answered hash {answered} for a cap whose hash is {expected}")
-            }
-            Self::GetTag => "GET_CAP answered with an unknown tag".into(),
-            Self::GetMalformed(e) => format!("GET_CAP answered with a malformed cap: {e}"),
-            Self::GetHash { asked, answered } => {
-                format!("GET_CAP for {asked} answered with a cap whose hash is {answered}")
-            }
-            Self::Stats => "malformed directory stats".into(),
-            Self::ChildStillMissing(child) => format!(
-                "the guest accepted child {child} and then refused its parent for lacking it"
-            ),
-        }
-    }
-}
-
 /// Decodes a `PUT_CAP` answer: `Some(hash)`, or `None` for the sentinel
 /// (the guest refused the cap).
 fn put_answer(bytes: &[u8]) -> std::result::Result<Option<CapHash>, Lie> {
@@ -154,7 +110,7 @@ fn get_answer(bytes: &[u8], asked: CapHash) -> std::result::Result<Option<Cap>, 
             // Copy into an aligned buffer: rkyv reads need alignment.
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(cap_bytes.len());
             aligned.extend_from_slice(cap_bytes);
-            let archived = wire::access(&aligned).map_err(Lie::GetMalformed)?;
+            let archived = wire::access(&aligned).map_err(|_| Lie::GetMalformed)?;
             let answered = archived.hash();
             if answered != asked {
                 return Err(Lie::GetHash { asked, answered });
@@ -209,7 +165,7 @@ impl MultiUseSandbox {
     /// [`HyperlightError::ProtocolViolation`].
     fn lied(&mut self, lie: &Lie) -> HyperlightError {
         self.poison();
-        HyperlightError::ProtocolViolation(lie.message())
+        HyperlightError::ProtocolViolation(Violation::Cap(lie.clone()))
     }
 
     /// Sends `cap` to the guest's directory and returns its hash. Fails with
@@ -572,16 +528,16 @@ mod tests {
         );
         assert_eq!(
             get_answer(&[GET_CAP_FOUND, 0xAB, 0xCD, 0xEF], cap.hash()),
-            Err(Lie::GetMalformed(javm_cap::WireError::Malformed))
+            Err(Lie::GetMalformed)
         );
         // The messages name the hashes involved.
         let lie = Lie::PutHash {
             expected: cap.hash(),
             answered: other.hash(),
         };
-        let msg = lie.message();
+        let msg = lie.to_string();
         assert!(msg.contains(&cap.hash().to_string()) && msg.contains(&other.hash().to_string()));
-        let msg = Lie::ChildStillMissing(cap.hash()).message();
+        let msg = Lie::ChildStillMissing(cap.hash()).to_string();
         assert!(msg.contains(&cap.hash().to_string()));
     }
 }

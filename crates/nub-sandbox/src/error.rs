@@ -23,6 +23,8 @@ use std::time::Duration;
 use nub_host_common::layout::LayoutError;
 use nub_hypervisor::{HypervisorError, MemoryError};
 
+pub use crate::violation::{CapLie, Frame, LogFault, Violation};
+
 /// Why a guest binary was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -231,7 +233,7 @@ pub enum HyperlightError {
     UnexpectedExit(String),
     /// The guest broke the ring protocol (bad frame, bad response).
     #[error("guest broke the call protocol: {0}")]
-    ProtocolViolation(String),
+    ProtocolViolation(Violation),
     /// `InterruptHandle::kill()` stopped the call.
     #[error("the call was canceled")]
     Canceled,
@@ -531,8 +533,12 @@ mod tests {
                 &["stopped unexpectedly", "halted"],
             ),
             (
-                E::ProtocolViolation("response frame past the ring's end".into()),
-                &["broke the call protocol", "past the ring's end"],
+                E::ProtocolViolation(Violation::FramePastEnd {
+                    frame: Frame::Response,
+                    offset: 0x40,
+                    bound: 0x30,
+                }),
+                &["broke the call protocol", "runs past the end", "0x40"],
             ),
             (E::Canceled, &["canceled"]),
             (

@@ -6,7 +6,7 @@
 use nub_host_common::ports::ExitPort;
 use nub_hypervisor::VmExit;
 
-use crate::error::HyperlightError;
+use crate::error::{HyperlightError, Violation};
 
 /// The error a stop of the vCPU other than a nub exit port means.
 pub(crate) fn exit_error(exit: VmExit) -> HyperlightError {
@@ -54,10 +54,20 @@ pub(crate) fn classify(exit: VmExit, report: impl FnOnce() -> HyperlightError) -
 }
 
 /// The error for a nub port the guest has no business using where it did.
-pub(crate) fn misplaced_port(port: ExitPort, waiting_for: &str) -> HyperlightError {
-    HyperlightError::ProtocolViolation(format!(
-        "guest exited through {port:?} while nub waited for {waiting_for}"
-    ))
+pub(crate) fn misplaced_port(port: ExitPort, waiting_for: &'static str) -> HyperlightError {
+    HyperlightError::ProtocolViolation(Violation::MisplacedPort {
+        port: port.port(),
+        waiting_for,
+    })
+}
+
+/// What a run loop that ends at `until` waits for, as a violation says it.
+pub(crate) fn awaited(until: ExitPort) -> &'static str {
+    match until {
+        ExitPort::Ready => "READY",
+        ExitPort::Done => "DONE",
+        _ => "the end of the run",
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +174,13 @@ mod tests {
     fn a_misplaced_port_names_itself_and_what_was_awaited() {
         let e = misplaced_port(ExitPort::Park, "DONE");
         assert!(
-            matches!(&e, HyperlightError::ProtocolViolation(m) if m.contains("Park") && m.contains("DONE")),
+            matches!(
+                &e,
+                HyperlightError::ProtocolViolation(Violation::MisplacedPort {
+                    port: 0xE7,
+                    waiting_for: "DONE"
+                })
+            ),
             "{e:?}"
         );
     }

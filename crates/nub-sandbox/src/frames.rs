@@ -15,13 +15,17 @@
 
 use nub_host_common::{
     layout::Region,
+    read_u64,
     ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE},
     rpc::{self, Status},
 };
 use nub_hypervisor::GuestMemory;
 use rkyv::util::AlignedVec;
 
-use crate::error::{HyperlightError, Result};
+use crate::{
+    error::{HyperlightError, Result},
+    violation::{Frame, Violation},
+};
 
 /// One answer read from the output ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +34,8 @@ pub(crate) struct RawResponse {
     pub(crate) payload: Vec<u8>,
 }
 
-pub(crate) fn violation(message: String) -> HyperlightError {
-    HyperlightError::ProtocolViolation(message)
+pub(crate) fn violation(reason: Violation) -> HyperlightError {
+    HyperlightError::ProtocolViolation(reason)
 }
 
 /// A ring the guest wrote, as the host reads it: by copying bytes out.
@@ -65,10 +69,10 @@ impl RingBytes for GuestRing<'_> {
     fn read_data(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         let end = offset.checked_add(out.len());
         if end.is_none_or(|end| end > self.capacity()) {
-            return Err(violation(format!(
-                "{} bytes at ring offset {offset:#x} lie outside the ring",
-                out.len()
-            )));
+            return Err(violation(Violation::OutsideRing {
+                offset,
+                len: out.len(),
+            }));
         }
         let addr = self.region.start + (RING_HEADER_SIZE + offset) as u64;
         self.memory.read(addr, out).map_err(HyperlightError::from)
@@ -84,7 +88,7 @@ impl RingBytes for [u8] {
     fn read_header(&self, out: &mut [u8; RING_HEADER_SIZE]) -> Result<()> {
         let header = self
             .first_chunk::<RING_HEADER_SIZE>()
-            .ok_or_else(|| violation("ring region too small".into()))?;
+            .ok_or_else(|| violation(Violation::RingTooSmall))?;
         out.copy_from_slice(header);
         Ok(())
     }
@@ -94,10 +98,10 @@ impl RingBytes for [u8] {
             .checked_add(offset)
             .and_then(|start| self.get(start..start.checked_add(out.len())?))
             .ok_or_else(|| {
-                violation(format!(
-                    "{} bytes at ring offset {offset:#x} lie outside the ring",
-                    out.len()
-                ))
+                violation(Violation::OutsideRing {
+                    offset,
+                    len: out.len(),
+                })
             })?;
         out.copy_from_slice(src);
         Ok(())
@@ -106,7 +110,13 @@ impl RingBytes for [u8] {
 
 /// `(head, tail)` from a copied ring header: `head <= tail <= capacity`.
 fn ring_offsets(header: &[u8; RING_HEADER_SIZE], capacity: usize) -> Result<(usize, usize)> {
-    ring::header_offsets(header, capacity).map_err(|e| violation(format!("output ring: {e}")))
+    ring::header_offsets(header, capacity).map_err(|_| {
+        violation(Violation::BadRingOffsets {
+            head: read_u64(header, 0).unwrap_or(u64::MAX),
+            tail: read_u64(header, 8).unwrap_or(u64::MAX),
+            capacity,
+        })
+    })
 }
 
 /// A guest-written frame, copied out.
@@ -126,18 +136,18 @@ pub(crate) fn copy_frame<R: RingBytes + ?Sized>(
     ring: &R,
     offset: usize,
     bound: usize,
-    kind: FrameKind,
+    frame: Frame,
 ) -> Result<CopiedFrame> {
     let bound = bound.min(ring.capacity());
     let outside = || {
-        violation(format!(
-            "{kind:?} frame at {offset:#x}: runs past the end of its data ({bound:#x})"
-        ))
+        violation(Violation::FramePastEnd {
+            frame,
+            offset,
+            bound,
+        })
     };
     if !offset.is_multiple_of(FRAME_ALIGN) {
-        return Err(violation(format!(
-            "{kind:?} frame at {offset:#x}: not {FRAME_ALIGN}-byte aligned"
-        )));
+        return Err(violation(Violation::FrameMisaligned { frame, offset }));
     }
     // Only a header that lies inside the bound is read at all.
     if offset
@@ -149,16 +159,19 @@ pub(crate) fn copy_frame<R: RingBytes + ?Sized>(
     let mut header = [0u8; FRAME_HEADER_SIZE];
     ring.read_data(offset, &mut header)?;
     let span = ring::frame_span(offset, &header, bound).map_err(|e| match e {
-        ring::RingError::UnknownKind { kind: raw } => violation(format!(
-            "expected a {kind:?} frame at {offset:#x}, found unknown kind {raw}"
-        )),
+        ring::RingError::UnknownKind { kind: found } => violation(Violation::WrongFrameKind {
+            frame,
+            offset,
+            found,
+        }),
         _ => outside(),
     })?;
-    if span.kind != kind {
-        return Err(violation(format!(
-            "expected a {kind:?} frame at {offset:#x}, found {:?}",
-            span.kind
-        )));
+    if span.kind != frame.kind() {
+        return Err(violation(Violation::WrongFrameKind {
+            frame,
+            offset,
+            found: span.kind as u32,
+        }));
     }
     let mut body = AlignedVec::<16>::with_capacity(span.body.len());
     body.resize(span.body.len(), 0);
@@ -173,12 +186,18 @@ pub(crate) fn read_host_call<R: RingBytes + ?Sized>(
     ring: &R,
     offset: usize,
 ) -> Result<CopiedFrame> {
-    copy_frame(ring, offset, ring.capacity(), FrameKind::HostCallRequest)
+    copy_frame(ring, offset, ring.capacity(), Frame::HostCallRequest)
 }
 
-/// `(fn_id, payload)` of a copied host-call request body.
-pub(crate) fn parse_host_call(body: &[u8]) -> Result<(u32, &[u8])> {
-    rpc::decode_request(body).map_err(|e| violation(format!("host-call request: {e}")))
+/// `(fn_id, payload)` of a copied host-call request body (of the frame at
+/// data offset `offset`).
+pub(crate) fn parse_host_call(body: &[u8], offset: usize) -> Result<(u32, &[u8])> {
+    rpc::decode_request(body).map_err(|_| {
+        violation(Violation::BadBody {
+            frame: Frame::HostCallRequest,
+            offset,
+        })
+    })
 }
 
 /// Reads up to `n` responses from the output ring, in order, copying each
@@ -197,9 +216,13 @@ pub(crate) fn read_responses<R: RingBytes + ?Sized>(
     let room = ring.capacity().saturating_sub(tail);
     let mut responses = Vec::with_capacity(n.min(1024));
     while head < tail && responses.len() < n {
-        let frame = copy_frame(ring, head, tail, FrameKind::Response)?;
-        let (status, payload) = rpc::decode_response(&frame.body)
-            .map_err(|e| violation(format!("response at {head:#x}: {e}")))?;
+        let frame = copy_frame(ring, head, tail, Frame::Response)?;
+        let (status, payload) = rpc::decode_response(&frame.body).map_err(|_| {
+            violation(Violation::BadBody {
+                frame: Frame::Response,
+                offset: head,
+            })
+        })?;
         responses.push(RawResponse {
             status,
             payload: payload.to_vec(),
@@ -207,10 +230,10 @@ pub(crate) fn read_responses<R: RingBytes + ?Sized>(
         head = frame.next;
     }
     if responses.len() < n && room >= smallest {
-        return Err(violation(format!(
-            "{} of {n} responses, with room for more in the output ring",
-            responses.len()
-        )));
+        return Err(violation(Violation::MissingResponses {
+            expected: n,
+            found: responses.len(),
+        }));
     }
     Ok(responses)
 }
@@ -239,10 +262,11 @@ pub(crate) fn response_result(
                 .unwrap_or(0),
             capacity,
         }),
-        Ok(other) => Err(violation(format!("guest answered with status {other:?}"))),
-        Err(raw) => Err(violation(format!(
-            "guest answered with unknown status {raw}"
-        ))),
+        Ok(other) => Err(violation(Violation::BadStatus {
+            fn_id,
+            status: other as u32,
+        })),
+        Err(status) => Err(violation(Violation::BadStatus { fn_id, status })),
     }
 }
 
@@ -332,10 +356,10 @@ mod tests {
         region[8..16].copy_from_slice(&tail.to_le_bytes());
     }
 
-    /// The message of a protocol violation; panics on anything else.
-    fn violation_message<T: std::fmt::Debug>(r: Result<T>) -> String {
+    /// The reason of a protocol violation; panics on anything else.
+    fn reason<T: std::fmt::Debug>(r: Result<T>) -> Violation {
         match r {
-            Err(HyperlightError::ProtocolViolation(m)) => m,
+            Err(HyperlightError::ProtocolViolation(v)) => v,
             other => panic!("expected a protocol violation, got {other:?}"),
         }
     }
@@ -368,12 +392,12 @@ mod tests {
         push_host_call(&mut region, 42, b"to the host");
         let frame = read_host_call(region.as_slice(), 0).unwrap();
         assert_eq!(
-            parse_host_call(&frame.body).unwrap(),
+            parse_host_call(&frame.body, 0).unwrap(),
             (42, &b"to the host"[..])
         );
         // The copy is private: changing the ring afterwards changes nothing.
         region.fill(0xAA);
-        assert_eq!(parse_host_call(&frame.body).unwrap().0, 42);
+        assert_eq!(parse_host_call(&frame.body, 0).unwrap().0, 42);
     }
 
     #[test]
@@ -388,36 +412,67 @@ mod tests {
             usize::MAX & !15,     // overflows
             capacity + 4096 * 16, // far outside
         ] {
-            let m = violation_message(read_host_call(region.as_slice(), offset));
-            assert!(m.contains("HostCallRequest"), "{offset:#x}: {m}");
+            let v = reason(read_host_call(region.as_slice(), offset));
+            assert!(
+                matches!(
+                    v,
+                    Violation::FrameMisaligned {
+                        frame: Frame::HostCallRequest,
+                        ..
+                    } | Violation::FramePastEnd {
+                        frame: Frame::HostCallRequest,
+                        ..
+                    }
+                ),
+                "{offset:#x}: {v:?}"
+            );
         }
         // An aligned offset past the written frame reads zeros: kind 0.
-        let m = violation_message(read_host_call(region.as_slice(), 256));
-        assert!(m.contains("unknown kind 0"), "{m}");
+        let v = reason(read_host_call(region.as_slice(), 256));
+        assert_eq!(
+            v,
+            Violation::WrongFrameKind {
+                frame: Frame::HostCallRequest,
+                offset: 256,
+                found: 0
+            }
+        );
         // The last frame slot, announcing a body past the end.
         let last = capacity - FRAME_HEADER_SIZE;
         write_frame_header(&mut region, last, 1, FrameKind::HostCallRequest as u32);
-        let m = violation_message(read_host_call(region.as_slice(), last));
-        assert!(m.contains("runs past the end"), "{m}");
+        let v = reason(read_host_call(region.as_slice(), last));
+        assert!(
+            matches!(v, Violation::FramePastEnd { offset, .. } if offset == last),
+            "{v:?}"
+        );
     }
 
     #[test]
     fn wrong_frame_kinds_are_protocol_violations() {
         let mut region = ring(4096);
         push_response(&mut region, Status::Ok as u32, b"not a call");
-        let m = violation_message(read_host_call(region.as_slice(), 0));
-        assert!(m.contains("found Response"), "{m}");
+        let v = reason(read_host_call(region.as_slice(), 0));
+        assert!(
+            matches!(v, Violation::WrongFrameKind { found, .. } if found == FrameKind::Response as u32),
+            "{v:?}"
+        );
 
         let mut region = ring(4096);
         push_host_call(&mut region, 1, b"not a response");
-        let m = violation_message(read_responses(region.as_slice(), 1));
-        assert!(m.contains("found HostCallRequest"), "{m}");
+        let v = reason(read_responses(region.as_slice(), 1));
+        assert!(
+            matches!(v, Violation::WrongFrameKind { frame: Frame::Response, found, .. } if found == FrameKind::HostCallRequest as u32),
+            "{v:?}"
+        );
 
         let mut region = ring(4096);
         push_response(&mut region, Status::Ok as u32, b"");
         write_frame_header(&mut region, 0, 0, 99);
-        let m = violation_message(read_responses(region.as_slice(), 1));
-        assert!(m.contains("unknown kind 99"), "{m}");
+        let v = reason(read_responses(region.as_slice(), 1));
+        assert!(
+            matches!(v, Violation::WrongFrameKind { found: 99, .. }),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -426,14 +481,26 @@ mod tests {
         let mut w = RingWriter::new(&mut region).unwrap();
         w.push(FrameKind::HostCallRequest, &[0xFF; 40]).unwrap();
         let frame = read_host_call(region.as_slice(), 0).unwrap();
-        let m = violation_message(parse_host_call(&frame.body));
-        assert!(m.contains("host-call request"), "{m}");
+        let v = reason(parse_host_call(&frame.body, 0));
+        assert_eq!(
+            v,
+            Violation::BadBody {
+                frame: Frame::HostCallRequest,
+                offset: 0
+            }
+        );
 
         let mut region = ring(4096);
         let mut w = RingWriter::new(&mut region).unwrap();
         w.push(FrameKind::Response, &[0xFF; 40]).unwrap();
-        let m = violation_message(read_responses(region.as_slice(), 1));
-        assert!(m.contains("response at 0x0"), "{m}");
+        let v = reason(read_responses(region.as_slice(), 1));
+        assert_eq!(
+            v,
+            Violation::BadBody {
+                frame: Frame::Response,
+                offset: 0
+            }
+        );
     }
 
     #[test]
@@ -443,18 +510,22 @@ mod tests {
         let capacity = region.as_slice().capacity() as u64;
         for (head, tail) in [(32, 16), (0, capacity + 16), (u64::MAX, u64::MAX)] {
             set_offsets(&mut region, head, tail);
-            let m = violation_message(read_responses(region.as_slice(), 1));
-            assert!(
-                m.contains("offsets out of range"),
-                "{head:#x} {tail:#x}: {m}"
+            let v = reason(read_responses(region.as_slice(), 1));
+            assert_eq!(
+                v,
+                Violation::BadRingOffsets {
+                    head,
+                    tail,
+                    capacity: capacity as usize
+                }
             );
         }
         // A frame that runs past the tail (though inside the ring).
         let mut region = ring(4096);
         let next = push_response(&mut region, Status::Ok as u32, b"abcdefgh");
         set_offsets(&mut region, 0, next as u64 - 16);
-        let m = violation_message(read_responses(region.as_slice(), 1));
-        assert!(m.contains("runs past the end"), "{m}");
+        let v = reason(read_responses(region.as_slice(), 1));
+        assert!(matches!(v, Violation::FramePastEnd { .. }), "{v:?}");
     }
 
     #[test]
@@ -484,7 +555,7 @@ mod tests {
             ring: &region,
             copied: Cell::new(0),
         };
-        violation_message(read_responses(&counting, 1));
+        reason(read_responses(&counting, 1));
         assert_eq!(counting.copied.get(), RING_HEADER_SIZE + FRAME_HEADER_SIZE);
     }
 
@@ -501,8 +572,8 @@ mod tests {
             99,
             u32::MAX,
         ] {
-            let m = violation_message(response_result(7, response(status), 100));
-            assert!(m.contains("status"), "{status}: {m}");
+            let v = reason(response_result(7, response(status), 100));
+            assert_eq!(v, Violation::BadStatus { fn_id: 7, status });
         }
         assert_eq!(
             response_result(7, response(Status::Ok as u32), 100).unwrap(),

@@ -5,7 +5,7 @@
 use nub_host_common::log_buffer::{self, LogLevel};
 
 use crate::{
-    error::{HyperlightError, Result},
+    error::{HyperlightError, Result, Violation},
     guest_side::{MemorySide, memory_error},
 };
 
@@ -70,15 +70,15 @@ impl MemorySide {
                 .map_err(memory_error)?;
         }
         let (write, dropped) =
-            checked.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+            checked.map_err(|e| HyperlightError::ProtocolViolation(Violation::Log(e.into())))?;
         if write > 0 {
             let mut data = vec![0u8; write];
             self.memory
                 .read(region.start + log_buffer::LOG_HEADER_SIZE as u64, &mut data)
                 .map_err(memory_error)?;
             for record in log_buffer::parse_records(&data) {
-                let record =
-                    record.map_err(|e| HyperlightError::ProtocolViolation(e.to_string()))?;
+                let record = record
+                    .map_err(|e| HyperlightError::ProtocolViolation(Violation::Log(e.into())))?;
                 emit_guest_record(self.id, &record);
             }
         }

@@ -17,7 +17,7 @@ use nub_host_common::{
 use nub_hypervisor::GuestMemory;
 
 use crate::{
-    error::{HyperlightError, Result},
+    error::{HyperlightError, Result, Violation},
     frames::{
         GuestRing, RawResponse, encode_frame, parse_host_call, read_host_call, read_responses,
     },
@@ -162,7 +162,7 @@ impl MemorySide {
         host: &mut HostFunctions,
     ) -> Result<()> {
         let frame = read_host_call(&self.output_ring(), offset)?;
-        let (fn_id, payload) = parse_host_call(&frame.body)?;
+        let (fn_id, payload) = parse_host_call(&frame.body, offset)?;
         let (status, answer) = call_host(host, fn_id, payload)?;
         self.write_host_answer(fn_id, status, &answer, input_tail)
     }
@@ -245,9 +245,9 @@ impl MemorySide {
                     }
                 }
             }
-            Some(ReportKind::None) | None => HyperlightError::ProtocolViolation(
-                "guest signalled a failure without a report".into(),
-            ),
+            Some(ReportKind::None) | None => {
+                HyperlightError::ProtocolViolation(Violation::NoReport)
+            }
         }
     }
 }

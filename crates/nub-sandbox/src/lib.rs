@@ -53,12 +53,13 @@ pub mod interrupt;
 pub mod pool;
 mod reaper;
 pub mod sandbox;
+mod violation;
 mod watchdog;
 
 pub use binary::{GuestBinary, PreparedGuest};
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
-pub use error::{GuestBinaryError, HyperlightError, Result};
+pub use error::{CapLie, Frame, GuestBinaryError, HyperlightError, LogFault, Result, Violation};
 pub use guest_logs::GUEST_LOG_TARGET;
 pub use host_functions::{HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;

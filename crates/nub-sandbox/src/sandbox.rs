@@ -14,7 +14,7 @@ use nub_hypervisor::{GuestMemory, VcpuInterrupt};
 use crate::{
     binary::GuestBinary,
     config::SandboxConfiguration,
-    error::{HyperlightError, Result},
+    error::{HyperlightError, Result, Violation},
     exec::GuestVm,
     host_functions::{HostFunctions, HostResult, Registerable},
     image::SandboxImage,
@@ -255,9 +255,11 @@ impl MultiUseSandbox {
         self.guest.queue_requests(&[(fn_id, payload)])?;
         let limit = self.guest.config.max_execution_time;
         self.guest.run_call(&mut self.host_functions, limit)?;
-        let response = self.guest.take_responses(1)?.pop().ok_or_else(|| {
-            HyperlightError::ProtocolViolation("guest returned no response".into())
-        })?;
+        let response = self
+            .guest
+            .take_responses(1)?
+            .pop()
+            .ok_or(HyperlightError::ProtocolViolation(Violation::NoResponse))?;
         crate::frames::response_result(fn_id, response, self.guest.output_capacity())
     }
 
@@ -385,7 +387,7 @@ impl MultiUseSandbox {
     pub fn heap_stats(&mut self) -> Result<HeapStats> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_HEAP_STATS, &[])?;
         HeapStats::from_bytes(&bytes)
-            .ok_or_else(|| HyperlightError::ProtocolViolation("malformed heap stats".into()))
+            .ok_or(HyperlightError::ProtocolViolation(Violation::BadHeapStats))
     }
 
     /// The guest's copy of its boot info (one system call into the guest).
@@ -403,9 +405,8 @@ impl MultiUseSandbox {
     /// ```
     pub fn boot_info(&mut self) -> Result<BootInfo> {
         let bytes = self.call_raw(rpc::FN_ID_NUB_GET_BOOT_INFO, &[])?;
-        BootInfo::from_bytes(&bytes).ok_or_else(|| {
-            HyperlightError::ProtocolViolation("boot info with bad magic or version".into())
-        })
+        BootInfo::from_bytes(&bytes)
+            .ok_or(HyperlightError::ProtocolViolation(Violation::BadBootInfo))
     }
 
     /// VM exits since the sandbox was created (boot included).

@@ -11,7 +11,7 @@ use crate::{
     call_guard::guarded,
     engine::Engine,
     error::Result,
-    exits::{Stop, classify, misplaced_port},
+    exits::{Stop, awaited, classify, misplaced_port},
     guest_side::MemorySide,
     host_functions::HostFunctions,
 };
@@ -73,7 +73,7 @@ fn run_loop(
                 side.serve_host_call(value as usize, input_tail, host)?;
             }
             Stop::Port(ExitPort::Log, _) => side.drain_log()?,
-            Stop::Port(other, _) => return Err(misplaced_port(other, &format!("{until:?}"))),
+            Stop::Port(other, _) => return Err(misplaced_port(other, awaited(until))),
             Stop::Failed(e) => return Err(e),
         }
     }

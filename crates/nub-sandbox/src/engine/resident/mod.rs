@@ -41,7 +41,7 @@ use self::{
 use crate::{
     call_guard::guarded,
     engine::Engine,
-    error::{HyperlightError, Result},
+    error::{HyperlightError, Result, Violation},
     exits::{Stop, classify, misplaced_port},
     guest_side::MemorySide,
     host_functions::HostFunctions,
@@ -154,7 +154,7 @@ impl Resident {
         // Between calls the guest has no business asking the host anything.
         if words.hostcall_request.load(Ordering::Acquire) != self.last_hostcall {
             return Err(HyperlightError::ProtocolViolation(
-                "the guest made a host call with no call open".into(),
+                Violation::HostCallOutsideCall,
             ));
         }
         let seq = self.seq;

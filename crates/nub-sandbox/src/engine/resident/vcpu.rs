@@ -9,7 +9,7 @@ use nub_hypervisor::{HypervisorError, Vm, interrupt::CancelReason};
 
 use super::{shared::Shared, watch::own_cpu_clock, words::completion_word};
 use crate::{
-    error::HyperlightError,
+    error::{HyperlightError, Violation},
     exits::{Stop, classify, misplaced_port},
     guest_side::MemorySide,
 };
@@ -109,7 +109,7 @@ pub(super) fn drive(vm: &mut Vm, shared: &Arc<Shared>, side: &MemorySide) -> Dri
                 // logs on after its answer would be drained for ever.
                 if shared.call.load(Ordering::SeqCst) & 1 == 0 {
                     break Drive::Failed(HyperlightError::ProtocolViolation(
-                        "the guest logged with no call open".into(),
+                        Violation::LoggedOutsideCall,
                     ));
                 }
                 if let Err(e) = side.drain_log() {

@@ -9,7 +9,7 @@ use std::{
 
 use super::shared::Shared;
 use crate::{
-    error::HyperlightError,
+    error::{HyperlightError, Violation},
     watchdog::{self, Watched},
 };
 
@@ -115,11 +115,10 @@ impl Watched for Shared {
             if ran > self.park_limit {
                 watch.armed = false;
                 drop(watch);
-                self.fail(HyperlightError::ProtocolViolation(format!(
-                    "the guest kept running for {ran:?} of CPU time with no call open \
-                     (it must park within {:?})",
-                    self.park_limit
-                )));
+                self.fail(HyperlightError::ProtocolViolation(Violation::NeverParked {
+                    ran,
+                    limit: self.park_limit,
+                }));
                 self.interrupt.shutdown();
                 return None;
             }

@@ -17,7 +17,7 @@ use nub_host_common::resident::{
 };
 
 use crate::{
-    error::{HyperlightError, Result},
+    error::{HyperlightError, Result, Violation},
     guest_side::{MemorySide, call_host},
     host_functions::HostFunctions,
 };
@@ -70,9 +70,12 @@ pub(super) fn serve_inline(
 ) -> Result<u64> {
     let (fn_id, len) = split_inline_call(words.hostcall_inline_call.load(Ordering::Acquire));
     if len > INLINE_REQUEST_MAX {
-        return Err(HyperlightError::ProtocolViolation(format!(
-            "inline host-call request of {len} bytes (at most {INLINE_REQUEST_MAX})"
-        )));
+        return Err(HyperlightError::ProtocolViolation(
+            Violation::InlineRequestTooLong {
+                len,
+                max: INLINE_REQUEST_MAX,
+            },
+        ));
     }
     let control = side.layout.control.start;
     let mut buffer = [0u8; INLINE_REQUEST_MAX];
