@@ -10,7 +10,7 @@ use nub_tests::{fn_id, sandbox, sandbox_with, uninit};
 
 /// Kills as soon as a call is running (the call may start late on a loaded
 /// machine); returns when the kill was issued.
-fn kill_when_running(handle: &dyn InterruptHandle) -> Instant {
+fn kill_when_running(handle: &InterruptHandle) -> Instant {
     loop {
         let issued = Instant::now();
         if handle.kill() {
@@ -26,7 +26,7 @@ fn kill_stops_a_spinning_guest() {
     let handle = s.interrupt_handle();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(10));
-        kill_when_running(handle.as_ref())
+        kill_when_running(&handle)
     });
     let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
     let returned = Instant::now();
@@ -62,7 +62,7 @@ fn kill_during_a_host_call_cancels_when_it_returns() {
     let handle = s.interrupt_handle();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(10));
-        kill_when_running(handle.as_ref());
+        kill_when_running(&handle);
         true
     });
     let mut payload = 1u32.to_le_bytes().to_vec();
@@ -83,7 +83,7 @@ fn handle_reports_dropped() {
 }
 
 /// The interrupt handle of a worker's current sandbox.
-type CurrentHandle = Mutex<Option<Arc<dyn InterruptHandle>>>;
+type CurrentHandle = Mutex<Option<InterruptHandle>>;
 
 /// A tiny xorshift so the stress test needs no dependency.
 fn next(seed: &mut u64) -> u64 {
@@ -271,7 +271,7 @@ fn durations_too_large_for_a_deadline_mean_no_deadline() {
     assert_eq!(s.call_raw(fn_id::ECHO, b"no panic").unwrap(), b"no panic");
     // Without a deadline a spinning guest runs until it is killed.
     let handle = s.interrupt_handle();
-    let killer = std::thread::spawn(move || kill_when_running(handle.as_ref()));
+    let killer = std::thread::spawn(move || kill_when_running(&handle));
     let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
     killer.join().unwrap();
     assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
@@ -286,8 +286,8 @@ fn the_uninitialized_sandbox_handle_stops_later_calls() {
     let mut s = u.evolve().unwrap();
     assert!(!early.kill(), "booted and idle");
     assert_eq!(s.call_raw(fn_id::ECHO, b"after").unwrap(), b"after");
-    let handle = Arc::clone(&early);
-    let killer = std::thread::spawn(move || kill_when_running(handle.as_ref()));
+    let handle = early.clone();
+    let killer = std::thread::spawn(move || kill_when_running(&handle));
     let err = s.call_raw(fn_id::SPIN, b"").unwrap_err();
     killer.join().unwrap();
     assert!(matches!(err, HyperlightError::Canceled), "{err:?}");

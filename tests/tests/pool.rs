@@ -9,11 +9,10 @@
 //! can and reports the registers a call finds. Every test runs in both
 //! call modes (`NUB_TEST_CALL_MODE`).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use nub_sandbox::{
-    HyperlightError, MultiUseSandbox, Registerable, SandboxConfiguration,
-    interrupt::InterruptHandle, pool,
+    HyperlightError, InterruptHandle, MultiUseSandbox, Registerable, SandboxConfiguration, pool,
 };
 use nub_tests::{fn_id, hostile_fn_id, in_call_mode, sandbox_with, uninit};
 
@@ -327,13 +326,13 @@ fn an_image_of_another_configuration_with_the_same_memory_size_reuses_the_vm() {
 #[test]
 fn a_dropped_sandboxs_handle_never_reaches_the_recycled_vm() {
     let old = sandbox_with(cfg());
-    let handle: Arc<dyn InterruptHandle> = old.interrupt_handle();
+    let handle: InterruptHandle = old.interrupt_handle();
     drop(old);
     assert!(handle.dropped());
     // The new sandbox's host function kills through the old handle while
     // the new sandbox's call runs on the recycled VM.
     let mut next = uninit(None);
-    let stale = Arc::clone(&handle);
+    let stale = handle.clone();
     next.register_host_function(100, move |_| Ok(vec![u8::from(stale.kill())]))
         .unwrap();
     let mut next = next.evolve().unwrap();

@@ -1,7 +1,7 @@
 //! [`GuestBinary`] and the ELF loader.
 //!
 //! Guests are static `x86_64` ELF executables linked at
-//! [`IMAGE_BASE`](nub_host_common::layout::IMAGE_BASE) by `nub-guest.ld`.
+//! [`IMAGE_BASE`] by `nub-guest.ld`.
 //! The loader reads at most [`MAX_GUEST_BINARY_SIZE`] bytes (a file's size
 //! is checked with its metadata before it is read) and parses only the ELF
 //! header and the program headers (goblin); section headers, symbols and

@@ -388,7 +388,7 @@ pub type Result<T> = std::result::Result<T, HyperlightError>;
 
 /// The name of x86 exception `vector`, e.g. `"page fault (#PF)"` (the
 /// ABI's exception table, [`nub_host_common::exceptions`]).
-pub fn exception_name(vector: u8) -> &'static str {
+pub(crate) fn exception_name(vector: u8) -> &'static str {
     nub_host_common::exceptions::name(vector)
 }
 

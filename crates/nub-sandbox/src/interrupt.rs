@@ -8,29 +8,27 @@ use std::sync::Arc;
 
 use nub_hypervisor::VcpuInterrupt;
 
-/// A handle that can stop the sandbox's running call. `Send + Sync`; clone
-/// the `Arc` freely.
-pub trait InterruptHandle: Send + Sync + std::fmt::Debug {
+/// A handle that can stop the sandbox's running call. `Send + Sync`,
+/// cheap to clone; it outlives the sandbox harmlessly.
+#[derive(Debug, Clone)]
+pub struct InterruptHandle(Arc<VcpuInterrupt>);
+
+impl InterruptHandle {
+    /// The handle of the vCPU `interrupt` belongs to.
+    pub(crate) fn new(interrupt: Arc<VcpuInterrupt>) -> Self {
+        Self(interrupt)
+    }
+
     /// Cancels the call running now; it returns
     /// [`HyperlightError::Canceled`](crate::HyperlightError::Canceled) and
     /// poisons the sandbox. Returns whether a call was running. A kill while
     /// idle has no effect on later calls.
-    fn kill(&self) -> bool;
-
-    /// Whether the sandbox has been dropped.
-    fn dropped(&self) -> bool;
-}
-
-/// The KVM-backed handle.
-#[derive(Debug)]
-pub(crate) struct VcpuInterruptHandle(pub(crate) Arc<VcpuInterrupt>);
-
-impl InterruptHandle for VcpuInterruptHandle {
-    fn kill(&self) -> bool {
+    pub fn kill(&self) -> bool {
         self.0.kill()
     }
 
-    fn dropped(&self) -> bool {
+    /// Whether the sandbox has been dropped.
+    pub fn dropped(&self) -> bool {
         self.0.dropped()
     }
 }

@@ -17,16 +17,18 @@
 //! and checks the guest ELF; [`UninitializedSandbox::evolve`] creates the VM
 //! and boots the guest until it is ready; [`MultiUseSandbox::call_raw`]
 //! writes a request frame into shared memory and runs the vCPU until the
-//! guest answers: one VM exit per call. A failed execution (fault, panic,
-//! abort, kill, timeout) poisons the sandbox; build a new one.
+//! guest answers: one VM exit per call ([`CallMode::Exit`]), or none while
+//! the vCPU stays in the guest ([`CallMode::Resident`], docs/resident.md).
+//! A failed execution (fault, panic, abort, kill, timeout, a
+//! [`Violation`] of the protocol) poisons the sandbox; build a new one.
 //!
 //! Modules:
 //! - [`binary`]: guest binaries and the ELF loader.
 //! - [`caps`]: capabilities, the guest directory and its reader.
 //! - [`config`]: the sandbox configuration.
 //! - [`error`]: [`HyperlightError`], variant by variant.
-//! - [`host_functions`]: host functions and [`Registerable`].
-//! - [`interrupt`]: interrupt handles.
+//! - [`Registerable`], [`HostResult`]: host functions the guest calls.
+//! - [`InterruptHandle`]: stop a running call from any thread.
 //! - [`pool`]: the VM pool (dropped sandboxes' VMs, reset and reused).
 //! - [`sandbox`]: the two sandbox phases.
 //!
@@ -47,9 +49,9 @@ mod exits;
 mod frames;
 mod guest_logs;
 mod guest_side;
-pub mod host_functions;
+mod host_functions;
 mod image;
-pub mod interrupt;
+mod interrupt;
 pub mod pool;
 mod reaper;
 pub mod sandbox;
@@ -61,7 +63,7 @@ pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
 pub use error::{CapLie, Frame, GuestBinaryError, HyperlightError, LogFault, Result, Violation};
 pub use guest_logs::GUEST_LOG_TARGET;
-pub use host_functions::{HostFunctionError, HostResult, Registerable};
+pub use host_functions::{HostFunction, HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;
 pub use javm_cap;
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};

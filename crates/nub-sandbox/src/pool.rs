@@ -25,7 +25,7 @@
 //! of a dropped sandbox never reaches the VM's next owner.
 //!
 //! **Who pays.** The dropping thread only puts the VM on the pool's dirty
-//! list (a lock and a push); the [reaper thread](crate::reaper) resets it in
+//! list (a lock and a push); the reaper thread (`reaper.rs`) resets it in
 //! the background. A sandbox created before the reaper got to it resets it
 //! on its own thread, or waits for the reaper if it is busy with that very
 //! VM. VMs that must be destroyed (pool full or off, or a VM whose vCPU

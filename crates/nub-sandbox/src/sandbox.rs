@@ -18,7 +18,7 @@ use crate::{
     exec::GuestVm,
     host_functions::{HostFunctions, HostResult, Registerable},
     image::SandboxImage,
-    interrupt::{InterruptHandle, VcpuInterruptHandle},
+    interrupt::InterruptHandle,
     pool,
 };
 
@@ -132,9 +132,8 @@ impl UninitializedSandbox {
     /// assert!(sbox.is_poisoned());
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
-    pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
-        let interrupt = self.interrupt.0.clone().unwrap_or_default();
-        Arc::new(VcpuInterruptHandle(interrupt))
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle::new(self.interrupt.0.clone().unwrap_or_default())
     }
 
     /// This sandbox's id: unique in the process, kept by the
@@ -367,8 +366,8 @@ impl MultiUseSandbox {
     /// assert!(matches!(err, HyperlightError::Canceled));
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
-    pub fn interrupt_handle(&self) -> Arc<dyn InterruptHandle> {
-        Arc::new(VcpuInterruptHandle(Arc::clone(self.guest.interrupt())))
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle::new(Arc::clone(self.guest.interrupt()))
     }
 
     /// The guest's heap figures (one system call into the guest).
