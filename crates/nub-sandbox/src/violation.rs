@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nub_host_common::{log_buffer::LogError, ring::FrameKind};
 
-use crate::caps::AbiCapHash;
+use javm_cap::CapHash as AbiCapHash;
 
 /// A kind of frame, as a violation names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -53,6 +53,7 @@ extern crate std;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod dispatch;
+mod guest_error;
 pub mod hostcall;
 #[cfg(target_os = "none")]
 pub mod io;
