@@ -170,9 +170,15 @@ pub const fn frame_size(body_len: usize) -> Option<usize> {
     }
 }
 
+/// Size of the data area of a ring region of `region_size` bytes (the
+/// region minus its header): the one place a ring's capacity is computed.
+pub const fn data_capacity(region_size: usize) -> usize {
+    region_size.saturating_sub(RING_HEADER_SIZE)
+}
+
 /// Largest body that fits in an empty ring of `region_size` bytes.
 pub const fn max_body_len(region_size: usize) -> usize {
-    let data = region_size.saturating_sub(RING_HEADER_SIZE);
+    let data = data_capacity(region_size);
     (data & !(FRAME_ALIGN - 1)).saturating_sub(FRAME_HEADER_SIZE)
 }
 
@@ -206,7 +212,7 @@ impl<'a> RingReader<'a> {
 
     /// Size of the data area.
     pub fn capacity(&self) -> usize {
-        self.region.len() - RING_HEADER_SIZE
+        data_capacity(self.region.len())
     }
 
     fn data(&self) -> &'a [u8] {

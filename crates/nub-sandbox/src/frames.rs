@@ -57,7 +57,7 @@ pub(crate) struct GuestRing<'a> {
 
 impl RingBytes for GuestRing<'_> {
     fn capacity(&self) -> usize {
-        (self.region.size as usize).saturating_sub(RING_HEADER_SIZE)
+        ring::data_capacity(self.region.size as usize)
     }
 
     fn read_header(&self, out: &mut [u8; RING_HEADER_SIZE]) -> Result<()> {
@@ -82,7 +82,7 @@ impl RingBytes for GuestRing<'_> {
 /// A ring region (header included) in host memory: the unit tests' rings.
 impl RingBytes for [u8] {
     fn capacity(&self) -> usize {
-        self.len().saturating_sub(RING_HEADER_SIZE)
+        ring::data_capacity(self.len())
     }
 
     fn read_header(&self, out: &mut [u8; RING_HEADER_SIZE]) -> Result<()> {

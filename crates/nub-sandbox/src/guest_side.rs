@@ -69,7 +69,7 @@ impl MemorySide {
 
     /// Output ring data capacity.
     pub(crate) fn output_capacity(&self) -> usize {
-        (self.layout.output_ring.size as usize).saturating_sub(ring::RING_HEADER_SIZE)
+        ring::data_capacity(self.layout.output_ring.size as usize)
     }
 
     /// Writes the request frames for `calls` into the input ring (built in
@@ -97,7 +97,7 @@ impl MemorySide {
                 .and_then(|f| needed.checked_add(f))
                 .unwrap_or(usize::MAX);
         }
-        let capacity = ring_size.saturating_sub(RING_HEADER_SIZE);
+        let capacity = ring::data_capacity(ring_size);
         if needed > ring_size {
             return Err(HyperlightError::BatchTooLarge {
                 calls: calls.len(),
@@ -177,9 +177,8 @@ impl MemorySide {
         answer: &[u8],
         input_tail: usize,
     ) -> Result<()> {
-        let room = (self.layout.input_ring.size as usize)
-            .saturating_sub(RING_HEADER_SIZE)
-            .saturating_sub(input_tail);
+        let room =
+            ring::data_capacity(self.layout.input_ring.size as usize).saturating_sub(input_tail);
         let frame = match encode_frame(FrameKind::HostCallResponse, status, answer, room) {
             Some(frame) => frame,
             None => {

@@ -238,10 +238,16 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn call_raw(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
+        self.unless_poisoned(|s| s.call_unpoisoned(fn_id, payload))
+    }
+
+    /// Runs `run` unless the sandbox is poisoned, and poisons it when `run`
+    /// fails with an error that [poisons](HyperlightError::poisons).
+    fn unless_poisoned<T>(&mut self, run: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.poisoned {
             return Err(HyperlightError::PoisonedSandbox);
         }
-        let result = self.call_unpoisoned(fn_id, payload);
+        let result = run(self);
         if let Err(e) = &result
             && e.poisons()
         {
@@ -286,16 +292,7 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn call_batch(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
-        if self.poisoned {
-            return Err(HyperlightError::PoisonedSandbox);
-        }
-        let result = self.batch_unpoisoned(calls);
-        if let Err(e) = &result
-            && e.poisons()
-        {
-            self.poison();
-        }
-        result
+        self.unless_poisoned(|s| s.batch_unpoisoned(calls))
     }
 
     fn batch_unpoisoned(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
