@@ -315,6 +315,47 @@ pub fn decode_response(body: &[u8]) -> Result<(u32, &[u8]), CodecError> {
 
 const _: () = assert!(core::mem::size_of::<Archived<u32>>() == 4);
 
+/// What a guest function's response means, on whichever side reads it
+/// (`nub-sandbox`'s call path and `nub_arch_x86::testing`): the one
+/// status → outcome mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// The function's result.
+    Ok(&'a [u8]),
+    /// The function's error message (UTF-8, not trusted to be).
+    GuestError(&'a [u8]),
+    /// No guest function has the id.
+    UnknownFunction,
+    /// The result did not fit; how many bytes it needed, if the payload
+    /// says.
+    ResponseTooLarge {
+        /// The payload's u64, when it has one.
+        needed: Option<u64>,
+    },
+    /// A status a guest function may not answer with: a host-call one, or
+    /// none the ABI defines (the raw value).
+    Invalid(u32),
+}
+
+/// The outcome of a response with `status` and `payload`.
+pub fn response_outcome(status: u32, payload: &[u8]) -> Outcome<'_> {
+    match Status::try_from(status) {
+        Ok(Status::Ok) => Outcome::Ok(payload),
+        Ok(Status::GuestError) => Outcome::GuestError(payload),
+        Ok(Status::UnknownFunction) => Outcome::UnknownFunction,
+        Ok(Status::ResponseTooLarge) => Outcome::ResponseTooLarge {
+            needed: crate::read_u64(payload, 0),
+        },
+        _ => Outcome::Invalid(status),
+    }
+}
+
+/// The `HostError` message a host sends instead of a host function's
+/// answer of `len` bytes that does not fit in the input ring.
+pub fn answer_too_large(fn_id: u32, len: usize) -> alloc::string::String {
+    alloc::format!("host function {fn_id} returned {len} bytes, more than the input ring holds")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +441,28 @@ mod tests {
         let n = encode_response(&mut buf.0, 0, b"abc").unwrap();
         buf.0[n - 8] = 0x7f;
         assert!(decode_response(&buf.0[..n]).is_err());
+    }
+
+    #[test]
+    fn every_status_has_one_outcome() {
+        let seven = 7u64.to_le_bytes();
+        for &status in Status::ALL {
+            let outcome = response_outcome(status as u32, &seven);
+            let expected = match status {
+                Status::Ok => Outcome::Ok(&[7, 0, 0, 0, 0, 0, 0, 0]),
+                Status::GuestError => Outcome::GuestError(&[7, 0, 0, 0, 0, 0, 0, 0]),
+                Status::UnknownFunction => Outcome::UnknownFunction,
+                Status::ResponseTooLarge => Outcome::ResponseTooLarge { needed: Some(7) },
+                Status::BadRequest | Status::HostError | Status::UnknownHostFunction => {
+                    Outcome::Invalid(status as u32)
+                }
+            };
+            assert_eq!(outcome, expected, "{status:?}");
+        }
+        assert_eq!(response_outcome(99, b""), Outcome::Invalid(99));
+        assert_eq!(
+            response_outcome(Status::ResponseTooLarge as u32, b"short"),
+            Outcome::ResponseTooLarge { needed: None }
+        );
     }
 }

@@ -247,26 +247,18 @@ pub(crate) fn response_result(
     response: RawResponse,
     capacity: usize,
 ) -> Result<Vec<u8>> {
-    match Status::try_from(response.status) {
-        Ok(Status::Ok) => Ok(response.payload),
-        Ok(Status::GuestError) => Err(HyperlightError::GuestFunctionError {
+    match rpc::response_outcome(response.status, &response.payload) {
+        rpc::Outcome::Ok(_) => Ok(response.payload),
+        rpc::Outcome::GuestError(message) => Err(HyperlightError::GuestFunctionError {
             fn_id,
-            message: String::from_utf8_lossy(&response.payload).into_owned(),
+            message: String::from_utf8_lossy(message).into_owned(),
         }),
-        Ok(Status::UnknownFunction) => Err(HyperlightError::UnknownFunction { fn_id }),
-        Ok(Status::ResponseTooLarge) => Err(HyperlightError::ResponseTooLarge {
-            needed: response
-                .payload
-                .first_chunk::<8>()
-                .map(|b| u64::from_le_bytes(*b))
-                .unwrap_or(0),
+        rpc::Outcome::UnknownFunction => Err(HyperlightError::UnknownFunction { fn_id }),
+        rpc::Outcome::ResponseTooLarge { needed } => Err(HyperlightError::ResponseTooLarge {
+            needed: needed.unwrap_or(0),
             capacity,
         }),
-        Ok(other) => Err(violation(Violation::BadStatus {
-            fn_id,
-            status: other as u32,
-        })),
-        Err(status) => Err(violation(Violation::BadStatus { fn_id, status })),
+        rpc::Outcome::Invalid(status) => Err(violation(Violation::BadStatus { fn_id, status })),
     }
 }
 

@@ -182,10 +182,7 @@ impl MemorySide {
         let frame = match encode_frame(FrameKind::HostCallResponse, status, answer, room) {
             Some(frame) => frame,
             None => {
-                let msg = format!(
-                    "host function {fn_id} returned {} bytes, more than the input ring holds",
-                    answer.len()
-                );
+                let msg = rpc::answer_too_large(fn_id, answer.len());
                 encode_frame(
                     FrameKind::HostCallResponse,
                     Status::HostError,

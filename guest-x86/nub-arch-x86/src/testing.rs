@@ -331,16 +331,14 @@ fn read_answer(output: &[u8], fn_id: u32) -> Result<Vec<u8>, CallError> {
         )));
     }
     let (status, payload) = rpc::decode_response(frame.body).map_err(|e| protocol(&e))?;
-    match Status::try_from(status) {
-        Ok(Status::Ok) => Ok(payload.to_vec()),
-        Ok(Status::GuestError) => Err(CallError::Guest(GuestError::msg(String::from_utf8_lossy(
-            payload,
-        )))),
-        Ok(Status::UnknownFunction) => Err(CallError::UnknownFunction(fn_id)),
-        Ok(Status::ResponseTooLarge) => Err(CallError::ResponseTooLarge {
-            needed: nub_host_common::read_u64(payload, 0),
-        }),
-        _ => Err(CallError::Protocol(format!(
+    match rpc::response_outcome(status, payload) {
+        rpc::Outcome::Ok(bytes) => Ok(bytes.to_vec()),
+        rpc::Outcome::GuestError(message) => Err(CallError::Guest(GuestError::msg(
+            String::from_utf8_lossy(message),
+        ))),
+        rpc::Outcome::UnknownFunction => Err(CallError::UnknownFunction(fn_id)),
+        rpc::Outcome::ResponseTooLarge { needed } => Err(CallError::ResponseTooLarge { needed }),
+        rpc::Outcome::Invalid(status) => Err(CallError::Protocol(format!(
             "unexpected response status {status}"
         ))),
     }
@@ -458,10 +456,7 @@ impl HostSide {
             rpc::encode_response(body, status as u32, &answer)
         });
         if written.is_err() {
-            let msg = format!(
-                "host function {fn_id} returned {} bytes, more than the input ring holds",
-                answer.len()
-            );
+            let msg = rpc::answer_too_large(fn_id, answer.len());
             ring::write_frame(space, FrameKind::HostCallResponse, |body| {
                 rpc::encode_response(body, Status::HostError as u32, msg.as_bytes())
             })
