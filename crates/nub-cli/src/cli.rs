@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// {"rows":[{"name", "median_us", "p99_us", "floor", "ratio", ...}]}.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Print the rows as a Markdown table (what README.md and
+    /// docs/performance.md paste) instead of the text table.
+    #[arg(long)]
+    pub markdown: bool,
     /// Take exactly N samples of every row, whatever the time (for tests).
     #[arg(long, value_name = "N", hide = true,
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -59,7 +59,11 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             source,
         })?;
     }
-    print!("{}", report.table());
+    if args.markdown {
+        print!("{}", report.markdown());
+    } else {
+        print!("{}", report.table());
+    }
     println!(
         "{} rows in {:.1} s; ratio = median / the median of the row's floor, both from this run",
         report.rows.len(),

@@ -101,6 +101,27 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The report as the Markdown table README.md and docs/performance.md
+    /// paste (`nub bench --markdown`), so they are generated, never typed.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| row | median | p99 | ratio | floor |\n| --- | ---: | ---: | ---: | --- |\n",
+        );
+        for r in &self.rows {
+            let ratio = r.ratio.map_or_else(String::new, |x| format!("{x:.2}x"));
+            let floor = r.floor.as_ref().map_or_else(String::new, |f| format!("`{f}`"));
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {ratio} | {floor} |\n",
+                r.name,
+                figure(r.median_us, r.unit),
+                figure(r.p99_us, r.unit),
+            ));
+        }
+        out
+    }
+}
+
 /// A figure with its unit, to about three significant digits.
 fn figure(value: f64, unit: &str) -> String {
     let unit = if unit == "us" { "µs" } else { unit };
@@ -195,6 +216,19 @@ mod tests {
         assert_eq!(echo["ratio"], 1.05);
         assert!(json["rows"][0]["floor"].is_null());
         assert!(json["rows"][0]["ratio"].is_null());
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_result_with_its_floor() {
+        let report = Report::new(&[
+            result("floor", None, Unit::Micros, 2.0),
+            result("call", Some("floor"), Unit::Micros, 3.0),
+        ]);
+        let md = report.markdown();
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 4, "{md}");
+        assert_eq!(lines[2], "| `floor` | 2.00 µs | 4.00 µs |  |  |");
+        assert_eq!(lines[3], "| `call` | 3.00 µs | 6.00 µs | 1.50x | `floor` |");
     }
 
     #[test]
