@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use javm_cap::{Cap, CapHash, Pages, Slot, WireError};
-use nub_sandbox::{HyperlightError, MultiUseSandbox, SandboxConfiguration};
+use javm_cap::{Cap, CapHash, Pages, Slot};
+use nub_sandbox::{HyperlightError, MultiUseSandbox, SandboxConfiguration, WireFault};
 use nub_tests::{fn_id, sandbox, sandbox_with};
 use proptest::prelude::*;
 
@@ -87,12 +87,12 @@ fn paged_data_and_ref_slots_are_refused_before_sending() {
     let paged = Cap::paged(&[7u8; 10_000]);
     assert!(matches!(
         s.put_cap(&paged),
-        Err(HyperlightError::Wire(WireError::PagedData))
+        Err(HyperlightError::Wire(WireFault::PagedData))
     ));
     let node = Cap::cnode(vec![Slot::Empty, Slot::Ref(Arc::new(data(b"x")))]);
     assert!(matches!(
         s.put_cap(&node),
-        Err(HyperlightError::Wire(WireError::RefSlot { index: 1 }))
+        Err(HyperlightError::Wire(WireFault::RefSlot { index: 1 }))
     ));
     assert_eq!(
         s.directory_stats().unwrap(),
@@ -237,7 +237,7 @@ fn guest_answers_garbage_with_the_sentinel_and_oversized_caps_stay_on_the_host()
     let big = data(&vec![0u8; javm_cap::MAX_DATA_LEN + 1]);
     assert!(matches!(
         s.put_cap(&big),
-        Err(HyperlightError::Wire(WireError::DataTooLarge { .. }))
+        Err(HyperlightError::Wire(WireFault::DataTooLarge { .. }))
     ));
 }
 

@@ -23,7 +23,10 @@ use std::time::Duration;
 use nub_host_common::layout::LayoutError;
 use nub_hypervisor::{HypervisorError, MemoryError};
 
-pub use crate::violation::{CapLie, Frame, LogFault, Violation};
+pub use crate::{
+    causes::{LayoutFault, MemoryFault, WireFault},
+    violation::{CapLie, Frame, LogFault, Violation},
+};
 
 /// Why a guest binary was refused.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +261,7 @@ pub enum HyperlightError {
     BadGuestBinary(#[from] GuestBinaryError),
     /// The configuration cannot produce a memory layout.
     #[error("invalid sandbox configuration: {0}")]
-    InvalidConfiguration(#[from] LayoutError),
+    InvalidConfiguration(LayoutFault),
     /// A fn id in the reserved system range was given to a registration.
     #[error("fn id {fn_id:#x} is in the reserved system range")]
     ReservedFunctionId {
@@ -272,10 +275,10 @@ pub enum HyperlightError {
     /// A host access to guest memory was out of bounds, or the memory could
     /// not be mapped.
     #[error(transparent)]
-    GuestMemory(#[from] MemoryError),
+    GuestMemory(MemoryFault),
     /// A capability could not be converted to its wire form.
     #[error("capability cannot be sent to the guest: {0}{hint}", hint = wire_hint(.0))]
-    Wire(#[from] javm_cap::WireError),
+    Wire(WireFault),
     /// The guest refused a CNode because this child is not in its
     /// directory (publish children first, or use `put_cap_graph`).
     #[error(
@@ -363,12 +366,30 @@ impl HyperlightError {
 }
 
 /// What to do about a cap that has no wire form, where there is something.
-fn wire_hint(e: &javm_cap::WireError) -> &'static str {
+fn wire_hint(e: &WireFault) -> &'static str {
     match e {
-        javm_cap::WireError::PagedData | javm_cap::WireError::RefSlot { .. } => {
+        WireFault::PagedData | WireFault::RefSlot { .. } => {
             "; put_cap_graph sends paged data and Ref slots"
         }
         _ => "",
+    }
+}
+
+impl From<LayoutError> for HyperlightError {
+    fn from(e: LayoutError) -> Self {
+        Self::InvalidConfiguration(e.into())
+    }
+}
+
+impl From<MemoryError> for HyperlightError {
+    fn from(e: MemoryError) -> Self {
+        Self::GuestMemory(e.into())
+    }
+}
+
+impl From<javm_cap::WireError> for HyperlightError {
+    fn from(e: javm_cap::WireError) -> Self {
+        Self::Wire(e.into())
     }
 }
 
@@ -377,7 +398,7 @@ impl From<HypervisorError> for HyperlightError {
     /// everything else is [`HyperlightError::Kvm`].
     fn from(e: HypervisorError) -> Self {
         match e {
-            HypervisorError::Memory(m) => Self::GuestMemory(m),
+            HypervisorError::Memory(m) => Self::GuestMemory(m.into()),
             other => Self::Kvm(other),
         }
     }
@@ -558,7 +579,7 @@ mod tests {
                 &["guest binary is empty"],
             ),
             (
-                E::InvalidConfiguration(LayoutError::TooLarge {
+                E::InvalidConfiguration(LayoutFault::TooLarge {
                     needed: 1 << 40,
                     max: 1 << 30,
                 }),
@@ -584,7 +605,7 @@ mod tests {
                 ],
             ),
             (
-                E::GuestMemory(MemoryError::OutOfBounds {
+                E::GuestMemory(MemoryFault::OutOfBounds {
                     addr: 0x1_0000_0000,
                     len: 8,
                     size: 0x100_0000,
@@ -592,7 +613,7 @@ mod tests {
                 &["0x100000000", "outside guest memory"],
             ),
             (
-                E::Wire(javm_cap::WireError::PagedData),
+                E::Wire(WireFault::PagedData),
                 &["cannot be sent to the guest", "put_cap_graph"],
             ),
             (
@@ -654,11 +675,11 @@ mod tests {
         };
         assert!(matches!(
             HyperlightError::from(HypervisorError::Memory(oob)),
-            HyperlightError::GuestMemory(m) if m == oob
+            HyperlightError::GuestMemory(m) if m == MemoryFault::from(oob)
         ));
         assert!(matches!(
             HyperlightError::from(oob),
-            HyperlightError::GuestMemory(m) if m == oob
+            HyperlightError::GuestMemory(m) if m == MemoryFault::from(oob)
         ));
         assert!(matches!(
             HyperlightError::from(HypervisorError::KvmUnsupported("x")),

@@ -40,7 +40,7 @@ pub(crate) struct MemorySide {
 }
 
 pub(crate) fn memory_error(e: nub_hypervisor::MemoryError) -> HyperlightError {
-    HyperlightError::GuestMemory(e)
+    HyperlightError::GuestMemory(e.into())
 }
 
 impl MemorySide {

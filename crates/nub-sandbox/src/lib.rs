@@ -41,6 +41,7 @@
 pub mod binary;
 mod call_guard;
 pub mod caps;
+mod causes;
 pub mod config;
 mod engine;
 pub mod error;
@@ -61,7 +62,10 @@ mod watchdog;
 pub use binary::{GuestBinary, PreparedGuest};
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
 pub use config::{CallMode, SandboxConfiguration};
-pub use error::{CapLie, Frame, GuestBinaryError, HyperlightError, LogFault, Result, Violation};
+pub use error::{
+    CapLie, Frame, GuestBinaryError, HyperlightError, LayoutFault, LogFault, MemoryFault, Result,
+    Violation, WireFault,
+};
 pub use guest_logs::GUEST_LOG_TARGET;
 pub use host_functions::{HostFunction, HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;

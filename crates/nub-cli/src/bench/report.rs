@@ -110,7 +110,10 @@ impl Report {
         );
         for r in &self.rows {
             let ratio = r.ratio.map_or_else(String::new, |x| format!("{x:.2}x"));
-            let floor = r.floor.as_ref().map_or_else(String::new, |f| format!("`{f}`"));
+            let floor = r
+                .floor
+                .as_ref()
+                .map_or_else(String::new, |f| format!("`{f}`"));
             out.push_str(&format!(
                 "| `{}` | {} | {} | {ratio} | {floor} |\n",
                 r.name,
