@@ -138,11 +138,8 @@ fn hostile_late_completion_after_the_deadline_ends_the_call_at_the_deadline() {
     // ends the call, and no late completion can hold it.
     for mut s in [resident(Some(DEADLINE)), exit_mode(Some(DEADLINE))] {
         let thread = vcpu_thread(&s);
-        match timed_call(&mut s, h::LATE_COMPLETION, &100_000u32.to_le_bytes()) {
-            Err(HyperlightError::ExecutionTimeout(d)) => assert_eq!(d, DEADLINE),
-            other => panic!("expected the deadline, got {other:?}"),
-        }
-        assert!(s.is_poisoned());
+        let result = timed_call(&mut s, h::LATE_COMPLETION, &100_000u32.to_le_bytes());
+        ends_at_the_deadline(&s, result);
         assert_eq!(
             thread_stat(&thread),
             None,
@@ -181,44 +178,39 @@ fn hostile_late_completion_is_ended_by_a_kill() {
     }
 }
 
-#[test]
-fn hostile_answer_then_spin_is_stopped_and_poisoned() {
-    let mut s = resident(Some(DEADLINE));
-    let thread = vcpu_thread(&s);
-    assert_eq!(
-        timed_call(&mut s, h::ANSWER_THEN_SPIN, b"").unwrap(),
-        b"answered"
-    );
-    goes_quiet(&s, &thread);
-    next_call_fails(&mut s);
-    // In exit mode the guest cannot answer without exiting: it spins until
-    // the deadline.
-    let mut s = exit_mode(Some(DEADLINE));
-    match timed_call(&mut s, h::ANSWER_THEN_SPIN, b"") {
+/// The call ended at its [`DEADLINE`], and the sandbox is poisoned.
+fn ends_at_the_deadline(s: &MultiUseSandbox, result: Result<Vec<u8>, HyperlightError>) {
+    match result {
         Err(HyperlightError::ExecutionTimeout(d)) => assert_eq!(d, DEADLINE),
         other => panic!("expected the deadline, got {other:?}"),
     }
     assert!(s.is_poisoned());
 }
 
-#[test]
-fn hostile_answer_then_log_flood_is_stopped_and_poisoned() {
+/// A resident guest that answers `fn_id` with `b"answered"` and then keeps
+/// running with no call open: it is stopped, goes quiet, and the next call
+/// fails. In exit mode the guest cannot answer without exiting, so the
+/// call runs until its deadline.
+fn answers_then_runs_on(fn_id: u32) {
     let mut s = resident(Some(DEADLINE));
     let thread = vcpu_thread(&s);
-    assert_eq!(
-        timed_call(&mut s, h::ANSWER_THEN_LOG_FLOOD, b"").unwrap(),
-        b"answered"
-    );
+    assert_eq!(timed_call(&mut s, fn_id, b"").unwrap(), b"answered");
     goes_quiet(&s, &thread);
     next_call_fails(&mut s);
-    // In exit mode the flood is drained while the call runs, until its
-    // deadline.
     let mut s = exit_mode(Some(DEADLINE));
-    match timed_call(&mut s, h::ANSWER_THEN_LOG_FLOOD, b"") {
-        Err(HyperlightError::ExecutionTimeout(d)) => assert_eq!(d, DEADLINE),
-        other => panic!("expected the deadline, got {other:?}"),
-    }
-    assert!(s.is_poisoned());
+    let result = timed_call(&mut s, fn_id, b"");
+    ends_at_the_deadline(&s, result);
+}
+
+#[test]
+fn hostile_answer_then_spin_is_stopped_and_poisoned() {
+    answers_then_runs_on(h::ANSWER_THEN_SPIN);
+}
+
+#[test]
+fn hostile_answer_then_log_flood_is_stopped_and_poisoned() {
+    // In exit mode the flood is drained while the call runs.
+    answers_then_runs_on(h::ANSWER_THEN_LOG_FLOOD);
 }
 
 #[test]

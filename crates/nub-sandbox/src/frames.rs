@@ -13,10 +13,12 @@
 //! production, a byte slice in the unit tests): [`read_host_call`],
 //! [`read_responses`], [`response_result`] and [`batch_results`].
 
+use std::mem::offset_of;
+
 use nub_host_common::{
     layout::Region,
     read_u64,
-    ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE},
+    ring::{self, FRAME_ALIGN, FRAME_HEADER_SIZE, FrameKind, RING_HEADER_SIZE, RingHeader},
     rpc::{self, Status},
 };
 use nub_hypervisor::GuestMemory;
@@ -112,8 +114,8 @@ impl RingBytes for [u8] {
 fn ring_offsets(header: &[u8; RING_HEADER_SIZE], capacity: usize) -> Result<(usize, usize)> {
     ring::header_offsets(header, capacity).map_err(|_| {
         violation(Violation::BadRingOffsets {
-            head: read_u64(header, 0).unwrap_or(u64::MAX),
-            tail: read_u64(header, 8).unwrap_or(u64::MAX),
+            head: read_u64(header, offset_of!(RingHeader, head)).unwrap_or(u64::MAX),
+            tail: read_u64(header, offset_of!(RingHeader, tail)).unwrap_or(u64::MAX),
             capacity,
         })
     })

@@ -55,11 +55,12 @@ impl Policy {
     /// call that took longer than a call run here would have (or than the
     /// spin window, if longer) lost: the machine cannot schedule both
     /// threads at once. Returns whether to ask the vCPU thread to hand the
-    /// VM back; a win halves the backoff.
+    /// VM back; a win halves the backoff. The clock (`now`) is read only on
+    /// a loss: a won call costs no clock read here.
     pub(super) fn after_spun(
         &mut self,
         waited: Option<Duration>,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         spin: Duration,
     ) -> bool {
         let par = self.here_cost.unwrap_or(spin).max(spin);
@@ -67,7 +68,7 @@ impl Policy {
             self.backoff /= 2;
             return false;
         }
-        self.lost(now);
+        self.lost(now());
         true
     }
 
@@ -117,9 +118,9 @@ mod tests {
     fn a_slow_spun_call_asks_for_the_vm_back_and_backs_off() {
         let mut p = Policy::default();
         let t0 = Instant::now();
-        assert!(!p.after_spun(None, t0, SPIN), "answered within 64 polls");
-        assert!(!p.after_spun(Some(SPIN), t0, SPIN), "as fast as par");
-        assert!(p.after_spun(Some(SPIN * 3), t0, SPIN));
+        assert!(!p.after_spun(None, || t0, SPIN), "answered within 64 polls");
+        assert!(!p.after_spun(Some(SPIN), || t0, SPIN), "as fast as par");
+        assert!(p.after_spun(Some(SPIN * 3), || t0, SPIN));
         assert_eq!(p.backoff, BACKOFF_MIN);
         assert_eq!(p.backoff_until, Some(t0 + BACKOFF_MIN));
         // While backed off, back-to-back calls run here offer nothing.
@@ -135,7 +136,7 @@ mod tests {
             p.lost(t0);
         }
         assert_eq!(p.backoff, BACKOFF_MAX);
-        p.after_spun(None, t0, SPIN);
+        p.after_spun(None, || t0, SPIN);
         assert_eq!(p.backoff, BACKOFF_MAX / 2);
         p.lost(t0);
         assert_eq!(p.backoff, BACKOFF_MAX);
@@ -148,7 +149,7 @@ mod tests {
             ..Policy::default()
         };
         let t0 = Instant::now();
-        assert!(!p.after_spun(Some(SPIN * 4), t0, SPIN));
-        assert!(p.after_spun(Some(SPIN * 6), t0, SPIN));
+        assert!(!p.after_spun(Some(SPIN * 4), || t0, SPIN));
+        assert!(p.after_spun(Some(SPIN * 6), || t0, SPIN));
     }
 }

@@ -169,7 +169,7 @@ fn a_watch_ends_when_the_guest_is_no_longer_driven() {
 }
 
 #[test]
-fn a_cancel_wakes_both_sides() {
+fn a_cancel_wakes_a_sleeping_caller() {
     let shared = Arc::new(Shared::new(
         Arc::new(VcpuInterrupt::new()),
         Duration::from_micros(100),
