@@ -106,17 +106,6 @@ impl Resident {
         })
     }
 
-    /// VM exits since the VM was created.
-    fn exit_count(&self) -> u64 {
-        self.shared.exits.load(Ordering::Relaxed)
-    }
-
-    /// The vCPU thread stopped on a failure (the guest faulted, broke the
-    /// protocol or never parked): the next call reports it.
-    fn failed(&self) -> bool {
-        self.shared.stopped.load(Ordering::Acquire)
-    }
-
     /// The failure that stopped the sandbox.
     fn failure(&self) -> HyperlightError {
         self.shared
@@ -161,7 +150,7 @@ impl Resident {
         if self.shared.idle.load(Ordering::SeqCst) && !self.policy.offered {
             // Nobody runs the guest (it parked, or the caller ran the last
             // call itself): one exit here beats waking a thread.
-            if let Some(vm) = self.shared.take_vm() {
+            if let Some(vm) = self.shared.take_vm_to_run() {
                 return self.run_here(vm, &words, side, input_tail, host);
             }
         }
@@ -211,7 +200,7 @@ impl Resident {
             let first = *first_look.get_or_insert(now);
             if self.shared.idle.load(Ordering::SeqCst)
                 && (!offered || now.duration_since(first) >= WAKE_SPIN)
-                && let Some(vm) = self.shared.take_vm()
+                && let Some(vm) = self.shared.take_vm_to_run()
             {
                 // The guest parked (or the vCPU thread never took the VM
                 // it was offered: spinning lost) run the rest of the call
@@ -347,7 +336,7 @@ impl Resident {
     /// After a call the guest answered while spinning
     /// ([`Policy::after_spun`]).
     fn after_spun(&mut self, waited: Option<Duration>) {
-        if self.policy.after_spun(waited, Instant::now(), self.spin) {
+        if self.policy.after_spun(waited, Instant::now, self.spin) {
             self.shared.release.store(true, Ordering::Relaxed);
         }
     }
@@ -428,11 +417,13 @@ impl Engine for Resident {
     }
 
     fn exit_count(&self) -> u64 {
-        Resident::exit_count(self)
+        self.shared.exits.load(Ordering::Relaxed)
     }
 
+    /// The vCPU thread stopped on a failure (the guest faulted, broke the
+    /// protocol or never parked): the next call reports it.
     fn failed(&self) -> bool {
-        Resident::failed(self)
+        self.shared.stopped.load(Ordering::Acquire)
     }
 
     fn stop(mut self: Box<Self>) -> Option<Vm> {

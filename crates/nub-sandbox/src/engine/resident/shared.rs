@@ -141,13 +141,28 @@ impl Shared {
     /// Takes the VM if nobody runs it (withdrawing an offer to the vCPU
     /// thread).
     pub(super) fn take_vm(&self) -> Option<Vm> {
-        let mut state = self.lock();
+        self.take_from(&mut self.lock())
+    }
+
+    /// Takes the VM out of `state` (see [`Shared::take_vm`]).
+    fn take_from(&self, state: &mut State) -> Option<Vm> {
         let vm = state.vm.take();
         if vm.is_some() {
             state.wake = false;
             self.idle.store(false, Ordering::SeqCst);
         }
         vm
+    }
+
+    /// Takes the VM to run a call on it, if nobody runs it and the guest has
+    /// not failed (a failed guest is never run again; the VM stays home for
+    /// [`Resident::stop`](super::Resident) to pool).
+    pub(super) fn take_vm_to_run(&self) -> Option<Vm> {
+        let mut state = self.lock();
+        if state.failure.is_some() {
+            return None;
+        }
+        self.take_from(&mut state)
     }
 
     /// Offers the idle VM to the vCPU thread.

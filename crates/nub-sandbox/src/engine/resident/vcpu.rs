@@ -23,14 +23,19 @@ pub(super) fn vcpu_main(shared: &Arc<Shared>, side: &MemorySide) {
     }
     while let Some(mut vm) = wait_for_vm(shared) {
         let end = drive(&mut vm, shared, side);
-        shared.put_vm(vm);
-        match end {
-            Drive::Released => {}
-            Drive::Stopped => break,
+        // A failure is recorded before the VM goes home: a caller that
+        // finds the VM idle must already see that nothing may run it.
+        let stop = match end {
+            Drive::Released => false,
+            Drive::Stopped => true,
             Drive::Failed(e) => {
                 shared.fail(e);
-                break;
+                true
             }
+        };
+        shared.put_vm(vm);
+        if stop {
+            break;
         }
     }
 }
