@@ -289,7 +289,7 @@ impl Resident {
                     Err(e) => break Err(e),
                 }
             }
-            let exit = match vm.run() {
+            let exit = match self.shared.run(&mut vm) {
                 Ok(exit) => exit,
                 // Stopped for good (the sandbox is failing).
                 Err(HypervisorError::Canceled(CancelReason::Shutdown)) => {

@@ -9,7 +9,7 @@ use std::sync::{
 
 use std::time::Duration;
 
-use nub_hypervisor::{VcpuInterrupt, Vm};
+use nub_hypervisor::{HypervisorError, VcpuInterrupt, Vm, VmExit};
 
 use super::watch::{Watch, park_limit};
 use crate::error::HyperlightError;
@@ -163,6 +163,14 @@ impl Shared {
             return None;
         }
         self.take_from(&mut state)
+    }
+
+    /// Runs `vm` once (`KVM_RUN`) and publishes its exit count, so
+    /// `exit_count()` is current whichever thread drives the VM.
+    pub(super) fn run(&self, vm: &mut Vm) -> Result<VmExit, HypervisorError> {
+        let exit = vm.run();
+        self.exits.store(vm.exit_count(), Ordering::Relaxed);
+        exit
     }
 
     /// Offers the idle VM to the vCPU thread.

@@ -80,7 +80,7 @@ pub(super) fn drive(vm: &mut Vm, shared: &Arc<Shared>, side: &MemorySide) -> Dri
     shared.driving.store(true, Ordering::SeqCst);
     shared.watch_start();
     let end = loop {
-        let exit = match vm.run() {
+        let exit = match shared.run(vm) {
             Ok(exit) => exit,
             Err(HypervisorError::Canceled(CancelReason::Shutdown)) => break Drive::Stopped,
             Err(HypervisorError::Canceled(_)) => match judge_cancel(shared, side, vm) {
