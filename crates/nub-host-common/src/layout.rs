@@ -73,6 +73,11 @@ pub const TSS_SELECTOR: u16 = 0x28;
 /// reaches only the ports the TSS I/O permission bitmap opens (the exit
 /// ports; see `crates/nub-hypervisor/src/cpu.rs`).
 pub const USER_RFLAGS: u64 = 0x0002;
+/// The RFLAGS bits CPL 3 code changes on its own (CF, PF, AF, ZF, SF, DF,
+/// OF): a guest's RFLAGS between calls is [`USER_RFLAGS`] with any of these
+/// set, never anything else (no TF, IF, IOPL, AC…). What a persisted
+/// image's saved RFLAGS is checked against.
+pub const USER_RFLAGS_STATUS: u64 = 0x0CD5;
 
 /// Page-table pages available between [`PAGE_TABLES_GPA`] and [`IMAGE_BASE`].
 pub const MAX_PAGE_TABLE_PAGES: u64 = (IMAGE_BASE - PAGE_TABLES_GPA) / PAGE_SIZE;

@@ -14,7 +14,7 @@
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use nub_host_common::{
-    layout::{GDT_GPA, TSS_GPA, USER_RFLAGS},
+    layout::{GDT_GPA, TSS_GPA, USER_RFLAGS, USER_RFLAGS_STATUS},
     ports::ExitPort,
 };
 use x86_64::{
@@ -29,7 +29,7 @@ use x86_64::{
     },
 };
 
-use crate::{HypervisorError, memory::GuestMemory};
+use crate::{HypervisorError, memory::GuestMemory, setup::UserRegisters};
 
 /// Size of a 64-bit TSS (the x86_64 crate's layout of it, checked against
 /// the architecture's offsets below).
@@ -258,9 +258,73 @@ pub(crate) fn entry_regs(
     }
 }
 
+/// General registers that resume a guest stopped at CPL 3 (see
+/// [`UserRegisters`]). RFLAGS keeps only the status bits CPL 3 code sets
+/// itself on top of [`USER_RFLAGS`]: whatever else a persisted image says,
+/// the guest resumes with IOPL 0, interrupts off and no trap flag.
+pub(crate) fn resume_regs(r: &UserRegisters) -> kvm_regs {
+    kvm_regs {
+        rax: r.rax,
+        rbx: r.rbx,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: (r.rflags & USER_RFLAGS_STATUS) | USER_RFLAGS,
+    }
+}
+
+/// The CPL 3 registers of a stopped vCPU (see [`UserRegisters`]).
+pub(crate) fn user_registers(r: &kvm_regs) -> UserRegisters {
+    UserRegisters {
+        rax: r.rax,
+        rbx: r.rbx,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resumed_rflags_keep_only_the_status_bits() {
+        let regs = UserRegisters {
+            // TF, IF, IOPL 3, AC, plus CF and ZF.
+            rflags: 0x100 | 0x200 | 0x3000 | 0x4_0000 | 0x41,
+            rip: 7,
+            ..UserRegisters::default()
+        };
+        let k = resume_regs(&regs);
+        assert_eq!(k.rflags, 0x41 | USER_RFLAGS);
+        assert_eq!(user_registers(&k).rip, 7);
+    }
 
     /// Whether the bitmap opens every port an access of `size` bytes at
     /// `port` touches (the CPU's rule; beyond the bitmap means closed).

@@ -31,7 +31,7 @@ use crate::{
     HypervisorError,
     memory::{GuestMemory, MemoryError},
     paging::Mapping,
-    setup::{EntryState, VmSetup, all_mappings, write_system_pages},
+    setup::{EntryState, UserRegisters, VmSetup, all_mappings, write_system_pages},
 };
 
 /// A range of guest memory that one KVM memory slot covers: read-only
@@ -136,6 +136,21 @@ impl PreparedImage {
         setup: &VmSetup<'_>,
         fill: impl FnOnce(&GuestMemory) -> Result<(), MemoryError>,
     ) -> Result<Self, HypervisorError> {
+        Self::build_resumed(size, setup, None, fill)
+    }
+
+    /// As [`PreparedImage::build`], for a guest that already ran (a
+    /// persisted image): VMs of the image resume it at `resume` (CPL 3
+    /// registers only; RFLAGS is masked to the status bits, see
+    /// `UserRegisters`) instead of entering it at `setup.entry`. The
+    /// host's system pages are written after `fill`, so nothing `fill`
+    /// writes survives in them.
+    pub fn build_resumed(
+        size: u64,
+        setup: &VmSetup<'_>,
+        resume: Option<UserRegisters>,
+        fill: impl FnOnce(&GuestMemory) -> Result<(), MemoryError>,
+    ) -> Result<Self, HypervisorError> {
         let size = size
             .checked_next_multiple_of(4096)
             .filter(|&s| s > 0)
@@ -169,7 +184,10 @@ impl PreparedImage {
         let entry = {
             let mut memory = GuestMemory::map_file(fd.as_fd(), size, true)?;
             fill(&memory)?;
-            write_system_pages(&mut memory, setup)?
+            EntryState {
+                resume,
+                ..write_system_pages(&mut memory, setup)?
+            }
             // The shared mapping goes here: F_SEAL_WRITE needs none left.
         };
         let seals =
@@ -204,6 +222,12 @@ impl PreparedImage {
     /// An id unique among the images of this process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Copies the image's bytes at guest physical address `gpa` into `out`
+    /// (the image is sealed: what it holds never changes).
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        self.view.read(gpa, out)
     }
 
     /// The sealed memfd (for mapping it).

@@ -84,5 +84,5 @@ pub use interrupt::{CallGuard, VcpuInterrupt};
 pub use kvm::guest_cpuid;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::{Mapping, PagingError};
-pub use setup::{EntryState, VmSetup};
+pub use setup::{EntryState, UserRegisters, VmSetup};
 pub use vm::Vm;

@@ -20,7 +20,7 @@ use crate::{
     exit::{self, VmExit},
     interrupt::{self, RunWindow, VcpuInterrupt},
     kvm::kvm,
-    setup::EntryState,
+    setup::{EntryState, UserRegisters},
 };
 
 /// `KVM_RUN` = `_IO(KVMIO, 0x80)` (linux/kvm.h). kvm-ioctls keeps its own
@@ -118,12 +118,15 @@ fn entry_registers(
     umip: bool,
 ) -> (kvm_bindings::kvm_regs, kvm_sregs) {
     cpu::long_mode_sregs(&mut base, entry.cr3, entry.user_mode, umip);
-    let regs = cpu::entry_regs(
-        entry.entry,
-        entry.stack_pointer,
-        entry.boot_info,
-        entry.user_mode,
-    );
+    let regs = match &entry.resume {
+        Some(user) => cpu::resume_regs(user),
+        None => cpu::entry_regs(
+            entry.entry,
+            entry.stack_pointer,
+            entry.boot_info,
+            entry.user_mode,
+        ),
+    };
     (regs, base)
 }
 
@@ -268,6 +271,21 @@ impl Vcpu {
                 "KVM_RUN with immediate_exit did not return EINTR",
             )),
         }
+    }
+
+    /// The guest's CPL 3 registers where it stopped, for a persisted image:
+    /// the last exit must be an `out` (or a cancel), whose instruction is
+    /// finished first, so RIP is past it and resuming there continues the
+    /// guest as the next `KVM_RUN` would have.
+    pub(crate) fn user_registers(&mut self) -> Result<UserRegisters, HypervisorError> {
+        if !self.resettable {
+            return Err(HypervisorError::NotResettable(
+                "its vCPU state is uncertain",
+            ));
+        }
+        self.complete_pending_exit()?;
+        let regs = self.fd.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
+        Ok(cpu::user_registers(&regs))
     }
 
     /// Brings the vCPU back to its fresh state, entering the guest as

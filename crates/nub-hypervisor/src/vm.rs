@@ -14,7 +14,7 @@ use crate::{
     interrupt::{self, CallGuard, VcpuInterrupt},
     kvm::kvm,
     memory::GuestMemory,
-    setup::{EntryState, VmSetup, write_system_pages},
+    setup::{EntryState, UserRegisters, VmSetup, write_system_pages},
     slots,
     vcpu::Vcpu,
 };
@@ -194,6 +194,15 @@ impl Vm {
             self.image = Some(Arc::clone(image));
         }
         self.vcpu.reset(image.entry())
+    }
+
+    /// The guest's CPL 3 registers where it stopped (an `out`, whose
+    /// instruction is finished first), for a persisted image: resuming a
+    /// VM at them ([`PreparedImage::build_resumed`]) continues the guest
+    /// as this VM's next `KVM_RUN` would. Fails when the vCPU state is
+    /// uncertain (the last exit was not an `out`).
+    pub fn user_registers(&mut self) -> Result<UserRegisters, HypervisorError> {
+        self.vcpu.user_registers()
     }
 
     /// Starts a call: from now until the guard drops, `kill` can cancel

@@ -121,9 +121,18 @@ impl PreparedGuest {
             GuestBinary::FilePath(path) => read_bounded(&path)?,
             GuestBinary::Buffer(bytes) => bytes,
         };
+        let digest = *blake3::hash(&bytes).as_bytes();
+        Self::from_bytes(bytes, digest)
+    }
+
+    /// Parses `bytes` (whose blake3 digest is `digest`) once.
+    pub(crate) fn from_bytes(
+        bytes: Vec<u8>,
+        digest: Digest,
+    ) -> Result<Arc<Self>, GuestBinaryError> {
         let image = GuestImage::parse(&bytes)?;
         Ok(Arc::new(Self {
-            digest: *blake3::hash(&bytes).as_bytes(),
+            digest,
             image,
             bytes,
         }))

@@ -262,6 +262,10 @@ pub enum HyperlightError {
     /// The configuration cannot produce a memory layout.
     #[error("invalid sandbox configuration: {0}")]
     InvalidConfiguration(LayoutFault),
+    /// A persisted image could not be captured, read, checked or written
+    /// (see [`crate::persist`]): nothing ran from it.
+    #[error(transparent)]
+    Image(crate::persist::ImageError),
     /// A fn id in the reserved system range was given to a registration.
     #[error("fn id {fn_id:#x} is in the reserved system range")]
     ReservedFunctionId {
@@ -339,6 +343,7 @@ impl HyperlightError {
             | Self::CapHashMismatch { .. }
             | Self::BadGuestBinary(_)
             | Self::InvalidConfiguration(_)
+            | Self::Image(_)
             | Self::WatchdogUnavailable(_)
             | Self::PoisonedSandbox => false,
             // The guest failed, lied, was stopped mid-call, or the host lost

@@ -10,12 +10,12 @@ use nub_hypervisor::{VcpuInterrupt, Vm};
 
 use crate::{
     config::SandboxConfiguration,
-    engine::{self, Engine, Halted, exit::run_exit},
+    engine::{self, Engine, Halted, RestPoint, exit::run_exit},
     error::{HyperlightError, Result},
     frames::RawResponse,
     guest_side::MemorySide,
     host_functions::HostFunctions,
-    image::SandboxImage,
+    image::MemoryImage,
     pool,
 };
 
@@ -26,7 +26,7 @@ use crate::{
 #[derive(Debug)]
 struct EngineSlot {
     engine: Option<Box<dyn Engine>>,
-    image: Arc<SandboxImage>,
+    image: Arc<MemoryImage>,
     pooled: bool,
 }
 
@@ -65,13 +65,12 @@ impl GuestVm {
     /// leaves a VM that can be reset).
     pub(crate) fn boot(
         mut vm: Vm,
-        image: Arc<SandboxImage>,
+        image: Arc<MemoryImage>,
         config: SandboxConfiguration,
         id: u64,
         host: &mut HostFunctions,
     ) -> Result<Self> {
         let side = MemorySide::new(Arc::clone(vm.memory()), image.layout, id);
-        let interrupt = Arc::clone(vm.interrupt());
         if let Err(e) = run_exit(
             &mut vm,
             &side,
@@ -85,7 +84,32 @@ impl GuestVm {
             pool::retire(vm, &image, config.vm_pool);
             return Err(e);
         }
-        let engine = engine::start(vm, &side, config.call_mode)?;
+        Self::with_engine(vm, side, image, config, RestPoint::default())
+    }
+
+    /// Resumes `vm`, built from (or reset to) the persisted `image`: no
+    /// boot runs, the guest continues from where it rested when the image
+    /// was captured, and the engine numbers calls on from there.
+    pub(crate) fn resume(
+        vm: Vm,
+        image: Arc<MemoryImage>,
+        config: SandboxConfiguration,
+        id: u64,
+    ) -> Result<Self> {
+        let side = MemorySide::new(Arc::clone(vm.memory()), image.layout, id);
+        let rest = image.resume.map(|r| r.rest).unwrap_or_default();
+        Self::with_engine(vm, side, image, config, rest)
+    }
+
+    fn with_engine(
+        vm: Vm,
+        side: MemorySide,
+        image: Arc<MemoryImage>,
+        config: SandboxConfiguration,
+        rest: RestPoint,
+    ) -> Result<Self> {
+        let interrupt = Arc::clone(vm.interrupt());
+        let engine = engine::start(vm, &side, config.call_mode, rest)?;
         Ok(Self {
             side,
             config,
@@ -98,6 +122,24 @@ impl GuestVm {
                 pooled: config.vm_pool,
             },
         })
+    }
+
+    /// The image the guest's memory maps.
+    pub(crate) fn image(&self) -> &Arc<MemoryImage> {
+        &self.engine.image
+    }
+
+    /// Runs `f` on the VM while the guest rests between calls (waiting at
+    /// most `wait` for a resident guest to park): see [`Engine::at_rest`].
+    pub(crate) fn at_rest(
+        &mut self,
+        wait: Duration,
+        f: &mut dyn FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<RestPoint> {
+        match &mut self.engine.engine {
+            None => Err(HyperlightError::PoisonedSandbox),
+            Some(engine) => engine.at_rest(wait, f),
+        }
     }
 
     /// Stops the guest for good, for a sandbox that was just poisoned: a

@@ -48,6 +48,13 @@ impl HostFunctions {
         Ok(())
     }
 
+    /// The registered fn ids, ascending.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.functions.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The function registered under `fn_id`.
     pub fn get_mut(&mut self, fn_id: u32) -> Option<&mut HostFunction> {
         self.functions.get_mut(&fn_id)

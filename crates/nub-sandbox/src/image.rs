@@ -15,26 +15,56 @@ use std::{
 
 use nub_host_common::{
     boot::BootInfo,
-    layout::{Access, BOOT_INFO_GPA, LayoutSizes, MemoryLayout},
+    layout::{Access, BOOT_INFO_GPA, LayoutSizes, MemoryLayout, PAGE_SIZE},
     resident,
 };
-use nub_hypervisor::{Mapping, PreparedImage, VmSetup};
+use nub_hypervisor::{Mapping, PreparedImage, UserRegisters, VmSetup};
 
 use crate::{
-    binary::{Digest, GuestBinary, GuestImage},
+    binary::{Digest, GuestBinary, GuestImage, PreparedGuest},
     config::{CallMode, SandboxConfiguration},
+    engine::RestPoint,
     error::Result,
 };
 
 /// What a sandbox is built from: a guest's prepared image for one
 /// configuration (see the module docs), shared by every sandbox of that
-/// guest and configuration and by the VMs pooled with it.
+/// guest and configuration and by the VMs pooled with it. A persisted
+/// image ([`crate::persist`]) is one too, whose memory also holds the
+/// captured pages and whose vCPU resumes the guest where it rested.
 #[derive(Debug)]
-pub(crate) struct SandboxImage {
+pub(crate) struct MemoryImage {
     /// The guest's initial memory, page tables and entry state.
     pub(crate) prepared: Arc<nub_hypervisor::PreparedImage>,
     /// The memory layout the image was built for.
     pub(crate) layout: MemoryLayout,
+    /// The guest it was built from (kept for capturing images of it).
+    pub(crate) guest: Arc<PreparedGuest>,
+    /// What of the configuration shaped it.
+    pub(crate) config: ImageConfig,
+    /// Where a persisted image's guest rests; `None` for a boot image.
+    pub(crate) resume: Option<Resume>,
+}
+
+/// A persisted image's resting state beyond its memory: the vCPU's CPL 3
+/// registers and what the host side of the call mode resumes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resume {
+    /// Registers at the resting point (checked, see `persist::check`).
+    pub(crate) registers: UserRegisters,
+    /// The resident engine's sequence numbers (zero in exit mode).
+    pub(crate) rest: RestPoint,
+    /// The guest directory's address as the guest reported it (untrusted).
+    pub(crate) directory_va: Option<u64>,
+}
+
+/// The pages a persisted image adds on top of its guest's boot image:
+/// `pages` holds 4096 bytes for each of `page_numbers`, in order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Overlay<'a> {
+    pub(crate) resume: Resume,
+    pub(crate) page_numbers: &'a [u64],
+    pub(crate) pages: &'a [u8],
 }
 
 /// What in a configuration shapes the initial memory: the layout sizes and
@@ -65,14 +95,14 @@ const KEEP_RECENT: usize = 8;
 /// [`KEEP_RECENT`] most recently used.
 #[derive(Default)]
 struct ImageCache {
-    map: HashMap<(Digest, ImageConfig), Weak<SandboxImage>>,
+    map: HashMap<(Digest, ImageConfig), Weak<MemoryImage>>,
     /// Most recently used last.
-    recent: std::collections::VecDeque<Arc<SandboxImage>>,
+    recent: std::collections::VecDeque<Arc<MemoryImage>>,
 }
 
 impl ImageCache {
     /// Marks `image` the most recently used.
-    fn touch(&mut self, image: &Arc<SandboxImage>) {
+    fn touch(&mut self, image: &Arc<MemoryImage>) {
         if let Some(i) = self.recent.iter().position(|r| Arc::ptr_eq(r, image)) {
             self.recent.remove(i);
         }
@@ -90,7 +120,7 @@ fn image_cache() -> &'static Mutex<ImageCache> {
 
 impl ImageConfig {
     /// What of `config` shapes a guest's initial memory.
-    fn of(config: &SandboxConfiguration) -> Self {
+    pub(crate) fn of(config: &SandboxConfiguration) -> Self {
         let (flags, spin_polls) = match config.call_mode {
             CallMode::Exit => (0, 0),
             CallMode::Resident { spin } => (
@@ -107,15 +137,10 @@ impl ImageConfig {
     }
 }
 
-/// Builds the prepared image of `image` (its file bytes in `bytes`) laid
-/// out as `layout`: the segments, the `BootInfo` and, for resident calls,
-/// the spin count, then the host's page tables and system pages.
-fn build(
-    image: &GuestImage,
-    bytes: &[u8],
-    layout: MemoryLayout,
-    config: ImageConfig,
-) -> Result<SandboxImage> {
+/// What the guest of `image` laid out as `layout` may access: its
+/// segments, then the layout's regions (the system pages, boot, report and
+/// exception handlers, are the hypervisor's own).
+fn mappings(image: &GuestImage, layout: &MemoryLayout) -> Vec<Mapping> {
     let mut mappings = Vec::with_capacity(image.segments.len() + 8);
     for seg in &image.segments {
         mappings.push(Mapping {
@@ -123,8 +148,6 @@ fn build(
             access: seg.access,
         });
     }
-    // The system pages (boot, report, exception handlers) are mapped by
-    // the hypervisor itself.
     for region in [
         layout.input_ring,
         layout.output_ring,
@@ -139,6 +162,42 @@ fn build(
             access: Access::ReadWrite,
         });
     }
+    mappings
+}
+
+/// The guest page numbers a persisted image may carry, ascending: every
+/// page the guest can write at CPL 3 (its writable segments, the rings,
+/// the log buffer, the control block, the heap and the stack, a later
+/// mapping overriding an earlier one as the page tables do) except the
+/// IST stack, which only the host's exception handlers use.
+pub(crate) fn persistent_pages(image: &GuestImage, layout: &MemoryLayout) -> Vec<u64> {
+    let mut writable = std::collections::BTreeMap::new();
+    for m in mappings(image, layout) {
+        let first = m.region.start / PAGE_SIZE;
+        for page in first..first + m.region.size / PAGE_SIZE {
+            writable.insert(page, m.access == Access::ReadWrite);
+        }
+    }
+    let ist = layout.ist_stack.start / PAGE_SIZE..layout.ist_stack.end() / PAGE_SIZE;
+    writable
+        .into_iter()
+        .filter(|&(page, w)| w && !ist.contains(&page))
+        .map(|(page, _)| page)
+        .collect()
+}
+
+/// Builds the prepared image of `guest` laid out as `layout`: the
+/// segments, the `BootInfo` and, for resident calls, the spin count; then
+/// a persisted image's pages (`overlay`, each checked to be a persistent
+/// page by the caller); then the host's page tables and system pages.
+pub(crate) fn build(
+    guest: &Arc<PreparedGuest>,
+    layout: MemoryLayout,
+    config: ImageConfig,
+    overlay: Option<Overlay<'_>>,
+) -> Result<MemoryImage> {
+    let image = &guest.image;
+    let mappings = mappings(image, &layout);
     let info = BootInfo::for_layout(&layout, config.flags, config.log_level);
     let setup = VmSetup {
         mappings: &mappings,
@@ -151,22 +210,50 @@ fn build(
         // emulates CPL 0 code, and the host provides the IDT.
         user_mode: true,
     };
-    let prepared = PreparedImage::build(layout.memory_size, &setup, |memory| {
+    let resume = overlay.map(|o| o.resume);
+    let registers = resume.map(|r| r.registers);
+    let prepared = PreparedImage::build_resumed(layout.memory_size, &setup, registers, |memory| {
         for seg in &image.segments {
-            let file = bytes.get(seg.file_range.clone()).unwrap_or(&[]);
+            let file = guest.bytes.get(seg.file_range.clone()).unwrap_or(&[]);
             memory.write(seg.vaddr, file)?;
         }
-        if config.flags & resident::BOOT_FLAG_RESIDENT != 0 {
-            memory.write_u64(
-                layout.control.start + resident::SPIN_ITERATIONS as u64,
-                config.spin_polls,
-            )?;
+        memory.write(BOOT_INFO_GPA, &info.to_bytes())?;
+        if let Some(overlay) = overlay {
+            let pages = overlay.pages.chunks_exact(PAGE_SIZE as usize);
+            for (&number, page) in overlay.page_numbers.iter().zip(pages) {
+                memory.write(number.saturating_mul(PAGE_SIZE), page)?;
+            }
         }
-        memory.write(BOOT_INFO_GPA, &info.to_bytes())
+        if config.flags & resident::BOOT_FLAG_RESIDENT != 0 {
+            let control = layout.control.start;
+            // The host's own words, whatever a persisted page said.
+            let rest = resume.map(|r| r.rest).unwrap_or_default();
+            for (at, value) in [
+                (
+                    control + resident::SPIN_ITERATIONS as u64,
+                    config.spin_polls,
+                ),
+                (control + resident::HOST_WAITING as u64, 0),
+                (
+                    control + resident::HOSTCALL_RESPONSE as u64,
+                    rest.last_hostcall,
+                ),
+                (
+                    layout.input_ring.start + resident::DOORBELL as u64,
+                    rest.seq,
+                ),
+            ] {
+                memory.write_u64(at, value)?;
+            }
+        }
+        Ok(())
     })?;
-    Ok(SandboxImage {
+    Ok(MemoryImage {
         prepared: Arc::new(prepared),
         layout,
+        guest: Arc::clone(guest),
+        config,
+        resume,
     })
 }
 
@@ -176,7 +263,7 @@ fn build(
 pub(crate) fn sandbox_image(
     binary: &GuestBinary,
     config: &SandboxConfiguration,
-) -> Result<Arc<SandboxImage>> {
+) -> Result<Arc<MemoryImage>> {
     let image_config = ImageConfig::of(config);
     // A prepared guest brings its digest and parse; anything else is read
     // (a file) and hashed for the cache key, and parsed only on a miss.
@@ -188,29 +275,42 @@ pub(crate) fn sandbox_image(
         (Some(guest), _) => guest.digest,
         (None, bytes) => *blake3::hash(bytes.as_deref().unwrap_or_default()).as_bytes(),
     };
-    let key = (digest, image_config);
-    let lock = || image_cache().lock().unwrap_or_else(|e| e.into_inner());
-    {
-        let mut cache = lock();
-        if let Some(image) = cache.map.get(&key).and_then(Weak::upgrade) {
-            cache.touch(&image);
-            return Ok(image);
-        }
+    if let Some(image) = cached(digest, image_config) {
+        return Ok(image);
     }
-    let parsed;
-    let (image, bytes): (&GuestImage, &[u8]) = match (prepared, &bytes) {
-        (Some(guest), _) => (&guest.image, &guest.bytes),
+    let guest = match (prepared, bytes) {
+        (Some(guest), _) => Arc::clone(guest),
         (None, bytes) => {
-            let bytes = bytes.as_deref().unwrap_or_default();
-            parsed = GuestImage::parse(bytes)?;
-            (&parsed, bytes)
+            PreparedGuest::from_bytes(bytes.map(|b| b.into_owned()).unwrap_or_default(), digest)?
         }
     };
-    let layout = MemoryLayout::new(image.end, image_config.sizes)?;
-    let built = Arc::new(build(image, bytes, layout, image_config)?);
-    let mut cache = lock();
+    boot_image(&guest, image_config)
+}
+
+/// The cached boot image of the guest with `digest` for `config`.
+fn cached(digest: Digest, config: ImageConfig) -> Option<Arc<MemoryImage>> {
+    let mut cache = image_cache().lock().unwrap_or_else(|e| e.into_inner());
+    let image = cache.map.get(&(digest, config)).and_then(Weak::upgrade)?;
+    cache.touch(&image);
+    Some(image)
+}
+
+/// The boot image of `guest` for `config`, from the cache or built (and
+/// cached).
+pub(crate) fn boot_image(
+    guest: &Arc<PreparedGuest>,
+    config: ImageConfig,
+) -> Result<Arc<MemoryImage>> {
+    if let Some(image) = cached(guest.digest, config) {
+        return Ok(image);
+    }
+    let layout = MemoryLayout::new(guest.image.end, config.sizes)?;
+    let built = Arc::new(build(guest, layout, config, None)?);
+    let mut cache = image_cache().lock().unwrap_or_else(|e| e.into_inner());
     cache.map.retain(|_, weak| weak.strong_count() > 0);
-    cache.map.insert(key, Arc::downgrade(&built));
+    cache
+        .map
+        .insert((guest.digest, config), Arc::downgrade(&built));
     cache.touch(&built);
     Ok(built)
 }

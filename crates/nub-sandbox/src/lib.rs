@@ -29,6 +29,8 @@
 //! - [`error`]: [`HyperlightError`], variant by variant.
 //! - [`Registerable`], [`HostResult`]: host functions the guest calls.
 //! - [`InterruptHandle`]: stop a running call from any thread.
+//! - [`persist`]: persisted images: an initialized sandbox saved to a
+//!   file and loaded again ([`SandboxImage`], docs/images.md).
 //! - [`pool`]: the VM pool (dropped sandboxes' VMs, reset and reused).
 //! - [`sandbox`]: the two sandbox phases.
 //!
@@ -53,6 +55,7 @@ mod guest_side;
 mod host_functions;
 mod image;
 mod interrupt;
+pub mod persist;
 pub mod pool;
 mod reaper;
 pub mod sandbox;
@@ -70,6 +73,7 @@ pub use guest_logs::GUEST_LOG_TARGET;
 pub use host_functions::{HostFunction, HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;
 pub use javm_cap;
+pub use persist::{ImageError, ImageInfo, SandboxImage};
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
 
 const _: () = {

@@ -38,7 +38,7 @@ use nub_hypervisor::{VcpuInterrupt, Vm};
 
 use crate::{
     error::{HyperlightError, Result},
-    image::SandboxImage,
+    image::MemoryImage,
     reaper,
 };
 
@@ -69,7 +69,7 @@ pub struct PoolStats {
 /// An idle VM and the image it was (or is to be) reset to.
 struct Entry {
     vm: Vm,
-    image: Arc<SandboxImage>,
+    image: Arc<MemoryImage>,
 }
 
 struct State {
@@ -140,7 +140,7 @@ impl Pool {
 
     /// An idle VM reset to `image`, if one of its size is (or is about to
     /// be) idle.
-    fn take(&self, image: &Arc<SandboxImage>) -> Option<Vm> {
+    fn take(&self, image: &Arc<MemoryImage>) -> Option<Vm> {
         let size = image.prepared.size();
         let mut state = self.lock();
         loop {
@@ -230,7 +230,7 @@ fn reap() {
 /// idle one from the pool, reset to the image (when `use_pool`), or a new
 /// one. Returns it and whether it came from the pool.
 pub(crate) fn acquire(
-    image: &Arc<SandboxImage>,
+    image: &Arc<MemoryImage>,
     interrupt: Arc<VcpuInterrupt>,
     use_pool: bool,
 ) -> Result<(Vm, bool)> {
@@ -259,7 +259,7 @@ pub(crate) fn acquire(
 /// dirty list (the reaper resets it) when `use_pool`, the pool has room and
 /// its state is resettable; otherwise the reaper destroys it. Never blocks
 /// on KVM.
-pub(crate) fn retire(vm: Vm, image: &Arc<SandboxImage>, use_pool: bool) {
+pub(crate) fn retire(vm: Vm, image: &Arc<MemoryImage>, use_pool: bool) {
     vm.interrupt().mark_dropped();
     let pool = pool();
     let mut state = pool.lock();

@@ -17,8 +17,9 @@ use crate::{
     error::{HyperlightError, Result, Violation},
     exec::GuestVm,
     host_functions::{HostFunctions, HostResult, Registerable},
-    image::SandboxImage,
+    image::MemoryImage,
     interrupt::InterruptHandle,
+    persist::SandboxImage,
     pool,
 };
 
@@ -28,7 +29,7 @@ use crate::{
 /// here, then [`evolve`](Self::evolve) it.
 #[derive(Debug)]
 pub struct UninitializedSandbox {
-    image: Arc<SandboxImage>,
+    image: Arc<MemoryImage>,
     config: SandboxConfiguration,
     host_functions: HostFunctions,
     id: u64,
@@ -497,6 +498,104 @@ impl MultiUseSandbox {
     /// ```
     pub fn id(&self) -> u64 {
         self.guest.side.id
+    }
+
+    /// Saves the sandbox, at rest between calls, to an image file at
+    /// `path`: [`Self::capture_image`] then [`SandboxImage::save`].
+    pub fn save_image(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.capture_image()?.save(path)
+    }
+
+    /// Captures the sandbox between calls as a [`SandboxImage`] that any
+    /// number of sandboxes start from ([`Self::from_image`]), each where
+    /// this guest is now: its writable memory (heap, globals, stack, caps
+    /// published in its directory), its CPL 3 registers, and what the
+    /// host side of its call mode resumes with. A resident guest is first
+    /// let park (its vCPU thread hands the VM back). The sandbox carries
+    /// on unchanged. Host function ids registered here are recorded as a
+    /// requirement list ([`SandboxImage::required_host_functions`]); the
+    /// closures are not. A poisoned sandbox cannot be captured.
+    ///
+    /// ```
+    /// use nub_sandbox::{MultiUseSandbox, SandboxImage};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let add = |sbox: &mut MultiUseSandbox, n: u64| -> nub_sandbox::Result<u64> {
+    ///     let out = sbox.call_raw(2, &n.to_le_bytes())?; // fn 2: a counter
+    ///     Ok(u64::from_le_bytes(out.try_into().unwrap()))
+    /// };
+    /// assert_eq!(add(&mut sbox, 5)?, 5);
+    /// let image = sbox.capture_image()?;
+    /// let mut a = MultiUseSandbox::from_image(&image, None)?;
+    /// let mut b = MultiUseSandbox::from_image(&image, None)?;
+    /// assert_eq!(add(&mut a, 1)?, 6); // each goes on from 5, on its own
+    /// assert_eq!(add(&mut b, 2)?, 7);
+    /// assert_eq!(add(&mut sbox, 10)?, 15);
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
+    pub fn capture_image(&mut self) -> Result<Arc<SandboxImage>> {
+        self.unless_poisoned(|s| {
+            let directory_va = match s.directory_va {
+                Some(va) => va,
+                None => {
+                    let va = s.boot_info()?.directory_va;
+                    s.directory_va = Some(va);
+                    va
+                }
+            };
+            crate::persist::capture(&mut s.guest, s.host_functions.ids(), Some(directory_va))
+        })
+    }
+
+    /// Starts a sandbox from `image`, where its guest rested when it was
+    /// captured: no boot runs. The VM comes from the pool (reset to the
+    /// image, as for a boot image) when `config` allows it, else a new VM
+    /// maps the image's sealed memory copy-on-write.
+    ///
+    /// `config` (`None`: [`SandboxImage::configuration`]) gives the
+    /// runtime settings: deadlines, the pool, the resident spin window on
+    /// the host's side. What shapes memory (sizes, the guest's log level)
+    /// is the image's, whatever `config` says, and its call mode must be
+    /// the image's ([`crate::ImageError::CallMode`] otherwise). The new
+    /// sandbox has no host functions: register those the image requires
+    /// through [`Registerable`] before calling what uses them (a call that
+    /// reaches an unregistered one fails as on any sandbox).
+    ///
+    /// ```
+    /// use nub_sandbox::{MultiUseSandbox, Registerable};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let image = sbox.capture_image()?;
+    /// let mut loaded = MultiUseSandbox::from_image(&image, None)?;
+    /// loaded.register_host_function(100, |b: &[u8]| Ok(b.to_ascii_uppercase()))?;
+    /// let mut payload = 100u32.to_le_bytes().to_vec(); // fn 5 calls host fn 100
+    /// payload.extend_from_slice(b"hi");
+    /// assert_eq!(loaded.call_raw(5, &payload)?, b"HI");
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
+    pub fn from_image(
+        image: &Arc<SandboxImage>,
+        config: Option<SandboxConfiguration>,
+    ) -> Result<Self> {
+        let config = crate::persist::configuration_for(image, config)?;
+        let memory = image.memory();
+        let interrupt = Arc::new(VcpuInterrupt::new());
+        let (vm, recycled) = pool::acquire(memory, interrupt, config.vm_pool)?;
+        let id = NEXT_SANDBOX_ID.fetch_add(1, Ordering::Relaxed);
+        let guest = GuestVm::resume(vm, Arc::clone(memory), config, id)?;
+        Ok(Self {
+            guest,
+            host_functions: HostFunctions::default(),
+            poisoned: false,
+            directory_va: memory.resume.and_then(|r| r.directory_va),
+            recycled,
+        })
     }
 
     /// Guest memory, for readers that run while the vCPU is stopped.

@@ -10,6 +10,7 @@ use nub_hypervisor::Vm;
 use crate::{
     call_guard::guarded,
     engine::Engine,
+    engine::RestPoint,
     error::Result,
     exits::{Stop, awaited, classify, misplaced_port},
     guest_side::MemorySide,
@@ -37,6 +38,16 @@ impl Engine for ExitEngine {
 
     fn stop(self: Box<Self>) -> Option<Vm> {
         Some(self.0)
+    }
+
+    /// Between calls the guest is stopped at its DONE (or READY) exit.
+    fn at_rest(
+        &mut self,
+        _: Duration,
+        f: &mut dyn FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<RestPoint> {
+        f(&mut self.0)?;
+        Ok(RestPoint::default())
     }
 }
 

@@ -44,13 +44,43 @@ pub(crate) trait Engine: std::fmt::Debug + Send {
     /// Stops running the guest, for good, and gives the VM back (`None`
     /// if it was lost with a thread that panicked).
     fn stop(self: Box<Self>) -> Option<Vm>;
+
+    /// Runs `f` on the VM while the guest rests between calls and nothing
+    /// runs it (exit mode: always between calls; resident mode: once the
+    /// guest has parked, waiting for it at most `wait`), for a persisted
+    /// image. Returns what the engine resumes with ([`RestPoint`]).
+    fn at_rest(
+        &mut self,
+        wait: Duration,
+        f: &mut dyn FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<RestPoint>;
 }
 
-/// Starts the engine of `mode` for a booted `vm`.
-pub(crate) fn start(vm: Vm, side: &MemorySide, mode: CallMode) -> Result<Box<dyn Engine>> {
+/// What a call mode's host side must resume a rested guest with, beside
+/// the guest's memory and registers: the resident engine's sequence
+/// numbers (the guest remembers the last batch it answered). Zero in exit
+/// mode, which keeps no state between calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RestPoint {
+    /// The last call's sequence number.
+    pub(crate) seq: u64,
+    /// The last host call's sequence number.
+    pub(crate) last_hostcall: u64,
+}
+
+/// Starts the engine of `mode` for a booted `vm`, or for one resumed from
+/// a persisted image at `rest`.
+pub(crate) fn start(
+    vm: Vm,
+    side: &MemorySide,
+    mode: CallMode,
+    rest: RestPoint,
+) -> Result<Box<dyn Engine>> {
     Ok(match mode {
         CallMode::Exit => Box::new(exit::ExitEngine(vm)),
-        CallMode::Resident { spin } => Box::new(resident::Resident::start(vm, side.clone(), spin)?),
+        CallMode::Resident { spin } => {
+            Box::new(resident::Resident::start(vm, side.clone(), spin, rest)?)
+        }
     })
 }
 
@@ -76,5 +106,13 @@ impl Engine for Halted {
 
     fn stop(self: Box<Self>) -> Option<Vm> {
         Some(self.0)
+    }
+
+    fn at_rest(
+        &mut self,
+        _: Duration,
+        _: &mut dyn FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<RestPoint> {
+        Err(HyperlightError::PoisonedSandbox)
     }
 }

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     call_guard::guarded,
-    engine::Engine,
+    engine::{Engine, RestPoint},
     error::{HyperlightError, Result, Violation},
     exits::{Stop, classify, misplaced_port},
     guest_side::MemorySide,
@@ -71,8 +71,10 @@ pub(crate) struct Resident {
 }
 
 impl Resident {
-    /// Hands the booted `vm` to a new vCPU thread.
-    pub(crate) fn start(vm: Vm, side: MemorySide, spin: Duration) -> Result<Self> {
+    /// Hands the booted `vm` to a new vCPU thread; `rest` numbers the
+    /// calls on from where a persisted image's guest rested (zero after a
+    /// boot).
+    pub(crate) fn start(vm: Vm, side: MemorySide, spin: Duration, rest: RestPoint) -> Result<Self> {
         let interrupt = Arc::clone(vm.interrupt());
         let shared = Arc::new(Shared::new(Arc::clone(&interrupt), spin));
         let weak: Weak<Shared> = Arc::downgrade(&shared);
@@ -96,8 +98,8 @@ impl Resident {
         Ok(Self {
             shared,
             thread: Some(thread),
-            seq: 0,
-            last_hostcall: 0,
+            seq: rest.seq,
+            last_hostcall: rest.last_hostcall,
             spin,
             policy: Policy {
                 offered: true,
@@ -428,6 +430,44 @@ impl Engine for Resident {
 
     fn stop(mut self: Box<Self>) -> Option<Vm> {
         Resident::stop(&mut self)
+    }
+
+    /// Waits (at most `wait`) until the VM is home with nobody running
+    /// it: the guest parked, or stopped at the NOTIFY of a call the caller
+    /// ran. The VM is kept home meanwhile (no offer to the vCPU thread),
+    /// and stays there after `f`: the next call runs it on the caller's
+    /// thread, as after any call the caller ran.
+    fn at_rest(
+        &mut self,
+        wait: Duration,
+        f: &mut dyn FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<RestPoint> {
+        let deadline = Instant::now() + wait;
+        let mut vm = loop {
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return Err(self.failure());
+            }
+            if let Some(vm) = self.shared.take_vm_to_run() {
+                break vm;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(crate::persist::ImageError::NotAtRest(wait).into());
+            }
+            let state = self.shared.lock();
+            if state.vm.is_none() && state.failure.is_none() {
+                let _ = self
+                    .shared
+                    .caller_cv
+                    .wait_timeout(state, (deadline - now).min(RECHECK));
+            }
+        };
+        let result = f(&mut vm);
+        self.shared.put_vm(vm);
+        result.map(|()| RestPoint {
+            seq: self.seq,
+            last_hostcall: self.last_hostcall,
+        })
     }
 }
 
