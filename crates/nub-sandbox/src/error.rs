@@ -464,11 +464,12 @@ mod tests {
             E::VcpuThread(_) => 29,
             E::Internal(_) => 30,
             E::Error(_) => 31,
+            E::Image(_) => 32,
         }
     }
 
     /// How many variants [`variant_number`] numbers.
-    const VARIANTS: usize = 32;
+    const VARIANTS: usize = 33;
 
     /// One example of every variant, with the words its message must
     /// contain: its cause and, where the caller can act, what to do.
@@ -640,6 +641,14 @@ mod tests {
             (
                 E::VcpuThread(io::Error::from(io::ErrorKind::OutOfMemory)),
                 &["vCPU thread"],
+            ),
+            (
+                E::Image(crate::persist::ImageError::Layout {
+                    what: "heap",
+                    file: 0x1000,
+                    host: 0x2000,
+                }),
+                &["layout differs", "heap", "0x1000", "0x2000"],
             ),
             (
                 E::Internal("graph walk lost the root"),

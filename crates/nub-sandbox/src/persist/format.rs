@@ -134,7 +134,7 @@ pub struct Meta {
 }
 
 /// Bytes of [`Meta`] in the file.
-const META_SIZE: usize = 32 + 8 * 5 + 8 + 8 * 16 + 4 + 4 + 8 * 6 + 4 + 4 + 8 * 18;
+const META_SIZE: usize = 32 + 8 + 8 * 5 + 8 + 8 * 16 + 4 + 4 + 8 * 6 + 4 + 4 + 8 * 18;
 
 /// A parsed image file: the header, the metadata and the variable-length
 /// parts, borrowed from the file's bytes. Structurally sound (see the
