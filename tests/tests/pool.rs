@@ -5,6 +5,10 @@
 //! killed or timed out. Old interrupt handles never reach the reused VM;
 //! a VM whose state is uncertain is destroyed, never pooled.
 //!
+//! Sandboxes started from a persisted image (`MultiUseSandbox::from_image`)
+//! share the pool with ELF-booted ones: a VM goes from one kind to the
+//! other, or back to its own image, with the same guarantee.
+//!
 //! The default guest's fn 13 (`taint`) leaves a secret everywhere a guest
 //! can and reports the registers a call finds. Every test runs in both
 //! call modes (`NUB_TEST_CALL_MODE`).
@@ -12,7 +16,8 @@
 use std::time::Duration;
 
 use nub_sandbox::{
-    HyperlightError, InterruptHandle, MultiUseSandbox, Registerable, SandboxConfiguration, pool,
+    HyperlightError, InterruptHandle, MultiUseSandbox, Registerable, SandboxConfiguration,
+    SandboxImage, pool,
 };
 use nub_tests::{fn_id, hostile_fn_id, in_call_mode, sandbox_with, uninit};
 
@@ -321,6 +326,66 @@ fn an_image_of_another_configuration_with_the_same_memory_size_reuses_the_vm() {
     // Another memory size cannot use it.
     let bigger = cfg().with_heap_size(4 << 20);
     assert!(!sandbox_with(bigger).is_recycled());
+}
+
+/// An image of a default-guest sandbox whose counter is at 3, captured on
+/// a VM that never enters the pool.
+fn counter_image() -> std::sync::Arc<SandboxImage> {
+    let mut s = sandbox_with(cfg().with_vm_pool(false));
+    s.call_raw(fn_id::ADD, &3u64.to_le_bytes()).unwrap();
+    s.capture_image().unwrap()
+}
+
+/// The counter after adding 1: 4 for a sandbox from [`counter_image`].
+fn next_count(s: &mut MultiUseSandbox) -> u64 {
+    let out = s.call_raw(fn_id::ADD, &1u64.to_le_bytes()).unwrap();
+    u64::from_le_bytes(out.try_into().unwrap())
+}
+
+#[test]
+fn an_image_loaded_on_a_vm_an_elf_booted_guest_tainted_shows_nothing_of_it() {
+    let groups = reachable_groups();
+    let image = counter_image();
+    tainted_then(|_| {}, cfg(), &groups);
+    let mut recycled = MultiUseSandbox::from_image(&image, Some(cfg())).unwrap();
+    let mut fresh = MultiUseSandbox::from_image(&image, Some(cfg().with_vm_pool(false))).unwrap();
+    assert_clean(&mut recycled, &mut fresh, &groups);
+    assert_eq!(
+        next_count(&mut recycled),
+        4,
+        "the image's state, not the taint"
+    );
+}
+
+#[test]
+fn an_elf_booted_guest_on_a_vm_an_image_loaded_guest_tainted_shows_nothing_of_it() {
+    let groups = reachable_groups();
+    let image = counter_image();
+    {
+        let mut loaded = MultiUseSandbox::from_image(&image, Some(cfg())).unwrap();
+        taint_everything(&mut loaded, &groups);
+    }
+    let mut recycled = sandbox_with(cfg());
+    let mut fresh = sandbox_with(cfg().with_vm_pool(false));
+    assert_clean(&mut recycled, &mut fresh, &groups);
+    assert_eq!(next_count(&mut recycled), 1, "a boot from zero");
+}
+
+#[test]
+fn an_image_loaded_again_on_its_own_tainted_vm_shows_nothing_of_it() {
+    let groups = reachable_groups();
+    let image = counter_image();
+    {
+        let mut loaded = MultiUseSandbox::from_image(&image, Some(cfg())).unwrap();
+        taint_everything(&mut loaded, &groups);
+        // Faulted, too: the pool still resets it.
+        let err = loaded.call_raw(fn_id::FAULT, &[0]).unwrap_err();
+        assert!(matches!(err, HyperlightError::GuestFault { .. }), "{err:?}");
+    }
+    let mut recycled = MultiUseSandbox::from_image(&image, Some(cfg())).unwrap();
+    let mut fresh = MultiUseSandbox::from_image(&image, Some(cfg().with_vm_pool(false))).unwrap();
+    assert_clean(&mut recycled, &mut fresh, &groups);
+    assert_eq!(next_count(&mut recycled), 4);
 }
 
 #[test]
