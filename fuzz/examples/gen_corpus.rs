@@ -175,6 +175,67 @@ fn minimal_elf() -> Vec<u8> {
     f
 }
 
+/// A persisted image of `elf` (parsed as `image`) laid out with the
+/// default sizes, two heap pages carried, resting at its entry.
+fn image_of(elf: &[u8], image: &nub_sandbox::binary::GuestImage, resident: bool) -> Vec<u8> {
+    use nub_host_common::layout::{LayoutSizes, MemoryLayout};
+    use nub_sandbox::persist::{ImageFile, Meta, Shape, UserRegisters};
+    let sizes = LayoutSizes {
+        heap: 1 << 20,
+        stack: 128 << 10,
+        input_ring: 256 << 10,
+        output_ring: 256 << 10,
+        log_buffer: 16 << 10,
+    };
+    let layout = MemoryLayout::new(image.end, sizes).unwrap();
+    let meta = Meta {
+        elf_digest: *blake3::hash(elf).as_bytes(),
+        shape: Shape::of(&layout, sizes),
+        boot_flags: u32::from(resident),
+        log_level: 3,
+        spin_polls: if resident { 1000 } else { 0 },
+        spin_nanos: if resident { 100_000 } else { 0 },
+        resident_seq: 3,
+        resident_last_hostcall: 1,
+        directory_va: layout.heap.start,
+        registers: UserRegisters {
+            rip: image.entry,
+            rsp: layout.stack.start + layout.stack.size - 8,
+            rflags: 0x46,
+            rdi: 0x1000,
+            ..UserRegisters::default()
+        },
+    };
+    let first = layout.heap.start / 4096;
+    let a = vec![0x5Au8; 4096];
+    let b = vec![0u8; 4096];
+    let pages = [(first, &a[..]), (first + 3, &b[..])];
+    ImageFile::encode(&meta, &[100, 7], elf, pages.into_iter()).unwrap()
+}
+
+/// Images: a synthetic one of the minimal ELF in each call mode, and one
+/// of the real guest when given. Byte 0 is the target's mode byte (bit 0:
+/// reseal the digest).
+fn image_seeds(dir: &Path, guest: Option<&Path>) {
+    let elf = minimal_elf();
+    let image = nub_sandbox::binary::GuestImage::parse(&elf).unwrap();
+    let mut seeds = vec![("minimal-exit", image_of(&elf, &image, false))];
+    seeds.push(("minimal-resident", image_of(&elf, &image, true)));
+    if let Some(path) = guest {
+        let bytes = fs::read(path).unwrap();
+        let image = nub_sandbox::binary::GuestImage::parse(&bytes).unwrap();
+        seeds.push(("guest", image_of(&bytes, &image, false)));
+    }
+    for (name, file) in seeds {
+        nub_sandbox::persist::inspect(&file).expect("the image seed is valid");
+        for mode in [0u8, 1] {
+            let mut input = vec![mode];
+            input.extend_from_slice(&file);
+            put(dir, "image_file", &format!("{name}-{mode}"), &input);
+        }
+    }
+}
+
 fn elf_seeds(dir: &Path, guest: Option<PathBuf>) {
     let elf = minimal_elf();
     nub_sandbox::binary::GuestImage::parse(&elf).expect("the minimal ELF seed is valid");
@@ -259,7 +320,9 @@ fn main() {
     report_seeds(&dir);
     directory_seeds(&dir);
     boot_seeds(&dir);
-    elf_seeds(&dir, std::env::args_os().nth(1).map(PathBuf::from));
+    let guest = std::env::args_os().nth(1).map(PathBuf::from);
+    image_seeds(&dir, guest.as_deref());
+    elf_seeds(&dir, guest);
     wire_seeds(&dir);
     log_seeds(&dir);
     output_ring_seeds(&dir);
