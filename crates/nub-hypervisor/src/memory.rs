@@ -236,6 +236,24 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// The pages (numbered from guest physical address 0) this mapping of
+    /// an image holds a private copy of: those the guest or the host wrote
+    /// since it was mapped or last reverted (present and not a file page,
+    /// or swapped out, in `/proc/self/pagemap`). Every other page reads the
+    /// image. `None` when the page map cannot be read.
+    pub fn private_pages(&self) -> Option<Vec<u64>> {
+        let entries = page_map(self.base.as_ptr() as usize, self.size / PAGE)?;
+        let private = |e: u64| e & PM_SWAPPED != 0 || (e & PM_PRESENT != 0 && e & PM_FILE == 0);
+        Some(
+            entries
+                .iter()
+                .enumerate()
+                .filter(|&(_, &e)| private(e))
+                .map(|(page, _)| page as u64)
+                .collect(),
+        )
+    }
+
     /// Reverts a private mapping of an image's file to the image, keeping
     /// the pages mapped: every page this mapping holds a private copy of
     /// (found in `/proc/self/pagemap`: present and not a file page) gets

@@ -44,6 +44,9 @@ pub(crate) struct MemoryImage {
     pub(crate) config: ImageConfig,
     /// Where a persisted image's guest rests; `None` for a boot image.
     pub(crate) resume: Option<Resume>,
+    /// The page numbers a persisted image carries on top of the boot image
+    /// (ascending; empty for a boot image).
+    pub(crate) carried: Vec<u64>,
 }
 
 /// A persisted image's resting state beyond its memory: the vCPU's CPL 3
@@ -211,6 +214,7 @@ pub(crate) fn build(
         user_mode: true,
     };
     let resume = overlay.map(|o| o.resume);
+    let carried = overlay.map(|o| o.page_numbers.to_vec()).unwrap_or_default();
     let registers = resume.map(|r| r.registers);
     let prepared = PreparedImage::build_resumed(layout.memory_size, &setup, registers, |memory| {
         for seg in &image.segments {
@@ -254,6 +258,7 @@ pub(crate) fn build(
         guest: Arc::clone(guest),
         config,
         resume,
+        carried,
     })
 }
 

@@ -310,7 +310,7 @@ pub(crate) fn capture(
     // the sandbox itself came from (a sandbox loaded from an image is
     // captured whole again).
     let boot = image::boot_image(&prepared_guest, config)?;
-    let candidates = image::persistent_pages(&prepared_guest.image, &layout);
+    let persistent = image::persistent_pages(&prepared_guest.image, &layout);
     let page = PAGE_SIZE as usize;
     let mut page_numbers = Vec::new();
     let mut pages = Vec::new();
@@ -319,6 +319,19 @@ pub(crate) fn capture(
     let rest = guest.at_rest(rest_wait(mode), &mut |vm| {
         registers = Some(vm.user_registers()?);
         let memory = vm.memory();
+        // Only pages this VM wrote, or its image carried, can differ from
+        // the boot image: reading the others would fault them in for
+        // nothing. Without a page map, every persistent page is compared.
+        let candidates = match memory.private_pages() {
+            Some(mut written) => {
+                written.extend_from_slice(&current.carried);
+                written.sort_unstable();
+                written.dedup();
+                written.retain(|p| persistent.binary_search(p).is_ok());
+                written
+            }
+            None => persistent.clone(),
+        };
         let mut live = vec![0u8; page];
         let mut original = vec![0u8; page];
         for &number in &candidates {
