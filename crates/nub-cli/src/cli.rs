@@ -2,8 +2,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
-use nub_sandbox::SandboxConfiguration;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use nub_sandbox::{CallMode, SandboxConfiguration};
 
 use crate::size::{parse_duration, parse_size};
 
@@ -19,15 +19,19 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a sandbox, call one guest function and print its result.
+    /// Boot a sandbox (or start one from an image), call one guest
+    /// function and print its result.
     ///
     /// The result is printed as text when it is printable UTF-8 and as
     /// lowercase hex otherwise.
     #[command(after_help = nub_cli::host_fns::HELP)]
     Call(CallArgs),
     /// Show the guest's ELF segments and the memory layout a sandbox would
-    /// give it.
+    /// give it, or with --image what an image file holds.
     Info(InfoArgs),
+    /// Persisted images: a booted sandbox, set up by calls, saved to a file
+    /// that `nub call --image` starts sandboxes from without booting.
+    Image(ImageArgs),
     /// Create a standalone guest crate in PATH that builds with `nub build`
     /// and tests with `cargo test`.
     New(NewArgs),
@@ -114,13 +118,34 @@ pub struct CallArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub repeat: u64,
 
+    /// Deadlines, guest logs and the call mode.
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Start the sandbox from this image file (`nub image save`) instead
+    /// of booting a guest: the guest goes on from where it was saved. Its
+    /// sizes and guest log level are the image's; without --resident the
+    /// call mode is the image's too, and --resident must match it.
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["guest", "heap", "stack", "ring"])]
+    pub image: Option<PathBuf>,
+
+    /// The guest and the sandbox sizes.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// How a sandbox runs its calls; shared by `nub call` and `nub image save`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Cancel a call (and the boot) that runs longer than this, e.g. `500ms`,
     /// `2s` or `1.5` (seconds).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
     /// Show the guest's log records on stderr: -v info, -vv debug, -vvv
-    /// trace. Without it the guest's records are not collected.
+    /// trace. Without it the guest's records are not collected. An image
+    /// keeps the level it was saved with.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -131,10 +156,210 @@ pub struct CallArgs {
     #[arg(long, value_name = "SPIN", value_parser = parse_duration,
           num_args = 0..=1, default_missing_value = "100us")]
     pub resident: Option<Duration>,
+}
+
+impl RunArgs {
+    /// The call mode `--resident` asks for; `None` when it is not given.
+    pub fn call_mode(&self) -> Option<CallMode> {
+        self.resident.map(|spin| CallMode::Resident { spin })
+    }
+}
+
+/// Options of `nub image`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// What to do with images.
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+/// The subcommands of `nub image`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Boot a sandbox, run setup calls in it in the order given, and save
+    /// it as an image file.
+    ///
+    /// Each --call ID is a call of guest function ID; the --data or --hex
+    /// right after it (at most one) is its payload, else the payload is
+    /// empty. A failing call fails the command and writes no file.
+    /// stdout stays empty; a one-line summary (file, size, pages carried)
+    /// goes to stderr. `nub call --image FILE` starts from the image,
+    /// `nub info --image FILE` shows what it holds.
+    #[command(after_help = SAVE_HELP)]
+    Save(ImageSaveArgs),
+}
+
+/// Examples under `nub image save --help`.
+const SAVE_HELP: &str = "\
+With the default guest (fn 2 adds its u64 LE argument to a counter):
+  nub image save -o c.img --call 2 --hex 0500000000000000 --call 2 --hex 0200000000000000
+  nub call --image c.img 2 --hex 0100000000000000     prints 0800000000000000
+  nub info --image c.img
+
+The setup calls and `nub call --image` get the host functions of `nub call --help`;
+their state (the counter) starts over in every sandbox.";
+
+/// Options of `nub image save`.
+#[derive(Debug, Args)]
+pub struct ImageSaveArgs {
+    /// The image file to write (replaced if it exists, only once the image
+    /// is complete).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The setup calls, in order.
+    #[command(flatten)]
+    pub calls: SetupCalls,
+
+    /// Deadlines, guest logs and the call mode (saved with the image).
+    #[command(flatten)]
+    pub run: RunArgs,
 
     /// The guest and the sandbox sizes.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+}
+
+/// The setup calls of `nub image save`, in command-line order: each
+/// `--call ID` with the `--data`/`--hex` that follows it. clap parses the
+/// three options as independent lists; [`FromArgMatches`] pairs them by
+/// their positions on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupCalls(pub Vec<SetupCall>);
+
+/// One setup call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupCall {
+    /// The guest function to call.
+    pub fn_id: u32,
+    /// Its payload, as given.
+    pub payload: SetupPayload,
+}
+
+/// The payload of a setup call, as given on the command line (hex is
+/// decoded before the guest boots, see [`crate::payload::decode_hex`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupPayload {
+    /// No `--data` or `--hex` followed the `--call`.
+    Empty,
+    /// `--data TEXT`: the text's UTF-8 bytes.
+    Text(String),
+    /// `--hex HEX`: hex digits.
+    Hex(String),
+}
+
+impl SetupPayload {
+    /// The option that gave it, for messages.
+    fn flag(&self) -> &'static str {
+        match self {
+            Self::Empty => "",
+            Self::Text(_) => "--data",
+            Self::Hex(_) => "--hex",
+        }
+    }
+}
+
+impl Args for SetupCalls {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            Arg::new("call")
+                .long("call")
+                .value_name("ID")
+                .action(ArgAction::Append)
+                .value_parser(parse_fn_id)
+                .help("A setup call of guest function ID (decimal or 0x hex); repeatable"),
+        )
+        .arg(
+            Arg::new("data")
+                .long("data")
+                .value_name("TEXT")
+                .action(ArgAction::Append)
+                .help("Payload of the --call before it, as text (its UTF-8 bytes)"),
+        )
+        .arg(
+            Arg::new("hex")
+                .long("hex")
+                .value_name("HEX")
+                .action(ArgAction::Append)
+                .help("Payload of the --call before it, as hex digits (whitespace and 0x allowed)"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SetupCalls {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        /// One occurrence of `--call`, `--data` or `--hex`.
+        enum Item {
+            Call(u32),
+            Payload(SetupPayload),
+        }
+        let mut items: Vec<(usize, Item)> = Vec::new();
+        let positions = |id: &str| matches.indices_of(id).into_iter().flatten();
+        let calls = matches.get_many::<u32>("call").into_iter().flatten();
+        items.extend(positions("call").zip(calls.map(|&id| Item::Call(id))));
+        for (id, payload) in [
+            ("data", SetupPayload::Text as fn(String) -> SetupPayload),
+            ("hex", SetupPayload::Hex),
+        ] {
+            let values = matches.get_many::<String>(id).into_iter().flatten();
+            items.extend(positions(id).zip(values.map(|v| Item::Payload(payload(v.clone())))));
+        }
+        items.sort_by_key(|&(position, _)| position);
+
+        let mut calls: Vec<SetupCall> = Vec::new();
+        for (_, item) in items {
+            match item {
+                Item::Call(fn_id) => calls.push(SetupCall {
+                    fn_id,
+                    payload: SetupPayload::Empty,
+                }),
+                Item::Payload(payload) => {
+                    let Some(call) = calls.last_mut() else {
+                        return Err(setup_error(format!(
+                            "{} comes before any --call; a payload belongs to the --call before it",
+                            payload.flag()
+                        )));
+                    };
+                    if call.payload != SetupPayload::Empty {
+                        return Err(setup_error(format!(
+                            "--call {} has two payloads ({} and {}); give each --call at most one",
+                            call.fn_id,
+                            call.payload.flag(),
+                            payload.flag()
+                        )));
+                    }
+                    call.payload = payload;
+                }
+            }
+        }
+        Ok(Self(calls))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// A usage error in the setup calls (exit status 2, like clap's own),
+/// with `nub image save`'s usage under it.
+fn setup_error(message: String) -> clap::Error {
+    use clap::CommandFactory;
+    let error = clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message);
+    let mut cli = Cli::command();
+    // Building the whole command names its subcommands `nub image save`.
+    cli.build();
+    match cli
+        .find_subcommand_mut("image")
+        .and_then(|image| image.find_subcommand_mut("save"))
+    {
+        Some(save) => error.format(save),
+        None => error,
+    }
 }
 
 /// Where the payload comes from (at most one).
@@ -156,6 +381,12 @@ pub struct PayloadArgs {
 /// Options of `nub info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
+    /// Show what this image file holds (`nub image save`) instead: its
+    /// header, sizes, call mode, pages, guest ELF, required host functions
+    /// and resting registers. Needs no KVM.
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["guest", "heap", "stack", "ring"])]
+    pub image: Option<PathBuf>,
     /// The guest and the sandbox sizes.
     #[command(flatten)]
     pub sandbox: SandboxArgs,
@@ -255,7 +486,7 @@ mod tests {
     #[test]
     fn verbosity_counts() {
         let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
-            Command::Call(args) => args.verbose,
+            Command::Call(args) => args.run.verbose,
             _ => panic!("parsed as another subcommand"),
         };
         assert_eq!(parse(&["nub", "call", "1"]), 0);
@@ -283,5 +514,105 @@ mod tests {
     #[test]
     fn repeat_must_be_positive() {
         assert!(Cli::try_parse_from(["nub", "call", "1", "--repeat", "0"]).is_err());
+    }
+
+    /// The setup calls `nub image save ARGS... -o x` parses to.
+    fn setup_calls(args: &[&str]) -> Result<Vec<SetupCall>, clap::Error> {
+        let argv = ["nub", "image", "save", "-o", "x.img"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Image(ImageArgs {
+                command: ImageCommand::Save(save),
+            }) => Ok(save.calls.0),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn call(fn_id: u32, payload: SetupPayload) -> SetupCall {
+        SetupCall { fn_id, payload }
+    }
+
+    #[test]
+    fn setup_calls_pair_each_payload_with_the_call_before_it() {
+        use SetupPayload::{Empty, Hex, Text};
+        assert_eq!(setup_calls(&[]).unwrap(), []);
+        assert_eq!(
+            setup_calls(&[
+                "--call",
+                "2",
+                "--hex",
+                "05",
+                "--call",
+                "1",
+                "--call",
+                "0x3",
+                "--data=a b",
+                "--call",
+                "2",
+            ])
+            .unwrap(),
+            [
+                call(2, Hex("05".into())),
+                call(1, Empty),
+                call(3, Text("a b".into())),
+                call(2, Empty),
+            ]
+        );
+        // Other options between a call and its payload do not separate them.
+        assert_eq!(
+            setup_calls(&["--call", "4", "--resident", "1ms", "--data", "x"]).unwrap(),
+            [call(4, Text("x".into()))]
+        );
+    }
+
+    #[test]
+    fn stray_or_doubled_setup_payloads_are_usage_errors() {
+        for (args, needle) in [
+            (
+                &["--data", "a", "--call", "1"][..],
+                "--data comes before any --call",
+            ),
+            (&["--hex", "00"][..], "--hex comes before any --call"),
+            (
+                &["--call", "1", "--data", "a", "--hex", "00"][..],
+                "--call 1 has two payloads (--data and --hex)",
+            ),
+            (
+                &["--call", "1", "--hex", "00", "--hex", "01"][..],
+                "--call 1 has two payloads",
+            ),
+        ] {
+            let err = setup_calls(args).expect_err(needle);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            let text = err.to_string();
+            assert!(text.contains(needle), "{args:?}: {text}");
+            assert!(
+                text.contains("nub image save"),
+                "usage of the subcommand: {text}"
+            );
+        }
+        assert!(setup_calls(&["--call", "x"]).is_err(), "a fn id is a u32");
+        assert!(
+            Cli::try_parse_from(["nub", "image", "save", "--call", "1"]).is_err(),
+            "-o is required"
+        );
+    }
+
+    #[test]
+    fn image_conflicts_with_the_guest_and_its_sizes() {
+        for flag in ["--guest=g", "--heap=2M", "--stack=64K", "--ring=8K"] {
+            for cmd in [&["call", "1"][..], &["info"][..]] {
+                let image = ["--image", "i.img", flag];
+                let argv = ["nub"].iter().chain(cmd).chain(&image);
+                let err = Cli::try_parse_from(argv).expect_err(flag);
+                assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            }
+        }
+        let cli =
+            Cli::try_parse_from(["nub", "call", "--image", "i.img", "2", "--resident"]).unwrap();
+        let Command::Call(args) = cli.command else {
+            panic!("parsed as another subcommand");
+        };
+        assert_eq!(args.image, Some(PathBuf::from("i.img")));
+        assert_eq!(args.run.call_mode(), Some(CallMode::resident()));
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use nub_guest_build::BuildError;
-use nub_sandbox::{GuestBinaryError, HyperlightError};
+use nub_sandbox::{GuestBinaryError, HyperlightError, ImageError};
 
 /// Why a command failed; printed as `error: {self}`.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,59 @@ pub enum CliError {
     /// Building, booting or calling the sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] HyperlightError),
+    /// A setup call of `nub image save` failed; no image was written.
+    #[error("setup call {index} (--call {fn_id}) failed, no image was written: {source}")]
+    SetupCall {
+        /// Which call, counting from 1 in command-line order.
+        index: usize,
+        /// Its guest function.
+        fn_id: u32,
+        /// Why it failed.
+        #[source]
+        source: HyperlightError,
+    },
+    /// A setup call's `--hex` was not valid hex.
+    #[error("--hex of setup call {index} (--call {fn_id}): {reason}")]
+    SetupHex {
+        /// Which call, counting from 1 in command-line order.
+        index: usize,
+        /// Its guest function.
+        fn_id: u32,
+        /// What is wrong with the digits.
+        reason: String,
+    },
+    /// An image file could not be read (`nub info --image`).
+    #[error("cannot read image file {}: {source}", path.display())]
+    ReadImage {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image file is not one this nub can use: corrupted, truncated,
+    /// made for another ABI, or its call mode is not the one asked for.
+    #[error("image {}: {source}", path.display())]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ImageError,
+    },
+    /// `nub call --image --resident` on an image saved in another call
+    /// mode (a guest runs in one call mode for life).
+    #[error(
+        "image {}: {source}; without --resident nub call uses the image's own mode",
+        path.display()
+    )]
+    CallMode {
+        /// The file.
+        path: PathBuf,
+        /// The sandbox's refusal ([`ImageError::CallMode`]).
+        #[source]
+        source: ImageError,
+    },
     /// Building a guest crate failed.
     #[error(transparent)]
     Build(#[from] BuildError),
@@ -86,4 +139,27 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl CliError {
+    /// A sandbox error from loading or starting from the image at `path`:
+    /// an image fault names the file ([`CliError::Image`], or
+    /// [`CliError::CallMode`] for a call mode only --resident can ask
+    /// for); an I/O error names it already; other errors are the
+    /// sandbox's.
+    pub fn from_image(path: &std::path::Path, error: HyperlightError) -> Self {
+        match error {
+            HyperlightError::Image(source @ ImageError::CallMode { .. }) => Self::CallMode {
+                path: path.to_path_buf(),
+                source,
+            },
+            HyperlightError::Image(source) if !matches!(source, ImageError::Io { .. }) => {
+                Self::Image {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            other => Self::Sandbox(other),
+        }
+    }
 }

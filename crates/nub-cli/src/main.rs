@@ -9,13 +9,17 @@
 //! nub new my-guest                 # a guest crate of one's own
 //! nub build my-guest               # build it; prints the ELF's path
 //! nub call --guest my-guest 1 --data hi -v   # build, boot, call, show its logs
+//! nub image save -o c.img --call 2 --hex 0500000000000000   # set up, save
+//! nub call --image c.img 2 --hex 0100000000000000   # no boot: prints 0600000000000000
+//! nub info --image c.img           # what the image holds (no KVM)
 //! nub bench --quick --json out.json   # latencies next to their floors (about 20 s)
 //! ```
 //!
 //! Without `--guest`, `nub` uses the default guest, which its build script
 //! builds and this binary embeds; `--guest` takes an ELF or a guest crate
 //! directory. `call` registers a few host functions (see [`nub_cli::host_fns`]).
-//! Every command that boots a guest needs `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
+//! Every command that boots a guest or starts one from an image needs
+//! `/dev/kvm`. Errors go to stderr as `error: ...` and the exit status is 1
 //! (2 for a bad command line).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -26,6 +30,7 @@ mod call;
 mod cli;
 mod error;
 mod guest;
+mod image;
 mod info;
 mod new;
 mod output;
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Call(args) => call::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::Image(args) => image::run(&args),
         Command::New(args) => new::run(&args),
         Command::Build(args) => build_guest::run(&args),
         Command::Bench(args) => bench::run(&args),
