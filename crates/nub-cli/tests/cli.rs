@@ -252,3 +252,234 @@ fn resident_calls_from_the_command_line() {
         "0f00000000000000\n"
     );
 }
+
+/// A fresh directory for image files, removed when dropped.
+fn image_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
+
+/// `dir/name` as a `&str` argument.
+fn file_in(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path()
+        .join(name)
+        .to_str()
+        .expect("UTF-8 temp path")
+        .to_string()
+}
+
+/// Runs `nub image save ARGS...`, expecting success; returns stderr.
+fn image_save(args: &[&str]) -> String {
+    let out = nub(&[&["image", "save"][..], args].concat());
+    assert!(
+        out.status.success(),
+        "nub image save {args:?}: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "", "stdout stays empty");
+    stderr(&out)
+}
+
+#[test]
+fn image_save_then_call_goes_on_from_the_saved_counter() {
+    let dir = image_dir();
+    let img = file_in(&dir, "c.img");
+    let summary = image_save(&["-o", &img, "--call", "2", "--hex", "0500000000000000"]);
+    assert!(summary.starts_with(&format!("saved {img}: ")), "{summary}");
+    assert!(summary.contains("pages carried"), "{summary}");
+    assert!(
+        summary.contains("exit mode, after 1 setup call"),
+        "{summary}"
+    );
+    assert_eq!(summary.lines().count(), 1, "{summary}");
+    assert_eq!(
+        nub_ok(&["call", "--image", &img, "2", "--hex", "0100000000000000"]),
+        "0600000000000000\n"
+    );
+    // Every sandbox from the image starts from 5 again; --repeat goes on.
+    assert_eq!(
+        nub_ok(&[
+            "call",
+            "--image",
+            &img,
+            "2",
+            "--hex",
+            "0100000000000000",
+            "--repeat",
+            "3"
+        ]),
+        "0800000000000000\n"
+    );
+    // The loaded sandbox has the CLI's host functions.
+    assert_eq!(
+        nub_ok(&["call", "--image", &img, "5", "--hex", "02000000 6869"]),
+        "HI\n"
+    );
+}
+
+#[test]
+fn image_setup_calls_run_in_the_order_given() {
+    let dir = image_dir();
+    let img = file_in(&dir, "c.img");
+    let summary = image_save(&[
+        "--call",
+        "2",
+        "--hex",
+        "0500000000000000",
+        "-o",
+        &img,
+        "--call",
+        "1",
+        "--call",
+        "2",
+        "--hex",
+        "0200000000000000",
+    ]);
+    assert!(summary.contains("after 3 setup calls"), "{summary}");
+    assert_eq!(
+        nub_ok(&["call", "--image", &img, "2", "--hex", "0100000000000000"]),
+        "0800000000000000\n"
+    );
+    // A payload before any --call is a usage error, and nothing is written.
+    let stray = file_in(&dir, "stray.img");
+    let out = nub(&["image", "save", "-o", &stray, "--hex", "00", "--call", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("before any --call"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!std::path::Path::new(&stray).exists());
+}
+
+#[test]
+fn resident_image_keeps_its_call_mode() {
+    let dir = image_dir();
+    let img = file_in(&dir, "r.img");
+    let summary = image_save(&[
+        "--resident",
+        "-o",
+        &img,
+        "--call",
+        "2",
+        "--hex",
+        "0500000000000000",
+    ]);
+    assert!(summary.contains("resident mode"), "{summary}");
+    // Without --resident the image's own mode is used.
+    assert_eq!(
+        nub_ok(&["call", "--image", &img, "2", "--hex", "0100000000000000"]),
+        "0600000000000000\n"
+    );
+    // With it, its spin window (the host's side).
+    assert_eq!(
+        nub_ok(&[
+            "call",
+            "--image",
+            &img,
+            "--resident=1ms",
+            "2",
+            "--hex",
+            "0100000000000000"
+        ]),
+        "0600000000000000\n"
+    );
+    assert!(nub_ok(&["info", "--image", &img]).contains("call mode:        resident"));
+
+    // An exit-mode image cannot run resident: the sandbox's typed error.
+    let exit_img = file_in(&dir, "e.img");
+    image_save(&["-o", &exit_img]);
+    let out = nub(&["call", "--image", &exit_img, "1", "--resident"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("captured in exit mode"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn info_image_shows_versions_and_contents() {
+    let dir = image_dir();
+    let img = file_in(&dir, "c.img");
+    image_save(&["-o", &img, "--call", "2", "--hex", "0500000000000000"]);
+    let info = nub_ok(&["info", "--image", &img]);
+    for needle in [
+        format!("image:            {img}\n"),
+        "format version:   1\n".to_string(),
+        "ABI version:      ".to_string(),
+        format!("nub version:      {}\n", env!("CARGO_PKG_VERSION")),
+        "content digest:   ".to_string(),
+        "call mode:        exit\n".to_string(),
+        "pages carried:    ".to_string(),
+        "guest ELF:        ".to_string(),
+        "host functions:   1, 2, 3 (required)\n".to_string(),
+        "resting at:       rip 0x".to_string(),
+        "sizes:            heap 1 MiB, stack 128 KiB".to_string(),
+        "total guest memory".to_string(),
+    ] {
+        assert!(info.contains(&needle), "missing {needle:?}:\n{info}");
+    }
+    let digest = info
+        .lines()
+        .find_map(|l| l.strip_prefix("content digest:   "))
+        .and_then(|d| d.strip_suffix(" (blake3)"))
+        .unwrap_or_else(|| panic!("no digest line:\n{info}"));
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(digest, blake3::hash(&bytes[128..]).to_hex().as_str());
+}
+
+#[test]
+fn corrupted_image_is_refused_naming_the_digest() {
+    let dir = image_dir();
+    let img = file_in(&dir, "c.img");
+    image_save(&["-o", &img, "--call", "2", "--hex", "0500000000000000"]);
+    let mut bytes = std::fs::read(&img).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&img, &bytes).unwrap();
+
+    let out = nub(&["call", "--image", &img, "2", "--hex", "0100000000000000"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("digest"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&img), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+
+    // info still prints the header, then fails.
+    let out = nub(&["info", "--image", &img]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("digest"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("format version:   1"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("call mode"), "{}", stdout(&out));
+
+    // Not an image at all.
+    std::fs::write(&img, b"hello").unwrap();
+    let out = nub(&["info", "--image", &img]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn failing_setup_call_writes_no_image() {
+    let dir = image_dir();
+    let img = file_in(&dir, "f.img");
+    let out = nub(&[
+        "image", "save", "-o", &img, "--call", "1", "--call", "3", "--data", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: setup call 2 (--call 3) failed"),
+        "{err}"
+    );
+    assert!(err.contains("no image was written"), "{err}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
