@@ -99,6 +99,65 @@ pub(crate) fn slot_layout(size: u64, mappings: &[Mapping]) -> Vec<Slot> {
     slots
 }
 
+/// Writes a new image's content before anything maps it: `pwrite` into
+/// the memfd, which costs the kernel's copy and nothing else (writing
+/// through a mapping would also take a page fault per page). What
+/// [`PreparedImage::build`]'s `fill` is given.
+#[derive(Debug)]
+pub struct ImageWriter<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    size: u64,
+}
+
+impl ImageWriter<'_> {
+    /// Writes `data` at guest physical address `addr`, bounds-checked
+    /// against the image's size.
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let out_of_bounds = MemoryError::OutOfBounds {
+            addr,
+            len: data.len() as u64,
+            size: self.size,
+        };
+        let end = addr.checked_add(data.len() as u64).ok_or(out_of_bounds)?;
+        if end > self.size {
+            return Err(out_of_bounds);
+        }
+        let mut done = 0usize;
+        while let Some(rest) = data.get(done..).filter(|r| !r.is_empty()) {
+            let offset = libc::off_t::try_from(addr + done as u64).map_err(|_| out_of_bounds)?;
+            // SAFETY: pwrite reads `rest.len()` bytes from a live slice
+            // into our own memfd, at an offset inside its size (checked
+            // above); it touches no memory of this process but the slice.
+            let n = unsafe {
+                libc::pwrite(
+                    self.fd.as_raw_fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    offset,
+                )
+            };
+            match usize::try_from(n) {
+                Ok(n) if n > 0 => done += n,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => {
+                    return Err(MemoryError::Map {
+                        size: self.size,
+                        errno: std::io::Error::last_os_error()
+                            .raw_os_error()
+                            .unwrap_or(libc::EIO),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a little-endian u64 at `addr`.
+    pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), MemoryError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+}
+
 /// A guest memory image, filled once and shared read-only by every VM
 /// mapping it. See the module docs.
 #[derive(Debug)]
@@ -134,7 +193,7 @@ impl PreparedImage {
     pub fn build(
         size: u64,
         setup: &VmSetup<'_>,
-        fill: impl FnOnce(&GuestMemory) -> Result<(), MemoryError>,
+        fill: impl FnOnce(&ImageWriter<'_>) -> Result<(), MemoryError>,
     ) -> Result<Self, HypervisorError> {
         Self::build_resumed(size, setup, None, fill)
     }
@@ -149,7 +208,7 @@ impl PreparedImage {
         size: u64,
         setup: &VmSetup<'_>,
         resume: Option<UserRegisters>,
-        fill: impl FnOnce(&GuestMemory) -> Result<(), MemoryError>,
+        fill: impl FnOnce(&ImageWriter<'_>) -> Result<(), MemoryError>,
     ) -> Result<Self, HypervisorError> {
         let size = size
             .checked_next_multiple_of(4096)
@@ -181,9 +240,12 @@ impl PreparedImage {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
             return Err(image_error("ftruncate"));
         }
+        fill(&ImageWriter {
+            fd: fd.as_fd(),
+            size,
+        })?;
         let entry = {
             let mut memory = GuestMemory::map_file(fd.as_fd(), size, true)?;
-            fill(&memory)?;
             EntryState {
                 resume,
                 ..write_system_pages(&mut memory, setup)?

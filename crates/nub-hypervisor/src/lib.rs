@@ -79,7 +79,7 @@ mod vm;
 
 pub use error::HypervisorError;
 pub use exit::VmExit;
-pub use image::PreparedImage;
+pub use image::{ImageWriter, PreparedImage};
 pub use interrupt::{CallGuard, VcpuInterrupt};
 pub use kvm::guest_cpuid;
 pub use memory::{GuestMemory, MemoryError};

@@ -174,16 +174,18 @@ fn mappings(image: &GuestImage, layout: &MemoryLayout) -> Vec<Mapping> {
 /// mapping overriding an earlier one as the page tables do) except the
 /// IST stack, which only the host's exception handlers use.
 pub(crate) fn persistent_pages(image: &GuestImage, layout: &MemoryLayout) -> Vec<u64> {
-    let mut writable = std::collections::BTreeMap::new();
+    let pages = usize::try_from(layout.memory_size / PAGE_SIZE).unwrap_or(0);
+    let mut writable = vec![false; pages];
     for m in mappings(image, layout) {
-        let first = m.region.start / PAGE_SIZE;
-        for page in first..first + m.region.size / PAGE_SIZE {
-            writable.insert(page, m.access == Access::ReadWrite);
+        let first = usize::try_from(m.region.start / PAGE_SIZE).unwrap_or(usize::MAX);
+        let count = usize::try_from(m.region.size / PAGE_SIZE).unwrap_or(0);
+        for page in writable.iter_mut().skip(first).take(count) {
+            *page = m.access == Access::ReadWrite;
         }
     }
     let ist = layout.ist_stack.start / PAGE_SIZE..layout.ist_stack.end() / PAGE_SIZE;
-    writable
-        .into_iter()
+    (0u64..)
+        .zip(writable)
         .filter(|&(page, w)| w && !ist.contains(&page))
         .map(|(page, _)| page)
         .collect()
