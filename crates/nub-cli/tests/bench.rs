@@ -29,6 +29,10 @@ const CONTRACT_ROWS: &[&str] = &[
     "echo empty (loaded)",
     "echo empty (resident, loaded)",
     "first call after a park (resident)",
+    "create from image",
+    "create from image+call+drop (pool)",
+    "load image",
+    "rss per sandbox from image (32 alive)",
 ];
 
 /// The call rows, each of which also has a `(resident)` variant.
@@ -59,6 +63,16 @@ const FLOORS: &[(&str, Option<&str>)] = &[
         Some("floor: out loop CPL 3"),
     ),
     ("rss per sandbox (32 alive)", None),
+    ("create from image", Some("create+evolve")),
+    (
+        "create from image+call+drop (pool)",
+        Some("create+evolve+call+drop (pool)"),
+    ),
+    ("load image", Some("create+evolve+call+drop")),
+    (
+        "rss per sandbox from image (32 alive)",
+        Some("rss per sandbox (32 alive)"),
+    ),
 ];
 
 #[test]
@@ -111,6 +125,7 @@ fn quick_json_run_has_every_contract_row() {
         );
     }
     assert_eq!(row("rss per sandbox (32 alive)")["unit"], "KiB");
+    assert_eq!(row("rss per sandbox from image (32 alive)")["unit"], "KiB");
     assert_eq!(row("echo empty")["unit"], "us");
 }
 

@@ -18,6 +18,15 @@
 //! CPL 3 floor (it should cost one exit, not two wake-ups), next to `first
 //! call after a pause`, an exit-mode call after the same pause.
 //!
+//! The image rows compare a start from a persisted image
+//! (`nub_sandbox::SandboxImage`) with the boot it replaces, measured in the
+//! same run: `create from image` against `create+evolve`, `create from
+//! image+call+drop (pool)` against `create+evolve+call+drop (pool)`, `load
+//! image` against `create+evolve+call+drop` (the suite's cold start without
+//! the pool; it has no `create+evolve` without the pool, and the cycle's
+//! extra echo and drop are a few percent of it), and `rss per sandbox from
+//! image (32 alive)` against `rss per sandbox (32 alive)`.
+//!
 //! The call rows are built once per [`CallPath`]; a new way of making a call
 //! is one more `CallPath`, and every call row gets its variant with the
 //! path's suffix and floor.
@@ -44,6 +53,15 @@ pub const PING_PONG_FLOOR: &str = "ping-pong floor";
 pub const RSS_ROW: &str = "rss per sandbox (32 alive)";
 /// The loaded exit-mode row, the floor of its resident variant.
 pub const ECHO_LOADED: &str = "echo empty (loaded)";
+/// Create + evolve with the pool: what `create from image` is compared
+/// with.
+pub const CREATE_EVOLVE: &str = "create+evolve";
+/// The recovery cycle without the pool: what `load image` is compared
+/// with (the suite's closest to a create + evolve without the pool).
+pub const CYCLE: &str = "create+evolve+call+drop";
+/// The recovery cycle with the pool: what `create from image+call+drop
+/// (pool)` is compared with.
+pub const CYCLE_POOL: &str = "create+evolve+call+drop (pool)";
 
 /// The unit of a row's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +200,8 @@ impl CallPath {
 }
 
 /// The whole suite, in run order: floors, calls (per [`CallPath`]),
-/// loaded and paused calls, lifecycle, RSS.
+/// loaded and paused calls, lifecycle, images, RSS (booted, then from an
+/// image).
 pub fn rows() -> Vec<Row> {
     let mut rows = floor_rows();
     for &path in CallPath::ALL {
@@ -190,32 +209,51 @@ pub fn rows() -> Vec<Row> {
     }
     rows.extend(loaded_rows());
     rows.extend(lifecycle_rows());
-    rows.push(rss_row());
+    rows.extend(image_rows());
+    rows.extend(rss_rows());
     rows
 }
 
 /// The rows whose names contain `filter`, with the floors they are
-/// compared with (so their ratios are still taken in the same run), in
-/// suite order.
+/// compared with and those floors' own floors (so every ratio is still
+/// taken in the same run), in suite order.
 pub fn select(rows: Vec<Row>, filter: &str) -> Vec<Row> {
     keep_with_floors(rows, |r| r.name.contains(filter))
 }
 
-/// The rows in one of `groups`, with the floors they are compared with,
-/// in suite order.
+/// The rows in one of `groups`, with the floors they are compared with
+/// (and theirs), in suite order.
 pub fn select_groups(rows: Vec<Row>, groups: &[Group]) -> Vec<Row> {
     keep_with_floors(rows, |r| groups.contains(&r.group))
 }
 
-/// The rows `wanted` picks and the floors they name, in suite order.
+/// The rows `wanted` picks and the floors they name, transitively (a row
+/// compared with another row gets that row's floor too), in suite order.
 fn keep_with_floors(rows: Vec<Row>, wanted: impl Fn(&Row) -> bool) -> Vec<Row> {
-    let floors: Vec<&'static str> = rows
-        .iter()
-        .filter(|r| wanted(r))
-        .filter_map(|r| r.floor)
-        .collect();
+    let mut keep: Vec<bool> = rows.iter().map(&wanted).collect();
+    // Each pass adds the floors of the rows kept so far; a chain of floors
+    // is at most as long as the suite.
+    loop {
+        let floors: Vec<&'static str> = rows
+            .iter()
+            .zip(&keep)
+            .filter(|&(_, &k)| k)
+            .filter_map(|(r, _)| r.floor)
+            .collect();
+        let mut added = false;
+        for (row, k) in rows.iter().zip(keep.iter_mut()) {
+            if !*k && floors.contains(&row.name.as_str()) {
+                *k = true;
+                added = true;
+            }
+        }
+        if !added {
+            break;
+        }
+    }
     rows.into_iter()
-        .filter(|r| wanted(r) || floors.contains(&r.name.as_str()))
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
         .collect()
 }
 
@@ -303,22 +341,17 @@ fn lifecycle_rows() -> Vec<Row> {
     vec![
         Row::new(
             Group::Lifecycle,
-            "create+evolve",
+            CREATE_EVOLVE,
             floor,
             samplers::create_evolve,
         ),
         Row::new(Group::Lifecycle, "drop", floor, samplers::drop_sandbox),
         // Without the pool: a new VM per cycle, the baseline of the pool
         // row below.
+        Row::new(Group::Lifecycle, CYCLE, floor, samplers::cycle_without_pool),
         Row::new(
             Group::Lifecycle,
-            "create+evolve+call+drop",
-            floor,
-            samplers::cycle_without_pool,
-        ),
-        Row::new(
-            Group::Lifecycle,
-            "create+evolve+call+drop (pool)",
+            CYCLE_POOL,
             floor,
             samplers::cycle_with_pool,
         ),
@@ -331,10 +364,50 @@ fn lifecycle_rows() -> Vec<Row> {
     ]
 }
 
-fn rss_row() -> Row {
-    let mut row = Row::new(Group::Memory, RSS_ROW, None, samplers::rss_per_sandbox);
-    row.unit = Unit::KiB;
-    row
+/// Starting sandboxes from a persisted image, each against the boot
+/// path it replaces (see the module's docs).
+fn image_rows() -> Vec<Row> {
+    vec![
+        Row::new(
+            Group::Lifecycle,
+            "create from image",
+            Some(CREATE_EVOLVE),
+            samplers::create_from_image,
+        ),
+        Row::new(
+            Group::Lifecycle,
+            "create from image+call+drop (pool)",
+            Some(CYCLE_POOL),
+            samplers::image_cycle_with_pool,
+        ),
+        Row::new(
+            Group::Lifecycle,
+            "load image",
+            Some(CYCLE),
+            samplers::load_image,
+        ),
+    ]
+}
+
+fn rss_rows() -> Vec<Row> {
+    let kib = |mut row: Row| {
+        row.unit = Unit::KiB;
+        row
+    };
+    vec![
+        kib(Row::new(
+            Group::Memory,
+            RSS_ROW,
+            None,
+            samplers::rss_per_sandbox,
+        )),
+        kib(Row::new(
+            Group::Memory,
+            "rss per sandbox from image (32 alive)",
+            Some(RSS_ROW),
+            samplers::rss_per_sandbox_from_image,
+        )),
+    ]
 }
 
 #[cfg(test)]
@@ -409,6 +482,21 @@ mod tests {
         );
         assert_eq!(names(select(rows(), "")), row_names());
         assert!(select(rows(), "no such row").is_empty());
+        // Floors of floors: the image rows' comparison rows keep theirs.
+        assert_eq!(
+            names(select(rows(), "image")),
+            [
+                VM_FLOOR,
+                CREATE_EVOLVE,
+                CYCLE,
+                CYCLE_POOL,
+                "create from image",
+                "create from image+call+drop (pool)",
+                "load image",
+                RSS_ROW,
+                "rss per sandbox from image (32 alive)",
+            ]
+        );
     }
 
     #[test]
@@ -423,7 +511,10 @@ mod tests {
                 "drop",
                 "create+evolve+call+drop",
                 "create+evolve+call+drop (pool)",
-                "kill latency"
+                "kill latency",
+                "create from image",
+                "create from image+call+drop (pool)",
+                "load image",
             ]
         );
         assert_eq!(
@@ -448,10 +539,26 @@ mod tests {
             Group::Memory,
         ];
         assert_eq!(names(select_groups(rows(), &all)), row_names());
-        // Only the memory row is not a time.
+        // Only the memory rows are not times.
         for row in rows() {
             assert_eq!(row.unit == Unit::KiB, row.group == Group::Memory, "{row:?}");
         }
+    }
+
+    #[test]
+    fn image_rows_are_compared_with_the_boots_they_replace() {
+        let rows = rows();
+        let floor = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.floor);
+        assert_eq!(floor("create from image"), Some(Some(CREATE_EVOLVE)));
+        assert_eq!(
+            floor("create from image+call+drop (pool)"),
+            Some(Some(CYCLE_POOL))
+        );
+        assert_eq!(floor("load image"), Some(Some(CYCLE)));
+        assert_eq!(
+            floor("rss per sandbox from image (32 alive)"),
+            Some(Some(RSS_ROW))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::{
 use nub_host_common::default_guest as fn_id;
 use nub_hypervisor::floor::{self, ExitFloor, KillFloor, Killer, PingPong};
 use nub_sandbox::{
-    CallMode, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
+    CallMode, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration, SandboxImage,
     UninitializedSandbox, javm_cap::Cap,
 };
 
@@ -318,6 +318,61 @@ pub fn cycle_with_pool() -> Result<Sampler, RowError> {
     Ok(Box::new(move || one_cycle(SandboxConfiguration::default())))
 }
 
+/// An image of the default guest with the default configuration (1 MiB
+/// heap, exit mode, the pool on), captured after one empty echo: the
+/// image every image row starts from.
+fn default_image() -> Result<Arc<SandboxImage>, RowError> {
+    let mut s = boot(SandboxConfiguration::default(), false)?;
+    expect_answer("first call", &s.call_raw(fn_id::ECHO, b"")?, b"")?;
+    Ok(s.capture_image()?)
+}
+
+/// `MultiUseSandbox::from_image` of [`default_image`] with the pool on
+/// (the image's configuration, `None`), as `create+evolve` times a boot:
+/// the drop is not timed, and its VM is the next sample's, reset to the
+/// image. One VM is put in the pool before the first sample.
+pub fn create_from_image() -> Result<Sampler, RowError> {
+    let image = default_image()?;
+    drop(MultiUseSandbox::from_image(&image, None)?);
+    Ok(Box::new(move || {
+        let (sandbox, us) = timed(|| MultiUseSandbox::from_image(&image, None));
+        drop(sandbox?);
+        Ok(us)
+    }))
+}
+
+/// The recovery path from an image, with the pool on: from_image of
+/// [`default_image`], one empty echo, drop, all timed (as
+/// `create+evolve+call+drop (pool)` times it from a boot).
+pub fn image_cycle_with_pool() -> Result<Sampler, RowError> {
+    let image = default_image()?;
+    drop(MultiUseSandbox::from_image(&image, None)?);
+    Ok(Box::new(move || {
+        let (answer, us) = timed(|| -> Result<Vec<u8>, HyperlightError> {
+            let mut s = MultiUseSandbox::from_image(&image, None)?;
+            s.call_raw(fn_id::ECHO, b"")
+        });
+        answer?;
+        Ok(us)
+    }))
+}
+
+/// `SandboxImage::load` of [`default_image`] saved once to a file in a
+/// temporary directory (removed with the sampler): each sample loads the
+/// file anew (read, check, build its memory) from a warm page cache; the
+/// loaded image's drop is not timed.
+pub fn load_image() -> Result<Sampler, RowError> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("default-guest.img");
+    default_image()?.save(&path)?;
+    Ok(Box::new(move || {
+        let _dir = &dir;
+        let (image, us) = timed(|| SandboxImage::load(&path));
+        drop(image?);
+        Ok(us)
+    }))
+}
+
 /// The time from a kill until the default guest's `spin` in `sandbox`
 /// returned, killed from `killer`'s thread.
 fn time_kill(killer: &mut Killer, sandbox: &mut MultiUseSandbox) -> Result<Duration, RowError> {
@@ -358,26 +413,48 @@ fn rss_kib() -> Result<f64, std::io::Error> {
         .ok_or_else(|| std::io::Error::other("no VmRSS line in /proc/self/status"))
 }
 
+/// VmRSS growth of the process over [`RSS_SANDBOXES`] sandboxes made by
+/// `make` and called once each, divided by their number, in KiB.
+fn rss_sample(
+    make: &mut dyn FnMut() -> Result<MultiUseSandbox, HyperlightError>,
+) -> Result<f64, RowError> {
+    // VMs the reaper has not destroyed yet (the previous sample's) would
+    // still count in `before` and leave the sample.
+    nub_sandbox::pool::wait_idle();
+    let before = rss_kib()?;
+    // Each sandbox made and called once (an idle, used sandbox).
+    let alive = (0..RSS_SANDBOXES)
+        .map(|_| {
+            let mut s = make()?;
+            s.call_raw(fn_id::ECHO, b"")?;
+            Ok(s)
+        })
+        .collect::<Result<Vec<_>, RowError>>()?;
+    let after = rss_kib()?;
+    drop(alive);
+    // 32 is exact in f64.
+    Ok((after - before) / RSS_SANDBOXES as f64)
+}
+
 /// VmRSS growth of the process over [`RSS_SANDBOXES`] sandboxes booted and
 /// called once, divided by their number, in KiB.
 pub fn rss_per_sandbox() -> Result<Sampler, RowError> {
     Ok(Box::new(|| {
-        // VMs the reaper has not destroyed yet (the previous sample's)
-        // would still count in `before` and leave the sample.
-        nub_sandbox::pool::wait_idle();
-        let before = rss_kib()?;
-        // Each sandbox booted and called once (an idle, used sandbox).
-        let alive = (0..RSS_SANDBOXES)
-            .map(|_| {
-                let mut s = boot(SandboxConfiguration::default(), false)?;
-                s.call_raw(fn_id::ECHO, b"")?;
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>, RowError>>()?;
-        let after = rss_kib()?;
-        drop(alive);
-        // 32 is exact in f64.
-        Ok((after - before) / RSS_SANDBOXES as f64)
+        rss_sample(&mut || boot(SandboxConfiguration::default(), false))
+    }))
+}
+
+/// The same with the [`RSS_SANDBOXES`] sandboxes started from one image
+/// ([`default_image`], captured after a call; made before the first
+/// sample, so its own memory is not in the figure), each called once.
+/// VmRSS counts a mapped page once per mapping: the image's pages the
+/// guest wrote before the capture and only reads now (in its writable
+/// ranges, so in each VM's private mapping) count once per sandbox here,
+/// though the machine holds them once.
+pub fn rss_per_sandbox_from_image() -> Result<Sampler, RowError> {
+    let image = default_image()?;
+    Ok(Box::new(move || {
+        rss_sample(&mut || MultiUseSandbox::from_image(&image, None))
     }))
 }
 
