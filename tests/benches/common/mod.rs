@@ -25,7 +25,7 @@ pub fn catalogue(groups: &[Group]) -> Vec<Row> {
 /// set up (untimed) as `nub bench` sets it up, and criterion's iterations
 /// are the row's samples, each timed by the row's own sampler exactly as
 /// `nub bench` times it (per operation for the rows that time 100 at
-/// once). Rows that are not times (the RSS row) are skipped.
+/// once). Rows that are not times (the RSS rows) are skipped.
 pub fn bench_rows(c: &mut Criterion, rows: Vec<Row>) {
     for row in rows.into_iter().filter(|r| r.unit == Unit::Micros) {
         let name = row.name.clone();
