@@ -363,3 +363,95 @@ fn the_call_mode_must_be_the_images_and_runtime_settings_are_the_callers() {
         "{err:?}"
     );
 }
+
+/// Set in the child process of the test below: the image file it loads.
+const CHILD_IMAGE: &str = "NUB_TEST_IMAGE_CHILD";
+
+/// `(Rss, Anonymous)` of this process in KiB, from `/proc/self/smaps_rollup`.
+fn rss_and_anon() -> (u64, u64) {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").expect("smaps_rollup");
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a smaps_rollup field")
+    };
+    (field("Rss:"), field("Anonymous:"))
+}
+
+/// In the child: loads the image, starts a sandbox from it and calls it,
+/// and prints `(Rss, Anonymous)` before, after the load and after the call.
+fn child_measures(path: &str) {
+    let before = rss_and_anon();
+    let image = SandboxImage::load(path).expect("child: load");
+    let loaded = rss_and_anon();
+    let mut s = MultiUseSandbox::from_image(&image, Some(cfg())).expect("child: from image");
+    assert_eq!(add(&mut s, 1), 6);
+    let called = rss_and_anon();
+    println!(
+        "nub-rss {} {} {} {} {} {}",
+        before.0, before.1, loaded.0, loaded.1, called.0, called.1
+    );
+}
+
+#[test]
+fn a_second_process_loading_the_file_keeps_its_pages_out_of_its_resident_set() {
+    if let Ok(path) = std::env::var(CHILD_IMAGE) {
+        return child_measures(&path);
+    }
+    let mut s = sandbox_with(cfg());
+    add(&mut s, 5);
+    // Dirty the rings too: a file of a few hundred KiB of pages.
+    s.call_raw(fn_id::ECHO, &vec![0xA5; 200 << 10]).unwrap();
+    let path = temp_path("second-process");
+    s.save_image(&path).unwrap();
+    let image = SandboxImage::load(&path).unwrap();
+    let page_kib = image.info().page_count as u64 * 4;
+    let elf_kib = image.info().elf_size as u64 / 1024;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_second_process_loading_the_file_keeps_its_pages_out_of_its_resident_set",
+            "--nocapture",
+        ])
+        .env(CHILD_IMAGE, &path)
+        .output()
+        .expect("run the child");
+    std::fs::remove_file(&path).ok();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Vec<u64> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("nub-rss "))
+        .expect("the child's figures")
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let [rss0, anon0, rss1, anon1, rss2, anon2] = figures[..] else {
+        panic!("figures: {figures:?}");
+    };
+    let load_anon = anon1.saturating_sub(anon0);
+    eprintln!(
+        "image: {page_kib} KiB of pages, {elf_kib} KiB of ELF; a second process: RSS +{} KiB \
+         (anonymous +{load_anon} KiB) for the load, RSS +{} KiB (anonymous +{} KiB) more for \
+         a sandbox from it and one call",
+        rss1.saturating_sub(rss0),
+        rss2.saturating_sub(rss1),
+        anon2.saturating_sub(anon1),
+    );
+    // The loaded pages live in a sealed memfd nothing maps until a guest
+    // touches them; what a load keeps in the process's own memory is its
+    // copy of the ELF, plus the allocator's own (docs/images.md, *Loading,
+    // sharing and the pool*). A copy of the pages would add all of them.
+    // (RSS also counts nub's code, faulted in by the first load.)
+    assert!(
+        load_anon <= elf_kib + page_kib / 2,
+        "a load grew anonymous memory by {load_anon} KiB: the image's {page_kib} KiB of pages \
+         are resident"
+    );
+}
