@@ -170,7 +170,7 @@ fn corrupted_truncated_and_foreign_files_are_typed_errors() {
     ));
     assert!(matches!(
         load_err(&good[..20]),
-        ImageError::Truncated { .. }
+        ImageError::HeaderTruncated { have: 20 }
     ));
     // Not an image at all.
     assert!(matches!(

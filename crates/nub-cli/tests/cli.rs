@@ -391,7 +391,7 @@ fn resident_image_keeps_its_call_mode() {
     let out = nub(&["call", "--image", &exit_img, "1", "--resident"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("captured in exit mode"),
+        stderr(&out).contains("runs in exit mode"),
         "{}",
         stderr(&out)
     );

@@ -39,6 +39,12 @@ pub enum ImageError {
         /// This nub's.
         host: u32,
     },
+    /// The file ends inside its 128-byte header.
+    #[error("image file is {have} bytes, shorter than its 128-byte header")]
+    HeaderTruncated {
+        /// The file's size.
+        have: u64,
+    },
     /// The header's content size is not what follows it.
     #[error("image header says {header} content bytes, the file has {file}")]
     Size {
@@ -126,7 +132,7 @@ pub enum ImageError {
     },
     /// The configuration asks for a call mode the image's guest was not
     /// booted in (the guest's dispatcher is one or the other for life).
-    #[error("image was captured in {image} mode, the configuration asks for {config} mode")]
+    #[error("the image's guest runs in {image} mode for life; {config} mode was asked for")]
     CallMode {
         /// `exit` or `resident`.
         image: &'static str,

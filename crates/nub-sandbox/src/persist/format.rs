@@ -283,10 +283,16 @@ impl Header {
     /// Reads the header of `bytes`: the magic must match; the versions and
     /// the digest are returned, not checked (see [`ImageFile::parse`]).
     pub fn parse(bytes: &[u8]) -> Result<Self, ImageError> {
-        let mut r = Reader { bytes, pos: 0 };
-        if r.array::<8>()? != MAGIC {
+        if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
             return Err(ImageError::BadMagic);
         }
+        if bytes.len() < HEADER_SIZE {
+            return Err(ImageError::HeaderTruncated {
+                have: bytes.len() as u64,
+            });
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        r.take(MAGIC.len())?;
         let format_version = r.u32()?;
         let abi_version = r.u32()?;
         let version = r.array::<NUB_VERSION_SIZE>()?;
@@ -620,7 +626,11 @@ mod tests {
         ));
         assert!(matches!(
             ImageFile::parse(&good[..40]),
-            Err(ImageError::Truncated { .. })
+            Err(ImageError::HeaderTruncated { have: 40 })
+        ));
+        assert!(matches!(
+            ImageFile::parse(b"NUB"),
+            Err(ImageError::BadMagic)
         ));
     }
 

@@ -75,6 +75,12 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
+    /// The guest's own log filter, set at its boot (`None` for a value no
+    /// nub writes; [`inspect`] and [`SandboxImage::load`] refuse those).
+    pub fn guest_log_level(&self) -> Option<log::LevelFilter> {
+        level_filter(self.meta.log_level)
+    }
+
     /// The call mode the guest was booted in (and its spin window).
     pub fn call_mode(&self) -> CallMode {
         if self.meta.boot_flags & nub_host_common::resident::BOOT_FLAG_RESIDENT == 0 {
@@ -234,7 +240,7 @@ impl SandboxImage {
             output_ring_size: sizes.output_ring,
             log_buffer_size: sizes.log_buffer,
             call_mode: self.info.call_mode(),
-            guest_log_level: level_filter(self.info.meta.log_level),
+            guest_log_level: self.info.guest_log_level().unwrap_or(log::LevelFilter::Off),
             ..SandboxConfiguration::default()
         }
     }
@@ -276,10 +282,8 @@ impl SandboxImage {
 }
 
 /// `BootInfo::log_level` back to its filter.
-fn level_filter(level: u64) -> log::LevelFilter {
-    log::LevelFilter::iter()
-        .find(|l| *l as u64 == level)
-        .unwrap_or(log::LevelFilter::Off)
+fn level_filter(level: u64) -> Option<log::LevelFilter> {
+    log::LevelFilter::iter().find(|l| *l as u64 == level)
 }
 
 /// How long a capture waits for a resident guest to park: its spin
