@@ -149,10 +149,10 @@ fn load_err(bytes: &[u8]) -> ImageError {
     }
 }
 
-/// Rewrites the content digest after an edit, as a forger would.
+/// Rewrites the content digest after an edit, as a forger would (a
+/// content that does not parse fails before its digest matters).
 fn reseal(bytes: &mut [u8]) {
-    let digest = *blake3::hash(&bytes[HEADER_SIZE..]).as_bytes();
-    bytes[32..64].copy_from_slice(&digest);
+    let _ = nub_sandbox::persist::ImageFile::seal(bytes);
 }
 
 #[test]
@@ -191,6 +191,12 @@ fn corrupted_truncated_and_foreign_files_are_typed_errors() {
         load_err(&bytes),
         ImageError::AbiVersion { file: 999, .. }
     ));
+    // A byte of the ELF: the ELF digest covers those.
+    let mut bytes = good.clone();
+    let parsed = nub_sandbox::persist::ImageFile::parse(&good).unwrap();
+    let elf_at = parsed.elf.as_ptr() as usize - good.as_ptr() as usize;
+    bytes[elf_at + 1000] ^= 1;
+    assert!(matches!(load_err(&bytes), ImageError::ElfDigest));
     // A missing file.
     let err = SandboxImage::load(temp_path("does-not-exist")).unwrap_err();
     assert!(matches!(err, HyperlightError::Image(ImageError::Io { .. })));

@@ -4,7 +4,9 @@
 //! [`super::check`]), so the fuzz target drives it directly.
 //!
 //! Every integer is little-endian; docs/images.md has the table. A file is
-//! a 128-byte header and a content that the header's blake3 digest covers:
+//! a 128-byte header and a content that the header's blake3 digest covers
+//! but for the ELF's bytes, which the metadata's ELF digest covers (so each
+//! byte is hashed once; [`content_digest`]):
 //!
 //! | bytes | what |
 //! | --- | --- |
@@ -52,7 +54,8 @@ pub struct Header {
     pub abi_version: u32,
     /// The nub version that wrote the file.
     pub nub_version: String,
-    /// blake3 of everything after the header.
+    /// blake3 of everything after the header but the ELF's bytes
+    /// ([`content_digest`]).
     pub content_digest: [u8; 32],
     /// Bytes after the header.
     pub content_size: u64,
@@ -206,6 +209,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Where the header's content digest and content size sit.
+const DIGEST_AT: usize = 32;
+const CONTENT_SIZE_AT: usize = 64;
+
+/// The header's digest of `content`: blake3 of every content byte but the
+/// ELF's (`elf`, a range of `content`), which the metadata's own ELF digest
+/// covers (checked on load), so that each byte of a file is hashed once.
+pub fn content_digest(content: &[u8], elf: std::ops::Range<usize>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(content.get(..elf.start).unwrap_or_default());
+    hasher.update(content.get(elf.end..).unwrap_or_default());
+    *hasher.finalize().as_bytes()
+}
+
 /// Appends little-endian fields.
 #[derive(Default)]
 struct Writer(Vec<u8>);
@@ -316,10 +333,38 @@ impl Header {
 
 impl<'a> ImageFile<'a> {
     /// Parses `bytes`: the header (magic, a format version this nub reads,
-    /// the content size matching the file, the content's blake3 digest),
-    /// then the content, every count checked against what is left. The
-    /// ABI version is returned in the header and checked by the loader.
+    /// the content size matching the file), then the content, every count
+    /// checked against what is left, then the content's blake3 digest
+    /// ([`content_digest`]). The ABI version is returned in the header and
+    /// checked by the loader.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
+        let (file, elf) = Self::parse_unverified(bytes)?;
+        let content = bytes.get(HEADER_SIZE..).unwrap_or_default();
+        if content_digest(content, elf) != file.header.content_digest {
+            return Err(ImageError::Digest);
+        }
+        Ok(file)
+    }
+
+    /// Rewrites the header's content size and digest to match the content
+    /// after it, as [`ImageFile::encode`] writes them: for tools and tests
+    /// that edit a file. The content must parse.
+    pub fn seal(bytes: &mut [u8]) -> Result<(), ImageError> {
+        let size = (bytes.len().saturating_sub(HEADER_SIZE) as u64).to_le_bytes();
+        if let Some(field) = bytes.get_mut(CONTENT_SIZE_AT..CONTENT_SIZE_AT + 8) {
+            field.copy_from_slice(&size);
+        }
+        let elf = ImageFile::parse_unverified(bytes)?.1;
+        let digest = content_digest(bytes.get(HEADER_SIZE..).unwrap_or_default(), elf);
+        if let Some(field) = bytes.get_mut(DIGEST_AT..DIGEST_AT + 32) {
+            field.copy_from_slice(&digest);
+        }
+        Ok(())
+    }
+
+    /// [`ImageFile::parse`] but for the digest; also returns where the ELF
+    /// lies in the content.
+    fn parse_unverified(bytes: &'a [u8]) -> Result<(Self, std::ops::Range<usize>), ImageError> {
         let header = Header::parse(bytes)?;
         if header.format_version != FORMAT_VERSION {
             return Err(ImageError::FormatVersion {
@@ -333,9 +378,6 @@ impl<'a> ImageFile<'a> {
                 header: header.content_size,
                 file: content.len() as u64,
             });
-        }
-        if *blake3::hash(content).as_bytes() != header.content_digest {
-            return Err(ImageError::Digest);
         }
         let mut r = Reader {
             bytes: content,
@@ -405,7 +447,9 @@ impl<'a> ImageFile<'a> {
         if let Some(index) = page_numbers.windows(2).position(|w| w.first() >= w.get(1)) {
             return Err(ImageError::PagesUnordered { index: index + 1 });
         }
+        let elf_start = r.pos;
         let elf = r.take(elf_size as usize)?;
+        let elf_range = elf_start..r.pos;
         r.align8()?;
         let pages = r.take(page_count as usize * PAGE)?;
         if r.pos != content.len() {
@@ -413,7 +457,7 @@ impl<'a> ImageFile<'a> {
                 extra: (content.len() - r.pos) as u64,
             });
         }
-        Ok(Self {
+        let file = Self {
             header,
             meta: Meta {
                 elf_digest,
@@ -435,7 +479,8 @@ impl<'a> ImageFile<'a> {
             page_numbers,
             elf,
             pages,
-        })
+        };
+        Ok((file, elf_range))
     }
 
     /// The captured page with guest page number `page_numbers[i]`.
@@ -511,12 +556,14 @@ impl<'a> ImageFile<'a> {
             last = Some(number);
             w.u64(number);
         }
+        let elf_start = w.0.len();
         w.0.extend_from_slice(elf);
         w.align8();
         for (_, page) in pages {
             w.0.extend_from_slice(page);
         }
         let content = w.0;
+        let elf_end = elf_start + elf.len();
         let mut file = Vec::with_capacity(HEADER_SIZE + content.len());
         file.extend_from_slice(&MAGIC);
         file.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -526,7 +573,7 @@ impl<'a> ImageFile<'a> {
         let n = ours.len().min(NUB_VERSION_SIZE);
         version[..n].copy_from_slice(&ours[..n]);
         file.extend_from_slice(&version);
-        file.extend_from_slice(blake3::hash(&content).as_bytes());
+        file.extend_from_slice(&content_digest(&content, elf_start..elf_end));
         file.extend_from_slice(&(content.len() as u64).to_le_bytes());
         file.resize(HEADER_SIZE, 0);
         file.extend_from_slice(&content);
@@ -602,6 +649,16 @@ mod tests {
             bytes[at] ^= 1;
         }
         ImageFile::parse(&bytes).unwrap();
+        // The ELF's bytes are the ELF digest's to cover (checked on load),
+        // and a sealed edit parses again.
+        let elf_at = HEADER_SIZE + META_SIZE + 8 + 16;
+        assert_eq!(&bytes[elf_at..elf_at + 5], b"elf!x");
+        bytes[elf_at] = b'E';
+        assert_eq!(ImageFile::parse(&bytes).unwrap().elf, b"Elf!x");
+        bytes[HEADER_SIZE + 300] ^= 1;
+        assert!(matches!(ImageFile::parse(&bytes), Err(ImageError::Digest)));
+        ImageFile::seal(&mut bytes).unwrap();
+        ImageFile::parse(&bytes).unwrap();
     }
 
     #[test]
@@ -636,8 +693,8 @@ mod tests {
 
     /// Rewrites `bytes`' content digest after an edit, as a forger would.
     fn reseal(bytes: &mut [u8]) {
-        let digest = *blake3::hash(&bytes[HEADER_SIZE..]).as_bytes();
-        bytes[32..64].copy_from_slice(&digest);
+        // A content that does not parse fails before its digest matters.
+        let _ = ImageFile::seal(bytes);
     }
 
     #[test]
