@@ -29,7 +29,7 @@ use x86_64::{
     },
 };
 
-use crate::{HypervisorError, memory::GuestMemory, setup::UserRegisters};
+use crate::{HypervisorError, memory::GuestMemory, regs::UserRegisters};
 
 /// Size of a 64-bit TSS (the x86_64 crate's layout of it, checked against
 /// the architecture's offsets below).

@@ -38,6 +38,7 @@
 //!   [`CallGuard`] that marks a call's span.
 //!
 //! Private, their public items re-exported here:
+//! - `regs`: [`UserRegisters`], the CPL 3 state a persisted image carries.
 //! - `setup`: [`VmSetup`], [`EntryState`] and the system pages the host
 //!   writes into every guest (`paging`: the identity-mapped page tables
 //!   with per-page permissions, [`Mapping`], [`PagingError`]; `cpu`: GDT,
@@ -72,6 +73,7 @@ pub mod interrupt;
 mod kvm;
 pub mod memory;
 mod paging;
+mod regs;
 mod setup;
 mod slots;
 mod vcpu;
@@ -84,5 +86,6 @@ pub use interrupt::{CallGuard, VcpuInterrupt};
 pub use kvm::guest_cpuid;
 pub use memory::{GuestMemory, MemoryError};
 pub use paging::{Mapping, PagingError};
-pub use setup::{EntryState, UserRegisters, VmSetup};
+pub use regs::UserRegisters;
+pub use setup::{EntryState, VmSetup};
 pub use vm::Vm;

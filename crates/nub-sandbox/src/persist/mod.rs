@@ -31,10 +31,9 @@ use crate::{
 };
 
 mod check;
-mod error;
 pub mod format;
 
-pub use error::ImageError;
+pub use crate::error::ImageError;
 pub use format::{Header, ImageFile, Meta, Shape};
 pub use nub_hypervisor::UserRegisters;
 

@@ -452,7 +452,7 @@ impl Engine for Resident {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(crate::persist::ImageError::NotAtRest(wait).into());
+                return Err(crate::error::ImageError::NotAtRest(wait).into());
             }
             let state = self.shared.lock();
             if state.vm.is_none() && state.failure.is_none() {

@@ -1,0 +1,48 @@
+//! [`UserRegisters`]: the CPL 3 register state a persisted image carries
+//! (read from a stopped vCPU, written into a resumed one by `cpu`).
+
+/// The CPL 3 state of a guest stopped between calls that a persisted image
+/// carries: every general register, RIP and RFLAGS. Nothing privileged:
+/// segments, control registers and descriptor tables are the host's, as
+/// for a new vCPU. The FPU/SSE state is not part of it (guests are
+/// soft-float and the kernel leaves SSE off; a resumed vCPU has the fresh
+/// x87 state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserRegisters {
+    /// RAX.
+    pub rax: u64,
+    /// RBX.
+    pub rbx: u64,
+    /// RCX.
+    pub rcx: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// RSI.
+    pub rsi: u64,
+    /// RDI.
+    pub rdi: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// RBP.
+    pub rbp: u64,
+    /// R8.
+    pub r8: u64,
+    /// R9.
+    pub r9: u64,
+    /// R10.
+    pub r10: u64,
+    /// R11.
+    pub r11: u64,
+    /// R12.
+    pub r12: u64,
+    /// R13.
+    pub r13: u64,
+    /// R14.
+    pub r14: u64,
+    /// R15.
+    pub r15: u64,
+    /// RIP.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+}
