@@ -29,7 +29,11 @@ use x86_64::{
     },
 };
 
-use crate::{HypervisorError, memory::GuestMemory, regs::UserRegisters};
+use crate::{
+    HypervisorError,
+    memory::GuestMemory,
+    regs::{self, UserRegisters},
+};
 
 /// Size of a 64-bit TSS (the x86_64 crate's layout of it, checked against
 /// the architecture's offsets below).
@@ -264,49 +268,14 @@ pub(crate) fn entry_regs(
 /// the guest resumes with IOPL 0, interrupts off and no trap flag.
 pub(crate) fn resume_regs(r: &UserRegisters) -> kvm_regs {
     kvm_regs {
-        rax: r.rax,
-        rbx: r.rbx,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        rsp: r.rsp,
-        rbp: r.rbp,
-        r8: r.r8,
-        r9: r.r9,
-        r10: r.r10,
-        r11: r.r11,
-        r12: r.r12,
-        r13: r.r13,
-        r14: r.r14,
-        r15: r.r15,
-        rip: r.rip,
         rflags: (r.rflags & USER_RFLAGS_STATUS) | USER_RFLAGS,
+        ..regs::to_kvm(r)
     }
 }
 
 /// The CPL 3 registers of a stopped vCPU (see [`UserRegisters`]).
 pub(crate) fn user_registers(r: &kvm_regs) -> UserRegisters {
-    UserRegisters {
-        rax: r.rax,
-        rbx: r.rbx,
-        rcx: r.rcx,
-        rdx: r.rdx,
-        rsi: r.rsi,
-        rdi: r.rdi,
-        rsp: r.rsp,
-        rbp: r.rbp,
-        r8: r.r8,
-        r9: r.r9,
-        r10: r.r10,
-        r11: r.r11,
-        r12: r.r12,
-        r13: r.r13,
-        r14: r.r14,
-        r15: r.r15,
-        rip: r.rip,
-        rflags: r.rflags,
-    }
+    regs::from_kvm(r)
 }
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! [`UserRegisters`]: the CPL 3 register state a persisted image carries
-//! (read from a stopped vCPU, written into a resumed one by `cpu`).
+//! (read from a stopped vCPU, written into a resumed one by `cpu`), and
+//! its one list of registers in order ([`UserRegisters::NAMES`]), from
+//! which the array and `kvm_regs` conversions are made.
+
+use kvm_bindings::kvm_regs;
 
 /// The CPL 3 state of a guest stopped between calls that a persisted image
 /// carries: every general register, RIP and RFLAGS. Nothing privileged:
@@ -46,3 +50,39 @@ pub struct UserRegisters {
     /// RFLAGS.
     pub rflags: u64,
 }
+
+/// The conversions, from the one list of register names.
+macro_rules! conversions {
+    ($($reg:ident),* $(,)?) => {
+        impl UserRegisters {
+            /// The registers' names, in the order of [`Self::to_array`]
+            /// (and of a persisted image file).
+            pub const NAMES: [&'static str; 18] = [$(stringify!($reg)),*];
+
+            /// The registers in [`Self::NAMES`] order.
+            pub fn to_array(&self) -> [u64; 18] {
+                [$(self.$reg),*]
+            }
+
+            /// Registers from [`Self::NAMES`] order.
+            pub fn from_array(values: [u64; 18]) -> Self {
+                let [$($reg),*] = values;
+                Self { $($reg),* }
+            }
+        }
+
+        /// The KVM form (`kvm_regs` has exactly these registers).
+        pub(crate) fn to_kvm(r: &UserRegisters) -> kvm_regs {
+            kvm_regs { $($reg: r.$reg),* }
+        }
+
+        /// From the KVM form.
+        pub(crate) fn from_kvm(r: &kvm_regs) -> UserRegisters {
+            UserRegisters { $($reg: r.$reg),* }
+        }
+    };
+}
+
+conversions!(
+    rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15, rip, rflags,
+);

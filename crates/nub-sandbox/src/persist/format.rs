@@ -244,58 +244,6 @@ impl Writer {
     }
 }
 
-/// The registers in file order.
-fn registers_out(r: &UserRegisters) -> [u64; 18] {
-    [
-        r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
-        r.r13, r.r14, r.r15, r.rip, r.rflags,
-    ]
-}
-
-/// The registers from file order.
-fn registers_in(v: [u64; 18]) -> UserRegisters {
-    let [
-        rax,
-        rbx,
-        rcx,
-        rdx,
-        rsi,
-        rdi,
-        rsp,
-        rbp,
-        r8,
-        r9,
-        r10,
-        r11,
-        r12,
-        r13,
-        r14,
-        r15,
-        rip,
-        rflags,
-    ] = v;
-    UserRegisters {
-        rax,
-        rbx,
-        rcx,
-        rdx,
-        rsi,
-        rdi,
-        rsp,
-        rbp,
-        r8,
-        r9,
-        r10,
-        r11,
-        r12,
-        r13,
-        r14,
-        r15,
-        rip,
-        rflags,
-    }
-}
-
 impl Header {
     /// Reads the header of `bytes`: the magic must match; the versions and
     /// the digest are returned, not checked (see [`ImageFile::parse`]).
@@ -473,7 +421,7 @@ impl<'a> ImageFile<'a> {
                 resident_seq,
                 resident_last_hostcall,
                 directory_va,
-                registers: registers_in(regs),
+                registers: UserRegisters::from_array(regs),
             },
             host_functions,
             page_numbers,
@@ -538,7 +486,7 @@ impl<'a> ImageFile<'a> {
         }
         w.u32(host_fn_count);
         w.u32(0);
-        for reg in registers_out(&meta.registers) {
+        for reg in meta.registers.to_array() {
             w.u64(reg);
         }
         debug_assert_eq!(w.0.len(), META_SIZE);
