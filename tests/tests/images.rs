@@ -461,3 +461,86 @@ fn a_second_process_loading_the_file_keeps_its_pages_out_of_its_resident_set() {
          are resident"
     );
 }
+
+#[test]
+fn capturing_a_resident_guest_that_never_parks_ends_in_bounded_time() {
+    use nub_tests::hostile_fn_id as h;
+    // Resident whatever the run's mode: exit mode has no park to wait for.
+    let cfg = SandboxConfiguration::default().with_call_mode(CallMode::resident());
+    let mut s = nub_tests::hostile_uninit(Some(cfg)).evolve().unwrap();
+    // Answers, then spins on for ever instead of parking.
+    assert_eq!(s.call_raw(h::ANSWER_THEN_SPIN, b"").unwrap(), b"answered");
+    let start = std::time::Instant::now();
+    let err = s.capture_image().unwrap_err();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "the capture gave up in bounded time"
+    );
+    // The capture's one call (the directory's address), bounded even with
+    // no deadline configured, times out; or the park watch stops the guest
+    // (a protocol violation), or the capture's own wait for the park runs
+    // out. Either way nothing was captured.
+    assert!(
+        matches!(
+            err,
+            HyperlightError::ExecutionTimeout(_)
+                | HyperlightError::ProtocolViolation(_)
+                | HyperlightError::Image(ImageError::NotAtRest(_))
+        ),
+        "{err:?}"
+    );
+    assert!(s.is_poisoned(), "the failed capture poisoned it");
+
+    // With the directory's address known, the capture makes no call. The
+    // caller may have run that call itself, leaving the VM home at the
+    // guest's NOTIFY (mid-function): then that state is what is captured,
+    // and a sandbox from it resumes the spin, which the park watch stops.
+    // Otherwise the guest spins on its thread and never parks.
+    let mut s = nub_tests::hostile_uninit(Some(cfg)).evolve().unwrap();
+    drop(s.cache_reader().unwrap());
+    assert_eq!(s.call_raw(h::ANSWER_THEN_SPIN, b"").unwrap(), b"answered");
+    let start = std::time::Instant::now();
+    match s.capture_image() {
+        Err(err) => assert!(
+            matches!(
+                err,
+                HyperlightError::ProtocolViolation(_)
+                    | HyperlightError::Image(ImageError::NotAtRest(_))
+            ),
+            "{err:?}"
+        ),
+        Ok(image) => {
+            let bounded = cfg.with_max_execution_time(Some(std::time::Duration::from_secs(1)));
+            let mut loaded = MultiUseSandbox::from_image(&image, Some(bounded)).unwrap();
+            let err = loaded.call_raw(h::ECHO, b"x").unwrap_err();
+            assert!(err.poisons(), "{err:?}");
+        }
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn an_image_of_a_guest_that_scribbled_over_its_memory_carries_it_all() {
+    use nub_tests::hostile_fn_id as h;
+    let mut s = nub_tests::hostile_uninit(Some(cfg())).evolve().unwrap();
+    // The hostile guest writes a pattern over every page it can spare
+    // (rings, heap, stack below its frame), then answers, still usable.
+    s.call_raw(h::SCRIBBLE_EVERYTHING, &[0xA5]).unwrap();
+    let image = SandboxImage::from_bytes(&s.capture_image().unwrap().to_bytes().unwrap()).unwrap();
+    assert!(
+        image.info().page_count as u64 * 4096 > image.layout().heap.size / 2,
+        "the scribbled pages are carried: {} pages",
+        image.info().page_count
+    );
+    let mut loaded = MultiUseSandbox::from_image(&image, Some(cfg())).unwrap();
+    assert_eq!(
+        loaded.call_raw(h::ECHO, b"still here").unwrap(),
+        b"still here"
+    );
+    let mut scribbled = vec![0u8; 4096];
+    let heap = image.layout().heap;
+    loaded
+        .read_guest_memory(heap.start + heap.size / 2, &mut scribbled)
+        .unwrap();
+    assert!(scribbled.contains(&0xA5), "the pattern survived the image");
+}

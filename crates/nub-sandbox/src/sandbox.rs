@@ -57,6 +57,10 @@ impl Drop for InterruptOwner {
     }
 }
 
+/// The most a capture's own call (asking the guest for its directory's
+/// address) may take, whatever the configured deadline.
+const CAPTURE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Sandbox ids, unique in the process; they tag the guest's log records.
 static NEXT_SANDBOX_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -258,8 +262,18 @@ impl MultiUseSandbox {
     }
 
     fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
-        self.guest.queue_requests(&[(fn_id, payload)])?;
         let limit = self.guest.config.max_execution_time;
+        self.call_within(fn_id, payload, limit)
+    }
+
+    /// One call bounded by `limit` (not the configured deadline).
+    fn call_within(
+        &mut self,
+        fn_id: u32,
+        payload: &[u8],
+        limit: Option<std::time::Duration>,
+    ) -> Result<Vec<u8>> {
+        self.guest.queue_requests(&[(fn_id, payload)])?;
         self.guest.run_call(&mut self.host_functions, limit)?;
         let response = self
             .guest
@@ -541,9 +555,19 @@ impl MultiUseSandbox {
             let directory_va = match s.directory_va {
                 Some(va) => va,
                 None => {
-                    let va = s.boot_info()?.directory_va;
-                    s.directory_va = Some(va);
-                    va
+                    // A system call the guest kernel answers at once: a
+                    // guest that does not is not at rest, and a capture
+                    // must not hang on it when no deadline is configured.
+                    let limit = s
+                        .guest
+                        .config
+                        .max_execution_time
+                        .map_or(CAPTURE_CALL_LIMIT, |d| d.min(CAPTURE_CALL_LIMIT));
+                    let bytes = s.call_within(rpc::FN_ID_NUB_GET_BOOT_INFO, &[], Some(limit))?;
+                    let info = BootInfo::from_bytes(&bytes)
+                        .ok_or(HyperlightError::ProtocolViolation(Violation::BadBootInfo))?;
+                    s.directory_va = Some(info.directory_va);
+                    info.directory_va
                 }
             };
             crate::persist::capture(&mut s.guest, s.host_functions.ids(), Some(directory_va))
