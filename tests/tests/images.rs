@@ -497,7 +497,7 @@ fn capturing_a_resident_guest_that_never_parks_ends_in_bounded_time() {
     // and a sandbox from it resumes the spin, which the park watch stops.
     // Otherwise the guest spins on its thread and never parks.
     let mut s = nub_tests::hostile_uninit(Some(cfg)).evolve().unwrap();
-    drop(s.cache_reader().unwrap());
+    let _ = s.cache_reader().unwrap();
     assert_eq!(s.call_raw(h::ANSWER_THEN_SPIN, b"").unwrap(), b"answered");
     let start = std::time::Instant::now();
     match s.capture_image() {

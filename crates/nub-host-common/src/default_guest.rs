@@ -19,7 +19,8 @@
 //! | 13 | `taint` | selector u8 (+ u64 LE secret) | reports the SIMD/x87/segment registers a call finds, or leaves the secret in them and in every page it can spare (tests only: the pool's reset) |
 //!
 //! The guest's own docs (`guest-x86/guests/default/src/main.rs`) give the
-//! payloads in full.
+//! payloads in full. Ids 14–17 are typed functions, declared in [`typed`]
+//! (`nub_interface`'s wire form in the payloads).
 
 /// Returns the payload.
 pub const ECHO: u32 = 1;
@@ -71,6 +72,59 @@ pub const ALL: [(u32, &str); 13] = [
     (RACE_RESPONSE, "race_response"),
     (TAINT, "taint"),
 ];
+
+/// The default guest's typed interface (ids 14–17 and the host function
+/// 0x200 it calls), shared by the guest, the tests and the benches.
+pub mod typed {
+    use alloc::vec::Vec;
+
+    use nub_interface::Never;
+    use serde::{Deserialize, Serialize};
+
+    /// Two numbers.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Pair {
+        /// The first.
+        pub a: u64,
+        /// The second.
+        pub b: u64,
+    }
+
+    /// [`AddPair`]'s error.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum MathError {
+        /// The sum does not fit a u64.
+        Overflow,
+    }
+
+    /// [`Double`]'s error, and [`AskHost`]'s when the host's fails.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum DoubleError {
+        /// The host refused the number.
+        Refused(alloc::string::String),
+        /// The call to the host failed (its message).
+        Call(alloc::string::String),
+    }
+
+    nub_interface::interface! {
+        /// The default guest's typed functions.
+        pub mod functions {
+            /// `a + b`, or [`MathError::Overflow`].
+            guest AddPair = 14 (Pair) -> u64 | MathError;
+            /// Adds to a counter kept in the guest's state (not fn 2's);
+            /// returns the new count.
+            guest Count = 15 (u64) -> u64 | Never;
+            /// The bytes back (the 4 KiB typed bench row).
+            guest EchoBytes = 16 (Vec<u8>) -> Vec<u8> | Never;
+            /// Asks the host's [`Double`] and returns its answer.
+            guest AskHost = 17 (u64) -> u64 | DoubleError;
+            /// What the host registers for [`AskHost`]: twice the number.
+            host Double = 0x200 (u64) -> u64 | DoubleError;
+        }
+    }
+
+    pub use functions::*;
+}
 
 #[cfg(test)]
 mod tests {

@@ -58,7 +58,7 @@ use alloc::vec::Vec;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// A function of an interface (declared with [`interface!`]).
-pub trait Function {
+pub trait Function: 'static {
     /// The fn id on the wire.
     const ID: u32;
     /// The name it was declared with.
@@ -71,11 +71,11 @@ pub trait Function {
     /// declaration.
     const SIGNATURE: u64;
     /// The argument.
-    type Args: Serialize + DeserializeOwned;
+    type Args: Serialize + DeserializeOwned + 'static;
     /// The result.
-    type Ret: Serialize + DeserializeOwned;
+    type Ret: Serialize + DeserializeOwned + 'static;
     /// The function's own error.
-    type Err: Serialize + DeserializeOwned;
+    type Err: Serialize + DeserializeOwned + 'static;
 }
 
 /// Who implements a [`Function`].

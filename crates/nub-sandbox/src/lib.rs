@@ -33,6 +33,8 @@
 //!   file and loaded again ([`SandboxImage`], docs/images.md).
 //! - [`pool`]: the VM pool (dropped sandboxes' VMs, reset and reused).
 //! - [`sandbox`]: the two sandbox phases.
+//! - [`typed`]: typed calls and host functions over a `nub_interface`
+//!   declaration.
 //!
 //! The examples in these docs run under `cargo test --doc` (part of `cargo
 //! xtask test`) against the default guest (`guest-x86/guests/default`,
@@ -59,6 +61,7 @@ pub mod persist;
 pub mod pool;
 mod reaper;
 pub mod sandbox;
+pub mod typed;
 mod violation;
 mod watchdog;
 
@@ -73,8 +76,10 @@ pub use guest_logs::GUEST_LOG_TARGET;
 pub use host_functions::{HostFunction, HostFunctionError, HostResult, Registerable};
 pub use interrupt::InterruptHandle;
 pub use javm_cap;
+pub use nub_interface;
 pub use persist::{ImageError, ImageInfo, SandboxImage};
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
+pub use typed::{CallError, TypedRegistrable};
 
 const _: () = {
     const fn assert_send<T: Send>() {}

@@ -60,6 +60,8 @@ impl fmt::Display for RegistryError {
 pub struct Registry {
     entries: [(u32, Option<GuestFn>); MAX_GUEST_FUNCTIONS],
     len: usize,
+    /// Typed functions ([`crate::typed`]), by id.
+    typed: alloc::vec::Vec<(u32, crate::typed::TypedEntry)>,
 }
 
 impl fmt::Debug for Registry {
@@ -81,17 +83,58 @@ impl Registry {
         Self {
             entries: [(0, None); MAX_GUEST_FUNCTIONS],
             len: 0,
+            typed: alloc::vec::Vec::new(),
         }
+    }
+
+    /// Refuses `fn_id` if it is a system id or already registered.
+    fn check_free(&self, fn_id: u32) -> Result<(), RegistryError> {
+        if rpc::is_system_fn_id(fn_id) {
+            return Err(RegistryError::Reserved(fn_id));
+        }
+        if self.get(fn_id).is_some() || self.typed_entry(fn_id).is_some() {
+            return Err(RegistryError::Duplicate(fn_id));
+        }
+        Ok(())
+    }
+
+    /// Registers a typed function's entry under `fn_id`.
+    pub(crate) fn register_entry(
+        &mut self,
+        fn_id: u32,
+        entry: crate::typed::TypedEntry,
+    ) -> Result<(), RegistryError> {
+        self.check_free(fn_id)?;
+        self.typed.push((fn_id, entry));
+        Ok(())
+    }
+
+    /// The typed function registered under `fn_id`.
+    fn typed_entry(&self, fn_id: u32) -> Option<&crate::typed::TypedEntry> {
+        self.typed
+            .iter()
+            .find(|(id, _)| *id == fn_id)
+            .map(|(_, e)| e)
+    }
+
+    /// Serves `fn_id` from the registry: a raw function writes its own
+    /// output, a typed one's reply is written for it.
+    fn call(
+        &self,
+        fn_id: u32,
+        payload: &[u8],
+        out: &mut Output<'_>,
+    ) -> Option<Result<(), GuestError>> {
+        if let Some(f) = self.get(fn_id) {
+            return Some(f(payload, out));
+        }
+        self.typed_entry(fn_id)
+            .map(|entry| out.write(&entry(payload)))
     }
 
     /// Registers `f` under `fn_id`.
     pub fn register(&mut self, fn_id: u32, f: GuestFn) -> Result<(), RegistryError> {
-        if rpc::is_system_fn_id(fn_id) {
-            return Err(RegistryError::Reserved(fn_id));
-        }
-        if self.get(fn_id).is_some() {
-            return Err(RegistryError::Duplicate(fn_id));
-        }
+        self.check_free(fn_id)?;
         let slot = self.entries.get_mut(self.len).ok_or(RegistryError::Full)?;
         *slot = (fn_id, Some(f));
         self.len += 1;
@@ -107,14 +150,14 @@ impl Registry {
             .and_then(|(_, f)| *f)
     }
 
-    /// Number of registered functions.
+    /// Number of registered functions, raw and typed.
     pub fn len(&self) -> usize {
-        self.len
+        self.len + self.typed.len()
     }
 
     /// Whether nothing is registered.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 }
 
@@ -525,7 +568,7 @@ unsafe fn answer(
             let outcome = if rpc::is_system_fn_id(fn_id) {
                 system.call(fn_id, payload, &mut out)
             } else {
-                registry.get(fn_id).map(|f| f(payload, &mut out))
+                registry.call(fn_id, payload, &mut out)
             };
             (outcome, out.len, out.overflow)
         }

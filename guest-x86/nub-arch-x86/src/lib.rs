@@ -65,11 +65,14 @@ pub mod state_cache;
 pub mod system;
 #[cfg(not(target_os = "none"))]
 pub mod testing;
+pub mod typed;
 
 pub use dispatch::{GuestError, GuestFn, Output, Registry, RegistryError};
 pub use hostcall::{HostCallError, host_call};
 pub use javm_cap;
 pub use nub_host_common as abi;
+pub use nub_interface;
+pub use typed::{CallHostError, State, call_host};
 
 #[cfg(target_os = "none")]
 pub use arch::{abort, heap_stats};

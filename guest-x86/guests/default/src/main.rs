@@ -350,6 +350,55 @@ fn init(registry: &mut Registry) {
             nub_arch_x86::abort(1, "default guest: duplicate fn id");
         }
     }
+    if typed::register(registry).is_err() {
+        nub_arch_x86::abort(1, "default guest: duplicate typed fn id");
+    }
+}
+
+/// The typed functions (ids 14–17, `nub_host_common::default_guest::typed`):
+/// ordinary Rust functions, their state a value the kernel keeps.
+mod typed {
+    use alloc::vec::Vec;
+
+    use nub_arch_x86::{
+        CallHostError, Registry, RegistryError, State, abi::default_guest::typed::*, call_host,
+        nub_interface::Never,
+    };
+
+    /// The state [`Count`] keeps between calls.
+    #[derive(Default)]
+    pub struct Counter {
+        total: u64,
+    }
+
+    fn add_pair(p: Pair) -> Result<u64, MathError> {
+        p.a.checked_add(p.b).ok_or(MathError::Overflow)
+    }
+
+    fn count(counter: &mut Counter, n: u64) -> Result<u64, Never> {
+        counter.total = counter.total.wrapping_add(n);
+        Ok(counter.total)
+    }
+
+    fn echo_bytes(bytes: Vec<u8>) -> Result<Vec<u8>, Never> {
+        Ok(bytes)
+    }
+
+    fn ask_host(n: u64) -> Result<u64, DoubleError> {
+        call_host::<Double>(&n).map_err(|e| match e {
+            CallHostError::Host(e) => e,
+            other => DoubleError::Call(alloc::format!("{other}")),
+        })
+    }
+
+    /// Registers them.
+    pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+        let counter = State::new(Counter::default());
+        registry.typed::<AddPair>(add_pair)?;
+        registry.typed_with::<Count, _>(&counter, count)?;
+        registry.typed::<EchoBytes>(echo_bytes)?;
+        registry.typed::<AskHost>(ask_host)
+    }
 }
 
 nub_arch_x86::guest_main!(init);
