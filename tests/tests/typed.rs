@@ -28,7 +28,7 @@ fn results_and_the_functions_own_errors_come_back_typed() {
         matches!(err, CallError::Guest(MathError::Overflow)),
         "{err:?}"
     );
-    let big = vec![0x5Au8; 4096];
+    let big = nub_interface::Bytes::from(vec![0x5Au8; 4096]);
     assert_eq!(s.call::<EchoBytes>(&big).unwrap(), big);
     assert!(!s.is_poisoned());
 }

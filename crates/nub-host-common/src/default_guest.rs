@@ -76,8 +76,6 @@ pub const ALL: [(u32, &str); 13] = [
 /// The default guest's typed interface (ids 14–17 and the host function
 /// 0x200 it calls), shared by the guest, the tests and the benches.
 pub mod typed {
-    use alloc::vec::Vec;
-
     use nub_interface::Never;
     use serde::{Deserialize, Serialize};
 
@@ -115,7 +113,7 @@ pub mod typed {
             /// returns the new count.
             guest Count = 15 (u64) -> u64 | Never;
             /// The bytes back (the 4 KiB typed bench row).
-            guest EchoBytes = 16 (Vec<u8>) -> Vec<u8> | Never;
+            guest EchoBytes = 16 (nub_interface::Bytes) -> nub_interface::Bytes | Never;
             /// Asks the host's [`Double`] and returns its answer.
             guest AskHost = 17 (u64) -> u64 | DoubleError;
             /// What the host registers for [`AskHost`]: twice the number.

@@ -57,6 +57,11 @@ use alloc::vec::Vec;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+/// A byte string that serializes as one length-prefixed block (serde's
+/// `Vec<u8>` is a sequence of `u8`s, encoded and decoded byte by byte:
+/// 30x slower for 4 KiB, docs/interfaces.md). Use it for blobs.
+pub use serde_bytes::ByteBuf as Bytes;
+
 /// A function of an interface (declared with [`interface!`]).
 pub trait Function: 'static {
     /// The fn id on the wire.

@@ -294,6 +294,18 @@ pub(super) fn call_rows(path: CallPath) -> Vec<Row> {
         }),
         Row::new(
             Group::Call,
+            path.row_name("typed call small"),
+            floor,
+            move || samplers::typed_small(path.config()),
+        ),
+        Row::new(
+            Group::Call,
+            path.row_name("typed call 4KiB"),
+            floor,
+            move || samplers::typed_4k(path.config()),
+        ),
+        Row::new(
+            Group::Call,
             path.row_name("batch 100 per call"),
             floor,
             move || samplers::batch(path.config()),

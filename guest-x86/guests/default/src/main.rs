@@ -358,11 +358,11 @@ fn init(registry: &mut Registry) {
 /// The typed functions (ids 14–17, `nub_host_common::default_guest::typed`):
 /// ordinary Rust functions, their state a value the kernel keeps.
 mod typed {
-    use alloc::vec::Vec;
-
     use nub_arch_x86::{
-        CallHostError, Registry, RegistryError, State, abi::default_guest::typed::*, call_host,
-        nub_interface::Never,
+        CallHostError, Registry, RegistryError, State,
+        abi::default_guest::typed::*,
+        call_host,
+        nub_interface::{Bytes, Never},
     };
 
     /// The state [`Count`] keeps between calls.
@@ -380,7 +380,7 @@ mod typed {
         Ok(counter.total)
     }
 
-    fn echo_bytes(bytes: Vec<u8>) -> Result<Vec<u8>, Never> {
+    fn echo_bytes(bytes: Bytes) -> Result<Bytes, Never> {
         Ok(bytes)
     }
 
