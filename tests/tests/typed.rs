@@ -101,3 +101,37 @@ fn a_declaration_that_differs_from_the_guests_is_a_typed_error() {
     assert_eq!(s.call::<AddPair>(&Pair { a: 1, b: 2 }).unwrap(), 3);
     assert!(!s.is_poisoned());
 }
+
+#[test]
+fn one_host_function_set_serves_every_rebuilt_sandbox() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&calls);
+    let set = nub_sandbox::HostFunctionSet::new().typed::<Double>(move |n| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        Ok(n * 2)
+    });
+    assert_eq!(set.ids(), [0x200]);
+    let mut first = uninit(Some(in_call_mode(None)));
+    set.install(&mut first).unwrap();
+    let mut first = first.evolve().unwrap();
+    assert_eq!(first.call::<AskHost>(&1).unwrap(), 2);
+    // "Drop it and build a new one", from a boot and from an image: the
+    // same set, installed again, no closure rebuilt.
+    let image = first.capture_image().unwrap();
+    drop(first);
+    let mut rebuilt = MultiUseSandbox::from_image(&image, Some(in_call_mode(None))).unwrap();
+    set.install(&mut rebuilt).unwrap();
+    assert_eq!(rebuilt.call::<AskHost>(&2).unwrap(), 4);
+    let mut again = uninit(Some(in_call_mode(None)));
+    set.install(&mut again).unwrap();
+    assert_eq!(again.evolve().unwrap().call::<AskHost>(&3).unwrap(), 6);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        3,
+        "one closure behind all of them"
+    );
+}

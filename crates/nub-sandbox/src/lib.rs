@@ -79,7 +79,7 @@ pub use javm_cap;
 pub use nub_interface;
 pub use persist::{ImageError, ImageInfo, SandboxImage};
 pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
-pub use typed::{CallError, TypedRegistrable};
+pub use typed::{CallError, HostFunctionSet, TypedRegistrable};
 
 const _: () = {
     const fn assert_send<T: Send>() {}

@@ -2,15 +2,18 @@
 //! `nub_interface::interface!` (docs/interfaces.md): [`MultiUseSandbox::call`]
 //! calls a declared guest function with its argument type and returns its
 //! result or its own error; [`TypedRegistrable::register_typed`] registers
-//! a declared host function as a typed closure. Underneath both is the raw
+//! a declared host function as a typed closure; [`HostFunctionSet`] builds
+//! host functions once for many sandboxes. Underneath all is the raw
 //! call (`call_raw`, `register_host_function`) with `nub_interface`'s wire
 //! form in the payloads.
+
+use std::sync::Arc;
 
 use nub_interface::{Function, Kind, WireError};
 
 use crate::{
     error::{HyperlightError, Result},
-    host_functions::Registerable,
+    host_functions::{HostResult, Registerable},
     sandbox::MultiUseSandbox,
 };
 
@@ -103,3 +106,92 @@ pub trait TypedRegistrable: Registerable {
 }
 
 impl<T: Registerable> TypedRegistrable for T {}
+
+/// A shared host function: called from any sandbox the set is installed on.
+type SharedFunction = Arc<dyn Fn(&[u8]) -> HostResult + Send + Sync>;
+
+/// Host functions built once and installed on many sandboxes: each
+/// install clones an `Arc` per function, so rebuilding a sandbox (a new
+/// one after a failure, one from an image) re-registers nothing by hand
+/// and copies no closure state. Functions are `Fn + Send + Sync` (shared
+/// state goes behind a `Mutex` or atomics of the caller's).
+///
+/// ```
+/// use nub_host_common::default_guest::typed::{AskHost, Double};
+/// use nub_sandbox::typed::HostFunctionSet;
+/// let set = HostFunctionSet::new().typed::<Double>(|n| Ok(n * 2));
+/// for _ in 0..2 {
+///     let mut uninit = nub_sandbox::UninitializedSandbox::new(
+///         nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+///         None,
+///     )?;
+///     set.install(&mut uninit)?;
+///     let mut sbox = uninit.evolve()?;
+///     assert_eq!(sbox.call::<AskHost>(&21).unwrap(), 42);
+/// }
+/// # Ok::<(), nub_sandbox::HyperlightError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct HostFunctionSet {
+    functions: Vec<(u32, SharedFunction)>,
+}
+
+impl std::fmt::Debug for HostFunctionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFunctionSet")
+            .field("ids", &self.ids())
+            .finish()
+    }
+}
+
+impl HostFunctionSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) raw host function `fn_id`.
+    pub fn raw(
+        mut self,
+        fn_id: u32,
+        f: impl Fn(&[u8]) -> HostResult + Send + Sync + 'static,
+    ) -> Self {
+        self.functions.retain(|(id, _)| *id != fn_id);
+        self.functions.push((fn_id, Arc::new(f)));
+        self
+    }
+
+    /// Adds (or replaces) declared host function `F` as a typed closure
+    /// (see [`TypedRegistrable::register_typed`]).
+    pub fn typed<F: Function>(
+        self,
+        f: impl Fn(F::Args) -> std::result::Result<F::Ret, F::Err> + Send + Sync + 'static,
+    ) -> Self {
+        const {
+            assert!(
+                matches!(F::KIND, Kind::Host),
+                "a guest function cannot be registered on the host"
+            )
+        };
+        self.raw(F::ID, move |payload| {
+            Ok(nub_interface::serve::<F>(payload, &f))
+        })
+    }
+
+    /// The ids in the set, ascending.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.functions.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Registers every function of the set on `target` (a sandbox of
+    /// either phase), replacing what it had under those ids.
+    pub fn install(&self, target: &mut impl Registerable) -> Result<()> {
+        for (fn_id, f) in &self.functions {
+            let f = Arc::clone(f);
+            target.register_host_function(*fn_id, move |payload: &[u8]| f(payload))?;
+        }
+        Ok(())
+    }
+}
