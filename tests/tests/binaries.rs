@@ -358,3 +358,27 @@ fn program_headers_outside_the_file_are_refused() {
     let e = binary_error(load(bytes));
     assert!(matches!(e, GuestBinaryError::NotElf(_)), "{e:?}");
 }
+
+#[test]
+fn static_slices_boot_like_buffers() {
+    // What `include_bytes!` gives a host crate: a slice that lives forever.
+    let elf: &'static [u8] = Vec::leak(guest_bytes());
+    nub_tests::require_kvm();
+    for _ in 0..2 {
+        // The second sandbox finds the image the first one cached.
+        let mut s = UninitializedSandbox::new(GuestBinary::Static(elf), None)
+            .unwrap()
+            .evolve()
+            .unwrap();
+        assert_eq!(s.call_raw(1, b"static").unwrap(), b"static");
+    }
+    let prepared = nub_sandbox::PreparedGuest::new(GuestBinary::Static(elf)).unwrap();
+    let mut s = UninitializedSandbox::new(GuestBinary::Prepared(prepared), None)
+        .unwrap()
+        .evolve()
+        .unwrap();
+    assert_eq!(s.call_raw(1, b"prepared").unwrap(), b"prepared");
+    let junk: &'static [u8] = b"not an ELF";
+    let e = binary_error(UninitializedSandbox::new(GuestBinary::Static(junk), None));
+    assert!(matches!(e, GuestBinaryError::NotElf(_)), "{e:?}");
+}

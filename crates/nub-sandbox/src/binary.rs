@@ -15,9 +15,10 @@
 //! A guest is read, parsed and laid out once per binary and configuration
 //! (`crate::image` builds and caches the result); [`PreparedGuest`] (kept
 //! by the caller, passed as [`GuestBinary::Prepared`]) also skips reading
-//! and hashing the file.
+//! and hashing the file. [`GuestBinary::Static`] takes an ELF embedded
+//! with `include_bytes!` and is never copied: the cached image borrows it.
 
-use std::{io::Read, path::PathBuf, sync::Arc};
+use std::{borrow::Cow, io::Read, path::PathBuf, sync::Arc};
 
 use goblin::elf::{Elf, ProgramHeader, header, program_header};
 use nub_host_common::layout::{Access, IMAGE_BASE, MAX_MEMORY_SIZE, PAGE_SIZE, Region};
@@ -33,6 +34,25 @@ pub enum GuestBinary {
     /// An ELF image in memory (hashed for each sandbox; parsed only the
     /// first time).
     Buffer(Vec<u8>),
+    /// An ELF image that lives for the whole program, typically embedded
+    /// with `include_bytes!(env!("MY_GUEST"))` (see `nub_guest_build::embed`).
+    /// Hashed for each sandbox and parsed only the first time, like
+    /// [`GuestBinary::Buffer`], but never copied: the prepared guest and
+    /// the cached image borrow the slice.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nub_sandbox::{GuestBinary, UninitializedSandbox};
+    /// // In a host crate whose build.rs calls `nub_guest_build::embed`:
+    /// // static GUEST: &[u8] = include_bytes!(env!("MY_GUEST"));
+    /// # static GUEST: &[u8] = b"";
+    /// let mut sandbox = UninitializedSandbox::new(GuestBinary::Static(GUEST), None)?.evolve()?;
+    /// let answer = sandbox.call_raw(1, b"hi")?;
+    /// # let _ = answer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    Static(&'static [u8]),
     /// A guest read, parsed and checked once ([`PreparedGuest::new`]):
     /// sandboxes built from it neither read nor hash nor parse anything.
     Prepared(Arc<PreparedGuest>),
@@ -79,11 +99,24 @@ fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, GuestBinaryError> {
 
 impl GuestBinary {
     /// The ELF bytes.
-    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>, GuestBinaryError> {
+    pub(crate) fn bytes(&self) -> Result<Cow<'_, [u8]>, GuestBinaryError> {
         match self {
-            Self::FilePath(path) => read_bounded(path).map(std::borrow::Cow::Owned),
-            Self::Buffer(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
-            Self::Prepared(guest) => Ok(std::borrow::Cow::Borrowed(&guest.bytes)),
+            Self::FilePath(path) => read_bounded(path).map(Cow::Owned),
+            Self::Buffer(bytes) => Ok(Cow::Borrowed(bytes)),
+            Self::Static(bytes) => Ok(Cow::Borrowed(bytes)),
+            Self::Prepared(guest) => Ok(Cow::Borrowed(&guest.bytes)),
+        }
+    }
+
+    /// The ELF bytes `bytes` (what [`GuestBinary::bytes`] returned) as a
+    /// prepared guest keeps them: a static slice stays borrowed, anything
+    /// else is owned (a copy only for a buffer).
+    pub(crate) fn keep(&self, bytes: Cow<'_, [u8]>) -> Cow<'static, [u8]> {
+        match self {
+            Self::Static(bytes) => Cow::Borrowed(bytes),
+            Self::FilePath(_) | Self::Buffer(_) | Self::Prepared(_) => {
+                Cow::Owned(bytes.into_owned())
+            }
         }
     }
 }
@@ -99,8 +132,9 @@ pub(crate) type Digest = [u8; 32];
 pub struct PreparedGuest {
     pub(crate) digest: Digest,
     pub(crate) image: GuestImage,
-    /// The ELF, for building the image of a configuration not seen yet.
-    pub(crate) bytes: Vec<u8>,
+    /// The ELF, for building the image of a configuration not seen yet
+    /// (borrowed when it came as [`GuestBinary::Static`]).
+    pub(crate) bytes: Cow<'static, [u8]>,
 }
 
 impl std::fmt::Debug for PreparedGuest {
@@ -118,8 +152,9 @@ impl PreparedGuest {
     pub fn new(binary: GuestBinary) -> Result<Arc<Self>, GuestBinaryError> {
         let bytes = match binary {
             GuestBinary::Prepared(guest) => return Ok(guest),
-            GuestBinary::FilePath(path) => read_bounded(&path)?,
-            GuestBinary::Buffer(bytes) => bytes,
+            GuestBinary::FilePath(path) => Cow::Owned(read_bounded(&path)?),
+            GuestBinary::Buffer(bytes) => Cow::Owned(bytes),
+            GuestBinary::Static(bytes) => Cow::Borrowed(bytes),
         };
         let digest = *blake3::hash(&bytes).as_bytes();
         Self::from_bytes(bytes, digest)
@@ -127,9 +162,10 @@ impl PreparedGuest {
 
     /// Parses `bytes` (whose blake3 digest is `digest`) once.
     pub(crate) fn from_bytes(
-        bytes: Vec<u8>,
+        bytes: impl Into<Cow<'static, [u8]>>,
         digest: Digest,
     ) -> Result<Arc<Self>, GuestBinaryError> {
+        let bytes = bytes.into();
         let image = GuestImage::parse(&bytes)?;
         Ok(Arc::new(Self {
             digest,

@@ -287,9 +287,7 @@ pub(crate) fn sandbox_image(
     }
     let guest = match (prepared, bytes) {
         (Some(guest), _) => Arc::clone(guest),
-        (None, bytes) => {
-            PreparedGuest::from_bytes(bytes.map(|b| b.into_owned()).unwrap_or_default(), digest)?
-        }
+        (None, bytes) => PreparedGuest::from_bytes(binary.keep(bytes.unwrap_or_default()), digest)?,
     };
     boot_image(&guest, image_config)
 }
