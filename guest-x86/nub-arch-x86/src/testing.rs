@@ -198,6 +198,34 @@ impl Harness {
         self
     }
 
+    /// Answers calls to declared host function `F` with the typed closure
+    /// `f`, as `nub_sandbox::TypedRegistrable::register_typed` does in a
+    /// sandbox.
+    pub fn host_typed<F: nub_interface::Function>(
+        self,
+        mut f: impl FnMut(F::Args) -> Result<F::Ret, F::Err> + 'static,
+    ) -> Self {
+        self.host_fn(F::ID, move |payload| {
+            Ok(nub_interface::serve::<F>(payload, &mut f))
+        })
+    }
+
+    /// Runs `init` on a fresh registry (so a fresh [`crate::State`]), then
+    /// calls declared guest function `F` with `args`, as
+    /// `MultiUseSandbox::call` does: the function's result or its own
+    /// error; a reply that does not decode is [`CallError::Protocol`].
+    pub fn call_typed<F: nub_interface::Function>(
+        &mut self,
+        init: fn(&mut Registry),
+        args: &F::Args,
+    ) -> Result<Result<F::Ret, F::Err>, CallError> {
+        let request = nub_interface::encode_args::<F>(args)
+            .map_err(|e| CallError::Protocol(format!("typed request: {e}")))?;
+        let reply = self.call_id(init, F::ID, &request)?;
+        nub_interface::decode_reply::<F>(&reply)
+            .map_err(|e| CallError::Protocol(format!("typed reply: {e}")))
+    }
+
     /// Uses rings of these sizes in bytes (header included) instead of
     /// [`DEFAULT_RING_SIZE`], e.g. to test what happens when a result does
     /// not fit.

@@ -631,4 +631,24 @@ mod tests {
             Err(guest_error("expected a u32 LE count"))
         );
     }
+
+    #[test]
+    fn typed_functions_run_on_the_host_with_a_fresh_state_each() {
+        use nub_arch_x86::abi::default_guest::typed::*;
+        let mut h = Harness::new();
+        assert_eq!(
+            h.call_typed::<AddPair>(init, &Pair { a: 1, b: 2 }),
+            Ok(Ok(3))
+        );
+        assert_eq!(
+            h.call_typed::<AddPair>(init, &Pair { a: u64::MAX, b: 1 }),
+            Ok(Err(MathError::Overflow))
+        );
+        // Each call runs `init` again: a fresh counter, no statics.
+        assert_eq!(h.call_typed::<Count>(init, &5), Ok(Ok(5)));
+        assert_eq!(h.call_typed::<Count>(init, &5), Ok(Ok(5)));
+        let mut h = Harness::new().host_typed::<Double>(|n| Ok(n * 2));
+        assert_eq!(h.call_typed::<AskHost>(init, &21), Ok(Ok(42)));
+        assert_eq!(h.host_calls().len(), 1);
+    }
 }
