@@ -52,6 +52,7 @@ extern crate std;
 
 #[cfg(target_os = "none")]
 pub mod arch;
+pub mod caps;
 pub mod dispatch;
 mod guest_error;
 pub mod hostcall;
