@@ -5,7 +5,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nub_sandbox::{HyperlightError, InterruptHandle, Registerable, SandboxConfiguration};
+use nub_sandbox::{
+    HyperlightError, InterruptHandle, MultiUseSandbox, Registerable, SandboxConfiguration,
+    config::CallOptions,
+};
 use nub_tests::{fn_id, sandbox, sandbox_with, uninit};
 
 /// Kills as soon as a call is running (the call may start late on a loaded
@@ -363,4 +366,130 @@ fn kill_during_a_blocking_host_syscall_lets_the_host_function_finish() {
     assert_eq!(got.unwrap(), b"data", "the read finished despite the kill");
     assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
     assert!(s.is_poisoned());
+}
+
+/// A sandbox whose host function 1 sleeps `nap` and answers 0, with `cfg`:
+/// `HOST_LOOP` with count 1 then takes at least `nap`, and finishes.
+fn napping_sandbox(cfg: SandboxConfiguration, nap: Duration) -> MultiUseSandbox {
+    let mut u = uninit(Some(cfg));
+    u.register_host_function(1, move |_: &[u8]| {
+        std::thread::sleep(nap);
+        Ok(vec![0, 0, 0, 0])
+    })
+    .unwrap();
+    u.evolve().unwrap()
+}
+
+/// `HOST_LOOP`'s payload: host function 1, called once.
+fn one_host_call() -> Vec<u8> {
+    let mut payload = 1u32.to_le_bytes().to_vec();
+    payload.extend(1u32.to_le_bytes());
+    payload
+}
+
+#[test]
+fn a_per_call_deadline_shorter_than_the_configured_one_fires() {
+    // The configured limit would fire much later: the error names the
+    // per-call one, so it is the one that stopped the call.
+    let configured = Duration::from_secs(60);
+    let mut s =
+        sandbox_with(SandboxConfiguration::default().with_max_execution_time(Some(configured)));
+    let limit = Duration::from_millis(50);
+    let opts = CallOptions::default().with_deadline(limit);
+    assert_eq!(
+        s.call_raw_with(fn_id::ECHO, b"quick", opts).unwrap(),
+        b"quick"
+    );
+    let start = Instant::now();
+    let err = s.call_raw_with(fn_id::SPIN, b"", opts).unwrap_err();
+    assert!(
+        matches!(err, HyperlightError::ExecutionTimeout(d) if d == limit),
+        "{err:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30), "it ended");
+    assert!(s.is_poisoned());
+}
+
+#[test]
+fn a_per_call_deadline_without_a_configured_one_fires() {
+    let mut s = sandbox();
+    let limit = Duration::from_millis(30);
+    let err = s
+        .call_raw_with(
+            fn_id::SPIN,
+            b"",
+            CallOptions::default().with_deadline(limit),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, HyperlightError::ExecutionTimeout(d) if d == limit),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_per_call_deadline_longer_than_the_configured_one_lets_the_call_finish() {
+    // Each HOST_LOOP call takes at least `nap`, more than the configured
+    // limit: only a call with its own, longer deadline finishes.
+    let configured = Duration::from_millis(20);
+    let nap = Duration::from_millis(100);
+    let mut s = napping_sandbox(
+        SandboxConfiguration::default().with_max_execution_time(Some(configured)),
+        nap,
+    );
+    let longer = CallOptions::default().with_deadline(Duration::from_secs(60));
+    for _ in 0..2 {
+        let got = s.call_raw_with(fn_id::HOST_LOOP, &one_host_call(), longer);
+        assert_eq!(got.unwrap(), 0u64.to_le_bytes(), "finished in its own time");
+    }
+    let results = s
+        .call_batch_with(
+            &[(fn_id::HOST_LOOP, &one_host_call()), (fn_id::ECHO, b"b")],
+            longer,
+        )
+        .unwrap();
+    assert_eq!(results[1].as_deref().unwrap(), b"b");
+    // The options were for those calls only: the configured limit holds.
+    let err = s.call_raw(fn_id::HOST_LOOP, &one_host_call()).unwrap_err();
+    assert!(
+        matches!(err, HyperlightError::ExecutionTimeout(d) if d == configured),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn without_deadline_overrides_the_configured_one() {
+    let configured = Duration::from_millis(20);
+    let mut s = napping_sandbox(
+        SandboxConfiguration::default().with_max_execution_time(Some(configured)),
+        Duration::from_millis(100),
+    );
+    let unbounded = CallOptions::default().without_deadline();
+    let got = s.call_raw_with(fn_id::HOST_LOOP, &one_host_call(), unbounded);
+    assert_eq!(got.unwrap(), 0u64.to_le_bytes());
+    // Unbounded: only a kill stops a spinning guest.
+    let handle = s.interrupt_handle();
+    let killer = std::thread::spawn(move || kill_when_running(&handle));
+    let err = s.call_raw_with(fn_id::SPIN, b"", unbounded).unwrap_err();
+    killer.join().unwrap();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+}
+
+#[test]
+fn a_per_call_deadline_bounds_a_whole_batch() {
+    let mut s = sandbox();
+    let limit = Duration::from_millis(40);
+    let opts = CallOptions::default().with_deadline(limit);
+    let err = s
+        .call_batch_with(&[(fn_id::ECHO, b"a"), (fn_id::SPIN, b"")], opts)
+        .unwrap_err();
+    assert!(
+        matches!(err, HyperlightError::ExecutionTimeout(d) if d == limit),
+        "{err:?}"
+    );
+    assert!(s.is_poisoned());
+    assert!(matches!(
+        s.call_raw_with(fn_id::ECHO, b"", opts),
+        Err(HyperlightError::PoisonedSandbox)
+    ));
 }

@@ -170,3 +170,56 @@ impl SandboxConfiguration {
         }
     }
 }
+
+/// Options for one call (or one batch), overriding the sandbox's
+/// configuration for that call only: pass them to
+/// [`MultiUseSandbox::call_raw_with`](crate::MultiUseSandbox::call_raw_with)
+/// or [`MultiUseSandbox::call_batch_with`](crate::MultiUseSandbox::call_batch_with).
+/// [`Default`] changes nothing: the call runs exactly as
+/// [`call_raw`](crate::MultiUseSandbox::call_raw) would. Build them with the
+/// `with_*` methods (the type may gain fields, so it cannot be written as a
+/// struct literal outside this crate).
+///
+/// ```
+/// use std::time::Duration;
+/// use nub_sandbox::config::CallOptions;
+///
+/// let opts = CallOptions::default().with_deadline(Duration::from_millis(50));
+/// assert_eq!(opts.deadline, Some(Duration::from_millis(50)));
+/// assert_eq!(CallOptions::default().deadline, None); // the configured one
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// Longest this call (all of a batch) may run before it is canceled
+    /// with [`crate::HyperlightError::ExecutionTimeout`] carrying this
+    /// duration, in place of [`SandboxConfiguration::max_execution_time`],
+    /// shorter or longer. `None` (the default) keeps the configured limit.
+    /// A duration too large to add to the current instant (e.g.
+    /// `Duration::MAX`, see [`CallOptions::without_deadline`]) means no
+    /// limit for this call, whatever is configured. The deadline is
+    /// enforced the same way in both call modes (see docs/cancellation.md).
+    pub deadline: Option<Duration>,
+}
+
+impl CallOptions {
+    /// This call may run at most `limit` (instead of the configured
+    /// [`SandboxConfiguration::max_execution_time`]).
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.deadline = Some(limit);
+        self
+    }
+
+    /// This call runs with no deadline, whatever is configured (it can
+    /// still be stopped with [`crate::InterruptHandle::kill`]): the same
+    /// as `with_deadline(Duration::MAX)`.
+    pub fn without_deadline(self) -> Self {
+        self.with_deadline(Duration::MAX)
+    }
+
+    /// The deadline this call runs with in a sandbox configured with
+    /// `config`: this call's own, else the configured one.
+    pub(crate) fn limit(&self, config: &SandboxConfiguration) -> Option<Duration> {
+        self.deadline.or(config.max_execution_time)
+    }
+}

@@ -13,7 +13,7 @@ use nub_hypervisor::{GuestMemory, VcpuInterrupt};
 
 use crate::{
     binary::GuestBinary,
-    config::SandboxConfiguration,
+    config::{CallOptions, SandboxConfiguration},
     error::{HyperlightError, Result, Violation},
     exec::GuestVm,
     host_functions::{HostFunctions, HostResult, Registerable},
@@ -243,7 +243,55 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn call_raw(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
-        self.unless_poisoned(|s| s.call_unpoisoned(fn_id, payload))
+        self.call_with_options(fn_id, payload, CallOptions::default())
+    }
+
+    /// [`call_raw`](Self::call_raw) with per-call `options`: a deadline of
+    /// this call's own ([`CallOptions::with_deadline`]), shorter or longer
+    /// than [`SandboxConfiguration::max_execution_time`], which it replaces
+    /// for this call only. A call that runs past it fails with
+    /// [`HyperlightError::ExecutionTimeout`] carrying that deadline, and
+    /// poisons the sandbox. Same cost as `call_raw`, in either call mode.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nub_sandbox::{HyperlightError, config::CallOptions};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let quick = CallOptions::default().with_deadline(Duration::from_millis(20));
+    /// assert_eq!(sbox.call_raw_with(1, b"in time", quick)?, b"in time"); // fn 1: echo
+    ///
+    /// // No deadline is configured, but this call has one.
+    /// let err = sbox.call_raw_with(9, b"", quick).unwrap_err(); // fn 9 spins forever
+    /// assert!(matches!(err, HyperlightError::ExecutionTimeout(d) if d == Duration::from_millis(20)));
+    /// assert!(sbox.is_poisoned());
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
+    pub fn call_raw_with(
+        &mut self,
+        fn_id: u32,
+        payload: &[u8],
+        options: CallOptions,
+    ) -> Result<Vec<u8>> {
+        self.call_with_options(fn_id, payload, options)
+    }
+
+    /// One call with `options`, poisoning the sandbox as
+    /// [`call_raw`](Self::call_raw) does: what every single call of the raw
+    /// and the typed API goes through.
+    pub(crate) fn call_with_options(
+        &mut self,
+        fn_id: u32,
+        payload: &[u8],
+        options: CallOptions,
+    ) -> Result<Vec<u8>> {
+        self.unless_poisoned(|s| {
+            let limit = options.limit(&s.guest.config);
+            s.call_within(fn_id, payload, limit)
+        })
     }
 
     /// Runs `run` unless the sandbox is poisoned, and poisons it when `run`
@@ -261,12 +309,8 @@ impl MultiUseSandbox {
         result
     }
 
-    fn call_unpoisoned(&mut self, fn_id: u32, payload: &[u8]) -> Result<Vec<u8>> {
-        let limit = self.guest.config.max_execution_time;
-        self.call_within(fn_id, payload, limit)
-    }
-
-    /// One call bounded by `limit` (not the configured deadline).
+    /// One call bounded by `limit` (not the configured deadline); the
+    /// caller checks and sets poisoning.
     fn call_within(
         &mut self,
         fn_id: u32,
@@ -307,15 +351,48 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn call_batch(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
-        self.unless_poisoned(|s| s.batch_unpoisoned(calls))
+        self.call_batch_with(calls, CallOptions::default())
     }
 
-    fn batch_unpoisoned(&mut self, calls: &[(u32, &[u8])]) -> Result<Vec<Result<Vec<u8>>>> {
+    /// [`call_batch`](Self::call_batch) with per-call `options`: its
+    /// deadline ([`CallOptions::with_deadline`]) bounds the whole batch's
+    /// one run, in place of [`SandboxConfiguration::max_execution_time`].
+    /// A batch that runs past it fails as a whole with
+    /// [`HyperlightError::ExecutionTimeout`] and poisons the sandbox.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use nub_sandbox::{HyperlightError, config::CallOptions};
+    /// # let mut sbox = nub_sandbox::UninitializedSandbox::new(
+    /// #     nub_sandbox::GuestBinary::FilePath(nub_tests::DEFAULT_GUEST.into()),
+    /// #     None,
+    /// # )?
+    /// # .evolve()?;
+    /// let opts = CallOptions::default().with_deadline(Duration::from_millis(20));
+    /// let results = sbox.call_batch_with(&[(1, b"a"), (1, b"b")], opts)?;
+    /// assert_eq!(results.len(), 2);
+    /// let err = sbox.call_batch_with(&[(1, b"a"), (9, b"")], opts).unwrap_err(); // fn 9 spins
+    /// assert!(matches!(err, HyperlightError::ExecutionTimeout(_)));
+    /// # Ok::<(), nub_sandbox::HyperlightError>(())
+    /// ```
+    pub fn call_batch_with(
+        &mut self,
+        calls: &[(u32, &[u8])],
+        options: CallOptions,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        self.unless_poisoned(|s| s.batch_unpoisoned(calls, options))
+    }
+
+    fn batch_unpoisoned(
+        &mut self,
+        calls: &[(u32, &[u8])],
+        options: CallOptions,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
         self.guest.queue_requests(calls)?;
-        let limit = self.guest.config.max_execution_time;
+        let limit = options.limit(&self.guest.config);
         self.guest.run_call(&mut self.host_functions, limit)?;
         let responses = self.guest.take_responses(calls.len())?;
         Ok(crate::frames::batch_results(
