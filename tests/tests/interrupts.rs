@@ -7,7 +7,7 @@ use std::{
 
 use nub_sandbox::{
     HyperlightError, InterruptHandle, MultiUseSandbox, Registerable, SandboxConfiguration,
-    config::CallOptions,
+    config::CallOptions, sandbox::KillOutcome,
 };
 use nub_tests::{fn_id, sandbox, sandbox_with, uninit};
 
@@ -492,4 +492,139 @@ fn a_per_call_deadline_bounds_a_whole_batch() {
         s.call_raw_with(fn_id::ECHO, b"", opts),
         Err(HyperlightError::PoisonedSandbox)
     ));
+}
+
+/// A per-call deadline far beyond any scheduling delay: a lost kill makes
+/// the call time out (a failed assertion) instead of hanging the test.
+fn lost_kill_bound() -> CallOptions {
+    CallOptions::default().with_deadline(Duration::from_secs(30))
+}
+
+#[test]
+fn kill_next_before_a_call_begins_stops_that_call() {
+    let mut s = sandbox();
+    let handle = s.interrupt_handle();
+    assert_eq!(handle.kill_next(), KillOutcome::Armed, "nothing runs yet");
+    assert_eq!(handle.kill_next(), KillOutcome::Armed, "still one kill");
+    assert!(!handle.kill(), "kill still reports no call running");
+    let start = Instant::now();
+    let err = s
+        .call_raw_with(fn_id::SPIN, b"", lost_kill_bound())
+        .unwrap_err();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(20), "it ended");
+    assert!(s.is_poisoned());
+    assert!(!handle.disarm(), "consumed by that call");
+}
+
+#[test]
+fn kill_next_stops_a_batch_and_a_boot() {
+    let mut s = sandbox();
+    let handle = s.interrupt_handle();
+    assert_eq!(handle.kill_next(), KillOutcome::Armed);
+    let err = s
+        .call_batch(&[(fn_id::ECHO, b"a"), (fn_id::ECHO, b"b")])
+        .unwrap_err();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+
+    let u = uninit(None);
+    let early = u.interrupt_handle();
+    assert_eq!(early.kill_next(), KillOutcome::Armed, "no VM yet");
+    let err = u.evolve().unwrap_err();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    assert_eq!(early.kill_next(), KillOutcome::Gone);
+}
+
+#[test]
+fn a_disarmed_kill_reaches_nothing() {
+    let mut s = sandbox();
+    let handle = s.interrupt_handle();
+    assert_eq!(handle.kill_next(), KillOutcome::Armed);
+    assert!(handle.disarm());
+    for i in 0..100u64 {
+        let got = s.call_raw(fn_id::ADD, &1u64.to_le_bytes()).unwrap();
+        assert_eq!(u64::from_le_bytes(got.try_into().unwrap()), i + 1);
+    }
+    assert!(!handle.disarm());
+}
+
+#[test]
+fn kill_next_of_a_running_call_arms_nothing_for_later() {
+    // The host function runs inside the call, so the call is running when
+    // it kills: the kill is for that call only.
+    let slot: Arc<Mutex<Option<InterruptHandle>>> = Arc::new(Mutex::new(None));
+    let outcome: Arc<Mutex<Option<KillOutcome>>> = Arc::new(Mutex::new(None));
+    let mut u = uninit(None);
+    {
+        let (slot, outcome) = (Arc::clone(&slot), Arc::clone(&outcome));
+        u.register_host_function(1, move |_: &[u8]| {
+            let handle = slot.lock().unwrap().clone().unwrap();
+            *outcome.lock().unwrap() = Some(handle.kill_next());
+            Ok(vec![0, 0, 0, 0])
+        })
+        .unwrap();
+    }
+    let mut s = u.evolve().unwrap();
+    let handle = s.interrupt_handle();
+    *slot.lock().unwrap() = Some(handle.clone());
+    let err = s
+        .call_raw_with(fn_id::HOST_LOOP, &one_host_call(), lost_kill_bound())
+        .unwrap_err();
+    assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+    assert_eq!(*outcome.lock().unwrap(), Some(KillOutcome::Running));
+    assert!(!handle.disarm(), "nothing was armed");
+}
+
+#[test]
+fn kill_next_racing_the_call_start_always_stops_the_call() {
+    // The killer acts once, a little before or a little after the call
+    // begins: either way the call is canceled, never lost.
+    let mut seed = 0x5851_f42d_4c95_7f2du64;
+    for _ in 0..60 {
+        let mut s = sandbox();
+        let handle = s.interrupt_handle();
+        let (kill_delay, call_delay) = (next(&mut seed) % 2000, next(&mut seed) % 2000);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(kill_delay));
+            handle.kill_next()
+        });
+        std::thread::sleep(Duration::from_micros(call_delay));
+        let err = s
+            .call_raw_with(fn_id::SPIN, b"", lost_kill_bound())
+            .unwrap_err();
+        let outcome = killer.join().unwrap();
+        assert!(matches!(err, HyperlightError::Canceled), "{err:?}");
+        assert_ne!(outcome, KillOutcome::Gone);
+    }
+}
+
+#[test]
+fn a_stale_kill_of_a_dropped_sandbox_reaches_nothing() {
+    let s = sandbox();
+    let armed_then_dropped = s.interrupt_handle();
+    assert_eq!(armed_then_dropped.kill_next(), KillOutcome::Armed);
+    drop(s);
+    assert!(!armed_then_dropped.disarm(), "forgotten with the sandbox");
+    assert_eq!(armed_then_dropped.kill_next(), KillOutcome::Gone);
+
+    let u = uninit(None);
+    let never_booted = u.interrupt_handle();
+    drop(u);
+    assert_eq!(never_booted.kill_next(), KillOutcome::Gone);
+
+    // The dropped sandbox's VM may well serve the next one (the pool):
+    // no stale kill reaches it.
+    nub_sandbox::pool::wait_idle();
+    let mut next = sandbox();
+    for handle in [&armed_then_dropped, &never_booted] {
+        assert_eq!(handle.kill_next(), KillOutcome::Gone);
+        assert!(!handle.kill());
+    }
+    for _ in 0..50 {
+        assert_eq!(
+            next.call_raw(fn_id::ECHO, b"untouched").unwrap(),
+            b"untouched"
+        );
+    }
+    assert!(!next.is_poisoned());
 }

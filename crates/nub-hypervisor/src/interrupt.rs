@@ -35,6 +35,16 @@
 //! 5. Dropping the `Vm` marks the state dropped under the lock; later kills
 //!    do nothing.
 //!
+//! An *armed* kill ([`VcpuInterrupt::kill_next`]) is the one way a kill
+//! reaches a call that has not begun: with no call running, `kill_next`
+//! sets `armed` under the lock, and the next `begin_call` takes it (under
+//! the same lock) and starts its call already canceled (the cancel
+//! recorded, the pending flag raised), so the call's first run check
+//! fails. It is consumed by that one call, withdrawn by
+//! [`VcpuInterrupt::disarm`], and forgotten when the state is marked
+//! dropped. With a call running, `kill_next` is `kill`. So `kill_next`
+//! never reaches a call that begins after a call that began after it.
+//!
 //! A vCPU whose `KVM_RUN` moves between threads (a resident sandbox: its
 //! own vCPU thread while the guest spins, the caller's thread for a call
 //! the caller runs itself) is *driven*: whoever is about to run it holds a
@@ -61,6 +71,20 @@ use std::{
 };
 
 use kvm_bindings::kvm_run;
+
+/// What [`VcpuInterrupt::kill_next`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KillOutcome {
+    /// A call was running: it is canceled, as by [`VcpuInterrupt::kill`].
+    Running,
+    /// No call was running: the next call to begin is canceled before it
+    /// runs (one call; arming again while armed changes nothing).
+    Armed,
+    /// The vCPU is gone (its VM dropped, or the sandbox dropped before it
+    /// had one): nothing is, or will be, canceled.
+    Gone,
+}
 
 /// Why a call was canceled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +116,8 @@ struct State {
     driver: Option<libc::pthread_t>,
     /// [`VcpuInterrupt::shutdown`] was called: every later run check fails.
     shutdown: bool,
+    /// A kill waits for the next call ([`VcpuInterrupt::kill_next`]).
+    armed: bool,
 }
 
 /// Called (with the interrupt lock held) after a cancel was recorded, so an
@@ -250,6 +276,7 @@ impl VcpuInterrupt {
                 driven: false,
                 driver: None,
                 shutdown: false,
+                armed: false,
             }),
             waker: OnceLock::new(),
             cancel_pending: AtomicBool::new(false),
@@ -268,12 +295,20 @@ impl VcpuInterrupt {
     }
 
     /// Marks a call as running on the current thread; returns its
-    /// generation ([`CallGuard::begin`]).
+    /// generation ([`CallGuard::begin`]). An armed kill is consumed here:
+    /// the call starts canceled ([`CancelReason::Killed`] pending), so its
+    /// first run check fails; nothing is signalled (the call has not run
+    /// yet, and a driven vCPU sees the pending flag at its next check).
     fn begin_call(&self) -> u64 {
         let mut s = self.lock();
         s.generation += 1;
         s.running = true;
-        s.cancel = None;
+        if std::mem::take(&mut s.armed) {
+            s.cancel = Some(CancelReason::Killed);
+            self.cancel_pending.store(true, Ordering::SeqCst);
+        } else {
+            s.cancel = None;
+        }
         // SAFETY: pthread_self has no preconditions.
         s.thread = unsafe { libc::pthread_self() };
         s.generation
@@ -362,6 +397,7 @@ impl VcpuInterrupt {
         let mut s = self.lock();
         s.dropped = true;
         s.running = false;
+        s.armed = false;
     }
 
     /// Whether the VM this belongs to has been dropped.
@@ -374,6 +410,28 @@ impl VcpuInterrupt {
         self.cancel_locked(None, CancelReason::Killed)
     }
 
+    /// Cancels the call running now, or, if none is, the next call to
+    /// begin (see the module docs: an armed kill). The next call then
+    /// begins canceled, whichever thread begins it, and nothing later is
+    /// affected. Never reaches anything once the state is marked dropped.
+    pub fn kill_next(&self) -> KillOutcome {
+        let mut s = self.lock();
+        if self.cancel_held(&mut s, None, CancelReason::Killed) {
+            KillOutcome::Running
+        } else if s.dropped {
+            KillOutcome::Gone
+        } else {
+            s.armed = true;
+            KillOutcome::Armed
+        }
+    }
+
+    /// Withdraws a kill armed by [`VcpuInterrupt::kill_next`] that no call
+    /// has consumed yet; returns whether one was armed.
+    pub fn disarm(&self) -> bool {
+        std::mem::take(&mut self.lock().armed)
+    }
+
     /// Cancels call `generation` if it is still the one running.
     pub fn kill_generation(&self, generation: u64, reason: CancelReason) -> bool {
         self.cancel_locked(Some(generation), reason)
@@ -381,6 +439,16 @@ impl VcpuInterrupt {
 
     fn cancel_locked(&self, generation: Option<u64>, reason: CancelReason) -> bool {
         let mut s = self.lock();
+        self.cancel_held(&mut s, generation, reason)
+    }
+
+    /// [`Self::cancel_locked`] with the lock already held (`s`).
+    fn cancel_held(
+        &self,
+        s: &mut MutexGuard<'_, State>,
+        generation: Option<u64>,
+        reason: CancelReason,
+    ) -> bool {
         if !s.running || s.dropped || !s.attached || generation.is_some_and(|g| g != s.generation) {
             return false;
         }
@@ -390,7 +458,7 @@ impl VcpuInterrupt {
         // Raised before the signal is sent, so the vCPU thread sees it no
         // later than the handler runs.
         self.cancel_pending.store(true, Ordering::SeqCst);
-        if let Some(thread) = Self::target(&s) {
+        if let Some(thread) = Self::target(s) {
             // SAFETY: `thread` is the live thread inside
             // `begin_call`..`end_call` (end_call needs this lock, so it has
             // not returned), or a driver inside its Driver's scope (leaving
@@ -545,6 +613,41 @@ mod tests {
         assert!(i.dropped());
         i.begin_call();
         assert!(!i.kill(), "dropped");
+    }
+
+    #[test]
+    fn an_armed_kill_cancels_the_next_call_only() {
+        install_signal_handler().unwrap();
+        let i = VcpuInterrupt::new();
+        assert_eq!(i.kill_next(), KillOutcome::Armed, "no VM yet: armed");
+        assert!(i.disarm());
+        assert!(!i.disarm(), "withdrawn");
+        i.attach();
+        let g = i.begin_call();
+        assert_eq!(i.pending(), None, "a withdrawn kill reaches nothing");
+        assert_eq!(i.end_call(), None);
+
+        assert_eq!(i.kill_next(), KillOutcome::Armed);
+        assert_eq!(i.kill_next(), KillOutcome::Armed, "still one kill");
+        assert!(!i.kill(), "kill still reports no call running");
+        let g2 = i.begin_call();
+        assert!(g2 > g);
+        assert_eq!(i.pending(), Some(CancelReason::Killed), "begins canceled");
+        assert_eq!(i.end_call(), Some(CancelReason::Killed));
+        i.begin_call();
+        assert_eq!(i.pending(), None, "consumed by one call");
+        assert_eq!(i.kill_next(), KillOutcome::Running, "a running call");
+        assert_eq!(i.end_call(), Some(CancelReason::Killed));
+        i.begin_call();
+        assert_eq!(i.pending(), None, "a kill of a running call arms nothing");
+        i.end_call();
+
+        assert_eq!(i.kill_next(), KillOutcome::Armed);
+        i.mark_dropped();
+        assert_eq!(i.kill_next(), KillOutcome::Gone);
+        assert!(!i.disarm(), "dropping forgets an armed kill");
+        i.begin_call();
+        assert_eq!(i.pending(), None);
     }
 
     #[test]

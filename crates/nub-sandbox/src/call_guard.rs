@@ -45,6 +45,16 @@ pub(crate) fn guarded(
     run: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let (call, generation) = CallGuard::begin(interrupt);
+    // Begun canceled (an armed kill, or a kill that landed just now): the
+    // guest never sees the call. `pending` answers `Shutdown` first, so a
+    // vCPU thread that stopped the guest still reports its own failure.
+    if interrupt.pending() == Some(CancelReason::Killed) {
+        let _cancel = call.finish();
+        return map_cancel(
+            Err(HypervisorError::Canceled(CancelReason::Killed).into()),
+            limit,
+        );
+    }
     // No watchdog, no run: a deadline that nothing enforces would let a
     // spinning guest hang the caller. The guard ends the call on return.
     let _deadline = arm_deadline(interrupt, generation, limit)?;

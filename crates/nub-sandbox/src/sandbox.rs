@@ -117,7 +117,8 @@ impl UninitializedSandbox {
     /// never finishes) from any thread, and every later call of the
     /// [`MultiUseSandbox`] it becomes: it is the same handle
     /// [`MultiUseSandbox::interrupt_handle`] returns. A kill while nothing
-    /// runs has no effect.
+    /// runs has no effect; [`InterruptHandle::kill_next`] instead stops the
+    /// next run (the boot, if `evolve` has not begun it yet).
     ///
     /// ```
     /// use nub_sandbox::{GuestBinary, HyperlightError, UninitializedSandbox};
@@ -434,7 +435,9 @@ impl MultiUseSandbox {
         self.guest.halt();
     }
 
-    /// A handle that can stop this sandbox's running call from any thread.
+    /// A handle that can stop this sandbox's running call from any thread
+    /// ([`InterruptHandle::kill`]), or the next one when none runs yet
+    /// ([`InterruptHandle::kill_next`], no retry loop needed).
     ///
     /// ```
     /// use nub_sandbox::HyperlightError;
@@ -713,6 +716,10 @@ impl Registerable for MultiUseSandbox {
         self.host_functions.register(fn_id, Box::new(f))
     }
 }
+
+/// What [`InterruptHandle::kill_next`] did: canceled the running call,
+/// armed a kill for the next one, or found the sandbox gone.
+pub use nub_hypervisor::interrupt::KillOutcome;
 
 /// Guest heap figures (the ABI's `FN_ID_NUB_HEAP_STATS` answer).
 pub use nub_host_common::system::HeapStats;
