@@ -135,3 +135,25 @@ fn one_host_function_set_serves_every_rebuilt_sandbox() {
         "one closure behind all of them"
     );
 }
+
+#[test]
+fn a_typed_call_takes_a_deadline_of_its_own() {
+    // AskHost waits on a host function that sleeps past the deadline.
+    let mut u = uninit(Some(in_call_mode(None)));
+    u.register_typed::<Double>(|n| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(n * 2)
+    })
+    .unwrap();
+    let mut s = u.evolve().unwrap();
+    let options =
+        nub_sandbox::CallOptions::default().with_deadline(std::time::Duration::from_millis(20));
+    let err = s.call_with::<AskHost>(&1, options).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Sandbox(nub_sandbox::HyperlightError::ExecutionTimeout(_))
+        ),
+        "{err:?}"
+    );
+}

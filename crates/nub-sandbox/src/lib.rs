@@ -67,7 +67,7 @@ mod watchdog;
 
 pub use binary::{GuestBinary, PreparedGuest};
 pub use caps::{AbiCapHash, DirectoryStats, GuestCacheReader};
-pub use config::{CallMode, SandboxConfiguration};
+pub use config::{CallMode, CallOptions, SandboxConfiguration};
 pub use error::{
     CapLie, Frame, GuestBinaryError, HyperlightError, LayoutFault, LogFault, MemoryFault, Result,
     Violation, WireFault,
@@ -78,7 +78,7 @@ pub use interrupt::InterruptHandle;
 pub use javm_cap;
 pub use nub_interface;
 pub use persist::{ImageError, ImageInfo, SandboxImage};
-pub use sandbox::{HeapStats, MultiUseSandbox, UninitializedSandbox};
+pub use sandbox::{HeapStats, KillOutcome, MultiUseSandbox, UninitializedSandbox};
 pub use typed::{CallError, HostFunctionSet, TypedRegistrable};
 
 const _: () = {

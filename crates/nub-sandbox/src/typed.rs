@@ -12,6 +12,7 @@ use std::sync::Arc;
 use nub_interface::{Function, Kind, WireError};
 
 use crate::{
+    config::CallOptions,
     error::{HyperlightError, Result},
     host_functions::{HostResult, Registerable},
     sandbox::MultiUseSandbox,
@@ -61,6 +62,16 @@ impl MultiUseSandbox {
         &mut self,
         args: &F::Args,
     ) -> std::result::Result<F::Ret, CallError<F::Err>> {
+        self.call_with::<F>(args, CallOptions::default())
+    }
+
+    /// [`MultiUseSandbox::call`] with per-call `options` (a deadline for
+    /// this call only, see [`CallOptions`]).
+    pub fn call_with<F: Function>(
+        &mut self,
+        args: &F::Args,
+        options: CallOptions,
+    ) -> std::result::Result<F::Ret, CallError<F::Err>> {
         const {
             assert!(
                 matches!(F::KIND, Kind::Guest),
@@ -72,7 +83,7 @@ impl MultiUseSandbox {
             error,
         };
         let request = nub_interface::encode_args::<F>(args).map_err(wire)?;
-        let reply = self.call_raw(F::ID, &request)?;
+        let reply = self.call_with_options(F::ID, &request, options)?;
         match nub_interface::decode_reply::<F>(&reply) {
             Ok(Ok(ret)) => Ok(ret),
             Ok(Err(e)) => Err(CallError::Guest(e)),
