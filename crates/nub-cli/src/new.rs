@@ -1,11 +1,19 @@
 //! `nub new`: creates a standalone guest crate from the files in
 //! `crates/nub-cli/template/`.
 //!
-//! The crate depends on `nub-arch-x86` by path to a nub checkout (the one
-//! this binary was built from unless `--nub-path` names another), builds
-//! with `nub build` and passes plain `cargo test` on the host. It is written
+//! The crate depends on `nub-arch-x86` from a nub checkout (the one this
+//! binary was built from unless `--nub-path` names another), builds with
+//! `nub build` and passes plain `cargo test` on the host. It is written
 //! into a hidden staging directory next to the destination and renamed into
 //! place at the end, so a failure leaves nothing half-made.
+//!
+//! The dependency is written so that it survives a move ([`choose_source`]):
+//! a path relative to the new crate when the crate sits inside the
+//! checkout's parent directory (the checkout and the crate move together),
+//! else a git dependency on the checkout's `origin` when it has a remote
+//! one, else the checkout's absolute path, with a warning. `--nub-path`
+//! asks for a path: relative under the same condition, else absolute
+//! without a warning.
 
 use std::{
     io::Write,
@@ -23,6 +31,9 @@ const MAIN_RS: &str = include_str!("../template/src/main.rs");
 const README_MD: &str = include_str!("../template/README.md.tmpl");
 /// The template's `.gitignore`.
 const GITIGNORE: &str = include_str!("../template/gitignore");
+
+/// The guest kernel crate's directory inside a nub checkout.
+const KERNEL_MEMBER: &str = "guest-x86/nub-arch-x86";
 
 /// Names a package (and its binary) cannot have: Rust keywords, the
 /// built-in crates a binary's name would shadow, and the directory names
@@ -178,20 +189,204 @@ pub fn nub_checkout(dir: &Path) -> Result<PathBuf, CliError> {
     }
 }
 
+/// Where a new crate gets nub's crates from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NubSource {
+    /// The checkout at `root` (absolute), by a path relative to each new
+    /// crate's directory.
+    Relative {
+        /// The checkout.
+        root: PathBuf,
+    },
+    /// The git repository at `url` (the checkout's `origin`).
+    Git {
+        /// A URL cargo accepts.
+        url: String,
+    },
+    /// The checkout at `root`, by its absolute path.
+    Absolute {
+        /// The checkout.
+        root: PathBuf,
+        /// Whether `--nub-path` asked for it (no warning then).
+        asked: bool,
+    },
+}
+
+impl NubSource {
+    /// The dependency on the package at `member` (relative to the checkout,
+    /// e.g. `guest-x86/nub-arch-x86`) as a TOML inline table, for a crate in
+    /// `crate_dir` (absolute, with symlinks resolved as far as it exists).
+    pub fn dependency(&self, crate_dir: &Path, member: &str) -> Result<String, CliError> {
+        let path = match self {
+            Self::Git { url } => {
+                return Ok(format!("{{ git = {} }}", toml_string(url)));
+            }
+            Self::Relative { root } => relative_path(crate_dir, &root.join(member))
+                .ok_or_else(|| CliError::NubCheckout { dir: root.clone() })?,
+            Self::Absolute { root, .. } => root.join(member),
+        };
+        let path = path
+            .to_str()
+            .ok_or_else(|| CliError::NubCheckout { dir: path.clone() })?;
+        Ok(format!("{{ path = {} }}", toml_string(path)))
+    }
+
+    /// How the crate's README names the source.
+    pub fn describe(&self, crate_dir: &Path) -> String {
+        match self {
+            Self::Relative { root } => format!(
+                "the nub checkout at `{}` (a path relative to this crate: move the two together)",
+                relative_path(crate_dir, root)
+                    .unwrap_or_else(|| root.clone())
+                    .display()
+            ),
+            Self::Git { url } => format!("nub's git repository `{url}` (cargo fetches it)"),
+            Self::Absolute { root, .. } => format!("the nub checkout at `{}`", root.display()),
+        }
+    }
+}
+
+/// A TOML basic string, quoted and escaped.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The path from directory `from` to `to`, both absolute and normalized
+/// (no `.` or `..`): as many `..` as `from` has components beyond the two
+/// paths' common prefix, then the rest of `to`. `None` when they share no
+/// prefix (different Windows prefixes) or a path is relative.
+pub fn relative_path(from: &Path, to: &Path) -> Option<PathBuf> {
+    if !from.is_absolute() || !to.is_absolute() {
+        return None;
+    }
+    let from: Vec<Component<'_>> = from.components().collect();
+    let to: Vec<Component<'_>> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return None;
+    }
+    let mut rel = PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    for c in &to[common..] {
+        rel.push(c.as_os_str());
+    }
+    if rel.as_os_str().is_empty() {
+        rel.push(".");
+    }
+    Some(rel)
+}
+
+/// `path` made absolute with symlinks resolved as far as it exists: the
+/// deepest existing ancestor canonicalized, the missing rest appended with
+/// `.` dropped and `..` applied lexically.
+pub fn resolve(path: &Path) -> Result<PathBuf, CliError> {
+    let create_err = |source| CliError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let abs = std::path::absolute(path).map_err(create_err)?;
+    let mut existing = abs.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                missing.push(last);
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().map_err(create_err)?;
+    for c in missing.into_iter().rev() {
+        match c {
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::CurDir => {}
+            other => resolved.push(other.as_os_str()),
+        }
+    }
+    Ok(resolved)
+}
+
+/// A remote git URL in a form cargo accepts, from what `git remote get-url`
+/// printed: `scheme://...` as it is (not `file://`), scp-like
+/// `user@host:path` as `ssh://user@host/path`; a local path is no remote
+/// (a dependency on it would not survive a move either).
+pub fn remote_url(origin: &str) -> Option<String> {
+    let origin = origin.trim();
+    if origin.is_empty() || origin.starts_with("file://") {
+        return None;
+    }
+    if origin.contains("://") {
+        return Some(origin.to_string());
+    }
+    // scp-like syntax: a colon before any slash, and a host before it.
+    let (host, path) = origin.split_once(':')?;
+    if host.is_empty() || host.contains('/') || path.is_empty() {
+        return None;
+    }
+    Some(format!("ssh://{host}/{}", path.trim_start_matches('/')))
+}
+
+/// The `origin` remote of the git checkout at `root`, if git runs and the
+/// checkout has one.
+fn git_origin(root: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["remote", "get-url", "origin"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// How a crate at `crate_dir` (resolved, see [`resolve`]) depends on the
+/// checkout at `root` (canonical): relative when the crate lies inside the
+/// checkout's parent directory; else, unless `asked` (`--nub-path`), a git
+/// dependency on `origin` when it is remote; else absolute.
+pub fn choose_source(
+    root: &Path,
+    crate_dir: &Path,
+    asked: bool,
+    origin: Option<&str>,
+) -> NubSource {
+    let tree = root.parent().unwrap_or(root);
+    if crate_dir.starts_with(tree) && relative_path(crate_dir, root).is_some() {
+        return NubSource::Relative {
+            root: root.to_path_buf(),
+        };
+    }
+    if !asked && let Some(url) = origin.and_then(remote_url) {
+        return NubSource::Git { url };
+    }
+    NubSource::Absolute {
+        root: root.to_path_buf(),
+        asked,
+    }
+}
+
 /// The crate's files (path relative to the crate, contents) for package
-/// `name` using the nub checkout at `nub_root`.
-pub fn render(name: &str, nub_root: &Path) -> Result<Vec<(PathBuf, String)>, CliError> {
-    let kernel = nub_guest_build::kernel_dir(nub_root);
-    let kernel_str = kernel.to_str().ok_or_else(|| CliError::NubCheckout {
-        dir: nub_root.to_path_buf(),
-    })?;
-    // A TOML basic string, quoted and escaped.
-    let kernel_toml = toml::Value::String(kernel_str.to_string()).to_string();
+/// `name` in `crate_dir` (resolved, see [`resolve`]) getting nub from
+/// `source`.
+pub fn render(
+    name: &str,
+    source: &NubSource,
+    crate_dir: &Path,
+) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let kernel_toml = source.dependency(crate_dir, KERNEL_MEMBER)?;
+    let described = source.describe(crate_dir);
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{nub_arch_x86}}", &kernel_toml)
-            .replace("{{nub_path}}", &nub_root.display().to_string())
+            .replace("{{nub_source}}", &described)
     };
     Ok(vec![
         (PathBuf::from("Cargo.toml"), fill(CARGO_TOML)),
@@ -285,6 +480,25 @@ fn stage_and_rename(
     Ok(())
 }
 
+/// How the hints name this program: `nub` when the `nub` found on `PATH`
+/// is this very binary, else the path it was run from.
+fn program_name() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "nub".to_string();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .filter_map(|dir| dir.join("nub").canonicalize().ok())
+            .next()
+            .is_some_and(|found| found == exe)
+    });
+    if on_path {
+        "nub".to_string()
+    } else {
+        exe.display().to_string()
+    }
+}
+
 /// Runs `nub new`.
 pub fn run(args: &NewArgs) -> Result<(), CliError> {
     let nub_root = nub_checkout(
@@ -293,6 +507,10 @@ pub fn run(args: &NewArgs) -> Result<(), CliError> {
             .clone()
             .unwrap_or_else(nub_guest_build::repo_root),
     )?;
+    let crate_dir = resolve(&args.path)?;
+    let asked = args.nub_path.is_some();
+    let origin = if asked { None } else { git_origin(&nub_root) };
+    let source = choose_source(&nub_root, &crate_dir, asked, origin.as_deref());
     let name = match &args.name {
         Some(name) => match name_problem(name) {
             None => name.clone(),
@@ -305,21 +523,40 @@ pub fn run(args: &NewArgs) -> Result<(), CliError> {
         },
         None => sanitize(&dir_name(&args.path)?),
     };
-    let files = render(&name, &nub_root)?;
+    let files = render(&name, &source, &crate_dir)?;
     create(&args.path, &files)?;
+    warn_if_absolute(&source)?;
     let path = args.path.display();
+    let nub = program_name();
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
         "created guest crate `{name}` in {path} (nub-arch-x86 from {})\n\
          next:\n  \
-         nub build {path}\n  \
-         nub call --guest {path} 1 --data hi -v\n  \
+         {nub} build {path}\n  \
+         {nub} call --guest {path} 1 --data hi -v\n  \
          (cd {path} && cargo test)",
-        nub_root.display()
+        source.describe(&crate_dir)
     )
     .and_then(|()| stdout.flush())
     .map_err(CliError::Write)
+}
+
+/// Says on stderr that the crate holds an absolute path nobody asked for.
+fn warn_if_absolute(source: &NubSource) -> Result<(), CliError> {
+    if let NubSource::Absolute { root, asked: false } = source {
+        let mut stderr = std::io::stderr().lock();
+        writeln!(
+            stderr,
+            "warning: the crate depends on nub by the absolute path {} (it lies outside {} \
+             and the checkout has no remote origin), so it will not build once moved or \
+             shared; pass --nub-path to choose the checkout, or edit Cargo.toml",
+            root.display(),
+            root.parent().unwrap_or(root).display()
+        )
+        .map_err(CliError::Write)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,10 +602,21 @@ mod tests {
         assert_eq!(dir_name(Path::new("/tmp/a/new-one")).unwrap(), "new-one");
     }
 
+    /// The checkout's source for a crate at `dir`, as `nub new` picks it
+    /// without a remote.
+    fn source_for(dir: &Path) -> (NubSource, PathBuf) {
+        let root = nub_checkout(&nub_guest_build::repo_root()).unwrap();
+        let dir = resolve(dir).unwrap();
+        (choose_source(&root, &dir, false, None), dir)
+    }
+
     #[test]
     fn rendered_crate_is_complete() {
-        let root = nub_checkout(&nub_guest_build::repo_root()).unwrap();
-        let files = render("my-guest", &root).unwrap();
+        // Inside the checkout's parent tree: a relative path.
+        let inside = nub_guest_build::repo_root().join("target/tmp/some/new-guest");
+        let (source, dir) = source_for(&inside);
+        assert!(matches!(source, NubSource::Relative { .. }), "{source:?}");
+        let files = render("my-guest", &source, &dir).unwrap();
         for (path, text) in &files {
             assert!(
                 !text.contains("{{"),
@@ -387,8 +635,12 @@ mod tests {
         let kernel = parsed["dependencies"]["nub-arch-x86"]["path"]
             .as_str()
             .unwrap();
+        assert_eq!(kernel, "../../../../guest-x86/nub-arch-x86");
         assert!(
-            Path::new(kernel).join("Cargo.toml").is_file(),
+            resolve(&dir.join(kernel))
+                .unwrap()
+                .join("Cargo.toml")
+                .is_file(),
             "{kernel} is the kernel crate"
         );
         assert!(parsed["dependencies"]["log"].is_table());
@@ -403,13 +655,83 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths() {
+        let rel = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
+        assert_eq!(rel("/a/b/c", "/a/nub"), Some(PathBuf::from("../../nub")));
+        assert_eq!(rel("/a/nub/x", "/a/nub"), Some(PathBuf::from("..")));
+        assert_eq!(rel("/a/nub", "/a/nub"), Some(PathBuf::from(".")));
+        assert_eq!(
+            rel("/a", "/a/nub/guest-x86"),
+            Some(PathBuf::from("nub/guest-x86"))
+        );
+        assert_eq!(rel("/x/y", "/a/b"), Some(PathBuf::from("../../a/b")));
+        assert_eq!(rel("x/y", "/a/b"), None);
+        // A crate beside the checkout, with a missing parent and a `..`.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap().join("nub");
+        std::fs::create_dir_all(root.join("guest-x86/nub-arch-x86")).unwrap();
+        std::fs::write(root.join("guest-x86/nub-arch-x86/Cargo.toml"), "").unwrap();
+        let dir = resolve(&tmp.path().join("work/x/../mine")).unwrap();
+        assert_eq!(dir, tmp.path().canonicalize().unwrap().join("work/mine"));
+        let source = choose_source(&root, &dir, false, Some("git@example.com:o/nub.git"));
+        assert_eq!(
+            source.dependency(&dir, KERNEL_MEMBER).unwrap(),
+            "{ path = \"../../nub/guest-x86/nub-arch-x86\" }"
+        );
+    }
+
+    #[test]
+    fn outside_the_tree_git_or_absolute() {
+        let root = Path::new("/srv/src/nub");
+        let dir = Path::new("/home/me/guest");
+        let git = choose_source(root, dir, false, Some("https://example.com/o/nub.git"));
+        assert_eq!(
+            git,
+            NubSource::Git {
+                url: "https://example.com/o/nub.git".to_string()
+            }
+        );
+        assert_eq!(
+            git.dependency(dir, KERNEL_MEMBER).unwrap(),
+            "{ git = \"https://example.com/o/nub.git\" }"
+        );
+        // --nub-path asks for a path: no git, no warning.
+        assert_eq!(
+            choose_source(root, dir, true, Some("https://example.com/o/nub.git")),
+            NubSource::Absolute {
+                root: root.to_path_buf(),
+                asked: true
+            }
+        );
+        // A local origin is no remote.
+        assert_eq!(
+            choose_source(root, dir, false, Some("/srv/mirror/nub.git")),
+            NubSource::Absolute {
+                root: root.to_path_buf(),
+                asked: false
+            }
+        );
+        assert_eq!(
+            remote_url("git@github.com:o/nub.git").as_deref(),
+            Some("ssh://git@github.com/o/nub.git")
+        );
+        assert_eq!(remote_url("file:///srv/nub"), None);
+        assert_eq!(remote_url("../nub"), None);
+        assert_eq!(remote_url(""), None);
+    }
+
+    #[test]
     fn paths_with_quotes_stay_valid_toml() {
         let tmp = tempfile::tempdir().unwrap();
         let odd = tmp.path().join("a \"quoted\\\" dir");
         std::fs::create_dir_all(odd.join("guest-x86/nub-arch-x86")).unwrap();
         std::fs::write(odd.join("guest-x86/nub-arch-x86/Cargo.toml"), "").unwrap();
         let root = nub_checkout(&odd).unwrap();
-        let files = render("g", &root).unwrap();
+        let source = NubSource::Absolute {
+            root: root.clone(),
+            asked: true,
+        };
+        let files = render("g", &source, Path::new("/elsewhere/g")).unwrap();
         let parsed: toml::Table = files[0].1.parse().expect("valid TOML");
         assert_eq!(
             parsed["dependencies"]["nub-arch-x86"]["path"].as_str(),
