@@ -90,36 +90,7 @@ pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
         path: manifest.clone(),
         source,
     })?;
-    let mut metadata = MetadataCommand::new();
-    metadata
-        .cargo_path(cargo_program())
-        .manifest_path(&manifest)
-        .current_dir(dir)
-        .no_deps();
-    let mut cmd = metadata.cargo_command();
-    clean_env(&mut cmd);
-    let metadata_err = |source| BuildError::Metadata {
-        manifest: manifest.clone(),
-        source,
-    };
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BuildError::Spawn {
-            program: "cargo metadata".to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(metadata_err(cargo_metadata::Error::CargoMetadata {
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        }));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json = stdout
-        .lines()
-        .find(|line| line.starts_with('{'))
-        .ok_or_else(|| metadata_err(cargo_metadata::Error::NoJson))?;
-    let metadata = MetadataCommand::parse(json).map_err(metadata_err)?;
+    let metadata = metadata(dir, &manifest, true)?;
     let package = metadata
         .packages
         .iter()
@@ -162,6 +133,48 @@ pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
         bin,
         target_dir: metadata.target_directory.into_std_path_buf(),
     })
+}
+
+/// `cargo metadata` for `manifest`, run in `dir` in a clean environment;
+/// `--no-deps` (manifests only) when `no_deps`, else with the resolved
+/// dependency graph (which reads or writes the lockfile).
+pub fn metadata(
+    dir: &Path,
+    manifest: &Path,
+    no_deps: bool,
+) -> Result<cargo_metadata::Metadata, BuildError> {
+    let mut metadata = MetadataCommand::new();
+    metadata
+        .cargo_path(cargo_program())
+        .manifest_path(manifest)
+        .current_dir(dir);
+    if no_deps {
+        metadata.no_deps();
+    }
+    let mut cmd = metadata.cargo_command();
+    clean_env(&mut cmd);
+    let metadata_err = |source| BuildError::Metadata {
+        manifest: manifest.to_path_buf(),
+        source,
+    };
+    let output = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BuildError::Spawn {
+            program: "cargo metadata".to_string(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(metadata_err(cargo_metadata::Error::CargoMetadata {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .ok_or_else(|| metadata_err(cargo_metadata::Error::NoJson))?;
+    MetadataCommand::parse(json).map_err(metadata_err)
 }
 
 /// The target directory a build from inside a build script must use

@@ -133,6 +133,12 @@ pub enum BuildError {
     /// Cargo's JSON messages could not be read.
     #[error("cannot read cargo's build messages: {0}")]
     Messages(#[source] std::io::Error),
+    /// [`crate::embed`] was given a name no environment variable can have.
+    #[error("`{name}` cannot name the environment variable that holds the guest's path")]
+    EnvName {
+        /// The name.
+        name: String,
+    },
     /// Cargo succeeded but reported no guest executable.
     #[error("cargo built {} but reported no executable for `{wanted}`", dir.display())]
     NoArtifact {

@@ -4,17 +4,22 @@
 //! One implementation, used by `cargo xtask build-guest`, by the build
 //! scripts of crates that need a guest ELF (the CLI embeds the default
 //! guest; the integration tests boot every guest), by `nub build`, and by a
-//! host crate's own `build.rs` through [`build_guest`]:
+//! host crate's own `build.rs` through [`embed`] (or [`build_guest`], which
+//! only builds):
 //!
 //! ```no_run
-//! // The body of `fn main` in the build.rs of a host crate whose guest
-//! // crate is in `guest/` (made with `nub new guest`):
-//! let elf = nub_guest_build::build_guest("guest".as_ref())
-//!     .unwrap_or_else(|e| panic!("{e}"));
-//! println!("cargo:rerun-if-changed=guest/src");
-//! println!("cargo:rerun-if-changed=guest/Cargo.toml");
-//! // In the host crate: include_bytes!(env!("MY_GUEST"))
-//! println!("cargo:rustc-env=MY_GUEST={}", elf.display());
+//! // build.rs of a host crate whose guest crate is in `guest/` (`nub new
+//! // --host` makes both): builds the guest, reruns when the guest or any
+//! // path dependency of it (nub-arch-x86 included) changes, and sets
+//! // MY_GUEST to the ELF's path.
+//! // fn main() {
+//! if let Err(e) = nub_guest_build::embed("guest", "MY_GUEST") {
+//!     panic!("{e}");
+//! }
+//! // }
+//! // In the host crate:
+//! // static GUEST: &[u8] = include_bytes!(env!("MY_GUEST"));
+//! // let sandbox = UninitializedSandbox::new(GuestBinary::Static(GUEST), None)?;
 //! ```
 //!
 //! Every build runs `cargo build --release --target x86_64-unknown-none`
@@ -23,12 +28,14 @@
 //! target ([`target`]); the ELF paths come from cargo's JSON messages.
 
 pub mod cargo;
+mod embed;
 pub mod env;
 mod error;
 pub mod target;
 
 use std::path::{Path, PathBuf};
 
+pub use embed::{embed, rerun_paths};
 pub use error::BuildError;
 
 use crate::cargo::Selection;
