@@ -33,7 +33,8 @@ pub enum Command {
     /// that `nub call --image` starts sandboxes from without booting.
     Image(ImageArgs),
     /// Create a standalone guest crate in PATH that builds with `nub build`
-    /// and tests with `cargo test`.
+    /// and tests with `cargo test` (with `--host`, a host crate that embeds
+    /// its guest in PATH/guest).
     New(NewArgs),
     /// Build a guest crate (release, x86_64-unknown-none, nub's link script)
     /// and print its ELF's path as the last line of stdout.
@@ -86,6 +87,11 @@ pub struct NewArgs {
     /// [default: the checkout this nub was built from].
     #[arg(long, value_name = "DIR")]
     pub nub_path: Option<PathBuf>,
+    /// Create a host crate in PATH instead (it embeds and calls its guest,
+    /// built by its build.rs; `cargo test` boots it), with its guest crate
+    /// in PATH/guest.
+    #[arg(long)]
+    pub host: bool,
 }
 
 /// Options of `nub build`.

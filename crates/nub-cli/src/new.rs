@@ -1,5 +1,8 @@
 //! `nub new`: creates a standalone guest crate from the files in
-//! `crates/nub-cli/template/`.
+//! `crates/nub-cli/template/`, or with `--host` a host crate (from
+//! `template/host/`: a build.rs calling `nub_guest_build::embed`, a library
+//! booting the embedded guest, a main and an integration test calling it)
+//! with its guest crate in `guest/`.
 //!
 //! The crate depends on `nub-arch-x86` from a nub checkout (the one this
 //! binary was built from unless `--nub-path` names another), builds with
@@ -31,6 +34,22 @@ const MAIN_RS: &str = include_str!("../template/src/main.rs");
 const README_MD: &str = include_str!("../template/README.md.tmpl");
 /// The template's `.gitignore`.
 const GITIGNORE: &str = include_str!("../template/gitignore");
+/// The host template's `Cargo.toml`; `{{name}}`, `{{nub_sandbox}}` and
+/// `{{nub_guest_build}}` (TOML inline tables) are filled in.
+const HOST_CARGO_TOML: &str = include_str!("../template/host/Cargo.toml.tmpl");
+/// The host template's `build.rs`, used as it is.
+const HOST_BUILD_RS: &str = include_str!("../template/host/build.rs");
+/// The host template's `src/lib.rs`, used as it is.
+const HOST_LIB_RS: &str = include_str!("../template/host/src/lib.rs");
+/// The host template's `src/main.rs`; `{{crate}}` is filled in.
+const HOST_MAIN_RS: &str = include_str!("../template/host/src/main.rs.tmpl");
+/// The host template's integration test; `{{crate}}` is filled in.
+const HOST_TEST_RS: &str = include_str!("../template/host/tests/guest.rs.tmpl");
+/// The host template's `README.md`; `{{name}}` and `{{nub_source}}` are
+/// filled in.
+const HOST_README_MD: &str = include_str!("../template/host/README.md.tmpl");
+/// Where `nub new --host` puts the guest crate, inside the host crate.
+const HOST_GUEST_DIR: &str = "guest";
 
 /// The guest kernel crate's directory inside a nub checkout.
 const KERNEL_MEMBER: &str = "guest-x86/nub-arch-x86";
@@ -396,6 +415,42 @@ pub fn render(
     ])
 }
 
+/// The files of a host crate `name` in `crate_dir` (resolved, see
+/// [`resolve`]) and of its guest crate `<name>-guest` in `guest/`, getting
+/// nub from `source`.
+pub fn render_host(
+    name: &str,
+    source: &NubSource,
+    crate_dir: &Path,
+) -> Result<Vec<(PathBuf, String)>, CliError> {
+    let sandbox = source.dependency(crate_dir, "crates/nub-sandbox")?;
+    let guest_build = source.dependency(crate_dir, "crates/nub-guest-build")?;
+    let ident = name.replace('-', "_");
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &ident)
+            .replace("{{nub_sandbox}}", &sandbox)
+            .replace("{{nub_guest_build}}", &guest_build)
+            .replace("{{nub_source}}", &source.describe(crate_dir))
+    };
+    let mut files = vec![
+        (PathBuf::from("Cargo.toml"), fill(HOST_CARGO_TOML)),
+        (PathBuf::from("build.rs"), HOST_BUILD_RS.to_string()),
+        (PathBuf::from("src/lib.rs"), HOST_LIB_RS.to_string()),
+        (PathBuf::from("src/main.rs"), fill(HOST_MAIN_RS)),
+        (PathBuf::from("tests/guest.rs"), fill(HOST_TEST_RS)),
+        (PathBuf::from("README.md"), fill(HOST_README_MD)),
+        (PathBuf::from(".gitignore"), GITIGNORE.to_string()),
+    ];
+    let guest_name = format!("{name}-guest");
+    let guest_dir = crate_dir.join(HOST_GUEST_DIR);
+    for (path, text) in render(&guest_name, source, &guest_dir)? {
+        files.push((Path::new(HOST_GUEST_DIR).join(path), text));
+    }
+    Ok(files)
+}
+
 /// Writes `files` into a new directory at `dest`, which must not exist or be
 /// an empty directory. Missing parent directories are created. On failure
 /// nothing is left behind: the staging directory and any parents created
@@ -523,6 +578,27 @@ pub fn run(args: &NewArgs) -> Result<(), CliError> {
         },
         None => sanitize(&dir_name(&args.path)?),
     };
+    if args.host {
+        if let Some(reason) = name_problem(&format!("{name}-guest")) {
+            return Err(CliError::BadName { name, reason });
+        }
+        let files = render_host(&name, &source, &crate_dir)?;
+        create(&args.path, &files)?;
+        warn_if_absolute(&source)?;
+        let path = args.path.display();
+        let mut stdout = std::io::stdout().lock();
+        return writeln!(
+            stdout,
+            "created host crate `{name}` in {path} with its guest `{name}-guest` in \
+             {path}/{HOST_GUEST_DIR} (nub from {})\n\
+             next:\n  \
+             (cd {path} && cargo test)       # builds the guest, boots it, calls it\n  \
+             (cd {path} && cargo run -- hi)  # prints hi",
+            source.describe(&crate_dir)
+        )
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::Write);
+    }
     let files = render(&name, &source, &crate_dir)?;
     create(&args.path, &files)?;
     warn_if_absolute(&source)?;
@@ -652,6 +728,46 @@ mod tests {
         assert!(MAIN_RS.contains("log::info!(\"echo: {} bytes\", input.len())"));
         assert!(MAIN_RS.contains("#![cfg_attr(not(test), no_std)]"));
         assert!(MAIN_RS.contains("#[test]"));
+    }
+
+    #[test]
+    fn host_crate_has_a_guest_and_relative_paths() {
+        let inside = nub_guest_build::repo_root().join("target/tmp/my-host");
+        let (source, dir) = source_for(&inside);
+        let files = render_host("my-host", &source, &dir).unwrap();
+        let file = |name: &str| {
+            &files
+                .iter()
+                .find(|(p, _)| p == Path::new(name))
+                .unwrap_or_else(|| panic!("{name} is written"))
+                .1
+        };
+        for (path, text) in &files {
+            assert!(
+                !text.contains("{{"),
+                "{} keeps a placeholder",
+                path.display()
+            );
+        }
+        let host: toml::Table = file("Cargo.toml").parse().unwrap();
+        assert_eq!(
+            host["dependencies"]["nub-sandbox"]["path"].as_str(),
+            Some("../../../crates/nub-sandbox")
+        );
+        assert_eq!(
+            host["build-dependencies"]["nub-guest-build"]["path"].as_str(),
+            Some("../../../crates/nub-guest-build")
+        );
+        let guest: toml::Table = file("guest/Cargo.toml").parse().unwrap();
+        assert_eq!(guest["package"]["name"].as_str(), Some("my-host-guest"));
+        assert_eq!(
+            guest["dependencies"]["nub-arch-x86"]["path"].as_str(),
+            Some("../../../../guest-x86/nub-arch-x86")
+        );
+        assert!(file("build.rs").contains("nub_guest_build::embed(\"guest\", \"GUEST_ELF\")"));
+        assert!(file("src/main.rs").contains("my_host::sandbox()"));
+        assert!(file("tests/guest.rs").contains("my_host::echo"));
+        assert!(file("src/lib.rs").contains("GuestBinary::Static(GUEST)"));
     }
 
     #[test]

@@ -241,3 +241,48 @@ fn compile_errors_come_from_cargo() {
     assert!(err.contains("cargo's errors are above"), "{err}");
     assert!(out.stdout.is_empty(), "no path on a failed build");
 }
+
+#[test]
+fn new_host_crate_passes_plain_cargo_test() {
+    // Outside the checkout: `--nub-path` asks for a path dependency (a git
+    // dependency on an origin would need the network).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("my-host");
+    let checkout = nub_guest_build::repo_root();
+    let printed = nub_ok(&[
+        "new",
+        "--host",
+        path_str(&dir),
+        "--nub-path",
+        path_str(&checkout),
+    ]);
+    assert!(printed.contains("cargo test"), "{printed}");
+    for file in [
+        "Cargo.toml",
+        "build.rs",
+        "src/lib.rs",
+        "src/main.rs",
+        "tests/guest.rs",
+        "guest/Cargo.toml",
+        "guest/src/main.rs",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    // Plain `cargo test`, as a user runs it; the target directory is shared
+    // between runs of this test only so that nub's crates compile once.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nub-cli-host-crate-target");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    nub_guest_build::env::clean_env(&mut cmd);
+    let out = cmd
+        .current_dir(&dir)
+        .arg("test")
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("run cargo test");
+    assert!(out.status.success(), "cargo test failed:\n{}", stderr(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("test echo_answers_with_its_input ... ok"),
+        "the host crate's integration test ran:\n{report}"
+    );
+}
