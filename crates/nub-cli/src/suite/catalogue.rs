@@ -438,6 +438,8 @@ mod tests {
         "echo 4KiB",
         "echo 64KiB",
         "host call",
+        "typed call small",
+        "typed call 4KiB",
         "batch 100 per call",
         "put_cap 64B",
         "put_cap_with_hash hit",
