@@ -31,7 +31,8 @@ use crate::{
     HypervisorError,
     memory::{GuestMemory, MemoryError},
     paging::Mapping,
-    setup::{EntryState, UserRegisters, VmSetup, all_mappings, write_system_pages},
+    regs::UserRegisters,
+    setup::{EntryState, VmSetup, all_mappings, write_system_pages},
 };
 
 /// A range of guest memory that one KVM memory slot covers: read-only

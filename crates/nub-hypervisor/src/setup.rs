@@ -8,11 +8,11 @@ use nub_host_common::layout::{
     Access, BOOT_PAGE_GPA, EXCEPTION_CODE_GPA, PAGE_SIZE, REPORT_PAGE_GPA, Region,
 };
 
-pub use crate::regs::UserRegisters;
 use crate::{
     HypervisorError, cpu, exceptions,
     memory::GuestMemory,
     paging::{self, Mapping},
+    regs::UserRegisters,
 };
 
 /// Where the guest starts.

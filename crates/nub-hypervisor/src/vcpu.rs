@@ -20,7 +20,8 @@ use crate::{
     exit::{self, VmExit},
     interrupt::{self, RunWindow, VcpuInterrupt},
     kvm::kvm,
-    setup::{EntryState, UserRegisters},
+    regs::UserRegisters,
+    setup::EntryState,
 };
 
 /// `KVM_RUN` = `_IO(KVMIO, 0x80)` (linux/kvm.h). kvm-ioctls keeps its own

@@ -14,7 +14,8 @@ use crate::{
     interrupt::{self, CallGuard, VcpuInterrupt},
     kvm::kvm,
     memory::GuestMemory,
-    setup::{EntryState, UserRegisters, VmSetup, write_system_pages},
+    regs::UserRegisters,
+    setup::{EntryState, VmSetup, write_system_pages},
     slots,
     vcpu::Vcpu,
 };

@@ -146,14 +146,10 @@ impl MultiUseSandbox {
         if self.is_poisoned() {
             return Err(HyperlightError::PoisonedSandbox);
         }
-        let header_va = match self.directory_va {
-            Some(va) => va,
-            None => {
-                let va = self.boot_info()?.directory_va;
-                self.directory_va = Some(va);
-                va
-            }
-        };
+        let header_va = self.unless_poisoned(|s| {
+            let limit = s.configured_limit();
+            s.directory_address(limit)
+        })?;
         Ok(GuestCacheReader {
             memory: self.memory(),
             header_va,

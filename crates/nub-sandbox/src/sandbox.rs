@@ -297,7 +297,10 @@ impl MultiUseSandbox {
 
     /// Runs `run` unless the sandbox is poisoned, and poisons it when `run`
     /// fails with an error that [poisons](HyperlightError::poisons).
-    fn unless_poisoned<T>(&mut self, run: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub(crate) fn unless_poisoned<T>(
+        &mut self,
+        run: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         if self.poisoned {
             return Err(HyperlightError::PoisonedSandbox);
         }
@@ -495,9 +498,35 @@ impl MultiUseSandbox {
     /// # Ok::<(), nub_sandbox::HyperlightError>(())
     /// ```
     pub fn boot_info(&mut self) -> Result<BootInfo> {
-        let bytes = self.call_raw(rpc::FN_ID_NUB_GET_BOOT_INFO, &[])?;
+        self.unless_poisoned(|s| {
+            let limit = s.guest.config.max_execution_time;
+            s.boot_info_within(limit)
+        })
+    }
+
+    /// The guest's boot info, in one system call bounded by `limit`; the
+    /// caller checks and sets poisoning.
+    fn boot_info_within(&mut self, limit: Option<std::time::Duration>) -> Result<BootInfo> {
+        let bytes = self.call_within(rpc::FN_ID_NUB_GET_BOOT_INFO, &[], limit)?;
         BootInfo::from_bytes(&bytes)
             .ok_or(HyperlightError::ProtocolViolation(Violation::BadBootInfo))
+    }
+
+    /// The configured deadline of a call (`max_execution_time`).
+    pub(crate) fn configured_limit(&self) -> Option<std::time::Duration> {
+        self.guest.config.max_execution_time
+    }
+
+    /// The guest directory's header address (the guest's own answer,
+    /// untrusted): remembered, else asked once in a system call bounded by
+    /// `limit`. The caller checks and sets poisoning.
+    pub(crate) fn directory_address(&mut self, limit: Option<std::time::Duration>) -> Result<u64> {
+        if let Some(va) = self.directory_va {
+            return Ok(va);
+        }
+        let va = self.boot_info_within(limit)?.directory_va;
+        self.directory_va = Some(va);
+        Ok(va)
     }
 
     /// VM exits since the sandbox was created (boot included).
@@ -632,24 +661,15 @@ impl MultiUseSandbox {
     /// ```
     pub fn capture_image(&mut self) -> Result<Arc<SandboxImage>> {
         self.unless_poisoned(|s| {
-            let directory_va = match s.directory_va {
-                Some(va) => va,
-                None => {
-                    // A system call the guest kernel answers at once: a
-                    // guest that does not is not at rest, and a capture
-                    // must not hang on it when no deadline is configured.
-                    let limit = s
-                        .guest
-                        .config
-                        .max_execution_time
-                        .map_or(CAPTURE_CALL_LIMIT, |d| d.min(CAPTURE_CALL_LIMIT));
-                    let bytes = s.call_within(rpc::FN_ID_NUB_GET_BOOT_INFO, &[], Some(limit))?;
-                    let info = BootInfo::from_bytes(&bytes)
-                        .ok_or(HyperlightError::ProtocolViolation(Violation::BadBootInfo))?;
-                    s.directory_va = Some(info.directory_va);
-                    info.directory_va
-                }
-            };
+            // A system call the guest kernel answers at once: a guest that
+            // does not is not at rest, and a capture must not hang on it
+            // when no deadline is configured.
+            let limit = s
+                .guest
+                .config
+                .max_execution_time
+                .map_or(CAPTURE_CALL_LIMIT, |d| d.min(CAPTURE_CALL_LIMIT));
+            let directory_va = s.directory_address(Some(limit))?;
             crate::persist::capture(&mut s.guest, s.host_functions.ids(), Some(directory_va))
         })
     }
@@ -687,7 +707,7 @@ impl MultiUseSandbox {
         image: &Arc<SandboxImage>,
         config: Option<SandboxConfiguration>,
     ) -> Result<Self> {
-        let config = crate::persist::configuration_for(image, config)?;
+        let config = image.fit(config)?;
         let memory = image.memory();
         let interrupt = Arc::new(VcpuInterrupt::new());
         let (vm, recycled) = pool::acquire(memory, interrupt, config.vm_pool)?;

@@ -55,13 +55,18 @@ impl fmt::Display for RegistryError {
     }
 }
 
-/// The guest's functions by id: a fixed table, no heap.
+/// A typed function's entry (`crate::typed`): the request payload in, the
+/// reply payload out.
+pub(crate) type TypedEntry = alloc::rc::Rc<dyn Fn(&[u8]) -> alloc::vec::Vec<u8>>;
+
+/// The guest's functions by id: raw functions in a fixed table, typed ones
+/// (`crate::typed`) in a list on the heap.
 #[derive(Clone)]
 pub struct Registry {
     entries: [(u32, Option<GuestFn>); MAX_GUEST_FUNCTIONS],
     len: usize,
     /// Typed functions ([`crate::typed`]), by id.
-    typed: alloc::vec::Vec<(u32, crate::typed::TypedEntry)>,
+    typed: alloc::vec::Vec<(u32, TypedEntry)>,
 }
 
 impl fmt::Debug for Registry {
@@ -102,7 +107,7 @@ impl Registry {
     pub(crate) fn register_entry(
         &mut self,
         fn_id: u32,
-        entry: crate::typed::TypedEntry,
+        entry: TypedEntry,
     ) -> Result<(), RegistryError> {
         self.check_free(fn_id)?;
         self.typed.push((fn_id, entry));
@@ -110,7 +115,7 @@ impl Registry {
     }
 
     /// The typed function registered under `fn_id`.
-    fn typed_entry(&self, fn_id: u32) -> Option<&crate::typed::TypedEntry> {
+    fn typed_entry(&self, fn_id: u32) -> Option<&TypedEntry> {
         self.typed
             .iter()
             .find(|(id, _)| *id == fn_id)

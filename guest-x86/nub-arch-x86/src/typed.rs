@@ -7,7 +7,7 @@
 //! request whose signature or argument does not match the declaration is
 //! refused with a typed reply, never decoded into garbage.
 
-use alloc::{rc::Rc, vec::Vec};
+use alloc::rc::Rc;
 use core::{cell::RefCell, fmt};
 
 use nub_interface::{Function, Kind, WireError};
@@ -16,9 +16,6 @@ use crate::{
     dispatch::{Registry, RegistryError},
     hostcall::{HostCallError, host_call},
 };
-
-/// A typed function's entry: the request payload in, the reply payload out.
-pub(crate) type TypedEntry = Rc<dyn Fn(&[u8]) -> Vec<u8>>;
 
 /// A guest's state, owned by the functions registered with it
 /// ([`Registry::typed_with`]) and handed to each call as `&mut S`. Clone

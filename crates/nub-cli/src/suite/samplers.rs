@@ -132,18 +132,25 @@ pub fn echo(cfg: SandboxConfiguration, size: usize) -> Result<Sampler, RowError>
     call(cfg, false, fn_id::ECHO, payload.clone(), payload)
 }
 
-/// One typed call of the default guest's `AddPair` (two u64 → u64;
-/// `MultiUseSandbox::call`, postcard both ways).
-pub fn typed_small(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
-    use nub_host_common::default_guest::typed::{AddPair, Pair};
+/// One typed call (`MultiUseSandbox::call`, postcard both ways) of the
+/// default guest's `F` with `args`, whose answer must be `want`.
+fn typed_call<F>(
+    cfg: SandboxConfiguration,
+    args: F::Args,
+    want: F::Ret,
+) -> Result<Sampler, RowError>
+where
+    F: nub_sandbox::nub_interface::Function,
+    F::Ret: PartialEq,
+    F::Err: std::fmt::Debug,
+{
     let mut s = boot(cfg, false)?;
-    let pair = Pair { a: 40, b: 2 };
     let typed = move |s: &mut MultiUseSandbox| {
-        s.call::<AddPair>(&pair)
-            .map_err(|e| RowError::WrongAnswer(format!("typed call: {e}")))
+        s.call::<F>(&args)
+            .map_err(|e| RowError::WrongAnswer(format!("typed call of {}: {e}", F::NAME)))
     };
-    if typed(&mut s)? != 42 {
-        return Err(RowError::WrongAnswer("AddPair(40, 2) is not 42".into()));
+    if typed(&mut s)? != want {
+        return Err(RowError::WrongAnswer(format!("{} answered wrong", F::NAME)));
     }
     Ok(Box::new(move || {
         let (answer, us) = timed(|| typed(&mut s));
@@ -152,25 +159,18 @@ pub fn typed_small(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
     }))
 }
 
-/// One typed call of the default guest's `EchoBytes` with 4 KiB (as
+/// A typed call of the default guest's `AddPair` (two u64 → u64).
+pub fn typed_small(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
+    use nub_host_common::default_guest::typed::{AddPair, Pair};
+    typed_call::<AddPair>(cfg, Pair { a: 40, b: 2 }, 42)
+}
+
+/// A typed call of the default guest's `EchoBytes` with 4 KiB (as
 /// `nub_interface::Bytes`).
 pub fn typed_4k(cfg: SandboxConfiguration) -> Result<Sampler, RowError> {
     use nub_host_common::default_guest::typed::EchoBytes;
-    let mut s = boot(cfg, false)?;
     let bytes = nub_sandbox::nub_interface::Bytes::from(vec![0x5a; 4 << 10]);
-    let want = bytes.clone();
-    let typed = move |s: &mut MultiUseSandbox| {
-        s.call::<EchoBytes>(&bytes)
-            .map_err(|e| RowError::WrongAnswer(format!("typed call: {e}")))
-    };
-    if typed(&mut s)? != want {
-        return Err(RowError::WrongAnswer("EchoBytes did not echo".into()));
-    }
-    Ok(Box::new(move || {
-        let (answer, us) = timed(|| typed(&mut s));
-        answer?;
-        Ok(us)
-    }))
+    typed_call::<EchoBytes>(cfg, bytes.clone(), bytes)
 }
 
 /// `host_echo` through the CLI's host fn 1 (echo): two transitions.

@@ -52,7 +52,6 @@ const MAX_FILE_SIZE: u64 = (128 << 20) + nub_host_common::layout::MAX_MEMORY_SIZ
 pub struct SandboxImage {
     memory: Arc<MemoryImage>,
     info: ImageInfo,
-    page_numbers: Vec<u64>,
 }
 
 /// What an image holds, beside its pages (`nub info --image` prints it).
@@ -158,7 +157,6 @@ impl SandboxImage {
         Ok(Arc::new(Self {
             memory: Arc::new(memory),
             info: info_of(&file),
-            page_numbers: file.page_numbers,
         }))
     }
 
@@ -190,18 +188,16 @@ impl SandboxImage {
     /// The image file's bytes ([`format`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let page = PAGE_SIZE as usize;
-        let mut pages = vec![0u8; self.page_numbers.len() * page];
-        for (&number, out) in self.page_numbers.iter().zip(pages.chunks_exact_mut(page)) {
+        // The pages this image carries, read back from its sealed memory.
+        let numbers = &self.memory.carried;
+        let mut pages = vec![0u8; numbers.len() * page];
+        for (&number, out) in numbers.iter().zip(pages.chunks_exact_mut(page)) {
             self.memory
                 .prepared
                 .read(number * PAGE_SIZE, out)
                 .map_err(HyperlightError::from)?;
         }
-        let listed = self
-            .page_numbers
-            .iter()
-            .copied()
-            .zip(pages.chunks_exact(page));
+        let listed = numbers.iter().copied().zip(pages.chunks_exact(page));
         Ok(ImageFile::encode(
             &self.info.meta,
             &self.info.host_functions,
@@ -248,7 +244,7 @@ impl SandboxImage {
     /// the pool, the resident spin window on the host's side) are kept,
     /// what shapes memory (sizes, log level) is the image's, and its call
     /// mode must be the image's.
-    fn fit(&self, config: Option<SandboxConfiguration>) -> Result<SandboxConfiguration> {
+    pub(crate) fn fit(&self, config: Option<SandboxConfiguration>) -> Result<SandboxConfiguration> {
         let ours = self.configuration();
         let Some(config) = config else {
             return Ok(ours);
@@ -392,17 +388,7 @@ pub(crate) fn capture(
     Ok(Arc::new(SandboxImage {
         memory: Arc::new(memory),
         info,
-        page_numbers,
     }))
-}
-
-/// The configuration a sandbox from `image` runs with (see
-/// [`MultiUseSandbox::from_image`](crate::MultiUseSandbox::from_image)).
-pub(crate) fn configuration_for(
-    image: &SandboxImage,
-    config: Option<SandboxConfiguration>,
-) -> Result<SandboxConfiguration> {
-    image.fit(config)
 }
 
 impl From<ImageError> for HyperlightError {
