@@ -183,6 +183,9 @@ impl Resident {
             }
             let request = words.hostcall_request.load(Ordering::Acquire);
             if request != self.last_hostcall {
+                if answered_first(&words, seq) {
+                    break Ok(());
+                }
                 if let Err(e) = self.serve(&words, side, input_tail, host, request) {
                     break Err(e);
                 }
@@ -286,6 +289,9 @@ impl Resident {
             }
             let request = words.hostcall_request.load(Ordering::Acquire);
             if request != self.last_hostcall {
+                if answered_first(words, seq) {
+                    break Ok(());
+                }
                 match self.serve(words, side, input_tail, host, request) {
                     Ok(()) => continue,
                     Err(e) => break Err(e),
@@ -398,6 +404,15 @@ impl Resident {
         thread.join().ok()?;
         self.shared.take_vm()
     }
+}
+
+/// Whether call `seq` was answered before the host-call request just seen:
+/// the guest publishes a call's completion and only then any later word,
+/// so a request found after the completion (re-read after the request's
+/// Acquire load) was made outside the call. The call has its answer; the
+/// next call refuses the stray request (`HostCallOutsideCall`).
+fn answered_first(words: &Words<'_>, seq: u64) -> bool {
+    words.completion.load(Ordering::Acquire) == seq
 }
 
 impl Engine for Resident {
