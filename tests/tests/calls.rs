@@ -64,14 +64,37 @@ fn guest_function_error_carries_the_message() {
         .call_raw(fn_id::FAIL, "no such thing ✓".as_bytes())
         .unwrap_err();
     match err {
-        HyperlightError::GuestFunctionError { fn_id, message } => {
+        HyperlightError::GuestFunctionError {
+            fn_id,
+            code,
+            message,
+        } => {
             assert_eq!(fn_id, 3);
+            assert_eq!(code, 0, "fn 3 sets no code");
             assert_eq!(message, "no such thing ✓");
         }
         other => panic!("expected a guest function error, got {other:?}"),
     }
     assert!(!s.is_poisoned());
     assert_eq!(s.call_raw(fn_id::ECHO, b"ok").unwrap(), b"ok");
+}
+
+#[test]
+fn a_raw_guest_error_carries_its_code() {
+    let mut s = sandbox();
+    let mut payload = 404u32.to_le_bytes().to_vec();
+    payload.extend_from_slice(b"no such key");
+    let err = s.call_raw(fn_id::FAIL_CODE, &payload).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            HyperlightError::GuestFunctionError { fn_id: 18, code: 404, message }
+                if message == "no such key"
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("code 404"), "{err}");
+    assert!(!s.is_poisoned());
 }
 
 #[test]

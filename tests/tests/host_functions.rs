@@ -138,7 +138,7 @@ fn unknown_host_function_reaches_the_guest_as_an_error() {
         .call_raw(fn_id::HOST_ECHO, &host_echo_payload(404, b"x"))
         .unwrap_err();
     match err {
-        HyperlightError::GuestFunctionError { fn_id, message } => {
+        HyperlightError::GuestFunctionError { fn_id, message, .. } => {
             assert_eq!(fn_id, 5);
             assert!(message.contains("404"), "{message}");
         }

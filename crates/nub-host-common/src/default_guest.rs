@@ -17,6 +17,7 @@
 //! | 11 | `log` | level u8, flags u8, u32 LE count, message | logs the message count times; the count, u32 LE |
 //! | 12 | `race_response` | u32 LE rounds | publishes its completion early, then rewrites the output ring while the host reads it (tests only, resident mode) |
 //! | 13 | `taint` | selector u8 (+ u64 LE secret) | reports the SIMD/x87/segment registers a call finds, or leaves the secret in them and in every page it can spare (tests only: the pool's reset) |
+//! | 18 | `fail_code` | u32 LE code + UTF-8 message | guest-function error with that code and message (`GuestError::coded`) |
 //!
 //! The guest's own docs (`guest-x86/guests/default/src/main.rs`) give the
 //! payloads in full. Ids 14–17 are typed functions, declared in [`typed`]
@@ -55,9 +56,12 @@ pub const RACE_RESPONSE: u32 = 12;
 /// selector), 16 sets RFLAGS.AC (alignment checks: may fault). See
 /// `guest-x86/guests/default/src/taint.rs`.
 pub const TAINT: u32 = 13;
+/// Returns a guest-function error with the payload's code (u32 LE) and the
+/// rest as message (`GuestError::coded`).
+pub const FAIL_CODE: u32 = 18;
 
 /// Every id above with its function's name, in id order.
-pub const ALL: [(u32, &str); 13] = [
+pub const ALL: [(u32, &str); 14] = [
     (ECHO, "echo"),
     (ADD, "add"),
     (FAIL, "fail"),
@@ -71,6 +75,7 @@ pub const ALL: [(u32, &str); 13] = [
     (LOG, "log"),
     (RACE_RESPONSE, "race_response"),
     (TAINT, "taint"),
+    (FAIL_CODE, "fail_code"),
 ];
 
 /// The default guest's typed interface (ids 14–17 and the host function
@@ -129,8 +134,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_one_to_thirteen_in_order() {
+    fn raw_ids_are_one_to_thirteen_then_eighteen_in_order() {
         let ids: Vec<u32> = ALL.iter().map(|(id, _)| *id).collect();
-        assert_eq!(ids, (1..=13).collect::<Vec<u32>>());
+        let expected: Vec<u32> = (1..=13).chain([FAIL_CODE]).collect();
+        assert_eq!(ids, expected);
+        // 14–17 are the typed functions (0x200 the host function they use).
+        assert_eq!(typed::IDS, &[14, 15, 16, 17, 0x200]);
     }
 }

@@ -79,7 +79,7 @@ pub mod system;
 
 /// Version of the host/guest ABI described by this crate. Bumped on any
 /// incompatible change to a layout, port or frame defined here.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Reads a little-endian `u64` at `off` in `bytes`, or `None` if out of range.
 #[inline]

@@ -42,7 +42,9 @@ abi_enum! {
     pub enum Status: u32 {
         /// Success; the payload is the function's result.
         Ok = 0,
-        /// The guest function returned an error; payload = UTF-8 message.
+        /// The guest function returned an error; payload = its code (u32
+        /// LE, ABI version 5) then its UTF-8 message ([`encode_guest_error`],
+        /// [`Outcome::GuestError`]).
         GuestError = 1,
         /// No guest function has this id; payload = the id as u32 LE.
         UnknownFunction = 2,
@@ -322,8 +324,15 @@ const _: () = assert!(core::mem::size_of::<Archived<u32>>() == 4);
 pub enum Outcome<'a> {
     /// The function's result.
     Ok(&'a [u8]),
-    /// The function's error message (UTF-8, not trusted to be).
-    GuestError(&'a [u8]),
+    /// The function's error: its code and its message (UTF-8, not trusted
+    /// to be). A payload shorter than the code's 4 bytes reads as code 0
+    /// with those bytes as the message: the guest chooses both anyway.
+    GuestError {
+        /// The guest's error code (0 unless the function chose one).
+        code: u32,
+        /// The message bytes.
+        message: &'a [u8],
+    },
     /// No guest function has the id.
     UnknownFunction,
     /// The result did not fit; how many bytes it needed, if the payload
@@ -341,13 +350,41 @@ pub enum Outcome<'a> {
 pub fn response_outcome(status: u32, payload: &[u8]) -> Outcome<'_> {
     match Status::try_from(status) {
         Ok(Status::Ok) => Outcome::Ok(payload),
-        Ok(Status::GuestError) => Outcome::GuestError(payload),
+        Ok(Status::GuestError) => match (payload.first_chunk::<4>(), payload.get(4..)) {
+            (Some(code), Some(message)) => Outcome::GuestError {
+                code: u32::from_le_bytes(*code),
+                message,
+            },
+            _ => Outcome::GuestError {
+                code: 0,
+                message: payload,
+            },
+        },
         Ok(Status::UnknownFunction) => Outcome::UnknownFunction,
         Ok(Status::ResponseTooLarge) => Outcome::ResponseTooLarge {
             needed: crate::read_u64(payload, 0),
         },
         _ => Outcome::Invalid(status),
     }
+}
+
+/// Bytes of a [`Status::GuestError`] payload before the message: the code.
+pub const GUEST_ERROR_CODE_LEN: usize = 4;
+
+/// Encodes a [`Status::GuestError`] response with `code` and as much of
+/// `message` as fits in `out` (cut at a byte boundary: the host reads the
+/// message lossily). Returns the body length.
+pub fn encode_guest_error(out: &mut [u8], code: u32, message: &[u8]) -> Result<usize, CodecError> {
+    let room = out
+        .len()
+        .saturating_sub(response_size(0).saturating_add(GUEST_ERROR_CODE_LEN));
+    let message = message.get(..message.len().min(room)).unwrap_or(&[]);
+    let len = GUEST_ERROR_CODE_LEN + message.len();
+    let payload = out.get_mut(..len).ok_or(CodecError::NoSpace)?;
+    let (code_bytes, text) = payload.split_at_mut(GUEST_ERROR_CODE_LEN);
+    code_bytes.copy_from_slice(&code.to_le_bytes());
+    text.copy_from_slice(message);
+    finish_response_in_place(out, Status::GuestError as u32, len)
 }
 
 /// The `HostError` message a host sends instead of a host function's
@@ -450,7 +487,10 @@ mod tests {
             let outcome = response_outcome(status as u32, &seven);
             let expected = match status {
                 Status::Ok => Outcome::Ok(&[7, 0, 0, 0, 0, 0, 0, 0]),
-                Status::GuestError => Outcome::GuestError(&[7, 0, 0, 0, 0, 0, 0, 0]),
+                Status::GuestError => Outcome::GuestError {
+                    code: 7,
+                    message: &[0, 0, 0, 0],
+                },
                 Status::UnknownFunction => Outcome::UnknownFunction,
                 Status::ResponseTooLarge => Outcome::ResponseTooLarge { needed: Some(7) },
                 Status::BadRequest | Status::HostError | Status::UnknownHostFunction => {
@@ -464,5 +504,38 @@ mod tests {
             response_outcome(Status::ResponseTooLarge as u32, b"short"),
             Outcome::ResponseTooLarge { needed: None }
         );
+        assert_eq!(
+            response_outcome(Status::GuestError as u32, b"ab"),
+            Outcome::GuestError {
+                code: 0,
+                message: b"ab"
+            }
+        );
+    }
+
+    #[test]
+    fn a_guest_error_carries_its_code_and_as_much_message_as_fits() {
+        let mut buf = Buf([0; 512]);
+        let n = encode_guest_error(&mut buf.0, 42, b"not found").unwrap();
+        let (status, payload) = decode_response(&buf.0[..n]).unwrap();
+        assert_eq!(
+            response_outcome(status, payload),
+            Outcome::GuestError {
+                code: 42,
+                message: b"not found"
+            }
+        );
+        // A body with room for the code and three message bytes only.
+        let small = response_size(GUEST_ERROR_CODE_LEN + 3);
+        let n = encode_guest_error(&mut buf.0[..small], 9, b"truncated").unwrap();
+        let (status, payload) = decode_response(&buf.0[..n]).unwrap();
+        assert_eq!(
+            response_outcome(status, payload),
+            Outcome::GuestError {
+                code: 9,
+                message: b"tru"
+            }
+        );
+        assert!(encode_guest_error(&mut buf.0[..4], 9, b"x").is_err());
     }
 }

@@ -116,12 +116,18 @@ pub enum GuestBinaryError {
 #[non_exhaustive]
 pub enum HyperlightError {
     // --- call errors; the sandbox stays usable ---
-    /// The guest function ran and returned an error.
-    #[error("guest function {fn_id} failed: {message}")]
+    /// The guest function ran and returned an error (a raw function's
+    /// `GuestError`; typed calls decode the function's own error type
+    /// instead, see `CallError::Guest`).
+    #[error("guest function {fn_id} failed: {message}{}", code_suffix(*code))]
     GuestFunctionError {
         /// The function called.
         fn_id: u32,
-        /// Its error message.
+        /// The guest's error code: 0 unless the function chose one
+        /// (`GuestError::coded` / `with_code` in the guest); what each
+        /// means is the guest's contract. Match on this, not the message.
+        code: u32,
+        /// Its error message, for people.
         message: String,
     },
     /// No guest function has this id.
@@ -560,6 +566,15 @@ pub type Result<T> = std::result::Result<T, HyperlightError>;
 
 /// The name of x86 exception `vector`, e.g. `"page fault (#PF)"` (the
 /// ABI's exception table, [`nub_host_common::exceptions`]).
+/// `" (code N)"` after a guest error's message, or nothing for code 0.
+fn code_suffix(code: u32) -> String {
+    if code == 0 {
+        String::new()
+    } else {
+        format!(" (code {code})")
+    }
+}
+
 pub(crate) fn exception_name(vector: u8) -> &'static str {
     nub_host_common::exceptions::name(vector)
 }
@@ -627,9 +642,10 @@ mod tests {
             (
                 E::GuestFunctionError {
                     fn_id: 7,
-                    message: "bad input".into(),
+                    code: 404,
+                    message: "no such key".into(),
                 },
-                &["guest function 7", "bad input"],
+                &["guest function 7", "no such key", "code 404"],
             ),
             (E::UnknownFunction { fn_id: 99 }, &["no function", "99"]),
             (
@@ -805,6 +821,16 @@ mod tests {
                 &["not a valid archive"],
             ),
         ]
+    }
+
+    #[test]
+    fn a_guest_error_shows_its_code_unless_it_is_zero() {
+        let uncoded = HyperlightError::GuestFunctionError {
+            fn_id: 7,
+            code: 0,
+            message: "bad input".into(),
+        };
+        assert_eq!(uncoded.to_string(), "guest function 7 failed: bad input");
     }
 
     #[test]

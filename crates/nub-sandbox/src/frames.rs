@@ -251,8 +251,9 @@ pub(crate) fn response_result(
 ) -> Result<Vec<u8>> {
     match rpc::response_outcome(response.status, &response.payload) {
         rpc::Outcome::Ok(_) => Ok(response.payload),
-        rpc::Outcome::GuestError(message) => Err(HyperlightError::GuestFunctionError {
+        rpc::Outcome::GuestError { code, message } => Err(HyperlightError::GuestFunctionError {
             fn_id,
+            code,
             message: String::from_utf8_lossy(message).into_owned(),
         }),
         rpc::Outcome::UnknownFunction => Err(HyperlightError::UnknownFunction { fn_id }),
@@ -573,9 +574,13 @@ mod tests {
             response_result(7, response(Status::Ok as u32), 100).unwrap(),
             b"payload"
         );
+        let coded = RawResponse {
+            status: Status::GuestError as u32,
+            payload: b"\x05\0\0\0payload".to_vec(),
+        };
         assert!(matches!(
-            response_result(7, response(Status::GuestError as u32), 100),
-            Err(HyperlightError::GuestFunctionError { fn_id: 7, message }) if message == "payload"
+            response_result(7, coded, 100),
+            Err(HyperlightError::GuestFunctionError { fn_id: 7, code: 5, message }) if message == "payload"
         ));
         assert!(matches!(
             response_result(7, response(Status::UnknownFunction as u32), 100),
@@ -597,11 +602,15 @@ mod tests {
     #[test]
     fn too_few_responses_in_a_batch() {
         // A ring with room for exactly the two responses the guest wrote.
-        let sizes = [b"first".len(), b"second failed".len()]
+        let sizes = [b"first".len(), b"\0\0\0\0second failed".len()]
             .map(|n| ring::frame_size(rpc::response_size(n)).unwrap());
         let mut region = ring(RING_HEADER_SIZE + sizes[0] + sizes[1]);
         push_response(&mut region, Status::Ok as u32, b"first");
-        push_response(&mut region, Status::GuestError as u32, b"second failed");
+        push_response(
+            &mut region,
+            Status::GuestError as u32,
+            b"\0\0\0\0second failed",
+        );
         let capacity = region.as_slice().capacity();
 
         // Never more than asked for.
@@ -614,7 +623,7 @@ mod tests {
         assert_eq!(results[0].as_ref().unwrap(), b"first");
         assert!(matches!(
             &results[1],
-            Err(HyperlightError::GuestFunctionError { fn_id: 2, message }) if message == "second failed"
+            Err(HyperlightError::GuestFunctionError { fn_id: 2, message, .. }) if message == "second failed"
         ));
         assert!(matches!(
             &results[2],

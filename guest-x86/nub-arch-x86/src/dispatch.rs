@@ -601,10 +601,7 @@ unsafe fn answer(
             }
             (Some(Ok(())), _) => (Status::Ok, len),
             (Some(Err(e)), _) => {
-                let msg = e.message().as_bytes();
-                let max = body.len().saturating_sub(ROOT_RESERVE);
-                let msg = msg.get(..msg.len().min(max)).unwrap_or(&[]);
-                return rpc::encode_response(body, Status::GuestError as u32, msg);
+                return rpc::encode_guest_error(body, e.code(), e.message().as_bytes());
             }
         };
         rpc::finish_response_in_place(body, status as u32, len)
@@ -680,7 +677,8 @@ mod tests {
         let got = read_responses(&output);
         assert_eq!(got.len(), 4, "one response per request");
         assert_eq!(got[0], (Status::Ok as u32, b"hi".to_vec()));
-        assert_eq!(got[1], (Status::GuestError as u32, b"bad".to_vec()));
+        // Code 0 (u32 LE), then the message.
+        assert_eq!(got[1], (Status::GuestError as u32, b"\0\0\0\0bad".to_vec()));
         assert_eq!(
             got[2],
             (Status::UnknownFunction as u32, 9u32.to_le_bytes().to_vec())

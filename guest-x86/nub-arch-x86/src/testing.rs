@@ -94,8 +94,8 @@ pub type HostFn = Box<dyn FnMut(&[u8]) -> Result<Vec<u8>, String>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallError {
-    /// The guest function returned this error (its message as the host
-    /// would see it).
+    /// The guest function returned this error (its code and message as
+    /// the host would see them).
     Guest(GuestError),
     /// The registry the init function filled has no function with this id.
     UnknownFunction(u32),
@@ -361,9 +361,9 @@ fn read_answer(output: &[u8], fn_id: u32) -> Result<Vec<u8>, CallError> {
     let (status, payload) = rpc::decode_response(frame.body).map_err(|e| protocol(&e))?;
     match rpc::response_outcome(status, payload) {
         rpc::Outcome::Ok(bytes) => Ok(bytes.to_vec()),
-        rpc::Outcome::GuestError(message) => Err(CallError::Guest(GuestError::msg(
-            String::from_utf8_lossy(message),
-        ))),
+        rpc::Outcome::GuestError { code, message } => Err(CallError::Guest(
+            GuestError::msg(String::from_utf8_lossy(message)).with_code(code),
+        )),
         rpc::Outcome::UnknownFunction => Err(CallError::UnknownFunction(fn_id)),
         rpc::Outcome::ResponseTooLarge { needed } => Err(CallError::ResponseTooLarge { needed }),
         rpc::Outcome::Invalid(status) => Err(CallError::Protocol(format!(

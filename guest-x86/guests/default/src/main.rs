@@ -17,6 +17,16 @@
 //! | 11 | `log` | level u8 (1 error … 5 trace), flags u8 (bit 0: panic afterwards), u32 LE count, message | logs `"{message} #{i}"` count times; the count, u32 LE |
 //! | 12 | `race_response` | u32 LE rounds | publishes its completion early, then rewrites the output ring while the host reads it (tests only, resident mode) |
 //! | 13 | `taint` | selector u8 (+ u64 LE secret) | reports the SIMD/x87/segment registers a call finds, or leaves the secret in them and in every page it can spare (tests only; see [`taint`]) |
+//! | 14 | `AddPair` (typed) | `Pair { a, b }` | `a + b`, or `MathError::Overflow` |
+//! | 15 | `Count` (typed, state) | u64 | the new count kept in the guest's `State` |
+//! | 16 | `EchoBytes` (typed) | `Bytes` | the same bytes |
+//! | 17 | `AskHost` (typed) | u64 | host function `Double` (0x200)'s answer |
+//! | 18 | `fail_code` | u32 LE code + UTF-8 message | guest-function error with that code and message |
+//!
+//! Ids 14–17 are declared once, with `nub_interface::interface!`, in
+//! `nub_host_common::default_guest::typed`: the host calls them with
+//! `sandbox.call::<AddPair>(&pair)` and gets `u64` or `MathError` back; the
+//! raw ones are the layer beneath (`call_raw(id, bytes)`).
 //!
 //! The functions' logic is tested on the host with `nub_arch_x86::testing`
 //! (`cargo test --target x86_64-unknown-linux-gnu` in `guest-x86/guests`,
@@ -36,7 +46,7 @@ use nub_arch_x86::{GuestError, Output, Registry};
 // The fn ids are the ABI's (`nub_host_common::default_guest`), shared with
 // the tests, the CLI and the benches.
 use nub_arch_x86::abi::default_guest::{
-    ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAULT, HOST_ECHO, HOST_LOOP, LOG, RACE_RESPONSE,
+    ADD, BLAKE3, CAP_SUM, ECHO, FAIL, FAIL_CODE, FAULT, HOST_ECHO, HOST_LOOP, LOG, RACE_RESPONSE,
     SCRIBBLE_DIRECTORY, SPIN, TAINT,
 };
 
@@ -64,6 +74,17 @@ fn fail(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
     Err(GuestError::msg(alloc::string::String::from_utf8_lossy(
         input,
     )))
+}
+
+/// A raw error with a code: u32 LE code, then the message.
+fn fail_code(input: &[u8], _: &mut Output<'_>) -> Result<(), GuestError> {
+    let (code, message) = input
+        .split_first_chunk::<4>()
+        .ok_or(GuestError::new("expected a u32 LE code"))?;
+    Err(
+        GuestError::msg(alloc::string::String::from_utf8_lossy(message))
+            .with_code(u32::from_le_bytes(*code)),
+    )
 }
 
 fn hash(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
@@ -328,10 +349,11 @@ fn race_response(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError> {
 }
 
 fn init(registry: &mut Registry) {
-    let functions: [(u32, nub_arch_x86::GuestFn); 13] = [
+    let functions: [(u32, nub_arch_x86::GuestFn); 14] = [
         (ECHO, echo),
         (ADD, add),
         (FAIL, fail),
+        (FAIL_CODE, fail_code),
         (BLAKE3, hash),
         (HOST_ECHO, host_echo),
         (HOST_LOOP, host_loop),
@@ -450,6 +472,17 @@ mod tests {
             testing::call_id(init, ADD, b"short"),
             Err(guest_error("expected a u64 LE payload (8 bytes)"))
         );
+    }
+
+    #[test]
+    fn fail_code_returns_its_code_and_message() {
+        let mut input = 404u32.to_le_bytes().to_vec();
+        input.extend_from_slice(b"no such key");
+        let err = testing::call_id(init, FAIL_CODE, &input).unwrap_err();
+        let testing::CallError::Guest(e) = err else {
+            panic!("expected a guest error, got {err:?}");
+        };
+        assert_eq!((e.code(), e.message()), (404, "no such key"));
     }
 
     #[test]
@@ -575,12 +608,13 @@ mod tests {
             LOG,
             RACE_RESPONSE,
             TAINT,
+            FAIL_CODE,
         ] {
             assert!(registry.get(id).is_some(), "fn id {id}");
         }
         // And the four typed functions (ids 14-17; the interface's fifth
         // id is the host function the guest calls).
-        assert_eq!(registry.len(), 17);
+        assert_eq!(registry.len(), 18);
     }
 
     #[test]
