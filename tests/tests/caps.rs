@@ -135,11 +135,33 @@ fn put_is_idempotent() {
 }
 
 #[test]
+fn the_directory_address_comes_with_boot() {
+    let mut s = sandbox();
+    let exits = s.exit_count();
+    // No call asks the guest where its directory is: the kernel published
+    // the address at boot.
+    let cap = data(b"first");
+    assert!(!s.cache_reader().unwrap().contains(&cap.hash()));
+    if nub_tests::exits_count_runs() {
+        assert_eq!(s.exit_count(), exits, "no exit to build the reader");
+    }
+    // The first put_cap_with_hash costs the put alone.
+    s.put_cap_with_hash(cap.hash(), &cap).unwrap();
+    if nub_tests::exits_count_runs() {
+        assert_eq!(s.exit_count(), exits + 1, "one exit: the put");
+    }
+    assert!(s.cache_reader().unwrap().contains(&cap.hash()));
+    // And it is the address the guest answers when asked.
+    let reader_sees = s.cache_reader().unwrap().contains(&cap.hash());
+    assert_eq!(reader_sees, s.get_cap(cap.hash()).unwrap().is_some());
+    assert_ne!(s.boot_info().unwrap().directory_va, 0);
+}
+
+#[test]
 fn put_with_a_present_hash_costs_no_exit() {
     let mut s = sandbox();
     let cap = data(b"present");
     put_checked(&mut s, &cap);
-    s.cache_reader().unwrap(); // builds the reader (one call)
     let exits = s.exit_count();
     for _ in 0..100 {
         s.put_cap_with_hash(cap.hash(), &cap).unwrap();

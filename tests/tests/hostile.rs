@@ -340,8 +340,25 @@ fn hostile_forged_boot_info_copies_are_a_harmless_lie() {
     let info = s.boot_info().unwrap();
     assert_eq!(info.directory_va, h::FORGED_DIRECTORY_VA);
     assert_eq!(info.memory_size, u64::MAX);
-    // ...and trusts none of it: the reader built on the forged address
-    // (outside guest memory) finds nothing, and the verified paths work.
+    // ...but its reader sits at the address the kernel published at boot,
+    // before any guest function ran: the lie after boot changes nothing.
+    assert!(s.cache_reader().unwrap().contains(&held.hash()));
+    assert_eq!(s.get_cap(held.hash()).unwrap(), Some(held));
+    assert_usable(&mut s);
+    bystander.check();
+}
+
+#[test]
+fn hostile_forged_published_directory_address_is_a_harmless_lie() {
+    let bystander = Bystander::new();
+    let mut u = hostile_uninit(None);
+    u.register_host_function(h::INIT_HOST_FN, |_: &[u8]| Ok(b"forge directory".to_vec()))
+        .unwrap();
+    let mut s = u.evolve().unwrap();
+    let held = data(b"held under a forged address");
+    assert_eq!(s.put_cap(&held).unwrap(), held.hash());
+    // The reader built on the forged address (outside guest memory) finds
+    // nothing, and the verified paths work.
     assert!(!s.cache_reader().unwrap().contains(&held.hash()));
     let exits = s.exit_count();
     s.put_cap_with_hash(held.hash(), &held).unwrap();

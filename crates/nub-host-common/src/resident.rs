@@ -10,6 +10,7 @@
 //!
 //! | offset | word | written by | meaning |
 //! | --- | --- | --- | --- |
+//! | 0 | [`DIRECTORY_ADDRESS`] | guest | the capability directory's header address, written once at boot before READY, in both call modes (ABI version 5) |
 //! | 128 | [`GUEST_STATE`] | guest | [`STATE_RUNNING`] or [`STATE_PARKED`] (about to exit through PARK) |
 //! | 192 | [`HOST_WAITING`] | host | 1 while the caller is blocked (the guest must exit through NOTIFY to wake it), else 0 |
 //! | 256 | [`HOSTCALL_REQUEST`] | guest | sequence number of the latest host call |
@@ -22,8 +23,8 @@
 //! | 384 | [`SPIN_ITERATIONS`] | host | how many polls the guest spins before it parks |
 //!
 //! The two words every call crosses sit in the ring headers instead, on the
-//! cache line the other side reads next anyway (ABI version 3; offsets 0
-//! and 64 of the block are unused since):
+//! cache line the other side reads next anyway (ABI version 3; offset 64
+//! of the block is unused since):
 //!
 //! | where | word | written by | meaning |
 //! | --- | --- | --- | --- |
@@ -49,6 +50,11 @@ pub const DOORBELL: usize = crate::ring::SEQ_OFFSET;
 /// the start of the **output ring** region (its header's
 /// [`crate::ring::SEQ_OFFSET`] word), not of the control block.
 pub const COMPLETION: usize = crate::ring::SEQ_OFFSET;
+/// Guest: the capability directory's header address (`BootInfo`'s
+/// `directory_va`), published once at boot before READY so that the host
+/// knows it without a system call. Untrusted like every guest word: the
+/// host's directory reader bounds-checks everything it reads from it.
+pub const DIRECTORY_ADDRESS: usize = 0;
 /// Guest: [`STATE_RUNNING`] or [`STATE_PARKED`].
 pub const GUEST_STATE: usize = 128;
 /// Host: 1 while the calling thread is blocked, else 0.

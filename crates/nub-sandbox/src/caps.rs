@@ -122,9 +122,10 @@ fn get_answer(bytes: &[u8], asked: CapHash) -> std::result::Result<Option<Cap>, 
 }
 
 impl MultiUseSandbox {
-    /// The directory reader, built on first use by one
-    /// `FN_ID_NUB_GET_BOOT_INFO` call (the directory's address never changes
-    /// afterwards). Fails with [`HyperlightError::PoisonedSandbox`] once the
+    /// The directory reader, at the address the guest published at boot
+    /// (or the image recorded), so no call or exit builds it; only a guest
+    /// kernel that published none costs one `FN_ID_NUB_GET_BOOT_INFO` call,
+    /// once. Fails with [`HyperlightError::PoisonedSandbox`] once the
     /// sandbox is poisoned: a dead guest's index answers nothing.
     ///
     /// ```

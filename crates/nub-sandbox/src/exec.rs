@@ -54,6 +54,8 @@ pub(crate) struct GuestVm {
     /// ring (kept between calls).
     scratch: Vec<u8>,
     interrupt: Arc<VcpuInterrupt>,
+    /// What [`Self::published_directory`] returns.
+    published_directory: Option<u64>,
     /// Last: see [`EngineSlot`].
     engine: EngineSlot,
 }
@@ -84,7 +86,17 @@ impl GuestVm {
             pool::retire(vm, &image, config.vm_pool);
             return Err(e);
         }
-        Self::with_engine(vm, side, image, config, RestPoint::default())
+        let directory = published_directory(&side);
+        let mut guest = Self::with_engine(vm, side, image, config, RestPoint::default())?;
+        guest.published_directory = directory;
+        Ok(guest)
+    }
+
+    /// The directory address the guest published at boot (its control
+    /// block's `DIRECTORY_ADDRESS` word, read once right after READY), if
+    /// it published one; untrusted, like every guest answer.
+    pub(crate) fn published_directory(&self) -> Option<u64> {
+        self.published_directory
     }
 
     /// Resumes `vm`, built from (or reset to) the persisted `image`: no
@@ -116,6 +128,7 @@ impl GuestVm {
             input_tail: 0,
             scratch: Vec::new(),
             interrupt,
+            published_directory: None,
             engine: EngineSlot {
                 engine: Some(engine),
                 image,
@@ -195,4 +208,12 @@ impl GuestVm {
             Some(engine) => engine.run_call(&self.side, self.input_tail, host, limit),
         }
     }
+}
+
+/// Reads the control block's `DIRECTORY_ADDRESS` word (a copy: the guest
+/// may write it at any time); `None` for 0 (not published) or an address
+/// outside guest memory's mapping.
+fn published_directory(side: &MemorySide) -> Option<u64> {
+    let word = side.layout.control.start + nub_host_common::resident::DIRECTORY_ADDRESS as u64;
+    side.memory.read_u64(word).ok().filter(|&va| va != 0)
 }

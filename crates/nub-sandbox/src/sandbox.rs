@@ -190,10 +190,10 @@ impl UninitializedSandbox {
         let mut host_functions = self.host_functions;
         let guest = GuestVm::boot(vm, self.image, self.config, self.id, &mut host_functions)?;
         Ok(MultiUseSandbox {
+            directory_va: guest.published_directory(),
             guest,
             host_functions,
             poisoned: false,
-            directory_va: None,
             recycled,
         })
     }
@@ -216,7 +216,8 @@ pub struct MultiUseSandbox {
     guest: GuestVm,
     host_functions: HostFunctions,
     poisoned: bool,
-    /// The guest directory's header address, once asked for.
+    /// The guest directory's header address: published by the guest at
+    /// boot, recorded in an image, or else asked for once.
     pub(crate) directory_va: Option<u64>,
     /// The VM came from the pool.
     recycled: bool,
@@ -518,8 +519,9 @@ impl MultiUseSandbox {
     }
 
     /// The guest directory's header address (the guest's own answer,
-    /// untrusted): remembered, else asked once in a system call bounded by
-    /// `limit`. The caller checks and sets poisoning.
+    /// untrusted): the one it published at boot or the image recorded,
+    /// else asked once in a system call bounded by `limit` (a guest kernel
+    /// that published none). The caller checks and sets poisoning.
     pub(crate) fn directory_address(&mut self, limit: Option<std::time::Duration>) -> Result<u64> {
         if let Some(va) = self.directory_va {
             return Ok(va);

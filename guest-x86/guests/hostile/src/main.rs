@@ -34,8 +34,10 @@
 //! logs until the call's deadline.
 //!
 //! At init it calls host function [`INIT_HOST_FN`]; an unknown host
-//! function is ignored, and the answer `b"spin"` makes init loop forever
-//! (to test stopping `evolve()`).
+//! function is ignored, the answer `b"spin"` makes init loop forever
+//! (to test stopping `evolve()`), and the answer `b"forge directory"`
+//! overwrites the directory address the kernel published in the control
+//! block with [`FORGED_DIRECTORY_VA`] before READY.
 //!
 //! Functions 2–7 never return to the kernel's dispatcher: they write the
 //! rings themselves and leave through an exit port, and abort if the host
@@ -56,7 +58,7 @@ mod words;
 
 use nub_arch_x86::{
     GuestError, GuestFn, Output, Registry,
-    abi::{boot::BootInfo, layout::BOOT_INFO_GPA},
+    abi::{boot::BootInfo, layout::BOOT_INFO_GPA, resident::DIRECTORY_ADDRESS},
 };
 
 pub use nub_arch_x86::abi::hostile_guest::*;
@@ -116,13 +118,28 @@ fn register_all(registry: &mut Registry) {
 fn init(registry: &mut Registry) {
     register_all(registry);
     // No such host function is the normal case: carry on.
-    if let Ok(answer) = nub_arch_x86::host_call(INIT_HOST_FN, b"init")
-        && answer == b"spin"
-    {
-        loop {
+    match nub_arch_x86::host_call(INIT_HOST_FN, b"init").as_deref() {
+        Ok(b"spin") => loop {
             core::hint::spin_loop();
-        }
+        },
+        Ok(b"forge directory") => forge_published_directory(),
+        _ => {}
     }
+}
+
+/// Overwrites the control block's published directory address.
+fn forge_published_directory() {
+    let info = boot();
+    if info.control_va == 0 {
+        return;
+    }
+    let word = info.control_va + DIRECTORY_ADDRESS as u64;
+    let ptr = core::ptr::with_exposed_provenance_mut::<u64>(word as usize);
+    // SAFETY: BootInfo gives the mapped RW control page (8-byte aligned
+    // words) for the guest's whole life; the kernel and the host reach the
+    // word only atomically, as this store does.
+    unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) }
+        .store(FORGED_DIRECTORY_VA, core::sync::atomic::Ordering::Release);
 }
 
 nub_arch_x86::guest_main!(init);

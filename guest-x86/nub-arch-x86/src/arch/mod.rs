@@ -20,7 +20,7 @@ use nub_host_common::{
     layout::PAGE_SIZE,
     ports::ExitPort,
     report::{Report, ReportKind},
-    resident::BOOT_FLAG_RESIDENT,
+    resident::{BOOT_FLAG_RESIDENT, DIRECTORY_ADDRESS},
     ring,
 };
 
@@ -63,12 +63,7 @@ fn control_words(
     input: RingRegion,
     output: RingRegion,
 ) -> Option<ControlWords<'static>> {
-    let va = usize::try_from(info.control_va).ok()?;
-    let end = info.control_va.checked_add(PAGE_SIZE)?;
-    if va == 0 || !va.is_multiple_of(PAGE_SIZE as usize) || end > info.memory_size {
-        return None;
-    }
-    let block = core::ptr::with_exposed_provenance_mut::<u64>(va);
+    let block = control_block(info)?;
     let seq_word = |ring: RingRegion| {
         let word = ring.ptr_at(ring::SEQ_OFFSET)?.cast::<u64>();
         let whole = ring.len() >= ring::RING_HEADER_SIZE && word.is_aligned();
@@ -84,6 +79,39 @@ fn control_words(
     // ring code writes only `head` and `tail` of a header), and the host
     // only atomically.
     Some(unsafe { ControlWords::from_parts(block, doorbell, completion) })
+}
+
+/// The control block's first word, if BootInfo's address for it is a
+/// page inside guest memory (a pointer with exposed provenance: the page
+/// is the host's mapping, which Rust never allocated).
+fn control_block(info: &BootInfo) -> Option<*mut u64> {
+    let va = usize::try_from(info.control_va).ok()?;
+    let end = info.control_va.checked_add(PAGE_SIZE)?;
+    if va == 0 || !va.is_multiple_of(PAGE_SIZE as usize) || end > info.memory_size {
+        return None;
+    }
+    Some(core::ptr::with_exposed_provenance_mut::<u64>(va))
+}
+
+/// Publishes the directory's address in the control block's
+/// [`DIRECTORY_ADDRESS`] word, where the host reads it after READY (both
+/// call modes), so that its first cap read needs no system call. Nothing
+/// happens when BootInfo's control block address is unusable: the host
+/// then asks with `FN_ID_NUB_GET_BOOT_INFO`.
+fn publish_directory(info: &BootInfo) {
+    let Some(block) = control_block(info) else {
+        return;
+    };
+    // SAFETY: `control_block` checked that the page is inside guest memory
+    // and page aligned, and the host maps it read-write for the guest's
+    // whole life (the ABI's memory map), so the word at offset 0 is valid
+    // and 8-byte aligned for as long as the guest runs. Both sides reach it
+    // only atomically (the host reads it with a copy after READY, while
+    // the vCPU is stopped in that exit), and no Rust reference to the page
+    // exists elsewhere in the kernel (`ControlWords` holds atomics at other
+    // offsets).
+    let word = unsafe { AtomicU64::from_ptr(block.byte_add(DIRECTORY_ADDRESS)) };
+    word.store(info.directory_va, Ordering::Release);
 }
 
 /// Makes the host call whose frame is at `slot` through the control block
@@ -178,6 +206,7 @@ pub unsafe extern "C" fn _start(boot_info: *const BootInfo) -> ! {
     crate::logger::init(&info);
     let mut info = info;
     info.directory_va = crate::state_cache::DIRECTORY.lock().header_addr();
+    publish_directory(&info);
     let Some((input, output)) = rings(&info) else {
         abort(1, "bad ring addresses in BootInfo");
     };
