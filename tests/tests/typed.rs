@@ -157,3 +157,25 @@ fn a_typed_call_takes_a_deadline_of_its_own() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_typed_reply_too_large_for_the_output_ring_is_a_typed_error() {
+    let cfg = nub_sandbox::SandboxConfiguration::default().with_ring_sizes(64 << 10, 16 << 10);
+    let mut s = sandbox_with(in_call_mode(Some(cfg)));
+    // Fits the input ring, not the output ring: the guest's in-place
+    // encoding does not fit, and the heap-encoded reply reports its size.
+    let big = nub_interface::Bytes::from(vec![7u8; 20 << 10]);
+    let err = s.call::<EchoBytes>(&big).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CallError::Sandbox(nub_sandbox::HyperlightError::ResponseTooLarge { needed, .. })
+                if *needed > 20 << 10
+        ),
+        "{err:?}"
+    );
+    assert!(!s.is_poisoned());
+    // A reply that fits still goes straight into the ring.
+    let small = nub_interface::Bytes::from(vec![7u8; 1 << 10]);
+    assert_eq!(s.call::<EchoBytes>(&small).unwrap(), small);
+}

@@ -211,6 +211,27 @@ pub fn encode_reply<F: Function>(result: &Result<F::Ret, F::Err>) -> Vec<u8> {
     encoded.unwrap_or_else(|_| alloc::vec![tag::ENCODE])
 }
 
+/// Encodes the reply payload of `F` for `result` straight into `out`,
+/// without allocating; the reply's length, or `None` when it does not fit
+/// in `out` (or does not encode): then [`encode_reply`] makes it.
+pub fn encode_reply_into<F: Function>(
+    result: &Result<F::Ret, F::Err>,
+    out: &mut [u8],
+) -> Option<usize> {
+    let (tag, body) = out.split_first_mut()?;
+    let written = match result {
+        Ok(ret) => {
+            *tag = tag::OK;
+            postcard::to_slice(ret, body).ok()?.len()
+        }
+        Err(err) => {
+            *tag = tag::ERR;
+            postcard::to_slice(err, body).ok()?.len()
+        }
+    };
+    Some(1 + written)
+}
+
 /// The reply payload saying why a request of `F` was not served.
 pub fn encode_refusal<F: Function>(why: WireError) -> Vec<u8> {
     match why {
@@ -377,6 +398,20 @@ mod tests {
         assert_eq!(decode_reply::<one::Add>(&reply), Ok(Err("no".into())));
         assert_eq!(one::Log::KIND, Kind::Host);
         assert_eq!(one::IDS, &[1, 2]);
+    }
+
+    #[test]
+    fn a_reply_encoded_in_place_is_the_same_reply() {
+        let mut buf = [0u8; 64];
+        for result in [Ok(5), Err(String::from("no"))] {
+            let n = encode_reply_into::<one::Add>(&result, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &encode_reply::<one::Add>(&result)[..]);
+            assert_eq!(decode_reply::<one::Add>(&buf[..n]), Ok(result));
+        }
+        // Too small for the tag, or for the value: the caller falls back.
+        assert_eq!(encode_reply_into::<one::Add>(&Ok(5), &mut []), None);
+        let long = Err("x".repeat(100));
+        assert_eq!(encode_reply_into::<one::Add>(&long, &mut buf), None);
     }
 
     #[test]

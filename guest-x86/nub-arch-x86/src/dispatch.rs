@@ -57,7 +57,8 @@ impl fmt::Display for RegistryError {
 
 /// A typed function's entry (`crate::typed`): the request payload in, the
 /// reply payload out.
-pub(crate) type TypedEntry = alloc::rc::Rc<dyn Fn(&[u8]) -> alloc::vec::Vec<u8>>;
+pub(crate) type TypedEntry =
+    alloc::rc::Rc<dyn Fn(&[u8], &mut Output<'_>) -> Result<(), GuestError>>;
 
 /// The guest's functions by id: raw functions in a fixed table, typed ones
 /// (`crate::typed`) in a list on the heap.
@@ -133,8 +134,7 @@ impl Registry {
         if let Some(f) = self.get(fn_id) {
             return Some(f(payload, out));
         }
-        self.typed_entry(fn_id)
-            .map(|entry| out.write(&entry(payload)))
+        self.typed_entry(fn_id).map(|entry| entry(payload, out))
     }
 
     /// Registers `f` under `fn_id`.
@@ -398,6 +398,32 @@ impl<'a> Output<'a> {
         self.len = end;
         self.publish_end();
         Ok(())
+    }
+
+    /// Lets `encode` write straight into the space left (nothing is
+    /// copied) and appends the bytes it says it wrote. `false`, with
+    /// nothing appended, when `encode` returns `None` (it did not fit).
+    pub(crate) fn write_in_place(
+        &mut self,
+        encode: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        let room = self.remaining();
+        // SAFETY: `len..len + room` lies in the body space (`len + room ==
+        // limit <= cap` when `len <= limit`, else `room` is 0), which this
+        // output borrows exclusively; no other reference to those bytes is
+        // live (`as_slice` covers only `..len` and borrows `self`, which
+        // this `&mut self` excludes), and no host call runs while `encode`
+        // holds the slice: it is the crate's own encoder, which makes none.
+        let space =
+            unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), room) };
+        match encode(space) {
+            Some(n) if n <= room => {
+                self.len += n;
+                self.publish_end();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Bytes written so far.

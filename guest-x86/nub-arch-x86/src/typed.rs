@@ -63,7 +63,20 @@ impl Registry {
         };
         self.register_entry(
             F::ID,
-            Rc::new(move |payload| nub_interface::serve::<F>(payload, &f)),
+            Rc::new(move |payload, out| {
+                let result = match nub_interface::decode_args::<F>(payload) {
+                    Ok(args) => f(args),
+                    Err(why) => return out.write(&nub_interface::encode_refusal::<F>(why)),
+                };
+                // Straight into the response frame; a reply too large for
+                // the ring (or one that does not encode) is made on the
+                // heap, where `write` reports how large it was.
+                if out.write_in_place(|space| nub_interface::encode_reply_into::<F>(&result, space))
+                {
+                    return Ok(());
+                }
+                out.write(&nub_interface::encode_reply::<F>(&result))
+            }),
         )
     }
 
