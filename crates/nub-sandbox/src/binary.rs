@@ -36,9 +36,10 @@ pub enum GuestBinary {
     Buffer(Vec<u8>),
     /// An ELF image that lives for the whole program, typically embedded
     /// with `include_bytes!(env!("MY_GUEST"))` (see `nub_guest_build::embed`).
-    /// Hashed for each sandbox and parsed only the first time, like
-    /// [`GuestBinary::Buffer`], but never copied: the prepared guest and
-    /// the cached image borrow the slice.
+    /// Hashed once per process (a `'static` slice never changes, so its
+    /// address names it) and parsed only the first time, and never copied:
+    /// the prepared guest and the cached image borrow the slice. As cheap
+    /// to rebuild from as [`GuestBinary::Prepared`].
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

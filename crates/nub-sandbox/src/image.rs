@@ -278,9 +278,10 @@ pub(crate) fn sandbox_image(
         GuestBinary::Prepared(guest) => (Some(guest), None),
         other => (None, Some(other.bytes()?)),
     };
-    let digest = match (prepared, &bytes) {
-        (Some(guest), _) => guest.digest,
-        (None, bytes) => *blake3::hash(bytes.as_deref().unwrap_or_default()).as_bytes(),
+    let digest = match (prepared, binary, &bytes) {
+        (Some(guest), _, _) => guest.digest,
+        (None, GuestBinary::Static(elf), _) => static_digest(elf),
+        (None, _, bytes) => *blake3::hash(bytes.as_deref().unwrap_or_default()).as_bytes(),
     };
     if let Some(image) = cached(digest, image_config) {
         return Ok(image);
@@ -291,6 +292,32 @@ pub(crate) fn sandbox_image(
     };
     boot_image(&guest, image_config)
 }
+
+/// The digest of a [`GuestBinary::Static`] ELF, hashed once per process:
+/// a `&'static [u8]` is never written nor freed, so its address and length
+/// name its bytes for the program's whole life. At most
+/// [`STATIC_DIGESTS`] slices are remembered (a program that leaks more is
+/// hashed each time).
+fn static_digest(elf: &'static [u8]) -> Digest {
+    static MEMO: Mutex<Vec<((usize, usize), Digest)>> = Mutex::new(Vec::new());
+    let key = (elf.as_ptr() as usize, elf.len());
+    let found = {
+        let memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        memo.iter().find(|(k, _)| *k == key).map(|(_, d)| *d)
+    };
+    if let Some(digest) = found {
+        return digest;
+    }
+    let digest = *blake3::hash(elf).as_bytes();
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.len() < STATIC_DIGESTS && !memo.iter().any(|(k, _)| *k == key) {
+        memo.push((key, digest));
+    }
+    digest
+}
+
+/// How many [`GuestBinary::Static`] digests [`static_digest`] remembers.
+const STATIC_DIGESTS: usize = 64;
 
 /// The cached boot image of the guest with `digest` for `config`.
 fn cached(digest: Digest, config: ImageConfig) -> Option<Arc<MemoryImage>> {
@@ -318,4 +345,24 @@ pub(crate) fn boot_image(
         .insert((guest.digest, config), Arc::downgrade(&built));
     cache.touch(&built);
     Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ONE: &[u8] = b"an ELF that never changes";
+    static TWIN: &[u8] = b"an ELF that never changes!";
+
+    #[test]
+    fn a_static_binary_is_hashed_by_its_bytes_and_remembered_by_its_address() {
+        for _ in 0..2 {
+            assert_eq!(static_digest(ONE), *blake3::hash(ONE).as_bytes());
+        }
+        // Another slice (here a prefix of another static: same address,
+        // other length) is another key.
+        let prefix: &'static [u8] = &TWIN[..ONE.len()];
+        assert_eq!(static_digest(prefix), *blake3::hash(prefix).as_bytes());
+        assert_eq!(static_digest(TWIN), *blake3::hash(TWIN).as_bytes());
+    }
 }

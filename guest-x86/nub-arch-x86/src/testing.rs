@@ -226,6 +226,37 @@ impl Harness {
             .map_err(|e| CallError::Protocol(format!("typed reply: {e}")))
     }
 
+    /// Calls declared guest function `F` with `args` in `registry`, which
+    /// the test built (and keeps): its [`crate::State`]s live on between
+    /// calls, so a sequence of calls is tested as one guest sees it.
+    ///
+    /// ```
+    /// use nub_arch_x86::{Registry, State, testing::Harness};
+    /// nub_interface::interface! {
+    ///     mod counter { guest Add = 1 (u64) -> u64 | nub_interface::Never; }
+    /// }
+    /// fn add(total: &mut u64, n: u64) -> Result<u64, nub_interface::Never> {
+    ///     *total += n;
+    ///     Ok(*total)
+    /// }
+    /// let mut registry = Registry::new();
+    /// registry.typed_with::<counter::Add, _>(&State::new(0u64), add).unwrap();
+    /// let mut h = Harness::new();
+    /// assert_eq!(h.call_typed_in::<counter::Add>(&registry, &2), Ok(Ok(2)));
+    /// assert_eq!(h.call_typed_in::<counter::Add>(&registry, &3), Ok(Ok(5)));
+    /// ```
+    pub fn call_typed_in<F: nub_interface::Function>(
+        &mut self,
+        registry: &Registry,
+        args: &F::Args,
+    ) -> Result<Result<F::Ret, F::Err>, CallError> {
+        let request = nub_interface::encode_args::<F>(args)
+            .map_err(|e| CallError::Protocol(format!("typed request: {e}")))?;
+        let reply = self.run(Registries::Built(registry), F::ID, &request)?;
+        nub_interface::decode_reply::<F>(&reply)
+            .map_err(|e| CallError::Protocol(format!("typed reply: {e}")))
+    }
+
     /// Uses rings of these sizes in bytes (header included) instead of
     /// [`DEFAULT_RING_SIZE`], e.g. to test what happens when a result does
     /// not fit.
@@ -243,10 +274,10 @@ impl Harness {
     /// Calls `f` with `input` and returns its result bytes.
     pub fn call(&mut self, f: GuestFn, input: &[u8]) -> Result<Vec<u8>, CallError> {
         self.run(
-            |registry| {
+            Registries::Fresh(&|registry: &mut Registry| {
                 // A fresh registry always has room for one function.
                 let _ = registry.register(CALL_FN_ID, f);
-            },
+            }),
             CALL_FN_ID,
             input,
         )
@@ -262,12 +293,12 @@ impl Harness {
         fn_id: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, CallError> {
-        self.run(init, fn_id, input)
+        self.run(Registries::Fresh(&init), fn_id, input)
     }
 
     fn run(
         &mut self,
-        init: impl FnOnce(&mut Registry),
+        registries: Registries<'_>,
         fn_id: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, CallError> {
@@ -279,7 +310,7 @@ impl Harness {
             .reset();
         let in_region = RingRegion::from_mut_slice(&mut in_ring);
         let out_region = RingRegion::from_mut_slice(&mut out_ring);
-        let mut registry = Registry::new();
+        let mut fresh = Registry::new();
         let mut system = host_system(self.input_ring_size, self.output_ring_size);
         let served = {
             // SAFETY: the buffers are two separate allocations, reached only
@@ -292,9 +323,15 @@ impl Harness {
                 calls: core::mem::take(&mut self.host_calls),
                 input_tail,
             });
-            init(&mut registry);
+            let registry = match registries {
+                Registries::Fresh(init) => {
+                    init(&mut fresh);
+                    &fresh
+                }
+                Registries::Built(registry) => registry,
+            };
             // SAFETY: as above; no reference into either buffer is live.
-            unsafe { process_regions(in_region, out_region, &registry, &mut system) };
+            unsafe { process_regions(in_region, out_region, registry, &mut system) };
             installed.finish()
         };
         if let Some(side) = served {
@@ -303,6 +340,15 @@ impl Harness {
         }
         read_answer(&out_ring, fn_id)
     }
+}
+
+/// Where a harness call finds its functions.
+enum Registries<'a> {
+    /// A fresh registry, filled by this init (run under the harness, so its
+    /// host calls are answered).
+    Fresh(&'a dyn Fn(&mut Registry)),
+    /// A registry the test keeps between calls.
+    Built(&'a Registry),
 }
 
 /// A zeroed ring buffer, 16-byte aligned like the rings in guest memory

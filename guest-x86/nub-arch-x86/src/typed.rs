@@ -41,8 +41,8 @@ impl<S> fmt::Debug for State<S> {
     }
 }
 
-/// A typed guest function that works on a state `S`
-/// ([`Registry::typed_with`]).
+/// A typed guest function that works on a state `S`, as a plain `fn`
+/// ([`Registry::typed_with`] also takes closures).
 pub type StatefulFn<F, S> =
     fn(&mut S, <F as Function>::Args) -> Result<<F as Function>::Ret, <F as Function>::Err>;
 
@@ -85,7 +85,7 @@ impl Registry {
     pub fn typed_with<F: Function, S: 'static>(
         &mut self,
         state: &State<S>,
-        f: StatefulFn<F, S>,
+        f: impl Fn(&mut S, F::Args) -> Result<F::Ret, F::Err> + 'static,
     ) -> Result<(), RegistryError> {
         let state = state.clone();
         self.typed::<F>(move |args| match state.0.try_borrow_mut() {
