@@ -60,7 +60,7 @@ pub enum GuestBinary {
 }
 
 /// Largest guest ELF nub loads: 64 MiB. Guest memory itself is at most
-/// [`MAX_MEMORY_SIZE`] (about 1 GiB), but a guest image is code and data
+/// [`MAX_MEMORY_SIZE`] (498 MiB: 249 page tables of 2 MiB), but a guest image is code and data
 /// for a `no_std` program; nub's own guests are a few hundred KiB, so this
 /// leaves ample room while bounding what a wrong or hostile path makes the
 /// host read into memory.

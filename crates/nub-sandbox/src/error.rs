@@ -9,7 +9,8 @@
 //!   violations. Later calls return [`HyperlightError::PoisonedSandbox`].
 //! - **Setup errors**: bad guest binary, bad configuration, KVM failures
 //!   ([`HyperlightError::Kvm`], whose message says what to check when
-//!   `/dev/kvm` cannot be used), guest memory that cannot be mapped, a
+//!   `/dev/kvm` cannot be used; one that fails a call poisons the sandbox
+//!   like the failed executions above), guest memory that cannot be mapped, a
 //!   persisted image that cannot be captured, read or checked
 //!   ([`HyperlightError::Image`] with an [`ImageError`]).
 //!

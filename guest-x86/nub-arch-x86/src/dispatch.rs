@@ -30,7 +30,9 @@ use crate::region::RingRegion;
 /// A guest function: reads its argument bytes, writes its result to `out`.
 pub type GuestFn = fn(input: &[u8], out: &mut Output<'_>) -> Result<(), GuestError>;
 
-/// Most guest functions one guest can register.
+/// Most raw guest functions ([`Registry::register`]) one guest can
+/// register; typed ones (`Registry::typed`) live in a list on the heap
+/// and have no fixed limit.
 pub const MAX_GUEST_FUNCTIONS: usize = 64;
 
 /// Why a registration failed.
@@ -72,8 +74,9 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids = self.entries.iter().take(self.len).map(|(id, _)| id);
-        f.debug_list().entries(ids).finish()
+        let raw = self.entries.iter().take(self.len).map(|(id, _)| id);
+        let typed = self.typed.iter().map(|(id, _)| id);
+        f.debug_list().entries(raw.chain(typed)).finish()
     }
 }
 
