@@ -78,10 +78,15 @@ pub use typed::{CallHostError, State, call_host};
 #[cfg(target_os = "none")]
 pub use arch::{abort, heap_stats};
 #[cfg(not(target_os = "none"))]
-pub use testing::abort;
+pub use testing::{abort, heap_stats};
 
 /// Declares the guest's init function: `fn(&mut Registry)`. The kernel calls
 /// it once at boot, before signalling READY.
+///
+/// Built for the host outside `cargo test` (a plain `cargo build` or `cargo
+/// run` in a guest crate), the program it makes only says how to build
+/// and run a guest (`nub build`, `nub call --guest`) and exits with status
+/// 2, instead of failing to link for want of `main`.
 #[macro_export]
 macro_rules! guest_main {
     ($init:path) => {
@@ -89,6 +94,12 @@ macro_rules! guest_main {
         fn __nub_guest_init(registry: &mut $crate::Registry) {
             let init: fn(&mut $crate::Registry) = $init;
             init(registry)
+        }
+
+        #[cfg(all(not(test), not(target_os = "none")))]
+        #[unsafe(no_mangle)]
+        extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
+            $crate::testing::not_a_host_program()
         }
     };
 }

@@ -351,6 +351,28 @@ enum Registries<'a> {
     Built(&'a Registry),
 }
 
+/// The guest heap's figures, as `nub_arch_x86::heap_stats` gives them in
+/// a guest: on the host there is no guest heap, so they are zeros (and a
+/// guest function that reports them still builds and runs under `cargo
+/// test`).
+pub fn heap_stats() -> HeapStats {
+    HeapStats::default()
+}
+
+/// What a guest program built for the host does outside `cargo test` (the
+/// `main` that [`crate::guest_main!`] defines there): says how to build and
+/// run it, and returns exit status 2.
+#[doc(hidden)]
+pub fn not_a_host_program() -> i32 {
+    std::eprintln!(
+        "this is a nub guest: it runs inside a nub sandbox, not on the host.\n\
+         build it with `nub build .` (x86_64-unknown-none, nub's link script),\n\
+         run it with `nub call --guest . <fn id> --data ...`,\n\
+         test its functions on the host with `cargo test`."
+    );
+    2
+}
+
 /// A zeroed ring buffer, 16-byte aligned like the rings in guest memory
 /// (frame bodies are rkyv archives, which are read aligned).
 pub(crate) fn zeroed(len: usize) -> AlignedVec<16> {
