@@ -27,7 +27,7 @@ pub fn elf(path: Option<&Path>) -> Result<Option<PathBuf>, CliError> {
 pub fn binary(path: Option<&Path>) -> GuestBinary {
     match path {
         Some(path) => GuestBinary::FilePath(path.to_path_buf()),
-        None => GuestBinary::Buffer(DEFAULT_GUEST.to_vec()),
+        None => GuestBinary::Static(DEFAULT_GUEST),
     }
 }
 

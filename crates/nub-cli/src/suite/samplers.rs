@@ -46,8 +46,7 @@ const OPS_PER_SAMPLE: u32 = 100;
 /// Boots the default guest with `cfg`, with the CLI's host functions when
 /// `host_fns`.
 fn boot(cfg: SandboxConfiguration, host_fns: bool) -> Result<MultiUseSandbox, HyperlightError> {
-    let mut sandbox =
-        UninitializedSandbox::new(GuestBinary::Buffer(DEFAULT_GUEST.to_vec()), Some(cfg))?;
+    let mut sandbox = UninitializedSandbox::new(GuestBinary::Static(DEFAULT_GUEST), Some(cfg))?;
     if host_fns {
         host_fns::register(&mut sandbox)?;
     }
