@@ -50,7 +50,7 @@ pub fn boot(sandbox: &SandboxArgs, run: &RunArgs) -> Result<MultiUseSandbox, Cli
     let elf = guest::elf(sandbox.guest.as_deref())?;
     let binary = guest::binary(elf.as_deref());
     let mut sandbox = UninitializedSandbox::new(binary, Some(config))?;
-    host_fns::register(&mut sandbox)?;
+    host_fns::register_with(&mut sandbox, &run.host_fn)?;
     Ok(sandbox.evolve()?)
 }
 
@@ -74,13 +74,15 @@ fn from_image(path: &Path, run: &RunArgs) -> Result<MultiUseSandbox, CliError> {
     let missing: Vec<String> = image
         .required_host_functions()
         .iter()
-        .filter(|id| !CLI_HOST_FUNCTIONS.contains(id))
+        .filter(|id| {
+            !CLI_HOST_FUNCTIONS.contains(id) && !run.host_fn.iter().any(|spec| spec.id == **id)
+        })
         .map(u32::to_string)
         .collect();
     if !missing.is_empty() {
         eprintln!(
-            "warning: {} was booted with host functions {} that nub does not provide; \
-             a call that reaches one fails",
+            "warning: {} was booted with host functions {} that nub does not provide \
+             (--host-fn ID=SPEC answers one); a call that reaches one fails",
             path.display(),
             missing.join(", ")
         );
@@ -90,7 +92,7 @@ fn from_image(path: &Path, run: &RunArgs) -> Result<MultiUseSandbox, CliError> {
         .with_call_mode(run.call_mode().unwrap_or(own.call_mode));
     let mut sandbox = MultiUseSandbox::from_image(&image, Some(config))
         .map_err(|e| CliError::from_image(path, e))?;
-    host_fns::register(&mut sandbox)?;
+    host_fns::register_with(&mut sandbox, &run.host_fn)?;
     Ok(sandbox)
 }
 

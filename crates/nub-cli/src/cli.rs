@@ -162,6 +162,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "SPIN", value_parser = parse_duration,
           num_args = 0..=1, default_missing_value = "100us")]
     pub resident: Option<Duration>,
+
+    /// Answer host fn ID for the guest: `ID=echo`, `ID=uppercase`,
+    /// `ID=counter`, `ID=text:STRING`, or `ID=exec:COMMAND` (`sh -c
+    /// COMMAND` per call, the payload on its stdin, its stdout the
+    /// answer). Repeatable; replaces a built-in function with the same id.
+    #[arg(long = "host-fn", value_name = "ID=SPEC")]
+    pub host_fn: Vec<nub_cli::host_fns::HostFnSpec>,
 }
 
 impl RunArgs {

@@ -64,6 +64,42 @@ fn host_echo_reaches_the_cli_host_functions() {
 }
 
 #[test]
+fn host_fn_answers_the_ids_a_guest_of_ones_own_calls() {
+    // Host fn 100 (0x64) as a command, 101 as a fixed text, 3 re-mapped.
+    let args = [
+        "--host-fn",
+        "100=exec:tr a-z A-Z",
+        "--host-fn",
+        "0x65=text:pong",
+        "--host-fn",
+        "3=echo",
+    ];
+    let call = |hex: &str| {
+        let mut argv = vec!["call", "5", "--hex", hex];
+        argv.extend_from_slice(&args);
+        nub_ok(&argv)
+    };
+    assert_eq!(call("64000000 6869"), "HI\n");
+    assert_eq!(call("65000000 6869"), "pong\n");
+    assert_eq!(call("03000000 6869"), "hi\n");
+    // A command that fails is the guest's error, with its stderr.
+    let out = nub(&[
+        "call",
+        "5",
+        "--hex",
+        "66000000",
+        "--host-fn",
+        "102=exec:echo no >&2; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no"), "{}", stderr(&out));
+    // A spec that does not parse is refused before any boot.
+    let out = nub(&["call", "1", "--host-fn", "7=shout"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("shout"), "{}", stderr(&out));
+}
+
+#[test]
 fn host_loop_sums_the_counter() {
     // Default guest fn 7: u32 LE host fn id + u32 LE count; sums the u32
     // answers into a u64 LE. Host fn 3 counts its calls: 1 + 2 + ... + 10.
