@@ -373,6 +373,26 @@ fn hostile_forged_published_directory_address_is_a_harmless_lie() {
 }
 
 #[test]
+fn hostile_hidden_directory_address_is_asked_for_once() {
+    let mut u = hostile_uninit(None);
+    u.register_host_function(h::INIT_HOST_FN, |_: &[u8]| Ok(b"hide directory".to_vec()))
+        .unwrap();
+    let mut s = u.evolve().unwrap();
+    let held = data(b"found after asking");
+    assert_eq!(s.put_cap(&held).unwrap(), held.hash());
+    // No address came with boot: the reader asks the guest (one system
+    // call), then reads without exits.
+    assert!(s.cache_reader().unwrap().contains(&held.hash()));
+    let exits = s.exit_count();
+    assert!(s.cache_reader().unwrap().contains(&held.hash()));
+    s.put_cap_with_hash(held.hash(), &held).unwrap();
+    if exits_count_runs() {
+        assert_eq!(s.exit_count(), exits, "asked once, remembered");
+    }
+    assert_usable(&mut s);
+}
+
+#[test]
 fn hostile_corrupt_directory_index_reads_as_absent_and_caps_still_work() {
     let bystander = Bystander::new();
     for sel in 0..=6u8 {

@@ -467,7 +467,16 @@ fn capturing_a_resident_guest_that_never_parks_ends_in_bounded_time() {
     use nub_tests::hostile_fn_id as h;
     // Resident whatever the run's mode: exit mode has no park to wait for.
     let cfg = SandboxConfiguration::default().with_call_mode(CallMode::resident());
-    let mut s = nub_tests::hostile_uninit(Some(cfg)).evolve().unwrap();
+
+    // A guest that published no directory address: the capture's one call
+    // (asking for it), bounded even with no deadline configured, times
+    // out; or the park watch stops the guest (a protocol violation), or
+    // the capture's own wait for the park runs out. Either way nothing
+    // was captured.
+    let mut u = nub_tests::hostile_uninit(Some(cfg));
+    u.register_host_function(h::INIT_HOST_FN, |_: &[u8]| Ok(b"hide directory".to_vec()))
+        .unwrap();
+    let mut s = u.evolve().unwrap();
     // Answers, then spins on for ever instead of parking.
     assert_eq!(s.call_raw(h::ANSWER_THEN_SPIN, b"").unwrap(), b"answered");
     let start = std::time::Instant::now();
@@ -476,10 +485,6 @@ fn capturing_a_resident_guest_that_never_parks_ends_in_bounded_time() {
         start.elapsed() < std::time::Duration::from_secs(5),
         "the capture gave up in bounded time"
     );
-    // The capture's one call (the directory's address), bounded even with
-    // no deadline configured, times out; or the park watch stops the guest
-    // (a protocol violation), or the capture's own wait for the park runs
-    // out. Either way nothing was captured.
     assert!(
         matches!(
             err,
@@ -491,13 +496,12 @@ fn capturing_a_resident_guest_that_never_parks_ends_in_bounded_time() {
     );
     assert!(s.is_poisoned(), "the failed capture poisoned it");
 
-    // With the directory's address known, the capture makes no call. The
-    // caller may have run that call itself, leaving the VM home at the
-    // guest's NOTIFY (mid-function): then that state is what is captured,
-    // and a sandbox from it resumes the spin, which the park watch stops.
-    // Otherwise the guest spins on its thread and never parks.
+    // With the directory's address published at boot, the capture makes
+    // no call. The caller may have run that call itself, leaving the VM
+    // home at the guest's NOTIFY (mid-function): then that state is what
+    // is captured, and a sandbox from it resumes the spin, which the park
+    // watch stops. Otherwise the guest spins on its thread and never parks.
     let mut s = nub_tests::hostile_uninit(Some(cfg)).evolve().unwrap();
-    let _ = s.cache_reader().unwrap();
     assert_eq!(s.call_raw(h::ANSWER_THEN_SPIN, b"").unwrap(), b"answered");
     let start = std::time::Instant::now();
     match s.capture_image() {

@@ -37,7 +37,8 @@
 //! function is ignored, the answer `b"spin"` makes init loop forever
 //! (to test stopping `evolve()`), and the answer `b"forge directory"`
 //! overwrites the directory address the kernel published in the control
-//! block with [`FORGED_DIRECTORY_VA`] before READY.
+//! block with [`FORGED_DIRECTORY_VA`] before READY (`b"hide directory"`:
+//! with 0, so the host has to ask for it).
 //!
 //! Functions 2–7 never return to the kernel's dispatcher: they write the
 //! rings themselves and leave through an exit port, and abort if the host
@@ -122,13 +123,14 @@ fn init(registry: &mut Registry) {
         Ok(b"spin") => loop {
             core::hint::spin_loop();
         },
-        Ok(b"forge directory") => forge_published_directory(),
+        Ok(b"forge directory") => publish_directory(FORGED_DIRECTORY_VA),
+        Ok(b"hide directory") => publish_directory(0),
         _ => {}
     }
 }
 
-/// Overwrites the control block's published directory address.
-fn forge_published_directory() {
+/// Overwrites the control block's published directory address with `va`.
+fn publish_directory(va: u64) {
     let info = boot();
     if info.control_va == 0 {
         return;
@@ -139,7 +141,7 @@ fn forge_published_directory() {
     // words) for the guest's whole life; the kernel and the host reach the
     // word only atomically, as this store does.
     unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) }
-        .store(FORGED_DIRECTORY_VA, core::sync::atomic::Ordering::Release);
+        .store(va, core::sync::atomic::Ordering::Release);
 }
 
 nub_arch_x86::guest_main!(init);
