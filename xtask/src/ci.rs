@@ -2,7 +2,9 @@
 //! one fails, then lists the failures.
 //!
 //! The guest programs form their own cargo workspace (they only build for
-//! `x86_64-unknown-none`), so rustfmt and clippy run there too.
+//! `x86_64-unknown-none`), so rustfmt and clippy run there too, and in each
+//! example's guest (a workspace of its own; clippy for the guest target and,
+//! with its unit tests, for the host).
 
 use crate::{
     cmd::{Cargo, Error},
@@ -14,7 +16,7 @@ const GUESTS: &str = "guest-x86/guests";
 
 /// Runs the task.
 pub fn run() -> Result<(), Error> {
-    let checks = [
+    let mut checks = vec![
         ("rustfmt", Cargo::new(&["fmt", "--all", "--", "--check"])),
         (
             "rustfmt (guests)",
@@ -36,6 +38,37 @@ pub fn run() -> Result<(), Error> {
             Cargo::new(&["clippy", "--workspace", "--", "-D", "warnings"]).in_dir(GUESTS),
         ),
     ];
+    for dir in test::EXAMPLE_GUESTS {
+        checks.push((
+            "rustfmt (example guest)",
+            Cargo::new(&["fmt", "--", "--check"]).in_dir(dir),
+        ));
+        checks.push((
+            "clippy (example guest)",
+            Cargo::new(&[
+                "clippy",
+                "--target",
+                "x86_64-unknown-none",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .in_dir(dir),
+        ));
+        checks.push((
+            "clippy (example guest, host tests)",
+            Cargo::new(&[
+                "clippy",
+                "--all-targets",
+                "--target",
+                test::HOST_TRIPLE,
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .in_dir(dir),
+        ));
+    }
     let mut failed = Vec::new();
     for (name, check) in checks {
         if let Err(e) = check.run() {

@@ -9,12 +9,18 @@
 //!
 //! Then the guests' own unit tests run on the host (`nub_arch_x86::testing`):
 //! the guest workspace builds for `x86_64-unknown-none` by default, so they
-//! run with `cargo test --target <host triple>` in `guest-x86/guests`.
+//! run with `cargo test --target <host triple>` in `guest-x86/guests`, and
+//! the same way in each example's guest (`examples/kv/guest`, a workspace
+//! of its own).
 
 use crate::cmd::{Cargo, Error};
 
 /// Where the guest workspace is, relative to the repository root.
 const GUESTS: &str = "guest-x86/guests";
+
+/// The examples' guest crates (each a workspace of its own), relative to
+/// the repository root.
+pub const EXAMPLE_GUESTS: &[&str] = &["examples/kv/guest"];
 
 /// Runs the task; fails with the test runner's status.
 pub fn run(extra: &[String]) -> Result<(), Error> {
@@ -33,7 +39,11 @@ pub fn run(extra: &[String]) -> Result<(), Error> {
             .args(extra)
             .run()?;
     }
-    guest_tests().run()
+    guest_tests().run()?;
+    for dir in EXAMPLE_GUESTS {
+        example_guest_tests(dir).run()?;
+    }
+    Ok(())
 }
 
 /// The integration suite in resident call mode.
@@ -44,6 +54,11 @@ fn resident_suite(args: &[&str]) -> Cargo {
 /// The guests' unit tests, built for and run on the host.
 fn guest_tests() -> Cargo {
     Cargo::new(&["test", "--workspace", "--target", HOST_TRIPLE]).in_dir(GUESTS)
+}
+
+/// An example guest's unit tests, built for and run on the host.
+fn example_guest_tests(dir: &'static str) -> Cargo {
+    Cargo::new(&["test", "--target", HOST_TRIPLE]).in_dir(dir)
 }
 
 /// The host's target triple: the one xtask itself was built for (recorded
@@ -78,5 +93,18 @@ mod tests {
             guest_tests().display(),
             format!("(cd guest-x86/guests && cargo test --workspace --target {HOST_TRIPLE})")
         );
+    }
+
+    #[test]
+    fn example_guest_tests_run_in_their_own_workspace_for_the_host() {
+        assert_eq!(EXAMPLE_GUESTS, ["examples/kv/guest"]);
+        assert_eq!(
+            example_guest_tests("examples/kv/guest").display(),
+            format!("(cd examples/kv/guest && cargo test --target {HOST_TRIPLE})")
+        );
+        for dir in EXAMPLE_GUESTS {
+            let manifest = crate::cmd::project_root().join(dir).join("Cargo.toml");
+            assert!(manifest.is_file(), "{}", manifest.display());
+        }
     }
 }

@@ -34,7 +34,7 @@ pub enum Command {
     Image(ImageArgs),
     /// Create a standalone guest crate in PATH that builds with `nub build`
     /// and tests with `cargo test` (with `--host`, a host crate that embeds
-    /// its guest in PATH/guest).
+    /// its guest in PATH/guest, sharing the interface in PATH/interface).
     New(NewArgs),
     /// Build a guest crate (release, x86_64-unknown-none, nub's link script)
     /// and print its ELF's path as the last line of stdout.
@@ -89,7 +89,7 @@ pub struct NewArgs {
     pub nub_path: Option<PathBuf>,
     /// Create a host crate in PATH instead (it embeds and calls its guest,
     /// built by its build.rs; `cargo test` boots it), with its guest crate
-    /// in PATH/guest.
+    /// in PATH/guest and the typed interface both share in PATH/interface.
     #[arg(long)]
     pub host: bool,
 }

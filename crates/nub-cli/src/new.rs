@@ -1,8 +1,9 @@
 //! `nub new`: creates a standalone guest crate from the files in
 //! `crates/nub-cli/template/`, or with `--host` a host crate (from
 //! `template/host/`: a build.rs calling `nub_guest_build::embed`, a library
-//! booting the embedded guest, a main and an integration test calling it)
-//! with its guest crate in `guest/`.
+//! booting the embedded guest with a typed wrapper, a main and an
+//! integration test calling it) with the interface it shares with its
+//! guest in `interface/` and the guest crate in `guest/`.
 //!
 //! The crate depends on `nub-arch-x86` from a nub checkout (the one this
 //! binary was built from unless `--nub-path` names another), builds with
@@ -39,8 +40,8 @@ const GITIGNORE: &str = include_str!("../template/gitignore");
 const HOST_CARGO_TOML: &str = include_str!("../template/host/Cargo.toml.tmpl");
 /// The host template's `build.rs`, used as it is.
 const HOST_BUILD_RS: &str = include_str!("../template/host/build.rs");
-/// The host template's `src/lib.rs`, used as it is.
-const HOST_LIB_RS: &str = include_str!("../template/host/src/lib.rs");
+/// The host template's `src/lib.rs`; `{{interface_crate}}` is filled in.
+const HOST_LIB_RS: &str = include_str!("../template/host/src/lib.rs.tmpl");
 /// The host template's `src/main.rs`; `{{crate}}` is filled in.
 const HOST_MAIN_RS: &str = include_str!("../template/host/src/main.rs.tmpl");
 /// The host template's integration test; `{{crate}}` is filled in.
@@ -48,8 +49,23 @@ const HOST_TEST_RS: &str = include_str!("../template/host/tests/guest.rs.tmpl");
 /// The host template's `README.md`; `{{name}}` and `{{nub_source}}` are
 /// filled in.
 const HOST_README_MD: &str = include_str!("../template/host/README.md.tmpl");
+/// The host template's interface crate: `Cargo.toml` (`{{interface}}` and
+/// `{{nub_interface}}` filled in) and `src/lib.rs` (used as it is).
+const INTERFACE_CARGO_TOML: &str = include_str!("../template/host/interface/Cargo.toml.tmpl");
+/// See [`INTERFACE_CARGO_TOML`].
+const INTERFACE_LIB_RS: &str = include_str!("../template/host/interface/src/lib.rs");
+/// The host template's guest crate: `Cargo.toml` (`{{name}}`,
+/// `{{interface}}` and `{{nub_arch_x86}}` filled in), `src/main.rs`
+/// (`{{interface_crate}}`) and `README.md` (`{{name}}`, `{{nub_source}}`).
+const HOST_GUEST_CARGO_TOML: &str = include_str!("../template/host/guest/Cargo.toml.tmpl");
+/// See [`HOST_GUEST_CARGO_TOML`].
+const HOST_GUEST_MAIN_RS: &str = include_str!("../template/host/guest/src/main.rs.tmpl");
+/// See [`HOST_GUEST_CARGO_TOML`].
+const HOST_GUEST_README_MD: &str = include_str!("../template/host/guest/README.md.tmpl");
 /// Where `nub new --host` puts the guest crate, inside the host crate.
 const HOST_GUEST_DIR: &str = "guest";
+/// Where `nub new --host` puts the interface crate, inside the host crate.
+const HOST_INTERFACE_DIR: &str = "interface";
 
 /// The guest kernel crate's directory inside a nub checkout.
 const KERNEL_MEMBER: &str = "guest-x86/nub-arch-x86";
@@ -416,8 +432,9 @@ pub fn render(
 }
 
 /// The files of a host crate `name` in `crate_dir` (resolved, see
-/// [`resolve`]) and of its guest crate `<name>-guest` in `guest/`, getting
-/// nub from `source`.
+/// [`resolve`]), of the interface crate `<name>-interface` it shares with
+/// its guest in `interface/`, and of its guest crate `<name>-guest` in
+/// `guest/`, getting nub from `source`.
 pub fn render_host(
     name: &str,
     source: &NubSource,
@@ -425,30 +442,56 @@ pub fn render_host(
 ) -> Result<Vec<(PathBuf, String)>, CliError> {
     let sandbox = source.dependency(crate_dir, "crates/nub-sandbox")?;
     let guest_build = source.dependency(crate_dir, "crates/nub-guest-build")?;
-    let ident = name.replace('-', "_");
-    let fill = |template: &str| {
+    let interface_dep =
+        source.dependency(&crate_dir.join(HOST_INTERFACE_DIR), "crates/nub-interface")?;
+    let guest_dir = crate_dir.join(HOST_GUEST_DIR);
+    let kernel = source.dependency(&guest_dir, KERNEL_MEMBER)?;
+    let interface = format!("{name}-interface");
+    let fill = |template: &str, dir: &Path| {
         template
             .replace("{{name}}", name)
-            .replace("{{crate}}", &ident)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{interface}}", &interface)
+            .replace("{{interface_crate}}", &interface.replace('-', "_"))
             .replace("{{nub_sandbox}}", &sandbox)
             .replace("{{nub_guest_build}}", &guest_build)
-            .replace("{{nub_source}}", &source.describe(crate_dir))
+            .replace("{{nub_interface}}", &interface_dep)
+            .replace("{{nub_arch_x86}}", &kernel)
+            .replace("{{nub_source}}", &source.describe(dir))
     };
-    let mut files = vec![
-        (PathBuf::from("Cargo.toml"), fill(HOST_CARGO_TOML)),
+    let host = |template| fill(template, crate_dir);
+    let guest = |template| fill(template, &guest_dir);
+    let in_dir = |dir: &str, file: &str| Path::new(dir).join(file);
+    Ok(vec![
+        (PathBuf::from("Cargo.toml"), host(HOST_CARGO_TOML)),
         (PathBuf::from("build.rs"), HOST_BUILD_RS.to_string()),
-        (PathBuf::from("src/lib.rs"), HOST_LIB_RS.to_string()),
-        (PathBuf::from("src/main.rs"), fill(HOST_MAIN_RS)),
-        (PathBuf::from("tests/guest.rs"), fill(HOST_TEST_RS)),
-        (PathBuf::from("README.md"), fill(HOST_README_MD)),
+        (PathBuf::from("src/lib.rs"), host(HOST_LIB_RS)),
+        (PathBuf::from("src/main.rs"), host(HOST_MAIN_RS)),
+        (PathBuf::from("tests/guest.rs"), host(HOST_TEST_RS)),
+        (PathBuf::from("README.md"), host(HOST_README_MD)),
         (PathBuf::from(".gitignore"), GITIGNORE.to_string()),
-    ];
-    let guest_name = format!("{name}-guest");
-    let guest_dir = crate_dir.join(HOST_GUEST_DIR);
-    for (path, text) in render(&guest_name, source, &guest_dir)? {
-        files.push((Path::new(HOST_GUEST_DIR).join(path), text));
-    }
-    Ok(files)
+        (
+            in_dir(HOST_INTERFACE_DIR, "Cargo.toml"),
+            host(INTERFACE_CARGO_TOML),
+        ),
+        (
+            in_dir(HOST_INTERFACE_DIR, "src/lib.rs"),
+            INTERFACE_LIB_RS.to_string(),
+        ),
+        (
+            in_dir(HOST_GUEST_DIR, "Cargo.toml"),
+            guest(HOST_GUEST_CARGO_TOML),
+        ),
+        (
+            in_dir(HOST_GUEST_DIR, "src/main.rs"),
+            guest(HOST_GUEST_MAIN_RS),
+        ),
+        (
+            in_dir(HOST_GUEST_DIR, "README.md"),
+            guest(HOST_GUEST_README_MD),
+        ),
+        (in_dir(HOST_GUEST_DIR, ".gitignore"), GITIGNORE.to_string()),
+    ])
 }
 
 /// Writes `files` into a new directory at `dest`, which must not exist or be
@@ -579,8 +622,10 @@ pub fn run(args: &NewArgs) -> Result<(), CliError> {
         None => sanitize(&dir_name(&args.path)?),
     };
     if args.host {
-        if let Some(reason) = name_problem(&format!("{name}-guest")) {
-            return Err(CliError::BadName { name, reason });
+        for derived in [format!("{name}-guest"), format!("{name}-interface")] {
+            if let Some(reason) = name_problem(&derived) {
+                return Err(CliError::BadName { name, reason });
+            }
         }
         let files = render_host(&name, &source, &crate_dir)?;
         create(&args.path, &files)?;
@@ -589,11 +634,13 @@ pub fn run(args: &NewArgs) -> Result<(), CliError> {
         let mut stdout = std::io::stdout().lock();
         return writeln!(
             stdout,
-            "created host crate `{name}` in {path} with its guest `{name}-guest` in \
+            "created host crate `{name}` in {path}, the interface it shares with its guest \
+             `{name}-interface` in {path}/{HOST_INTERFACE_DIR} and the guest `{name}-guest` in \
              {path}/{HOST_GUEST_DIR} (nub from {})\n\
              next:\n  \
-             (cd {path} && cargo test)       # builds the guest, boots it, calls it\n  \
-             (cd {path} && cargo run -- hi)  # prints hi",
+             (cd {path} && cargo test)          # builds the guest, boots it, calls it\n  \
+             (cd {path} && cargo run -- world)  # prints Hello, world!\n  \
+             (cd {path}/{HOST_GUEST_DIR} && cargo test)    # the guest's functions on the host",
             source.describe(&crate_dir)
         )
         .and_then(|()| stdout.flush())
@@ -726,6 +773,10 @@ mod tests {
             Some("abort")
         );
         assert!(MAIN_RS.contains("log::info!(\"echo: {} bytes\", input.len())"));
+        assert!(MAIN_RS.contains("registry.register(ECHO, echo)"));
+        assert!(MAIN_RS.contains("guest Greet = 2 (String) -> String | GreetError;"));
+        assert!(MAIN_RS.contains("call_typed::<api::Greet>"));
+        assert!(parsed["dependencies"]["serde"].is_table());
         assert!(MAIN_RS.contains("#![cfg_attr(not(test), no_std)]"));
         assert!(MAIN_RS.contains("#[test]"));
     }
@@ -758,16 +809,72 @@ mod tests {
             host["build-dependencies"]["nub-guest-build"]["path"].as_str(),
             Some("../../../crates/nub-guest-build")
         );
+        assert_eq!(
+            host["dependencies"]["my-host-interface"]["path"].as_str(),
+            Some("interface")
+        );
+        let interface: toml::Table = file("interface/Cargo.toml").parse().unwrap();
+        assert_eq!(
+            interface["package"]["name"].as_str(),
+            Some("my-host-interface")
+        );
+        // The same dependency forms as the other crates, from its own
+        // directory.
+        assert_eq!(
+            interface["dependencies"]["nub-interface"]["path"].as_str(),
+            Some("../../../../crates/nub-interface")
+        );
+        assert!(file("interface/src/lib.rs").contains("guest Greet = 1 (String) -> String"));
         let guest: toml::Table = file("guest/Cargo.toml").parse().unwrap();
         assert_eq!(guest["package"]["name"].as_str(), Some("my-host-guest"));
         assert_eq!(
             guest["dependencies"]["nub-arch-x86"]["path"].as_str(),
             Some("../../../../guest-x86/nub-arch-x86")
         );
+        assert_eq!(
+            guest["dependencies"]["my-host-interface"]["path"].as_str(),
+            Some("../interface")
+        );
+        assert!(file("guest/src/main.rs").contains("use my_host_interface::{GreetError, api};"));
+        assert!(file("guest/src/main.rs").contains(".typed::<api::Greet>(greet)"));
         assert!(file("build.rs").contains("nub_guest_build::embed(\"guest\", \"GUEST_ELF\")"));
         assert!(file("src/main.rs").contains("my_host::sandbox()"));
-        assert!(file("tests/guest.rs").contains("my_host::echo"));
+        assert!(file("tests/guest.rs").contains("call::<api::Greet>"));
+        assert!(file("tests/guest.rs").contains("CallError::Guest(GreetError::EmptyName)"));
         assert!(file("src/lib.rs").contains("GuestBinary::Static(GUEST)"));
+        assert!(file("src/lib.rs").contains("pub use my_host_interface::{GreetError, api};"));
+        for dir in ["", "guest/"] {
+            assert!(file(&format!("{dir}.gitignore")).contains("/target"));
+        }
+    }
+
+    #[test]
+    fn a_host_crate_gets_every_nub_crate_from_one_source() {
+        let url = "https://example.com/o/nub.git";
+        let source = NubSource::Git {
+            url: url.to_string(),
+        };
+        let files = render_host("svc", &source, Path::new("/home/me/svc")).unwrap();
+        let manifest = |name: &str| -> toml::Table {
+            let (_, text) = files.iter().find(|(p, _)| p == Path::new(name)).unwrap();
+            text.parse().unwrap()
+        };
+        let host = manifest("Cargo.toml");
+        let interface = manifest("interface/Cargo.toml");
+        let guest = manifest("guest/Cargo.toml");
+        for dep in [
+            &host["dependencies"]["nub-sandbox"],
+            &host["build-dependencies"]["nub-guest-build"],
+            &interface["dependencies"]["nub-interface"],
+            &guest["dependencies"]["nub-arch-x86"],
+        ] {
+            assert_eq!(dep["git"].as_str(), Some(url), "{dep}");
+        }
+        // The interface is the crates' own: a path, whatever nub's source.
+        assert_eq!(
+            guest["dependencies"]["svc-interface"]["path"].as_str(),
+            Some("../interface")
+        );
     }
 
     #[test]

@@ -137,7 +137,11 @@ fn new_crate_passes_cargo_test_on_the_host() {
         .filter_map(|l| l.strip_prefix("test result: ok. "))
         .filter_map(|rest| rest.split(' ').next()?.parse::<u32>().ok())
         .sum();
-    assert!(passed >= 1, "the template's tests ran:\n{report}");
+    assert!(passed >= 3, "the template's tests ran:\n{report}");
+    assert!(
+        report.contains("test tests::greet_answers_typed_and_refuses_an_empty_name ... ok"),
+        "the typed function's test ran:\n{report}"
+    );
 }
 
 #[test]
@@ -263,26 +267,44 @@ fn new_host_crate_passes_plain_cargo_test() {
         "src/lib.rs",
         "src/main.rs",
         "tests/guest.rs",
+        "README.md",
+        "interface/Cargo.toml",
+        "interface/src/lib.rs",
         "guest/Cargo.toml",
         "guest/src/main.rs",
+        "guest/README.md",
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
-    // Plain `cargo test`, as a user runs it; the target directory is shared
-    // between runs of this test only so that nub's crates compile once.
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nub-cli-host-crate-target");
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    nub_guest_build::env::clean_env(&mut cmd);
-    let out = cmd
-        .current_dir(&dir)
-        .arg("test")
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("run cargo test");
-    assert!(out.status.success(), "cargo test failed:\n{}", stderr(&out));
-    let report = stdout(&out);
+    // Plain `cargo test`, as a user runs it, in the host crate and in its
+    // guest; the target directories are shared between runs of this test
+    // only so that nub's crates compile once.
+    let tmp_target = |name: &str| Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let cargo_test = |dir: &Path, target: &Path| {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        nub_guest_build::env::clean_env(&mut cmd);
+        let out = cmd
+            .current_dir(dir)
+            .arg("test")
+            .env("CARGO_TARGET_DIR", target)
+            .output()
+            .expect("run cargo test");
+        assert!(
+            out.status.success(),
+            "cargo test failed in {}:\n{}",
+            dir.display(),
+            stderr(&out)
+        );
+        stdout(&out)
+    };
+    let report = cargo_test(&dir, &tmp_target("nub-cli-host-crate-target"));
     assert!(
-        report.contains("test echo_answers_with_its_input ... ok"),
+        report.contains("test greet_answers_and_its_error_arrives_typed ... ok"),
         "the host crate's integration test ran:\n{report}"
+    );
+    let report = cargo_test(&dir.join("guest"), &tmp_target("nub-cli-host-guest-target"));
+    assert!(
+        report.contains("test tests::greet_greets_and_refuses_an_empty_name ... ok"),
+        "the guest's unit test ran:\n{report}"
     );
 }
