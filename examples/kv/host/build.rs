@@ -1,7 +1,4 @@
-//! Builds the guest in `../guest` and sets `KV_GUEST` to its ELF's path.
-
+//! Builds `../guest` and sets `KV_GUEST` to its ELF's path (`nub_guest_build::embed`).
 fn main() {
-    if let Err(e) = nub_guest_build::embed("../guest", "KV_GUEST") {
-        panic!("{e}");
-    }
+    nub_guest_build::embed("../guest", "KV_GUEST").unwrap_or_else(|e| panic!("{e}"));
 }

@@ -31,8 +31,7 @@ impl Store {
     }
 
     fn delete(&mut self, key: String) -> Result<Bytes, KvError> {
-        let old = self.0.remove(&key).ok_or(KvError::NotFound)?;
-        Ok(old.value)
+        Ok(self.0.remove(&key).ok_or(KvError::NotFound)?.value)
     }
 
     fn list(&mut self, prefix: String) -> Result<Vec<String>, KvError> {

@@ -19,11 +19,9 @@ pub struct Kv {
 }
 
 impl Kv {
-    /// A store whose sandboxes all get `fns` (built once, answering [`kv::Now`]).
-    pub fn new(fns: HostFunctionSet) -> nub_sandbox::Result<Self> {
-        let mut kv = Self { sandbox: None, fns };
-        kv.sandbox()?;
-        Ok(kv)
+    /// A store whose sandboxes, built on first use, all get `fns` (answering [`kv::Now`]).
+    pub fn new(fns: HostFunctionSet) -> Self {
+        Self { sandbox: None, fns }
     }
 
     /// The sandbox; a new one if the last call poisoned the old one.
