@@ -62,6 +62,28 @@ use serde::{Serialize, de::DeserializeOwned};
 /// 30x slower for 4 KiB, docs/interfaces.md). Use it for blobs.
 pub use serde_bytes::ByteBuf as Bytes;
 
+/// The serde this crate encodes with (derives included), for an interface
+/// crate that would rather not depend on serde itself: derive with
+/// `nub_interface::serde::{Deserialize, Serialize}` and mark each type
+/// `#[serde(crate = "nub_interface::serde")]`.
+///
+/// ```
+/// use nub_interface::serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// #[serde(crate = "nub_interface::serde")]
+/// pub struct Pair { pub a: u64, pub b: u64 }
+///
+/// nub_interface::interface! {
+///     pub mod math { guest Add = 1 (Pair) -> u64 | nub_interface::Never; }
+/// }
+/// # fn main() {
+/// let request = nub_interface::encode_args::<math::Add>(&Pair { a: 1, b: 2 }).unwrap();
+/// assert_eq!(request.len(), 8 + 2); // the signature, then two one-byte varints
+/// # }
+/// ```
+pub use serde;
+
 /// A function of an interface (declared with [`interface!`]).
 pub trait Function: 'static {
     /// The fn id on the wire.
