@@ -141,7 +141,7 @@ pub struct ModuleInfo {
     /// Whether the guest had it compiled already (this load compiled
     /// nothing).
     pub cached: bool,
-    /// Its exports, in the module's order.
+    /// Its exports, sorted by name.
     pub exports: Vec<Export>,
     /// Its imports, in the module's order.
     pub imports: Vec<Import>,

@@ -110,7 +110,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => GuestBinary::FilePath(path.into()),
         None => WasmSandbox::guest_binary(),
     };
-    let sandbox = UninitializedSandbox::new(binary, Some(WasmSandbox::default_config()))?.evolve()?;
+    let sandbox =
+        UninitializedSandbox::new(binary, Some(WasmSandbox::default_config()))?.evolve()?;
     let mut sbox = WasmSandbox::from_sandbox(sandbox);
     let module = sbox.load(&wasm)?;
     sbox.instantiate(&module)?;
@@ -118,7 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = wasmi::Engine::default();
     let native_module = wasmi::Module::new(&engine, &wasm[..])?;
     let mut store = wasmi::Store::new(&engine, ());
-    let instance = wasmi::Linker::<()>::new(&engine).instantiate_and_start(&mut store, &native_module)?;
+    let instance =
+        wasmi::Linker::<()>::new(&engine).instantiate_and_start(&mut store, &native_module)?;
 
     println!("| workload | guest | native wasmi | ratio |");
     println!("| --- | ---: | ---: | ---: |");
@@ -128,8 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut results = (None, None);
         for _ in 0..rounds {
             let t = Instant::now();
-            let got: Vec<nub_wasm::Value> =
-                sbox.call_values(&sbox.current().ok_or("no instance")?, export, &[nub_wasm::Value::I32(n)])?;
+            let got: Vec<nub_wasm::Value> = sbox.call_values(
+                &sbox.current().ok_or("no instance")?,
+                export,
+                &[nub_wasm::Value::I32(n)],
+            )?;
             guest.push(t.elapsed());
             results.0 = Some(got);
 
@@ -150,7 +155,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             h.as_secs_f64() * 1e3,
             g.as_secs_f64() / h.as_secs_f64()
         );
-        eprintln!("  {row}: guest {:?}, native {}", results.0, results.1.unwrap_or_default());
+        eprintln!(
+            "  {row}: guest {:?}, native {}",
+            results.0,
+            results.1.unwrap_or_default()
+        );
     }
     Ok(())
 }

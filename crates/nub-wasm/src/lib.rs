@@ -36,11 +36,11 @@ mod values;
 
 use std::collections::HashMap;
 
+pub use nub_sandbox;
 use nub_sandbox::{
     CallError, CallOptions, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
     UninitializedSandbox,
 };
-pub use nub_sandbox;
 pub use nub_wasm_abi as abi;
 use nub_wasm_abi::functions as f;
 pub use nub_wasm_abi::{
@@ -197,7 +197,7 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Module {
     /// The blake3 hash of its bytes.
     pub hash: ModuleHash,
-    /// Its exports, in the module's order.
+    /// Its exports, sorted by name.
     pub exports: Vec<Export>,
     /// Its imports, in the module's order.
     pub imports: Vec<Import>,

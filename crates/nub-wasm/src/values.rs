@@ -190,6 +190,9 @@ mod tests {
     fn nan_bits_survive() {
         let nan = f64::from_bits(0x7ff8_dead_beef_0001);
         let v = nan.into_value();
-        assert_eq!(f64::from_values(&[v]).unwrap().to_bits(), 0x7ff8_dead_beef_0001);
+        assert_eq!(
+            f64::from_values(&[v]).unwrap().to_bits(),
+            0x7ff8_dead_beef_0001
+        );
     }
 }

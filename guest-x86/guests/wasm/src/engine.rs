@@ -18,8 +18,7 @@ use nub_wasm_abi::{
     ModuleHash, ModuleInfo, TrapCode, ValType, Value, WasmError,
 };
 use wasmi::{
-    Config, Engine, Extern, ExternType, Instance, Linker, Module, Store, Val,
-    ResourceLimiter,
+    Config, Engine, Extern, ExternType, Instance, Linker, Module, ResourceLimiter, Store, Val,
 };
 
 /// Most instances alive at once.
@@ -83,7 +82,8 @@ impl Budget {
     }
 
     fn give(&self, bytes: u64) {
-        self.left.set(self.left.get().saturating_add(bytes).min(self.total));
+        self.left
+            .set(self.left.get().saturating_add(bytes).min(self.total));
     }
 }
 
@@ -307,7 +307,8 @@ impl Wasm {
                 "{MAX_MODULES} modules are loaded already: unload one first"
             )));
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| WasmError::Compile(e.to_string()))?;
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| WasmError::Compile(e.to_string()))?;
         let info = ModuleInfo {
             hash,
             cached: false,
@@ -436,7 +437,8 @@ impl Wasm {
         let ty = func.ty(&live.store);
         let sig = func_sig(&ty);
         let given: Vec<ValType> = args.args.iter().map(Value::ty).collect();
-        let numeric = |t: &ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
+        let numeric =
+            |t: &ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
         if given != sig.params || !sig.results.iter().all(numeric) {
             return Err(WasmError::Signature {
                 expected: sig,
@@ -444,12 +446,18 @@ impl Wasm {
             });
         }
         let params: Vec<Val> = args.args.iter().map(to_val).collect();
-        let mut results: Vec<Val> = ty.results().iter().map(|t| Val::default_for_ty(*t)).collect();
+        let mut results: Vec<Val> = ty
+            .results()
+            .iter()
+            .map(|t| Val::default_for_ty(*t))
+            .collect();
         func.call(&mut live.store, &params, &mut results)
             .map_err(|e| execution_error(&e, WasmError::Other))?;
         results
             .iter()
-            .map(|v| from_val(v).ok_or_else(|| WasmError::Other("a result that is not a number".into())))
+            .map(|v| {
+                from_val(v).ok_or_else(|| WasmError::Other("a result that is not a number".into()))
+            })
             .collect()
     }
 
@@ -502,5 +510,87 @@ impl Wasm {
             modules: MAX_MODULES as u32,
             module_bytes: u64::MAX,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(module (memory 1) (func (export "grow") (param i32) (result i32)
+    /// local.get 0 memory.grow))`, assembled.
+    const GROW: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x60, 0x01, 0x7f, 0x01,
+        0x7f, 0x03, 0x02, 0x01, 0x00, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x08, 0x01, 0x04, 0x67,
+        0x72, 0x6f, 0x77, 0x00, 0x00, 0x0a, 0x08, 0x01, 0x06, 0x00, 0x20, 0x00, 0x40, 0x00, 0x0b,
+    ];
+
+    fn call_grow(w: &mut Wasm, id: InstanceId, pages: i32) -> Vec<Value> {
+        w.call(CallArgs {
+            instance: id,
+            name: "grow".into(),
+            args: alloc::vec![Value::I32(pages)],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn loads_are_cached_by_hash() {
+        let mut w = Wasm::new(1 << 20);
+        let first = w.load(GROW).unwrap();
+        assert!(!first.cached);
+        let again = w.load(GROW).unwrap();
+        assert!(again.cached);
+        assert_eq!(first.hash, again.hash);
+        assert_eq!(w.lookup(&first.hash), Some(again));
+        assert!(matches!(w.load(b"nope"), Err(WasmError::Compile(_))));
+    }
+
+    #[test]
+    fn the_budget_bounds_every_instance_together_and_comes_back() {
+        // Two pages' worth: one instance with its page may grow one more.
+        let mut w = Wasm::new(2 * 65536);
+        let module = w.load(GROW).unwrap().hash;
+        let args = InstantiateArgs {
+            module,
+            imports: Vec::new(),
+            fuel: None,
+        };
+        let a = w.instantiate(args.clone()).unwrap();
+        assert_eq!(call_grow(&mut w, a, 1), [Value::I32(1)]);
+        assert_eq!(call_grow(&mut w, a, 1), [Value::I32(-1)]);
+        assert!(matches!(
+            w.instantiate(args.clone()),
+            Err(WasmError::Instantiate(_))
+        ));
+        w.drop_instance(a).unwrap();
+        let b = w.instantiate(args).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(call_grow(&mut w, b, 1), [Value::I32(1)]);
+        assert_eq!(w.budget.left.get(), 0);
+    }
+
+    #[test]
+    fn wrong_arguments_and_unknown_ids_are_errors() {
+        let mut w = Wasm::new(1 << 20);
+        let module = w.load(GROW).unwrap().hash;
+        let id = w
+            .instantiate(InstantiateArgs {
+                module,
+                imports: Vec::new(),
+                fuel: None,
+            })
+            .unwrap();
+        let wrong = w.call(CallArgs {
+            instance: id,
+            name: "grow".into(),
+            args: alloc::vec![Value::F64(0)],
+        });
+        assert!(matches!(wrong, Err(WasmError::Signature { .. })));
+        assert!(matches!(
+            w.exports(InstanceId(99)),
+            Err(WasmError::NoSuchInstance(_))
+        ));
+        assert_eq!(w.fuel_left(id), Ok(None));
     }
 }

@@ -25,15 +25,33 @@ use nub_wasm_abi::functions as f;
 
 fn init(registry: &mut Registry) {
     let state = State::new(engine::Wasm::new(engine::budget_from_heap()));
-    let ok = registry.typed_with::<f::Load, _>(&state, |w, bytes| w.load(&bytes)).is_ok()
-        && registry.typed_with::<f::Lookup, _>(&state, |w, hash| Ok(w.lookup(&hash))).is_ok()
-        && registry.typed_with::<f::Instantiate, _>(&state, engine::Wasm::instantiate).is_ok()
-        && registry.typed_with::<f::Call, _>(&state, engine::Wasm::call).is_ok()
-        && registry.typed_with::<f::Exports, _>(&state, |w, id| w.exports(id)).is_ok()
-        && registry.typed_with::<f::DropInstance, _>(&state, |w, id| w.drop_instance(id)).is_ok()
-        && registry.typed_with::<f::Unload, _>(&state, |w, hash| Ok(w.unload(&hash))).is_ok()
-        && registry.typed_with::<f::Limits, _>(&state, |w, ()| Ok(w.limits())).is_ok()
-        && registry.typed_with::<f::FuelLeft, _>(&state, |w, id| w.fuel_left(id)).is_ok();
+    let ok = registry
+        .typed_with::<f::Load, _>(&state, |w, bytes| w.load(&bytes))
+        .is_ok()
+        && registry
+            .typed_with::<f::Lookup, _>(&state, |w, hash| Ok(w.lookup(&hash)))
+            .is_ok()
+        && registry
+            .typed_with::<f::Instantiate, _>(&state, engine::Wasm::instantiate)
+            .is_ok()
+        && registry
+            .typed_with::<f::Call, _>(&state, engine::Wasm::call)
+            .is_ok()
+        && registry
+            .typed_with::<f::Exports, _>(&state, |w, id| w.exports(id))
+            .is_ok()
+        && registry
+            .typed_with::<f::DropInstance, _>(&state, |w, id| w.drop_instance(id))
+            .is_ok()
+        && registry
+            .typed_with::<f::Unload, _>(&state, |w, hash| Ok(w.unload(&hash)))
+            .is_ok()
+        && registry
+            .typed_with::<f::Limits, _>(&state, |w, ()| Ok(w.limits()))
+            .is_ok()
+        && registry
+            .typed_with::<f::FuelLeft, _>(&state, |w, id| w.fuel_left(id))
+            .is_ok();
     if !ok {
         nub_arch_x86::abort(1, "the wasm guest's fn ids collide");
     }
