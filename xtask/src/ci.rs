@@ -2,7 +2,8 @@
 //! one fails, then lists the failures.
 //!
 //! The guest programs form their own cargo workspace (they only build for
-//! `x86_64-unknown-none`), so rustfmt and clippy run there too.
+//! `x86_64-unknown-none`), so rustfmt and clippy run there too, and in the
+//! wasm guest's workspace (built hard-float, docs/wasm.md).
 
 use crate::{
     cmd::{Cargo, Error},
@@ -34,6 +35,15 @@ pub fn run() -> Result<(), Error> {
         (
             "clippy (guests)",
             Cargo::new(&["clippy", "--workspace", "--", "-D", "warnings"]).in_dir(GUESTS),
+        ),
+        (
+            "rustfmt (wasm guest)",
+            Cargo::new(&["fmt", "--", "--check"]).in_dir(test::WASM_GUEST),
+        ),
+        (
+            "clippy (wasm guest)",
+            Cargo::new(&["clippy", "--all-targets", "--", "-D", "warnings"])
+                .in_dir(test::WASM_GUEST),
         ),
     ];
     let mut failed = Vec::new();
