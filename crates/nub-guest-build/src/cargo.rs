@@ -463,8 +463,14 @@ mod tests {
             Float::Hard,
         );
         let args = args(&cmd);
-        assert!(args.iter().any(|a| a == "x86_64-unknown-linux-gnu"), "{args:?}");
-        assert!(args.iter().any(|a| a == "profile.release.opt-level=3"), "{args:?}");
+        assert!(
+            args.iter().any(|a| a == "x86_64-unknown-linux-gnu"),
+            "{args:?}"
+        );
+        assert!(
+            args.iter().any(|a| a == "profile.release.opt-level=3"),
+            "{args:?}"
+        );
         let flags = env(&cmd, "CARGO_ENCODED_RUSTFLAGS").unwrap();
         let flags: Vec<&str> = flags.split('\x1f').collect();
         for expected in [

@@ -241,9 +241,8 @@ pub(crate) fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, 
         | Cr0Flags::PAGING)
         .bits();
     sregs.cr3 = cr3;
-    let mut cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
-        | Cr4Flags::OSFXSR
-        | Cr4Flags::OSXMMEXCPT_ENABLE;
+    let mut cr4 =
+        Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
     if umip {
         cr4 |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
     }

@@ -278,7 +278,10 @@ fn cpuid_and_sse_agree_at_user_mode() {
     // nub's restricted table (where KVM intercepts CPUID) and the host's
     // own (kvm_pvm runs CPL 3 natively): SSE runs.
     assert_ne!(edx & SSE2_BIT, 0, "cpuid leaf 1 EDX {edx:#x}");
-    assert!(matches!(exit, VmExit::IoOut { port: 0xE1, .. }), "{exit:?} {fault:?}");
+    assert!(
+        matches!(exit, VmExit::IoOut { port: 0xE1, .. }),
+        "{exit:?} {fault:?}"
+    );
 }
 
 /// A triple fault is a typed exit. Sandbox guests cannot cause one: they
