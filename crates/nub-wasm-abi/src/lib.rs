@@ -226,8 +226,6 @@ pub struct GuestLimits {
     pub instances: u32,
     /// Most compiled modules cached at once.
     pub modules: u32,
-    /// Most bytes of one module.
-    pub module_bytes: u64,
 }
 
 /// An error of the wasm guest's functions (the sandbox survives every one).

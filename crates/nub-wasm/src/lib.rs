@@ -56,6 +56,15 @@ pub static GUEST: &[u8] = include_bytes!(env!("NUB_WASM_GUEST"));
 /// compiled code and wasmi's stacks all live there.
 pub const DEFAULT_HEAP_SIZE: u64 = 32 << 20;
 
+/// The input ring [`WasmSandbox::new`] configures: a module's bytes travel
+/// in one call, so this bounds the size of a module (a larger one fails
+/// with [`HyperlightError::PayloadTooLarge`], which does not poison).
+pub const DEFAULT_INPUT_RING_SIZE: u64 = 4 << 20;
+
+/// The output ring [`WasmSandbox::new`] configures (results and export
+/// lists).
+pub const DEFAULT_OUTPUT_RING_SIZE: u64 = 256 << 10;
+
 /// The result of this crate's operations.
 pub type Result<T, E = WasmError> = std::result::Result<T, E>;
 
@@ -247,9 +256,12 @@ impl std::fmt::Debug for WasmSandbox {
 
 impl WasmSandbox {
     /// The configuration [`WasmSandbox::new`] uses: the default one with a
-    /// [`DEFAULT_HEAP_SIZE`] heap.
+    /// [`DEFAULT_HEAP_SIZE`] heap and rings of [`DEFAULT_INPUT_RING_SIZE`]
+    /// and [`DEFAULT_OUTPUT_RING_SIZE`].
     pub fn default_config() -> SandboxConfiguration {
-        SandboxConfiguration::default().with_heap_size(DEFAULT_HEAP_SIZE)
+        SandboxConfiguration::default()
+            .with_heap_size(DEFAULT_HEAP_SIZE)
+            .with_ring_sizes(DEFAULT_INPUT_RING_SIZE, DEFAULT_OUTPUT_RING_SIZE)
     }
 
     /// The wasm guest as a [`GuestBinary`], for building sandboxes

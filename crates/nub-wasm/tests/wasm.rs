@@ -646,3 +646,34 @@ fn hostile_module_bytes_get_typed_errors_and_the_sandbox_lives_on() {
     sbox.instantiate(&module).unwrap();
     assert_eq!(sbox.call::<i32, i32>("fib", 20).unwrap(), 6765);
 }
+
+#[test]
+fn a_module_larger_than_the_default_ring_loads_and_a_too_large_one_is_refused() {
+    let mut sbox = sandbox(CallMode::Exit);
+    // 1 MiB of data: four times the sandbox's default input ring.
+    let data: String = (0..(1 << 20))
+        .map(|i| if i % 2 == 0 { 'a' } else { 'b' })
+        .collect();
+    let wat = format!(
+        r#"(module (memory 17) (data (i32.const 0) "{data}")
+            (func (export "at") (param i32) (result i32) local.get 0 i32.load8_u))"#
+    );
+    let module = sbox.load(&wat::parse_str(&wat).unwrap()).unwrap();
+    sbox.instantiate(&module).unwrap();
+    assert_eq!(
+        sbox.call::<i32, i32>("at", (1 << 20) - 1).unwrap(),
+        i32::from(b'b')
+    );
+    // Past the input ring: a typed error that does not poison.
+    let huge = vec![0u8; usize::try_from(nub_wasm::DEFAULT_INPUT_RING_SIZE).unwrap()];
+    let err = sbox.load(&huge).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WasmError::Sandbox(HyperlightError::PayloadTooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert!(!sbox.sandbox().is_poisoned());
+    assert_eq!(sbox.call::<i32, i32>("at", 0).unwrap(), i32::from(b'a'));
+}

@@ -508,7 +508,6 @@ impl Wasm {
             table_elements: MAX_TABLE_ELEMENTS as u64,
             instances: MAX_INSTANCES as u32,
             modules: MAX_MODULES as u32,
-            module_bytes: u64::MAX,
         }
     }
 }
