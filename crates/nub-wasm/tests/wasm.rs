@@ -681,7 +681,7 @@ fn a_module_larger_than_the_default_ring_loads_and_a_too_large_one_is_refused() 
 #[test]
 fn unloading_modules_and_dropping_instances_frees_guest_heap() {
     let mut sbox = sandbox(CallMode::Exit);
-    let mut cycle = |sbox: &mut nub_wasm::WasmSandbox, i: i32| {
+    let cycle = |sbox: &mut nub_wasm::WasmSandbox, i: i32| {
         let wat = format!(
             r#"(module (memory 4) (func (export "f") (result i32) i32.const {i} i32.const 3 i32.mul))"#
         );
