@@ -8,10 +8,10 @@
 //! bit patterns, so NaN payloads survive the trip unchanged.
 //!
 //! This crate is `no_std` + `alloc`: the guest builds it for bare metal.
-//! Imports (host functions a module calls) are declared here already
-//! ([`ImportBinding`]) so that instantiation can forward them through
-//! `call_host` in a later phase; today's guest refuses a module with
-//! imports at instantiation, naming the first import it cannot satisfy.
+//! Imports are host functions: [`InstantiateArgs::imports`] binds a
+//! module's function imports to host function ids, and each call of one
+//! is a host call carrying [`ImportCall`]'s wire form; an import without a
+//! binding fails instantiation, naming it.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -147,8 +147,8 @@ pub struct ModuleInfo {
     pub imports: Vec<Import>,
 }
 
-/// An import the host satisfies: calls to `module.name` become host call
-/// `host_fn` (reserved for the imports phase; see the crate docs).
+/// An import the host satisfies: calls to the function import
+/// `module.name` become host call `host_fn`, in [`ImportCall`]'s wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImportBinding {
     /// The import's module name.
@@ -264,6 +264,16 @@ pub enum WasmError {
         /// The argument types given.
         given: Vec<ValType>,
     },
+    /// A host function bound to an import failed, or answered values of
+    /// the wrong types.
+    Import {
+        /// The import's module name.
+        module: String,
+        /// The import's name.
+        name: String,
+        /// The host function's message, or what was wrong with its answer.
+        message: String,
+    },
     /// A limit of the guest's was reached (too many instances, a module
     /// too large).
     Limit(String),
@@ -297,3 +307,18 @@ nub_interface::interface! {
 }
 
 pub use functions::*;
+
+nub_interface::interface! {
+    /// The wire form of a call to an import: the guest sends the
+    /// arguments and gets the results back, through host call
+    /// [`ImportBinding::host_fn`] (each binding has an id of its own, so
+    /// this declaration's id is never used on the wire: only its types and
+    /// signature are).
+    pub mod imports {
+        /// An import's arguments in, its results (or the host's message)
+        /// out.
+        host ImportCall = 0x7fff_0000 (Vec<Value>) -> Vec<Value> | String;
+    }
+}
+
+pub use imports::ImportCall;

@@ -31,6 +31,9 @@
 //!   ([`WasmError::Sandbox`]).
 //! - Linear memory is limited below the guest's heap, so `memory.grow`
 //!   past the limit returns -1 instead of exhausting the guest.
+//! - Function imports are host closures ([`WasmSandbox::define_import`]),
+//!   each call one host call; an import nothing is bound to fails
+//!   instantiation with [`WasmError::Link`], naming it.
 
 mod values;
 
@@ -124,6 +127,17 @@ pub enum WasmError {
     /// another sandbox).
     #[error("{0}")]
     Unknown(String),
+    /// A host function bound to an import failed (its message), or
+    /// answered values that are not the import's result types.
+    #[error("import {module}.{name} failed: {message}")]
+    Import {
+        /// The import's module name.
+        module: String,
+        /// The import's name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A limit of the guest's was reached (instances, modules).
     #[error("guest limit: {0}")]
     Limit(String),
@@ -175,6 +189,15 @@ impl From<nub_wasm_abi::WasmError> for WasmError {
             W::NoSuchInstance(i) => Self::Unknown(format!("no instance {} in the guest", i.0)),
             W::NoSuchExport(n) => Self::NoSuchExport(n),
             W::Signature { expected, given } => Self::Signature { expected, given },
+            W::Import {
+                module,
+                name,
+                message,
+            } => Self::Import {
+                module,
+                name,
+                message,
+            },
             W::Limit(m) => Self::Limit(m),
             W::Other(m) => Self::Guest(m),
         }
@@ -238,11 +261,19 @@ impl InstanceOptions {
     }
 }
 
+/// The first host function id [`WasmSandbox::define_import`] gives an
+/// import; each further import takes the next. Keep your own host
+/// functions below it.
+pub const IMPORT_FN_BASE: u32 = 0x5741_0000;
+
 /// A sandbox running the wasm guest.
 pub struct WasmSandbox {
     sandbox: MultiUseSandbox,
     modules: HashMap<ModuleHash, Module>,
     current: Option<Instance>,
+    imports: Vec<nub_wasm_abi::ImportBinding>,
+    /// Host function ids given to imports so far (never reused).
+    next_import: u32,
 }
 
 impl std::fmt::Debug for WasmSandbox {
@@ -289,7 +320,48 @@ impl WasmSandbox {
             sandbox,
             modules: HashMap::new(),
             current: None,
+            imports: Vec::new(),
+            next_import: 0,
         }
+    }
+
+    /// Binds the function import `module.name` of modules instantiated
+    /// from now on to `f`, which gets the arguments and returns the
+    /// results (their types must be the import's; the guest checks) or a
+    /// message that fails the wasm call with [`WasmError::Import`]. Each
+    /// call of the import is one host call (one exit, none in resident
+    /// mode). Defining a name again replaces it for later instances. The
+    /// closure runs on the thread that makes the wasm call.
+    pub fn define_import(
+        &mut self,
+        module: &str,
+        name: &str,
+        mut f: impl FnMut(&[Value]) -> std::result::Result<Vec<Value>, String> + Send + 'static,
+    ) -> Result<()> {
+        let host_fn = IMPORT_FN_BASE
+            .checked_add(self.next_import)
+            // Ids from 0x8000_0000 are nub's system range.
+            .filter(|id| *id < 0x8000_0000)
+            .ok_or_else(|| WasmError::Limit("too many imports defined".into()))?;
+        nub_sandbox::Registerable::register_host_function(
+            &mut self.sandbox,
+            host_fn,
+            move |payload: &[u8]| {
+                Ok(nub_interface::serve::<nub_wasm_abi::ImportCall>(
+                    payload,
+                    |args| f(&args),
+                ))
+            },
+        )?;
+        self.imports
+            .retain(|b| !(b.module == module && b.name == name));
+        self.imports.push(nub_wasm_abi::ImportBinding {
+            module: module.to_owned(),
+            name: name.to_owned(),
+            host_fn,
+        });
+        self.next_import += 1;
+        Ok(())
     }
 
     /// The sandbox underneath.
@@ -356,7 +428,7 @@ impl WasmSandbox {
             .sandbox
             .call::<f::Instantiate>(&nub_wasm_abi::InstantiateArgs {
                 module: module.hash,
-                imports: Vec::new(),
+                imports: self.imports.clone(),
                 fuel: options.fuel,
             })?;
         let instance = Instance { id };

@@ -707,3 +707,115 @@ fn unloading_modules_and_dropping_instances_frees_guest_heap() {
         "heap used after 20 cycles {before}, after 220 {after}"
     );
 }
+
+const IMPORTS: &str = r#"
+(module
+  (import "env" "add" (func $add (param i32 i32) (result i32)))
+  (import "env" "scale" (func $scale (param f64) (result f64 i64)))
+  (func (export "sum_to") (param $n i32) (result i32)
+    (local $i i32) (local $acc i32)
+    block
+      loop
+        local.get $i
+        local.get $n
+        i32.ge_u
+        br_if 1
+        local.get $acc
+        local.get $i
+        call $add
+        local.set $acc
+        local.get $i
+        i32.const 1
+        i32.add
+        local.set $i
+        br 0
+      end
+    end
+    local.get $acc)
+  (func (export "scale") (param f64) (result f64 i64)
+    local.get 0
+    call $scale))
+"#;
+
+fn define_imports(sbox: &mut nub_wasm::WasmSandbox) {
+    sbox.define_import("env", "add", |args| match args {
+        [Value::I32(a), Value::I32(b)] => Ok(vec![Value::I32(a.wrapping_add(*b))]),
+        other => Err(format!("add got {other:?}")),
+    })
+    .unwrap();
+    sbox.define_import("env", "scale", |args| match args {
+        [Value::F64(x)] => {
+            let x = f64::from_bits(*x);
+            if x < 0.0 {
+                return Err("negative".into());
+            }
+            Ok(vec![Value::F64((x * 2.5).to_bits()), Value::I64(x as i64)])
+        }
+        other => Err(format!("scale got {other:?}")),
+    })
+    .unwrap();
+}
+
+#[test]
+fn imports_are_host_functions_in_both_call_modes() {
+    for mode in modes() {
+        let mut sbox = sandbox(mode);
+        define_imports(&mut sbox);
+        let module = sbox.load(&wat::parse_str(IMPORTS).unwrap()).unwrap();
+        assert_eq!(module.imports.len(), 2);
+        sbox.instantiate(&module).unwrap();
+        // 1000 host calls inside one wasm call.
+        assert_eq!(sbox.call::<i32, i32>("sum_to", 1000).unwrap(), 499_500);
+        let (x, i) = sbox.call::<f64, (f64, i64)>("scale", 4.0).unwrap();
+        assert_eq!((x, i), (10.0, 4));
+    }
+}
+
+#[test]
+fn a_failing_import_is_a_typed_error_naming_it_and_the_sandbox_lives() {
+    let mut sbox = sandbox(CallMode::Exit);
+    define_imports(&mut sbox);
+    let module = sbox.load(&wat::parse_str(IMPORTS).unwrap()).unwrap();
+    sbox.instantiate(&module).unwrap();
+    let err = sbox.call::<f64, (f64, i64)>("scale", -1.0).unwrap_err();
+    assert!(
+        matches!(err, WasmError::Import { ref module, ref name, ref message }
+            if module == "env" && name == "scale" && message == "negative"),
+        "{err}"
+    );
+    assert!(!sbox.sandbox().is_poisoned());
+    assert_eq!(sbox.call::<i32, i32>("sum_to", 10).unwrap(), 45);
+    // A host function that answers the wrong types fails the call too.
+    sbox.define_import("env", "add", |_| Ok(vec![Value::I64(1)]))
+        .unwrap();
+    sbox.instantiate(&module).unwrap();
+    let err = sbox.call::<i32, i32>("sum_to", 3).unwrap_err();
+    assert!(
+        matches!(err, WasmError::Import { ref name, .. } if name == "add"),
+        "{err}"
+    );
+    assert_eq!(
+        sbox.call::<f64, (f64, i64)>("scale", 2.0).unwrap(),
+        (5.0, 2)
+    );
+}
+
+#[test]
+fn an_unbound_or_non_function_import_fails_instantiation_naming_it() {
+    let mut sbox = sandbox(CallMode::Exit);
+    sbox.define_import("env", "add", |_| Ok(vec![Value::I32(0)]))
+        .unwrap();
+    let module = sbox.load(&wat::parse_str(IMPORTS).unwrap()).unwrap();
+    let err = sbox.instantiate(&module).unwrap_err();
+    assert!(
+        matches!(err, WasmError::Link { ref name, .. } if name == "scale"),
+        "{err}"
+    );
+    let memory = r#"(module (import "env" "mem" (memory 1)))"#;
+    let module = sbox.load(&wat::parse_str(memory).unwrap()).unwrap();
+    let err = sbox.instantiate(&module).unwrap_err();
+    assert!(
+        matches!(err, WasmError::Link { ref name, .. } if name == "mem"),
+        "{err}"
+    );
+}

@@ -13,9 +13,10 @@ use core::cell::Cell;
 
 use wasmi_core::LimiterError;
 
+use nub_arch_x86::nub_interface;
 use nub_wasm_abi::{
-    CallArgs, Export, ExternKind, FuncSig, GuestLimits, Import, InstanceId, InstantiateArgs,
-    ModuleHash, ModuleInfo, TrapCode, ValType, Value, WasmError,
+    CallArgs, Export, ExternKind, FuncSig, GuestLimits, Import, ImportBinding, ImportCall,
+    InstanceId, InstantiateArgs, ModuleHash, ModuleInfo, TrapCode, ValType, Value, WasmError,
 };
 use wasmi::{
     Config, Engine, Extern, ExternType, Instance, Linker, Module, ResourceLimiter, Store, Val,
@@ -251,9 +252,91 @@ fn trap_code(code: wasmi::TrapCode) -> TrapCode {
     }
 }
 
-/// An execution error as the host sees it: a trap with its code, else
-/// `otherwise(message)`.
+/// A host function bound to an import failed (carried through wasmi as
+/// its host error, so the call's error names the import).
+#[derive(Debug)]
+struct ImportFailed {
+    module: String,
+    name: String,
+    message: String,
+}
+
+impl core::fmt::Display for ImportFailed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "import {}.{}: {}", self.module, self.name, self.message)
+    }
+}
+
+impl wasmi::errors::HostError for ImportFailed {}
+
+/// Defines `import` in `linker` as a forwarder to host function
+/// `binding.host_fn`: the arguments go out as [`ImportCall`]'s request,
+/// the results come back checked against the import's type.
+fn define_import(
+    linker: &mut Linker<StoreData>,
+    binding: &ImportBinding,
+    ty: &wasmi::FuncType,
+) -> Result<(), WasmError> {
+    let host_fn = binding.host_fn;
+    let (module, name) = (binding.module.clone(), binding.name.clone());
+    let results_ty: Vec<ValType> = ty.results().iter().map(val_type).collect();
+    let fail = move |message: String| {
+        wasmi::Error::host(ImportFailed {
+            module: module.clone(),
+            name: name.clone(),
+            message,
+        })
+    };
+    linker
+        .func_new(
+            &binding.module,
+            &binding.name,
+            ty.clone(),
+            move |_caller, params, results| {
+                let args = params
+                    .iter()
+                    .map(from_val)
+                    .collect::<Option<Vec<Value>>>()
+                    .ok_or_else(|| fail("an argument that is not a number".into()))?;
+                let request = nub_interface::encode_args::<ImportCall>(&args)
+                    .map_err(|e| fail(e.to_string()))?;
+                let reply =
+                    nub_arch_x86::host_call(host_fn, &request).map_err(|e| fail(e.to_string()))?;
+                let values = match nub_interface::decode_reply::<ImportCall>(&reply) {
+                    Ok(Ok(values)) => values,
+                    Ok(Err(message)) => return Err(fail(message)),
+                    Err(e) => return Err(fail(e.to_string())),
+                };
+                let returned: Vec<ValType> = values.iter().map(Value::ty).collect();
+                if returned != results_ty || values.len() != results.len() {
+                    return Err(fail(format!(
+                        "the host returned {returned:?}, the import's results are {results_ty:?}"
+                    )));
+                }
+                for (slot, value) in results.iter_mut().zip(&values) {
+                    *slot = to_val(value);
+                }
+                Ok(())
+            },
+        )
+        .map(drop)
+        .map_err(|e| WasmError::Link {
+            module: binding.module.clone(),
+            name: binding.name.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// An execution error as the host sees it: a trap with its code, a failed
+/// import, else `otherwise(message)`.
 fn execution_error(e: &wasmi::Error, otherwise: fn(String) -> WasmError) -> WasmError {
+    if let Some(failed) = e.downcast_ref::<ImportFailed>() {
+        return WasmError::Import {
+            module: failed.module.clone(),
+            name: failed.name.clone(),
+            message: failed.message.clone(),
+        };
+    }
     match e.as_trap_code() {
         Some(code) => WasmError::Trap {
             code: trap_code(code),
@@ -364,15 +447,6 @@ impl Wasm {
             .modules
             .get_mut(&args.module)
             .ok_or(WasmError::NoSuchModule(args.module))?;
-        // Imports are served in a later phase (through `call_host`); until
-        // then a module that needs one fails here, naming it.
-        if let Some(import) = compiled.info.imports.first() {
-            return Err(WasmError::Link {
-                module: import.module.clone(),
-                name: import.name.clone(),
-                reason: "this guest satisfies no imports yet".into(),
-            });
-        }
         let metered = args.fuel.is_some();
         let (engine, module) = if metered {
             if compiled.metered.is_none() {
@@ -401,7 +475,24 @@ impl Wasm {
                 .set_fuel(fuel)
                 .map_err(|e| WasmError::Other(e.to_string()))?;
         }
-        let linker = Linker::<StoreData>::new(engine);
+        let mut linker = Linker::<StoreData>::new(engine);
+        // Every import must be a function the host bound.
+        for import in module.imports() {
+            let link_error = |reason: &str| WasmError::Link {
+                module: import.module().into(),
+                name: import.name().into(),
+                reason: reason.into(),
+            };
+            let ExternType::Func(ty) = import.ty() else {
+                return Err(link_error("only function imports can be bound"));
+            };
+            let binding = args
+                .imports
+                .iter()
+                .find(|b| b.module == import.module() && b.name == import.name())
+                .ok_or_else(|| link_error("no host function is bound to it"))?;
+            define_import(&mut linker, binding, ty)?;
+        }
         let instance = linker
             .instantiate_and_start(&mut store, module)
             .map_err(|e| execution_error(&e, WasmError::Instantiate))?;
