@@ -1,6 +1,7 @@
 //! `cargo xtask build-guest`: builds every guest program (release, for
-//! `x86_64-unknown-none`) with the same code the build scripts and `nub
-//! build` use, and prints where each ELF landed.
+//! `x86_64-unknown-none`, and the wasm guest hard-float for the host's
+//! ABI) with the same code the build scripts and `nub build` use, and
+//! prints where each ELF landed.
 
 use std::path::Path;
 
@@ -27,5 +28,10 @@ pub fn run() -> Result<(), Error> {
     for guest in guests {
         println!("{}: {}", guest.name, guest.path.display());
     }
+    // The wasm guest: a workspace of its own, built hard-float (its
+    // manifest says so; docs/wasm.md).
+    let wasm = dir.join("wasm");
+    let elf = nub_guest_build::build_guest(&wasm).map_err(Error::GuestBuild)?;
+    println!("nub-wasm-guest: {}", elf.display());
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! one fails, then lists the failures.
 //!
 //! The guest programs form their own cargo workspace (they only build for
-//! `x86_64-unknown-none`), so rustfmt and clippy run there too, and in each
+//! `x86_64-unknown-none`), so rustfmt and clippy run there too, in the
+//! wasm guest's workspace (built hard-float, docs/wasm.md), and in each
 //! example's guest (a workspace of its own; clippy for the guest target and,
 //! with its unit tests, for the host).
 
@@ -36,6 +37,15 @@ pub fn run() -> Result<(), Error> {
         (
             "clippy (guests)",
             Cargo::new(&["clippy", "--workspace", "--", "-D", "warnings"]).in_dir(GUESTS),
+        ),
+        (
+            "rustfmt (wasm guest)",
+            Cargo::new(&["fmt", "--", "--check"]).in_dir(test::WASM_GUEST),
+        ),
+        (
+            "clippy (wasm guest)",
+            Cargo::new(&["clippy", "--all-targets", "--", "-D", "warnings"])
+                .in_dir(test::WASM_GUEST),
         ),
     ];
     for dir in test::EXAMPLE_GUESTS {

@@ -10,8 +10,9 @@
 //! Then the guests' own unit tests run on the host (`nub_arch_x86::testing`):
 //! the guest workspace builds for `x86_64-unknown-none` by default, so they
 //! run with `cargo test --target <host triple>` in `guest-x86/guests`, and
-//! the same way in each example's guest (`examples/kv/guest`, a workspace
-//! of its own).
+//! the same way in `guest-x86/guests/wasm` (the wasm guest's own
+//! workspace) and in each example's guest (`examples/kv/guest`, a
+//! workspace of its own).
 
 use crate::cmd::{Cargo, Error};
 
@@ -40,10 +41,20 @@ pub fn run(extra: &[String]) -> Result<(), Error> {
             .run()?;
     }
     guest_tests().run()?;
+    wasm_guest_tests().run()?;
     for dir in EXAMPLE_GUESTS {
         example_guest_tests(dir).run()?;
     }
     Ok(())
+}
+
+/// Where the wasm guest's workspace is (a hard-float guest, built apart
+/// from the others: docs/wasm.md).
+pub const WASM_GUEST: &str = "guest-x86/guests/wasm";
+
+/// The wasm guest's unit tests, built for and run on the host.
+fn wasm_guest_tests() -> Cargo {
+    Cargo::new(&["test", "--target", HOST_TRIPLE]).in_dir(WASM_GUEST)
 }
 
 /// The integration suite in resident call mode.
@@ -92,6 +103,10 @@ mod tests {
         assert_eq!(
             guest_tests().display(),
             format!("(cd guest-x86/guests && cargo test --workspace --target {HOST_TRIPLE})")
+        );
+        assert_eq!(
+            wasm_guest_tests().display(),
+            format!("(cd guest-x86/guests/wasm && cargo test --target {HOST_TRIPLE})")
         );
     }
 

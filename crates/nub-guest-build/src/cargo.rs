@@ -39,6 +39,86 @@ pub const RUSTFLAGS: [&str; 4] = [
     "link-arg=-Tnub-guest.ld",
 ];
 
+/// The target a hard-float guest builds for (docs/wasm.md, *Why this
+/// dispatch*): its precompiled `core` and `alloc` use SSE2 and pass floats
+/// in registers, which the bare-metal target's soft-float ABI cannot.
+pub const HARD_FLOAT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// The codegen flags a hard-float guest builds with: [`RUSTFLAGS`], no C
+/// start files or libraries (nub-arch-x86 is the whole runtime and brings
+/// the few C symbols `core` needs), a static executable, and `--cfg
+/// nub_guest`, which makes nub-arch-x86 build its kernel for a target whose
+/// `target_os` is not `none`.
+pub const HARD_FLOAT_RUSTFLAGS: [&str; 11] = [
+    "-C",
+    "relocation-model=static",
+    "-C",
+    "link-arg=-Tnub-guest.ld",
+    "-C",
+    "link-arg=-nostartfiles",
+    "-C",
+    "link-arg=-nostdlib",
+    "-C",
+    "link-arg=-static",
+    "--cfg=nub_guest",
+];
+
+/// The release profile of a hard-float guest: [`PROFILE`] at opt-level 3
+/// (such a guest exists for speed: an interpreter at `s` is 10-50% slower).
+pub const HARD_FLOAT_PROFILE: [&str; 4] = [
+    "profile.release.panic=\"abort\"",
+    "profile.release.opt-level=3",
+    "profile.release.lto=true",
+    "profile.release.codegen-units=1",
+];
+
+/// How a guest's floats are built: chosen by the guest crate's manifest,
+/// `[package.metadata.nub] float = "hard"` (default soft).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Float {
+    /// `x86_64-unknown-none`: soft-float, no SIMD. Every guest but the
+    /// wasm guest.
+    #[default]
+    Soft,
+    /// [`HARD_FLOAT_TARGET`] as a `no_std` static executable: SSE2, floats
+    /// in registers (the host enables SSE for every guest, docs/abi.md).
+    Hard,
+}
+
+impl Float {
+    /// The target triple.
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Soft => GUEST_TARGET,
+            Self::Hard => HARD_FLOAT_TARGET,
+        }
+    }
+
+    /// The codegen flags.
+    pub fn rustflags(self) -> &'static [&'static str] {
+        match self {
+            Self::Soft => &RUSTFLAGS,
+            Self::Hard => &HARD_FLOAT_RUSTFLAGS,
+        }
+    }
+
+    /// The profile, as `--config` values.
+    pub fn profile(self) -> &'static [&'static str] {
+        match self {
+            Self::Soft => &PROFILE,
+            Self::Hard => &HARD_FLOAT_PROFILE,
+        }
+    }
+
+    /// What a package's `metadata` asks for (`{"nub": {"float": "hard"}}`).
+    pub fn from_metadata(metadata: &serde_json::Value) -> Self {
+        match metadata.pointer("/nub/float").and_then(|v| v.as_str()) {
+            Some("hard") => Self::Hard,
+            _ => Self::Soft,
+        }
+    }
+}
+
 /// The cargo that builds guests: `$CARGO` (the one running the build
 /// script or `cargo run`), else `cargo` from `PATH`.
 pub fn cargo_program() -> PathBuf {
@@ -69,6 +149,8 @@ pub struct GuestCrate {
     pub bin: String,
     /// The target directory of the package's workspace.
     pub target_dir: PathBuf,
+    /// How its floats are built.
+    pub float: Float,
 }
 
 /// Checks that `dir` is a guest crate: a package (not a virtual manifest)
@@ -131,6 +213,7 @@ pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
     Ok(GuestCrate {
         manifest,
         bin,
+        float: Float::from_metadata(&package.metadata),
         target_dir: metadata.target_directory.into_std_path_buf(),
     })
 }
@@ -204,9 +287,28 @@ pub fn build(
     selection: &Selection,
     target_dir: Option<&Path>,
 ) -> Result<Vec<Built>, BuildError> {
+    build_with(dir, selection, target_dir, Float::Soft)
+}
+
+/// [`build`] for guests built `float`. A hard-float build needs no target
+/// added: [`HARD_FLOAT_TARGET`] is the host's own.
+pub fn build_with(
+    dir: &Path,
+    selection: &Selection,
+    target_dir: Option<&Path>,
+    float: Float,
+) -> Result<Vec<Built>, BuildError> {
     let sysroot = target::sysroot(dir)?;
-    target::ensure(&sysroot)?;
-    let mut cmd = build_command(dir, selection, target_dir, &target::sysroot_rustc(&sysroot));
+    if float == Float::Soft {
+        target::ensure(&sysroot)?;
+    }
+    let mut cmd = build_command_with(
+        dir,
+        selection,
+        target_dir,
+        &target::sysroot_rustc(&sysroot),
+        float,
+    );
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -260,13 +362,24 @@ pub fn build_command(
     target_dir: Option<&Path>,
     rustc: &Path,
 ) -> Command {
+    build_command_with(dir, selection, target_dir, rustc, Float::Soft)
+}
+
+/// [`build_command`] for guests built `float`.
+pub fn build_command_with(
+    dir: &Path,
+    selection: &Selection,
+    target_dir: Option<&Path>,
+    rustc: &Path,
+    float: Float,
+) -> Command {
     let mut cmd = Command::new(cargo_program());
     clean_env(&mut cmd);
     cmd.current_dir(dir).args([
         "build",
         "--release",
         "--target",
-        GUEST_TARGET,
+        float.target(),
         "--message-format=json-render-diagnostics",
     ]);
     match selection {
@@ -282,11 +395,11 @@ pub fn build_command(
     if let Some(target_dir) = target_dir {
         cmd.arg("--target-dir").arg(target_dir);
     }
-    for setting in PROFILE {
+    for setting in float.profile() {
         cmd.args(["--config", setting]);
     }
     cmd.env("RUSTC", rustc)
-        .env("CARGO_ENCODED_RUSTFLAGS", RUSTFLAGS.join("\x1f"));
+        .env("CARGO_ENCODED_RUSTFLAGS", float.rustflags().join("\x1f"));
     cmd
 }
 
@@ -338,6 +451,55 @@ mod tests {
             Some("-C\x1frelocation-model=static\x1f-C\x1flink-arg=-Tnub-guest.ld")
         );
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/g")));
+    }
+
+    #[test]
+    fn hard_float_command_targets_the_host_abi_without_c_runtime() {
+        let cmd = build_command_with(
+            Path::new("/g"),
+            &Selection::Workspace,
+            None,
+            Path::new("rustc"),
+            Float::Hard,
+        );
+        let args = args(&cmd);
+        assert!(
+            args.iter().any(|a| a == "x86_64-unknown-linux-gnu"),
+            "{args:?}"
+        );
+        assert!(
+            args.iter().any(|a| a == "profile.release.opt-level=3"),
+            "{args:?}"
+        );
+        let flags = env(&cmd, "CARGO_ENCODED_RUSTFLAGS").unwrap();
+        let flags: Vec<&str> = flags.split('\x1f').collect();
+        for expected in [
+            "relocation-model=static",
+            "link-arg=-Tnub-guest.ld",
+            "link-arg=-nostartfiles",
+            "link-arg=-nostdlib",
+            "--cfg=nub_guest",
+        ] {
+            assert!(flags.contains(&expected), "{expected} in {flags:?}");
+        }
+    }
+
+    #[test]
+    fn float_comes_from_the_package_metadata() {
+        let hard = serde_json::json!({"nub": {"float": "hard"}});
+        assert_eq!(Float::from_metadata(&hard), Float::Hard);
+        for soft in [
+            serde_json::Value::Null,
+            serde_json::json!({"nub": {"float": "soft"}}),
+            serde_json::json!({"nub": {"float": 1}}),
+            serde_json::json!({"other": {}}),
+        ] {
+            assert_eq!(Float::from_metadata(&soft), Float::Soft, "{soft}");
+        }
+        let wasm = crate::guests_dir().join("wasm");
+        assert_eq!(inspect(&wasm).unwrap().float, Float::Hard);
+        let default = crate::guests_dir().join("default");
+        assert_eq!(inspect(&default).unwrap().float, Float::Soft);
     }
 
     #[test]

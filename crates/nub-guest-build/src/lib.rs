@@ -140,7 +140,7 @@ pub fn build_guest(dir: &Path) -> Result<PathBuf, BuildError> {
         manifest: guest.manifest,
         bin: guest.bin.clone(),
     };
-    cargo::build(dir, &selection, target_dir.as_deref())?
+    cargo::build_with(dir, &selection, target_dir.as_deref(), guest.float)?
         .into_iter()
         .find(|b| b.name == guest.bin)
         .map(|b| b.path)

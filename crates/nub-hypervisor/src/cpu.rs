@@ -182,9 +182,14 @@ fn segment(selector: SegmentSelector, flags: DescriptorFlags) -> kvm_segment {
 }
 
 /// Fills `sregs` for 64-bit long mode with paging rooted at `cr3`, NX and
-/// write protection on, and SSE left disabled (CR4.OSFXSR clear, so an SSE
-/// instruction raises #UD, except at CPL 3 under kvm_pvm, which runs such
-/// code natively under the host's CR4). With `user_mode` the vCPU
+/// write protection on, and SSE enabled (CR4.OSFXSR and CR4.OSXMMEXCPT set,
+/// CR0.MP set, CR0.EM and CR0.TS clear): a guest built hard-float (the wasm
+/// guest, docs/wasm.md) may use SSE/SSE2, the x86-64 baseline, and an
+/// unmasked SIMD floating-point exception is #XM, not #UD. Under kvm_pvm
+/// CPL 3 code runs natively under the host's CR4 and SSE ran before this
+/// too; on hardware virtualisation it needs these bits. XSAVE stays off
+/// (CR4.OSXSAVE clear: no AVX), and the CPUID still hides SSE
+/// (docs/abi.md, *Privilege*). With `user_mode` the vCPU
 /// starts at CPL 3 (user code and data segments); otherwise at CPL 0. With
 /// `umip` (the guest's CPUID reports UMIP), CR4.UMIP makes `sgdt`, `sidt`,
 /// `sldt`, `smsw` and `str` #GP at CPL 3. CR4.TSD stays clear: `rdtsc` is
@@ -229,13 +234,15 @@ pub(crate) fn long_mode_sregs(sregs: &mut kvm_sregs, cr3: u64, user_mode: bool, 
     sregs.idt.base = nub_host_common::layout::IDT_GPA;
     sregs.idt.limit = crate::exceptions::IDT_LIMIT;
     sregs.cr0 = (Cr0Flags::PROTECTED_MODE_ENABLE
+        | Cr0Flags::MONITOR_COPROCESSOR
         | Cr0Flags::EXTENSION_TYPE
         | Cr0Flags::NUMERIC_ERROR
         | Cr0Flags::WRITE_PROTECT
         | Cr0Flags::PAGING)
         .bits();
     sregs.cr3 = cr3;
-    let mut cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION;
+    let mut cr4 =
+        Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE;
     if umip {
         cr4 |= Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
     }
@@ -485,5 +492,19 @@ mod tests {
             assert_eq!((sregs.gdt.base, sregs.gdt.limit), (GDT_GPA, 55));
             assert_eq!((sregs.idt.base, sregs.idt.limit), (0x1200, 511));
         }
+    }
+
+    /// SSE is usable (the hard-float wasm guest relies on it), the x87 is
+    /// not emulated, and XSAVE (hence AVX) stays off.
+    #[test]
+    fn sse_is_enabled_and_xsave_is_not() {
+        let mut sregs = kvm_sregs::default();
+        long_mode_sregs(&mut sregs, 0x4000, true, false);
+        let cr0 = Cr0Flags::from_bits_truncate(sregs.cr0);
+        let cr4 = Cr4Flags::from_bits_truncate(sregs.cr4);
+        assert!(cr4.contains(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+        assert!(!cr4.contains(Cr4Flags::OSXSAVE));
+        assert!(cr0.contains(Cr0Flags::MONITOR_COPROCESSOR));
+        assert!(!cr0.intersects(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED));
     }
 }

@@ -226,20 +226,20 @@ impl Current {
 }
 
 /// The guest has one thread, so one `Current`.
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 static CURRENT: Current = Current::new();
 
 // On the host, tests run dispatchers (and harnesses) on many threads at
 // once: one `Current` per thread keeps them apart.
-#[cfg(not(target_os = "none"))]
+#[cfg(not(nub_bare))]
 std::thread_local! {
     static CURRENT: Current = const { Current::new() };
 }
 
 fn with_current<R>(f: impl FnOnce(&Current) -> R) -> R {
-    #[cfg(target_os = "none")]
+    #[cfg(nub_bare)]
     return f(&CURRENT);
-    #[cfg(not(target_os = "none"))]
+    #[cfg(not(nub_bare))]
     return CURRENT.with(f);
 }
 

@@ -72,7 +72,7 @@ impl core::error::Error for HostCallError {}
 /// outside one it fails with [`HostCallError::NoHost`].
 pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
     let (input, output) = dispatch::current_rings().ok_or(HostCallError::NoHost)?;
-    #[cfg(target_os = "none")]
+    #[cfg(nub_bare)]
     if payload.len() <= nub_host_common::resident::INLINE_REQUEST_MAX
         && let Some(answer) = crate::arch::resident_host_call_inline(fn_id, payload)
     {
@@ -108,7 +108,7 @@ pub fn host_call(fn_id: u32, payload: &[u8]) -> Result<Vec<u8>, HostCallError> {
 
 /// The HOST_CALL exit: the host serves the frame at data offset `slot` of
 /// the output ring and resumes the guest.
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 fn exit(_input: RingRegion, _output: RingRegion, slot: usize) -> Result<(), HostCallError> {
     let value = u32::try_from(slot).map_err(|_| HostCallError::RequestTooLarge)?;
     // Resident mode: through the control block, usually without an exit.
@@ -121,7 +121,7 @@ fn exit(_input: RingRegion, _output: RingRegion, slot: usize) -> Result<(), Host
 
 /// On the host the harness running this thread's guest function serves the
 /// frame.
-#[cfg(not(target_os = "none"))]
+#[cfg(not(nub_bare))]
 fn exit(input: RingRegion, output: RingRegion, slot: usize) -> Result<(), HostCallError> {
     crate::testing::serve_host_call(input, output, slot)
 }

@@ -47,16 +47,16 @@
 
 extern crate alloc;
 // The host-only testing module needs std (thread-locals, boxed closures).
-#[cfg(all(not(test), not(target_os = "none")))]
+#[cfg(all(not(test), not(nub_bare)))]
 extern crate std;
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 pub mod arch;
 pub mod caps;
 pub mod dispatch;
 mod guest_error;
 pub mod hostcall;
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 pub mod io;
 pub mod logger;
 pub mod region;
@@ -64,7 +64,7 @@ pub mod report;
 pub mod resident;
 pub mod state_cache;
 pub mod system;
-#[cfg(not(target_os = "none"))]
+#[cfg(not(nub_bare))]
 pub mod testing;
 pub mod typed;
 
@@ -75,9 +75,9 @@ pub use nub_host_common as abi;
 pub use nub_interface;
 pub use typed::{CallHostError, State, call_host};
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 pub use arch::{abort, heap_stats};
-#[cfg(not(target_os = "none"))]
+#[cfg(not(nub_bare))]
 pub use testing::{abort, heap_stats};
 
 /// Declares the guest's init function: `fn(&mut Registry)`. The kernel calls
@@ -96,7 +96,27 @@ macro_rules! guest_main {
             init(registry)
         }
 
-        #[cfg(all(not(test), not(target_os = "none")))]
+        $crate::__nub_host_main!();
+    };
+}
+
+/// What [`guest_main!`] adds to a guest built for the guest target:
+/// nothing (the kernel's `_start` is the entry).
+#[cfg(nub_bare)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nub_host_main {
+    () => {};
+}
+
+/// What [`guest_main!`] adds to a guest built for the host: outside `cargo
+/// test`, a `main` that says how to build and run a guest.
+#[cfg(not(nub_bare))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nub_host_main {
+    () => {
+        #[cfg(not(test))]
         #[unsafe(no_mangle)]
         extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
             $crate::testing::not_a_host_program()

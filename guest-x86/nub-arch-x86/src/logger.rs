@@ -89,32 +89,32 @@ pub fn format_message<'b>(buf: &'b mut [u8], args: &core::fmt::Arguments<'_>) ->
 }
 
 /// The log region as BootInfo describes it.
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 #[derive(Debug, Clone, Copy)]
 struct Region {
     va: u64,
     size: u64,
 }
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 static REGION: spin::Once<Region> = spin::Once::new();
 
 /// The logger `log` calls; it serialises records with a spin lock (the
 /// guest is single-threaded, the lock only makes the static sound).
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 struct BufferLogger {
     lock: spin::Mutex<()>,
 }
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 static LOGGER: BufferLogger = BufferLogger {
     lock: spin::Mutex::new(()),
 };
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 struct KernelSink(Region);
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 impl LogSink for KernelSink {
     fn with_region(&mut self, f: &mut dyn FnMut(&mut [u8]) -> Appended) -> Appended {
         // SAFETY: `va`/`size` come from the BootInfo the host wrote: a
@@ -133,7 +133,7 @@ impl LogSink for KernelSink {
     }
 }
 
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 impl log::Log for BufferLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
@@ -163,7 +163,7 @@ impl log::Log for BufferLogger {
 /// Installs the logger over the log buffer `info` describes, at the level
 /// the host asked for. Called once by the kernel's entry, before the guest's
 /// init.
-#[cfg(target_os = "none")]
+#[cfg(nub_bare)]
 pub fn init(info: &BootInfo) {
     let level = level_filter(info.log_level);
     if level == log::LevelFilter::Off || info.log_size < log_buffer::LOG_HEADER_SIZE as u64 {
@@ -180,7 +180,7 @@ pub fn init(info: &BootInfo) {
 }
 
 /// Off the bare-metal target there is no log buffer: `init` does nothing.
-#[cfg(not(target_os = "none"))]
+#[cfg(not(nub_bare))]
 pub fn init(_info: &BootInfo) {}
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Running guest functions on the host, under plain `cargo test`.
 //!
-//! Built only off the bare-metal target (`cfg(not(target_os = "none"))`).
+//! Built only off the bare-metal target (`cfg(not(nub_bare))`).
 //! This module owns the host side of a guest function's world when there is
 //! no VM: two ring buffers in host memory, the real dispatcher
 //! ([`crate::dispatch::process_regions`]) answering one request frame from

@@ -6,6 +6,8 @@
 //! handlers, behind the host-written IDT, report them.
 
 pub mod heap;
+#[cfg(not(target_os = "none"))]
+pub mod libc;
 /// Port I/O (the exit ports), kept reachable here for guests that name
 /// `nub_arch_x86::arch::io`.
 pub use crate::io;

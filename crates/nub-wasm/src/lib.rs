@@ -1,0 +1,529 @@
+//! Run WebAssembly modules in a nub sandbox (docs/wasm.md).
+//!
+//! A [`WasmSandbox`] is a [`MultiUseSandbox`] booted from the wasm guest
+//! (`guest-x86/guests/wasm`, embedded in this crate as [`GUEST`]). The
+//! guest runs wasmi: it compiles modules and keeps them, and their
+//! instances, in its memory between calls, so a call into an export costs
+//! one sandbox call (one VM exit, or none in resident mode).
+//!
+//! ```
+//! use nub_wasm::WasmSandbox;
+//!
+//! let wasm = wat::parse_str(r#"(module (func (export "add") (param i32 i64) (result i64)
+//!     local.get 1 local.get 0 i64.extend_i32_s i64.add))"#)?;
+//! let mut sbox = WasmSandbox::new()?;
+//! let module = sbox.load(&wasm)?;
+//! sbox.instantiate(&module)?;
+//! assert_eq!(sbox.call::<(i32, i64), i64>("add", (2, 40))?, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`WasmSandbox::load`] compiles a module's bytes in the guest (cached
+//!   by their blake3 hash on both sides: loading the same bytes again
+//!   sends nothing).
+//! - [`WasmSandbox::instantiate`] makes an instance (its own store,
+//!   limits and optional fuel) and makes it the default for
+//!   [`WasmSandbox::call`]; [`WasmSandbox::call_in`] names one.
+//! - A trap is [`WasmError::Trap`] with its [`TrapCode`]: the sandbox and
+//!   the instance stay usable. A deadline ([`CallOptions::with_deadline`],
+//!   or the configuration's `max_execution_time`) stops an endless loop;
+//!   that poisons the sandbox, like every failure of the sandbox itself
+//!   ([`WasmError::Sandbox`]).
+//! - Linear memory is limited below the guest's heap, so `memory.grow`
+//!   past the limit returns -1 instead of exhausting the guest.
+//! - Function imports are host closures ([`WasmSandbox::define_import`]),
+//!   each call one host call; an import nothing is bound to fails
+//!   instantiation with [`WasmError::Link`], naming it.
+
+mod values;
+
+use std::collections::HashMap;
+
+pub use nub_sandbox;
+use nub_sandbox::{
+    CallError, CallOptions, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
+    UninitializedSandbox,
+};
+pub use nub_wasm_abi as abi;
+use nub_wasm_abi::functions as f;
+pub use nub_wasm_abi::{
+    Export, ExternKind, FuncSig, GuestLimits, Import, InstanceId, ModuleHash, TrapCode, ValType,
+    Value,
+};
+pub use values::{WasmParams, WasmResults, WasmType};
+
+/// The wasm guest's ELF, built by this crate's build script.
+pub static GUEST: &[u8] = include_bytes!(env!("NUB_WASM_GUEST"));
+
+/// The guest heap [`WasmSandbox::new`] configures: linear memories,
+/// compiled code and wasmi's stacks all live there.
+pub const DEFAULT_HEAP_SIZE: u64 = 32 << 20;
+
+/// The input ring [`WasmSandbox::new`] configures: a module's bytes travel
+/// in one call, so this bounds the size of a module (a larger one fails
+/// with [`HyperlightError::PayloadTooLarge`], which does not poison).
+pub const DEFAULT_INPUT_RING_SIZE: u64 = 4 << 20;
+
+/// The output ring [`WasmSandbox::new`] configures (results and export
+/// lists).
+pub const DEFAULT_OUTPUT_RING_SIZE: u64 = 256 << 10;
+
+/// The result of this crate's operations.
+pub type Result<T, E = WasmError> = std::result::Result<T, E>;
+
+/// Why a wasm operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WasmError {
+    /// The execution trapped (the sandbox and the instance stay usable).
+    #[error("wasm trap {code:?}: {message}")]
+    Trap {
+        /// The trap's code.
+        code: TrapCode,
+        /// The interpreter's message.
+        message: String,
+    },
+    /// The module's bytes did not parse, validate or compile.
+    #[error("the module did not compile: {0}")]
+    Compile(String),
+    /// An import could not be satisfied.
+    #[error("import {module}.{name} cannot be linked: {reason}")]
+    Link {
+        /// The import's module name.
+        module: String,
+        /// The import's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Instantiation failed (a memory or table beyond the limits, a start
+    /// function that failed).
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    /// The instance exports no function of that name.
+    #[error("no exported function {0:?}")]
+    NoSuchExport(String),
+    /// The arguments do not match the function's parameters, or its
+    /// results are not numbers.
+    #[error("signature mismatch: the function is {expected:?}, the arguments were {given:?}")]
+    Signature {
+        /// The function's signature.
+        expected: FuncSig,
+        /// The argument types given.
+        given: Vec<ValType>,
+    },
+    /// The results do not have the types the caller asked for.
+    #[error("result type mismatch: expected {expected:?}, the function returned {returned:?}")]
+    ResultTypes {
+        /// What the caller's [`WasmResults`] type wants.
+        expected: Vec<ValType>,
+        /// What came back.
+        returned: Vec<ValType>,
+    },
+    /// [`WasmSandbox::call`] before any [`WasmSandbox::instantiate`].
+    #[error("no instance: instantiate a module first")]
+    NoInstance,
+    /// The module or instance named is not in the guest (dropped, or from
+    /// another sandbox).
+    #[error("{0}")]
+    Unknown(String),
+    /// A host function bound to an import failed (its message), or
+    /// answered values that are not the import's result types.
+    #[error("import {module}.{name} failed: {message}")]
+    Import {
+        /// The import's module name.
+        module: String,
+        /// The import's name.
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A limit of the guest's was reached (instances, modules).
+    #[error("guest limit: {0}")]
+    Limit(String),
+    /// Another failure of the interpreter.
+    #[error("wasm guest: {0}")]
+    Guest(String),
+    /// The sandbox call itself failed (a deadline, a kill, a guest abort;
+    /// [`HyperlightError::poisons`] says whether the sandbox survived).
+    #[error(transparent)]
+    Sandbox(#[from] HyperlightError),
+    /// The guest's reply did not carry what the interface declares (a
+    /// guest built from another version of `nub-wasm-abi`).
+    #[error("wire error in fn {fn_id}: {error}")]
+    Wire {
+        /// The function's id.
+        fn_id: u32,
+        /// What did not match.
+        error: nub_interface::WireError,
+    },
+}
+
+impl WasmError {
+    /// The trap code, if this is a trap.
+    pub fn trap_code(&self) -> Option<TrapCode> {
+        match self {
+            Self::Trap { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<nub_wasm_abi::WasmError> for WasmError {
+    fn from(e: nub_wasm_abi::WasmError) -> Self {
+        use nub_wasm_abi::WasmError as W;
+        match e {
+            W::Compile(m) => Self::Compile(m),
+            W::Link {
+                module,
+                name,
+                reason,
+            } => Self::Link {
+                module,
+                name,
+                reason,
+            },
+            W::Instantiate(m) => Self::Instantiate(m),
+            W::Trap { code, message } => Self::Trap { code, message },
+            W::NoSuchModule(h) => Self::Unknown(format!("no module {} in the guest", hex(&h.0))),
+            W::NoSuchInstance(i) => Self::Unknown(format!("no instance {} in the guest", i.0)),
+            W::NoSuchExport(n) => Self::NoSuchExport(n),
+            W::Signature { expected, given } => Self::Signature { expected, given },
+            W::Import {
+                module,
+                name,
+                message,
+            } => Self::Import {
+                module,
+                name,
+                message,
+            },
+            W::Limit(m) => Self::Limit(m),
+            W::Other(m) => Self::Guest(m),
+        }
+    }
+}
+
+impl<E: Into<WasmError>> From<CallError<E>> for WasmError {
+    fn from(e: CallError<E>) -> Self {
+        match e {
+            CallError::Guest(e) => e.into(),
+            CallError::Sandbox(e) => Self::Sandbox(e),
+            CallError::Wire { fn_id, error } => Self::Wire { fn_id, error },
+        }
+    }
+}
+
+impl From<nub_interface::Never> for WasmError {
+    fn from(never: nub_interface::Never) -> Self {
+        match never {}
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A module compiled in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// The blake3 hash of its bytes.
+    pub hash: ModuleHash,
+    /// Its exports, sorted by name.
+    pub exports: Vec<Export>,
+    /// Its imports, in the module's order.
+    pub imports: Vec<Import>,
+}
+
+/// An instance in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Instance {
+    /// Its id in the guest.
+    pub id: InstanceId,
+}
+
+/// How to instantiate a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct InstanceOptions {
+    /// Fuel for the instance (`None`, the default: unmetered). Every call
+    /// draws from what is left; running out is a
+    /// [`TrapCode::OutOfFuel`] trap. A metered instance runs a second
+    /// compile of its module, with metering.
+    pub fuel: Option<u64>,
+}
+
+impl InstanceOptions {
+    /// With `fuel` units of fuel.
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
+        self
+    }
+}
+
+/// The first host function id [`WasmSandbox::define_import`] gives an
+/// import; each further import takes the next. Keep your own host
+/// functions below it.
+pub const IMPORT_FN_BASE: u32 = 0x5741_0000;
+
+/// A sandbox running the wasm guest.
+pub struct WasmSandbox {
+    sandbox: MultiUseSandbox,
+    modules: HashMap<ModuleHash, Module>,
+    current: Option<Instance>,
+    imports: Vec<nub_wasm_abi::ImportBinding>,
+    /// Host function ids given to imports so far (never reused).
+    next_import: u32,
+}
+
+impl std::fmt::Debug for WasmSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmSandbox")
+            .field("modules", &self.modules.len())
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmSandbox {
+    /// The configuration [`WasmSandbox::new`] uses: the default one with a
+    /// [`DEFAULT_HEAP_SIZE`] heap and rings of [`DEFAULT_INPUT_RING_SIZE`]
+    /// and [`DEFAULT_OUTPUT_RING_SIZE`].
+    pub fn default_config() -> SandboxConfiguration {
+        SandboxConfiguration::default()
+            .with_heap_size(DEFAULT_HEAP_SIZE)
+            .with_ring_sizes(DEFAULT_INPUT_RING_SIZE, DEFAULT_OUTPUT_RING_SIZE)
+    }
+
+    /// The wasm guest as a [`GuestBinary`], for building sandboxes
+    /// yourself (then [`WasmSandbox::from_sandbox`]).
+    pub fn guest_binary() -> GuestBinary {
+        GuestBinary::Static(GUEST)
+    }
+
+    /// A sandbox booted with [`WasmSandbox::default_config`].
+    pub fn new() -> Result<Self> {
+        Self::with_config(Self::default_config())
+    }
+
+    /// A sandbox booted with `config` (either call mode; give it a heap
+    /// large enough for the modules it will run).
+    pub fn with_config(config: SandboxConfiguration) -> Result<Self> {
+        let sandbox = UninitializedSandbox::new(Self::guest_binary(), Some(config))?.evolve()?;
+        Ok(Self::from_sandbox(sandbox))
+    }
+
+    /// Wraps a sandbox booted from [`WasmSandbox::guest_binary`] (calls
+    /// into any other guest fail with typed errors).
+    pub fn from_sandbox(sandbox: MultiUseSandbox) -> Self {
+        Self {
+            sandbox,
+            modules: HashMap::new(),
+            current: None,
+            imports: Vec::new(),
+            next_import: 0,
+        }
+    }
+
+    /// Binds the function import `module.name` of modules instantiated
+    /// from now on to `f`, which gets the arguments and returns the
+    /// results (their types must be the import's; the guest checks) or a
+    /// message that fails the wasm call with [`WasmError::Import`]. Each
+    /// call of the import is one host call (one exit, none in resident
+    /// mode). Defining a name again replaces it for later instances. The
+    /// closure runs on the thread that makes the wasm call.
+    pub fn define_import(
+        &mut self,
+        module: &str,
+        name: &str,
+        mut f: impl FnMut(&[Value]) -> std::result::Result<Vec<Value>, String> + Send + 'static,
+    ) -> Result<()> {
+        let host_fn = IMPORT_FN_BASE
+            .checked_add(self.next_import)
+            // Ids from 0x8000_0000 are nub's system range.
+            .filter(|id| *id < 0x8000_0000)
+            .ok_or_else(|| WasmError::Limit("too many imports defined".into()))?;
+        nub_sandbox::Registerable::register_host_function(
+            &mut self.sandbox,
+            host_fn,
+            move |payload: &[u8]| {
+                Ok(nub_interface::serve::<nub_wasm_abi::ImportCall>(
+                    payload,
+                    |args| f(&args),
+                ))
+            },
+        )?;
+        self.imports
+            .retain(|b| !(b.module == module && b.name == name));
+        self.imports.push(nub_wasm_abi::ImportBinding {
+            module: module.to_owned(),
+            name: name.to_owned(),
+            host_fn,
+        });
+        self.next_import += 1;
+        Ok(())
+    }
+
+    /// The sandbox underneath.
+    pub fn sandbox(&self) -> &MultiUseSandbox {
+        &self.sandbox
+    }
+
+    /// The sandbox underneath, mutably (for its interrupt handle, stats).
+    pub fn sandbox_mut(&mut self) -> &mut MultiUseSandbox {
+        &mut self.sandbox
+    }
+
+    /// The sandbox underneath, dropping what this wrapper knows.
+    pub fn into_sandbox(self) -> MultiUseSandbox {
+        self.sandbox
+    }
+
+    /// Compiles a module in the guest, unless these bytes were loaded into
+    /// this sandbox before (their blake3 hash is known: nothing is sent).
+    pub fn load(&mut self, bytes: &[u8]) -> Result<Module> {
+        let hash = ModuleHash(*blake3::hash(bytes).as_bytes());
+        if let Some(m) = self.modules.get(&hash) {
+            return Ok(m.clone());
+        }
+        let info = self
+            .sandbox
+            .call::<f::Load>(&nub_interface::Bytes::from(bytes.to_vec()))?;
+        if info.hash != hash {
+            return Err(WasmError::Guest(format!(
+                "the guest hashed the module as {}, not {}",
+                hex(&info.hash.0),
+                hex(&hash.0)
+            )));
+        }
+        let module = Module {
+            hash: info.hash,
+            exports: info.exports,
+            imports: info.imports,
+        };
+        self.modules.insert(hash, module.clone());
+        Ok(module)
+    }
+
+    /// Drops a compiled module from the guest's cache (its instances live
+    /// on); whether it was there.
+    pub fn unload(&mut self, module: &Module) -> Result<bool> {
+        self.modules.remove(&module.hash);
+        Ok(self.sandbox.call::<f::Unload>(&module.hash)?)
+    }
+
+    /// Instantiates `module` (running its start function, if any) and
+    /// makes it the instance [`WasmSandbox::call`] uses.
+    pub fn instantiate(&mut self, module: &Module) -> Result<Instance> {
+        self.instantiate_with(module, InstanceOptions::default())
+    }
+
+    /// [`WasmSandbox::instantiate`] with options (fuel).
+    pub fn instantiate_with(
+        &mut self,
+        module: &Module,
+        options: InstanceOptions,
+    ) -> Result<Instance> {
+        let id = self
+            .sandbox
+            .call::<f::Instantiate>(&nub_wasm_abi::InstantiateArgs {
+                module: module.hash,
+                imports: self.imports.clone(),
+                fuel: options.fuel,
+            })?;
+        let instance = Instance { id };
+        self.current = Some(instance);
+        Ok(instance)
+    }
+
+    /// The instance [`WasmSandbox::call`] uses (the last one made).
+    pub fn current(&self) -> Option<Instance> {
+        self.current
+    }
+
+    /// Makes `instance` the one [`WasmSandbox::call`] uses.
+    pub fn set_current(&mut self, instance: Instance) {
+        self.current = Some(instance);
+    }
+
+    /// Calls export `name` of the current instance with typed arguments
+    /// and results: `sbox.call::<(i32, i64), f64>("f", (1, 2))`.
+    pub fn call<P: WasmParams, R: WasmResults>(&mut self, name: &str, args: P) -> Result<R> {
+        let instance = self.current.ok_or(WasmError::NoInstance)?;
+        self.call_in(&instance, name, args)
+    }
+
+    /// [`WasmSandbox::call`] on a given instance.
+    pub fn call_in<P: WasmParams, R: WasmResults>(
+        &mut self,
+        instance: &Instance,
+        name: &str,
+        args: P,
+    ) -> Result<R> {
+        self.call_in_with(instance, name, args, CallOptions::default())
+    }
+
+    /// [`WasmSandbox::call_in`] with per-call options (a deadline).
+    pub fn call_in_with<P: WasmParams, R: WasmResults>(
+        &mut self,
+        instance: &Instance,
+        name: &str,
+        args: P,
+        options: CallOptions,
+    ) -> Result<R> {
+        let values = self.call_values_with(instance, name, &args.into_values(), options)?;
+        R::from_values(&values).ok_or_else(|| WasmError::ResultTypes {
+            expected: R::types(),
+            returned: values.iter().map(Value::ty).collect(),
+        })
+    }
+
+    /// Calls export `name` of `instance` with untyped values.
+    pub fn call_values(
+        &mut self,
+        instance: &Instance,
+        name: &str,
+        args: &[Value],
+    ) -> Result<Vec<Value>> {
+        self.call_values_with(instance, name, args, CallOptions::default())
+    }
+
+    /// [`WasmSandbox::call_values`] with per-call options (a deadline).
+    pub fn call_values_with(
+        &mut self,
+        instance: &Instance,
+        name: &str,
+        args: &[Value],
+        options: CallOptions,
+    ) -> Result<Vec<Value>> {
+        let args = nub_wasm_abi::CallArgs {
+            instance: instance.id,
+            name: name.to_owned(),
+            args: args.to_vec(),
+        };
+        Ok(self.sandbox.call_with::<f::Call>(&args, options)?)
+    }
+
+    /// An instance's exports and their types.
+    pub fn exports(&mut self, instance: &Instance) -> Result<Vec<Export>> {
+        Ok(self.sandbox.call::<f::Exports>(&instance.id)?)
+    }
+
+    /// Fuel left in `instance` (`None`: unmetered).
+    pub fn fuel_left(&mut self, instance: &Instance) -> Result<Option<u64>> {
+        Ok(self.sandbox.call::<f::FuelLeft>(&instance.id)?)
+    }
+
+    /// Drops an instance, freeing its memory in the guest.
+    pub fn drop_instance(&mut self, instance: Instance) -> Result<()> {
+        if self.current == Some(instance) {
+            self.current = None;
+        }
+        Ok(self.sandbox.call::<f::DropInstance>(&instance.id)?)
+    }
+
+    /// The guest's limits (linear memory budget, instances, modules).
+    pub fn limits(&mut self) -> Result<GuestLimits> {
+        Ok(self.sandbox.call::<f::Limits>(&())?)
+    }
+}
