@@ -253,6 +253,8 @@ pub enum WasmError {
     },
     /// No module with that hash is loaded.
     NoSuchModule(ModuleHash),
+    /// The guest's directory holds no Data cap with that cap hash.
+    NoSuchCap([u8; 32]),
     /// No instance with that id.
     NoSuchInstance(InstanceId),
     /// The instance has no function export of that name.
@@ -303,6 +305,10 @@ nub_interface::interface! {
         guest Limits = 8 (()) -> GuestLimits | nub_interface::Never;
         /// Fuel left in an instance's store (`None`: unmetered).
         guest FuelLeft = 9 (InstanceId) -> Option<u64> | WasmError;
+        /// Compiles the module whose bytes are the Data cap with this cap
+        /// hash in the guest's directory (`put_cap`): content-addressed, so
+        /// a module the directory holds is never sent again.
+        guest LoadCap = 10 ([u8; 32]) -> ModuleInfo | WasmError;
     }
 }
 

@@ -120,6 +120,9 @@ pub enum WasmError {
         /// What came back.
         returned: Vec<ValType>,
     },
+    /// [`WasmSandbox::load_cap`] of a CNode: a module is a Data cap.
+    #[error("a module is a Data cap, not a CNode")]
+    NotData,
     /// [`WasmSandbox::call`] before any [`WasmSandbox::instantiate`].
     #[error("no instance: instantiate a module first")]
     NoInstance,
@@ -186,6 +189,7 @@ impl From<nub_wasm_abi::WasmError> for WasmError {
             W::Instantiate(m) => Self::Instantiate(m),
             W::Trap { code, message } => Self::Trap { code, message },
             W::NoSuchModule(h) => Self::Unknown(format!("no module {} in the guest", hex(&h.0))),
+            W::NoSuchCap(h) => Self::Unknown(format!("no Data cap {} in the guest", hex(&h))),
             W::NoSuchInstance(i) => Self::Unknown(format!("no instance {} in the guest", i.0)),
             W::NoSuchExport(n) => Self::NoSuchExport(n),
             W::Signature { expected, given } => Self::Signature { expected, given },
@@ -389,6 +393,38 @@ impl WasmSandbox {
         let info = self
             .sandbox
             .call::<f::Load>(&nub_interface::Bytes::from(bytes.to_vec()))?;
+        self.remember(hash, info)
+    }
+
+    /// Compiles the module whose bytes are the Data cap `cap` (content
+    /// addressed): a module compiled before costs no call, and a cap the
+    /// guest's directory holds already is not sent again
+    /// (`put_cap_with_hash`, which checks the directory without an exit);
+    /// the guest compiles from its directory's copy. A CNode is refused
+    /// with [`WasmError::NotData`].
+    pub fn load_cap(&mut self, cap: &nub_sandbox::javm_cap::Cap) -> Result<Module> {
+        let nub_sandbox::javm_cap::Cap::Data(content) = cap else {
+            return Err(WasmError::NotData);
+        };
+        let bytes = match content {
+            nub_sandbox::javm_cap::DataContent::Inline(bytes) => {
+                std::borrow::Cow::Borrowed(&bytes[..])
+            }
+            paged => std::borrow::Cow::Owned(paged.to_vec()),
+        };
+        let hash = ModuleHash(*blake3::hash(&bytes).as_bytes());
+        if let Some(m) = self.modules.get(&hash) {
+            return Ok(m.clone());
+        }
+        let cap_hash = cap.hash();
+        self.sandbox.put_cap_with_hash(cap_hash, cap)?;
+        let info = self.sandbox.call::<f::LoadCap>(&cap_hash.to_bytes())?;
+        self.remember(hash, info)
+    }
+
+    /// Checks that the guest hashed a module's bytes as the host did, and
+    /// caches what it reported.
+    fn remember(&mut self, hash: ModuleHash, info: nub_wasm_abi::ModuleInfo) -> Result<Module> {
         if info.hash != hash {
             return Err(WasmError::Guest(format!(
                 "the guest hashed the module as {}, not {}",

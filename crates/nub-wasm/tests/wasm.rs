@@ -581,6 +581,45 @@ fn a_module_loaded_twice_is_compiled_and_sent_once() {
 }
 
 #[test]
+fn a_module_from_a_data_cap_is_compiled_from_the_guests_directory() {
+    use nub_wasm::nub_sandbox::javm_cap::{Cap, Slot};
+    for mode in modes() {
+        let mut sbox = sandbox(mode);
+        let wasm = wat::parse_str(FIB).unwrap();
+        // Published once (by anyone): the load sends no bytes, the guest
+        // compiles its directory's copy, and the module is the same as if
+        // its bytes had been loaded.
+        let cap = Cap::inline(wasm.clone());
+        sbox.sandbox_mut().put_cap(&cap).unwrap();
+        let exits = sbox.sandbox().exit_count();
+        let module = sbox.load_cap(&cap).unwrap();
+        if mode == CallMode::Exit {
+            // The directory is read without an exit: one call, LoadCap.
+            assert_eq!(sbox.sandbox().exit_count(), exits + 1);
+        }
+        assert_eq!(module.hash.0, *blake3::hash(&wasm).as_bytes());
+        assert_eq!(sbox.load(&wasm).unwrap(), module, "{mode:?}");
+        sbox.instantiate(&module).unwrap();
+        assert_eq!(sbox.call::<i32, i32>("fib", 12).unwrap(), 144);
+        // Paged data is the same module; a CNode is not a module.
+        let paged = Cap::paged(&wasm);
+        assert_eq!(sbox.load_cap(&paged).unwrap(), module);
+        let node = Cap::cnode(vec![Slot::Empty]);
+        assert!(matches!(sbox.load_cap(&node), Err(WasmError::NotData)));
+        // A cap the guest does not hold yet is sent first.
+        let other =
+            wat::parse_str(r#"(module (func (export "one") (result i32) i32.const 1))"#).unwrap();
+        let other = sbox.load_cap(&Cap::inline(other)).unwrap();
+        sbox.instantiate(&other).unwrap();
+        assert_eq!(sbox.call::<(), i32>("one", ()).unwrap(), 1);
+        // Bytes that are no module are a compile error; the sandbox lives.
+        let junk = sbox.load_cap(&Cap::inline(b"not wasm".to_vec()));
+        assert!(matches!(junk, Err(WasmError::Compile(_))), "{junk:?}");
+        assert!(!sbox.sandbox().is_poisoned());
+    }
+}
+
+#[test]
 fn a_module_with_imports_fails_to_link_naming_the_import() {
     let mut sbox = sandbox(CallMode::Exit);
     let wasm =

@@ -51,6 +51,14 @@ fn init(registry: &mut Registry) {
             .is_ok()
         && registry
             .typed_with::<f::FuelLeft, _>(&state, |w, id| w.fuel_left(id))
+            .is_ok()
+        && registry
+            .typed_with::<f::LoadCap, _>(&state, |w, cap| {
+                // Compiled from the directory's own copy: no bytes move.
+                let hash = nub_arch_x86::javm_cap::CapHash::from_bytes(cap);
+                nub_arch_x86::caps::with_data(&hash, |bytes| w.load(bytes))
+                    .unwrap_or(Err(nub_wasm_abi::WasmError::NoSuchCap(cap)))
+            })
             .is_ok();
     if !ok {
         nub_arch_x86::abort(1, "the wasm guest's fn ids collide");
