@@ -33,6 +33,17 @@ const CONTRACT_ROWS: &[&str] = &[
     "create from image+call+drop (pool)",
     "load image",
     "rss per sandbox from image (32 alive)",
+    "native wasmi fib(25)",
+    "wasm fib(25)",
+    "native wasmi loop 10M",
+    "wasm loop 10M",
+    "native wasmi f64 1M",
+    "wasm f64 1M",
+    "native wasmi load small module",
+    "wasm load small module",
+    "wasm call empty export",
+    "wasm call empty export (resident)",
+    "wasm import call (resident)",
 ];
 
 /// The call rows, each of which also has a `(resident)` variant.
@@ -75,6 +86,27 @@ const FLOORS: &[(&str, Option<&str>)] = &[
     ),
 ];
 
+/// The wasm rows (issue 19) and the floor each must name.
+const WASM_FLOORS: &[(&str, Option<&str>)] = &[
+    ("native wasmi fib(25)", None),
+    ("wasm fib(25)", Some("native wasmi fib(25)")),
+    ("native wasmi loop 10M", None),
+    ("wasm loop 10M", Some("native wasmi loop 10M")),
+    ("native wasmi f64 1M", None),
+    ("wasm f64 1M", Some("native wasmi f64 1M")),
+    ("native wasmi load small module", None),
+    (
+        "wasm load small module",
+        Some("native wasmi load small module"),
+    ),
+    ("wasm call empty export", Some("echo empty")),
+    (
+        "wasm call empty export (resident)",
+        Some("echo empty (resident)"),
+    ),
+    ("wasm import call (resident)", Some("host call (resident)")),
+];
+
 #[test]
 fn quick_json_run_has_every_contract_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,7 +145,7 @@ fn quick_json_run_has_every_contract_row() {
             row(floor);
         }
     }
-    for (name, floor) in FLOORS {
+    for (name, floor) in FLOORS.iter().chain(WASM_FLOORS) {
         assert_eq!(row(name)["floor"].as_str(), *floor, "{name}");
     }
     for base in CALL_ROWS {
@@ -127,6 +159,54 @@ fn quick_json_run_has_every_contract_row() {
     assert_eq!(row("rss per sandbox (32 alive)")["unit"], "KiB");
     assert_eq!(row("rss per sandbox from image (32 alive)")["unit"], "KiB");
     assert_eq!(row("echo empty")["unit"], "us");
+}
+
+/// `nub bench --quick wasm`: every wasm row and the floors it names, each
+/// wasm row with a ratio in the JSON and the table.
+#[test]
+fn the_wasm_filter_runs_every_wasm_row_with_its_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("wasm.json");
+    let json_arg = json_path.to_str().expect("a UTF-8 temporary path");
+    let stdout = nub_ok(&[
+        "bench",
+        "--quick",
+        "--iterations",
+        "2",
+        "--json",
+        json_arg,
+        "wasm",
+    ]);
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("--json wrote the file"))
+            .expect("the file is JSON");
+    let rows = json["rows"].as_array().expect("a `rows` array");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    let mut want = vec![
+        "floor: out loop CPL 3",
+        "ping-pong floor",
+        "echo empty",
+        "echo empty (resident)",
+        "host call (resident)",
+    ];
+    want.extend(WASM_FLOORS.iter().map(|&(n, _)| n));
+    assert_eq!(names, want);
+    for &(name, floor) in WASM_FLOORS {
+        let r = rows.iter().find(|r| r["name"] == name).unwrap();
+        assert_eq!(r["floor"].as_str(), floor, "{name}");
+        assert_eq!(r["ratio"].is_f64(), floor.is_some(), "{name}: {r}");
+        assert!(r["median_us"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{name} missing from the table:\n{stdout}"));
+        // The ratio column: a number followed by `x`.
+        let has_ratio = line[name.len()..].split_whitespace().any(|w| {
+            w.strip_suffix('x')
+                .is_some_and(|n| n.parse::<f64>().is_ok())
+        });
+        assert_eq!(has_ratio, floor.is_some(), "{name}: {line}");
+    }
 }
 
 #[test]

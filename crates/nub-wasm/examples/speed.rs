@@ -9,89 +9,13 @@
 use std::time::{Duration, Instant};
 
 use nub_sandbox::{GuestBinary, UninitializedSandbox};
-use nub_wasm::WasmSandbox;
+use nub_wasm::{WasmSandbox, workloads};
 
-/// The three workloads.
-const WAT: &str = r#"
-(module
-  (func $fib (export "fib") (param $n i32) (result i32)
-    local.get $n
-    i32.const 2
-    i32.lt_s
-    if (result i32)
-      local.get $n
-    else
-      local.get $n
-      i32.const 1
-      i32.sub
-      call $fib
-      local.get $n
-      i32.const 2
-      i32.sub
-      call $fib
-      i32.add
-    end)
-  (func (export "loop") (param $n i32) (result i32)
-    (local $i i32) (local $acc i32)
-    block
-      loop
-        local.get $i
-        local.get $n
-        i32.ge_u
-        br_if 1
-        local.get $acc
-        local.get $i
-        i32.xor
-        i32.const 3
-        i32.add
-        local.set $acc
-        local.get $i
-        i32.const 1
-        i32.add
-        local.set $i
-        br 0
-      end
-    end
-    local.get $acc)
-  (func (export "f64loop") (param $n i32) (result f64)
-    (local $i i32) (local $x f64)
-    f64.const 1
-    local.set $x
-    block
-      loop
-        local.get $i
-        local.get $n
-        i32.ge_u
-        br_if 1
-        local.get $x
-        f64.const 0.999
-        f64.mul
-        local.get $i
-        f64.convert_i32_s
-        f64.const 0.001
-        f64.mul
-        f64.add
-        f64.sqrt
-        f64.const 1.5
-        f64.div
-        f64.const 1
-        f64.add
-        local.set $x
-        local.get $i
-        i32.const 1
-        i32.add
-        local.set $i
-        br 0
-      end
-    end
-    local.get $x))
-"#;
-
-/// The workloads: export, argument.
-const ROWS: &[(&str, &str, i32)] = &[
-    ("fib(25)", "fib", 25),
-    ("loop 10M", "loop", 10_000_000),
-    ("f64 1M", "f64loop", 1_000_000),
+/// The workloads ([`workloads`]): row, (export, argument).
+const ROWS: &[(&str, (&str, i32))] = &[
+    ("fib(25)", workloads::FIB_25),
+    ("loop 10M", workloads::LOOP_10M),
+    ("f64 1M", workloads::F64_1M),
 ];
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -105,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(15);
-    let wasm = wat::parse_str(WAT)?;
+    let wasm = wat::parse_str(workloads::SPEED_WAT)?;
     let binary = match std::env::var_os("NUB_WASM_GUEST_ELF") {
         Some(path) => GuestBinary::FilePath(path.into()),
         None => WasmSandbox::guest_binary(),
@@ -124,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("| workload | guest | native wasmi | ratio |");
     println!("| --- | ---: | ---: | ---: |");
-    for &(row, export, n) in ROWS {
+    for &(row, (export, n)) in ROWS {
         let mut guest = Vec::new();
         let mut native = Vec::new();
         let mut results = (None, None);

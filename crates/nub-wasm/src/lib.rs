@@ -36,6 +36,7 @@
 //!   instantiation with [`WasmError::Link`], naming it.
 
 mod values;
+pub mod workloads;
 
 use std::collections::HashMap;
 

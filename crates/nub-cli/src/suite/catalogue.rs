@@ -30,8 +30,21 @@
 //! The call rows are built once per [`CallPath`]; a new way of making a call
 //! is one more `CallPath`, and every call row gets its variant with the
 //! path's suffix and floor.
+//!
+//! The wasm rows ([`Group::Wasm`]) run WebAssembly in a
+//! `nub_wasm::WasmSandbox`: the interpreter's workloads (`wasm fib(25)`,
+//! `wasm loop 10M`, `wasm f64 1M`) and `wasm load small module` against
+//! the same wasmi natively on the host (`native wasmi …`, floors measured
+//! in this run), and calls into exports against the default guest's call
+//! rows they correspond to: `wasm call empty export` against `echo empty`,
+//! its `(resident)` variant against `echo empty (resident)`, `wasm import
+//! call (resident)` (an export making one import call) against `host call
+//! (resident)` (a guest fn making one host call). The interpreter rows'
+//! samples take milliseconds: they sample for a quarter of the budget's
+//! time ([`Row::long_samples`]).
 
 use nub_sandbox::{CallMode, SandboxConfiguration};
+use nub_wasm::workloads;
 
 use super::{
     error::RowError,
@@ -62,6 +75,23 @@ pub const CYCLE: &str = "create+evolve+call+drop";
 /// The recovery cycle with the pool: what `create from image+call+drop
 /// (pool)` is compared with.
 pub const CYCLE_POOL: &str = "create+evolve+call+drop (pool)";
+/// The empty echo in exit mode: what `wasm call empty export` is compared
+/// with.
+pub const ECHO_EMPTY: &str = "echo empty";
+/// The empty echo in resident mode: what `wasm call empty export
+/// (resident)` is compared with.
+pub const ECHO_EMPTY_RESIDENT: &str = "echo empty (resident)";
+/// A guest fn making one host call, resident: what `wasm import call
+/// (resident)` is compared with.
+pub const HOST_CALL_RESIDENT: &str = "host call (resident)";
+/// fib(25) in wasmi natively on the host: the floor of `wasm fib(25)`.
+pub const NATIVE_FIB: &str = "native wasmi fib(25)";
+/// The 10M-iteration loop in wasmi natively on the host.
+pub const NATIVE_LOOP: &str = "native wasmi loop 10M";
+/// The 1M-iteration f64 loop in wasmi natively on the host.
+pub const NATIVE_F64: &str = "native wasmi f64 1M";
+/// Compile + instantiate of a small module in wasmi natively on the host.
+pub const NATIVE_LOAD: &str = "native wasmi load small module";
 
 /// The unit of a row's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +132,9 @@ pub enum Group {
     Lifecycle,
     /// Memory per sandbox (KiB, not a time).
     Memory,
+    /// WebAssembly in a wasm sandbox, and its floors: the same wasmi
+    /// natively on the host.
+    Wasm,
 }
 
 /// Prepares a row's state (sandboxes, threads) before its samples; not
@@ -118,6 +151,10 @@ pub struct Row {
     pub unit: Unit,
     /// What it measures.
     pub group: Group,
+    /// Its samples take milliseconds: it samples for a quarter of the
+    /// budget's time ([`Budget::for_long_samples`](super::Budget::for_long_samples)),
+    /// so `--quick` stays quick.
+    pub long_samples: bool,
     /// Sets the row up and returns its sampler.
     pub(super) setup: Setup,
 }
@@ -129,6 +166,7 @@ impl std::fmt::Debug for Row {
             .field("floor", &self.floor)
             .field("unit", &self.unit)
             .field("group", &self.group)
+            .field("long_samples", &self.long_samples)
             .finish_non_exhaustive()
     }
 }
@@ -147,8 +185,15 @@ impl Row {
             floor,
             unit: Unit::Micros,
             group,
+            long_samples: false,
             setup: Box::new(setup),
         }
+    }
+
+    /// This row with [`Row::long_samples`] set.
+    pub(super) fn with_long_samples(mut self) -> Self {
+        self.long_samples = true;
+        self
     }
 
     /// Sets the row up (untimed) and returns the sampler that takes its
@@ -189,19 +234,23 @@ impl CallPath {
         }
     }
 
+    /// The call mode of this path.
+    fn mode(self) -> CallMode {
+        match self {
+            CallPath::Exit => CallMode::Exit,
+            CallPath::Resident => CallMode::resident(),
+        }
+    }
+
     /// The default configuration set up for this path.
     fn config(self) -> SandboxConfiguration {
-        let cfg = SandboxConfiguration::default();
-        match self {
-            CallPath::Exit => cfg.with_call_mode(CallMode::Exit),
-            CallPath::Resident => cfg.with_call_mode(CallMode::resident()),
-        }
+        SandboxConfiguration::default().with_call_mode(self.mode())
     }
 }
 
 /// The whole suite, in run order: floors, calls (per [`CallPath`]),
-/// loaded and paused calls, lifecycle, images, RSS (booted, then from an
-/// image).
+/// loaded and paused calls, lifecycle, images, wasm (after the call rows
+/// its call rows are compared with), RSS (booted, then from an image).
 pub fn rows() -> Vec<Row> {
     let mut rows = floor_rows();
     for &path in CallPath::ALL {
@@ -210,6 +259,7 @@ pub fn rows() -> Vec<Row> {
     rows.extend(loaded_rows());
     rows.extend(lifecycle_rows());
     rows.extend(image_rows());
+    rows.extend(wasm_rows());
     rows.extend(rss_rows());
     rows
 }
@@ -401,6 +451,54 @@ fn image_rows() -> Vec<Row> {
     ]
 }
 
+/// WebAssembly in a wasm sandbox, each row after its floor (see the
+/// module's docs).
+fn wasm_rows() -> Vec<Row> {
+    use samplers::wasm;
+    let workload = |native: &'static str, guest: &'static str, w: (&'static str, i32)| {
+        [
+            Row::new(Group::Wasm, native, None, move || wasm::native_workload(w))
+                .with_long_samples(),
+            Row::new(Group::Wasm, guest, Some(native), move || {
+                wasm::guest_workload(w)
+            })
+            .with_long_samples(),
+        ]
+    };
+    let mut rows = Vec::new();
+    rows.extend(workload(NATIVE_FIB, "wasm fib(25)", workloads::FIB_25));
+    rows.extend(workload(NATIVE_LOOP, "wasm loop 10M", workloads::LOOP_10M));
+    rows.extend(workload(NATIVE_F64, "wasm f64 1M", workloads::F64_1M));
+    rows.extend([
+        Row::new(Group::Wasm, NATIVE_LOAD, None, wasm::native_load_small),
+        Row::new(
+            Group::Wasm,
+            "wasm load small module",
+            Some(NATIVE_LOAD),
+            wasm::guest_load_small,
+        ),
+        Row::new(
+            Group::Wasm,
+            CallPath::Exit.row_name("wasm call empty export"),
+            Some(ECHO_EMPTY),
+            || wasm::call_empty_export(CallPath::Exit.mode()),
+        ),
+        Row::new(
+            Group::Wasm,
+            CallPath::Resident.row_name("wasm call empty export"),
+            Some(ECHO_EMPTY_RESIDENT),
+            || wasm::call_empty_export(CallPath::Resident.mode()),
+        ),
+        Row::new(
+            Group::Wasm,
+            CallPath::Resident.row_name("wasm import call"),
+            Some(HOST_CALL_RESIDENT),
+            || wasm::import_call(CallPath::Resident.mode()),
+        ),
+    ]);
+    rows
+}
+
 fn rss_rows() -> Vec<Row> {
     let kib = |mut row: Row| {
         row.unit = Unit::KiB;
@@ -551,6 +649,7 @@ mod tests {
             Group::Pause,
             Group::Lifecycle,
             Group::Memory,
+            Group::Wasm,
         ];
         assert_eq!(names(select_groups(rows(), &all)), row_names());
         // Only the memory rows are not times.
@@ -573,6 +672,74 @@ mod tests {
             floor("rss per sandbox from image (32 alive)"),
             Some(Some(RSS_ROW))
         );
+    }
+
+    /// The wasm rows and their floors, written out here.
+    const WASM_ROWS: &[(&str, Option<&str>)] = &[
+        ("native wasmi fib(25)", None),
+        ("wasm fib(25)", Some("native wasmi fib(25)")),
+        ("native wasmi loop 10M", None),
+        ("wasm loop 10M", Some("native wasmi loop 10M")),
+        ("native wasmi f64 1M", None),
+        ("wasm f64 1M", Some("native wasmi f64 1M")),
+        ("native wasmi load small module", None),
+        (
+            "wasm load small module",
+            Some("native wasmi load small module"),
+        ),
+        ("wasm call empty export", Some("echo empty")),
+        (
+            "wasm call empty export (resident)",
+            Some("echo empty (resident)"),
+        ),
+        ("wasm import call (resident)", Some("host call (resident)")),
+    ];
+
+    #[test]
+    fn wasm_rows_are_compared_with_their_floors() {
+        let rows = rows();
+        for &(name, floor) in WASM_ROWS {
+            let row = rows.iter().find(|r| r.name == name);
+            assert_eq!(row.map(|r| r.floor), Some(floor), "{name}");
+            assert_eq!(row.map(|r| r.group), Some(Group::Wasm), "{name}");
+        }
+        // A wasm row added without being listed here is caught too.
+        let wasm: Vec<Row> = select_groups(rows, &[Group::Wasm])
+            .into_iter()
+            .filter(|r| r.group == Group::Wasm)
+            .collect();
+        let listed: Vec<&str> = WASM_ROWS.iter().map(|&(n, _)| n).collect();
+        assert_eq!(
+            wasm.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            listed
+        );
+        // Only the interpreter rows sample for a shorter time.
+        for row in &wasm {
+            let interpreter = ["fib(25)", "loop 10M", "f64 1M"]
+                .iter()
+                .any(|w| row.name.ends_with(w));
+            assert_eq!(row.long_samples, interpreter, "{}", row.name);
+        }
+        // The floors named by constant are call rows' names.
+        let exit = call_rows(CallPath::Exit);
+        let resident = call_rows(CallPath::Resident);
+        assert!(exit.iter().any(|r| r.name == ECHO_EMPTY));
+        assert!(resident.iter().any(|r| r.name == ECHO_EMPTY_RESIDENT));
+        assert!(resident.iter().any(|r| r.name == HOST_CALL_RESIDENT));
+    }
+
+    #[test]
+    fn the_wasm_filter_keeps_every_wasm_row_and_its_floors() {
+        let names: Vec<String> = select(rows(), "wasm").into_iter().map(|r| r.name).collect();
+        let mut want = vec![
+            FLOOR_CPL3,
+            PING_PONG_FLOOR,
+            ECHO_EMPTY,
+            ECHO_EMPTY_RESIDENT,
+            HOST_CALL_RESIDENT,
+        ];
+        want.extend(WASM_ROWS.iter().map(|&(n, _)| n));
+        assert_eq!(names, want);
     }
 
     #[test]

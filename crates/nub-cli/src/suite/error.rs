@@ -11,6 +11,13 @@ pub enum RowError {
     /// Building, booting or calling a sandbox failed.
     #[error(transparent)]
     Sandbox(#[from] HyperlightError),
+    /// A wasm sandbox's load, instantiation or call failed.
+    #[error(transparent)]
+    Wasm(#[from] nub_wasm::WasmError),
+    /// wasmi natively on the host (a wasm row's floor) failed, or a row's
+    /// WAT did not assemble.
+    #[error("native wasmi: {0}")]
+    Native(String),
     /// A floor measurement failed.
     #[error(transparent)]
     Floor(#[from] FloorError),

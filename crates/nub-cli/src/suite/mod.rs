@@ -22,8 +22,10 @@ pub mod samplers;
 pub mod stats;
 
 pub use catalogue::{
-    CREATE_EVOLVE, CYCLE, CYCLE_POOL, CallPath, ECHO_LOADED, FLOOR_CPL0, FLOOR_CPL3, Group,
-    KILL_FLOOR, PING_PONG_FLOOR, RSS_ROW, Row, Unit, VM_FLOOR, rows, select, select_groups,
+    CREATE_EVOLVE, CYCLE, CYCLE_POOL, CallPath, ECHO_EMPTY, ECHO_EMPTY_RESIDENT, ECHO_LOADED,
+    FLOOR_CPL0, FLOOR_CPL3, Group, HOST_CALL_RESIDENT, KILL_FLOOR, NATIVE_F64, NATIVE_FIB,
+    NATIVE_LOAD, NATIVE_LOOP, PING_PONG_FLOOR, RSS_ROW, Row, Unit, VM_FLOOR, rows, select,
+    select_groups,
 };
 pub use error::{BenchError, RowError};
 pub use runner::{Budget, Progress, RowResult, run};

@@ -48,6 +48,17 @@ impl Budget {
         }
     }
 
+    /// The budget of a row whose samples take milliseconds
+    /// ([`Row::long_samples`]): a quarter of the time, at most two warm-up
+    /// runs; the sample counts stay (so [`Budget::fixed`] is unchanged).
+    pub fn for_long_samples(self) -> Self {
+        Self {
+            per_row: self.per_row / 4,
+            warmup: self.warmup.min(2),
+            ..self
+        }
+    }
+
     /// Exactly `n` samples of every row, no warm-up (tests).
     pub fn fixed(n: usize) -> Self {
         Self {
@@ -100,8 +111,14 @@ pub fn run(
             floor,
             unit,
             group: _,
+            long_samples,
             setup,
         } = row;
+        let budget = if long_samples {
+            budget.for_long_samples()
+        } else {
+            budget
+        };
         let mut report = |done: f64| {
             progress(Progress {
                 row: index,
@@ -184,6 +201,15 @@ mod tests {
             }
             assert!(r.summary.p99 >= r.summary.median, "{}", r.name);
         }
+    }
+
+    #[test]
+    fn long_samples_take_less_time_but_as_many_samples() {
+        let quick = Budget::quick().for_long_samples();
+        assert_eq!(quick.per_row, Budget::quick().per_row / 4);
+        assert_eq!(quick.min_samples, Budget::quick().min_samples);
+        assert!(quick.warmup <= 2);
+        assert_eq!(Budget::fixed(3).for_long_samples(), Budget::fixed(3));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Samplers know nothing of row names or floors (that is the
 //! [catalogue](super::catalogue)); call samplers take the sandbox
-//! configuration of the call path they run on.
+//! configuration of the call path they run on. The wasm rows' samplers
+//! are in [`wasm`].
 
 use std::{
     sync::{
@@ -23,6 +24,8 @@ use nub_sandbox::{
 
 use super::error::RowError;
 use crate::{DEFAULT_GUEST, host_fns};
+
+pub mod wasm;
 
 /// Takes one sample: the figure of one operation in the row's unit.
 pub type Sampler = Box<dyn FnMut() -> Result<f64, RowError>>;
