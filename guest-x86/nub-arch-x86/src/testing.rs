@@ -219,11 +219,7 @@ impl Harness {
         init: fn(&mut Registry),
         args: &F::Args,
     ) -> Result<Result<F::Ret, F::Err>, CallError> {
-        let request = nub_interface::encode_args::<F>(args)
-            .map_err(|e| CallError::Protocol(format!("typed request: {e}")))?;
-        let reply = self.call_id(init, F::ID, &request)?;
-        nub_interface::decode_reply::<F>(&reply)
-            .map_err(|e| CallError::Protocol(format!("typed reply: {e}")))
+        self.run_typed::<F>(Registries::Fresh(&init), args)
     }
 
     /// Calls declared guest function `F` with `args` in `registry`, which
@@ -250,9 +246,19 @@ impl Harness {
         registry: &Registry,
         args: &F::Args,
     ) -> Result<Result<F::Ret, F::Err>, CallError> {
+        self.run_typed::<F>(Registries::Built(registry), args)
+    }
+
+    /// One typed call of `F` through `registries`, encoded and decoded as
+    /// `MultiUseSandbox::call` does.
+    fn run_typed<F: nub_interface::Function>(
+        &mut self,
+        registries: Registries<'_>,
+        args: &F::Args,
+    ) -> Result<Result<F::Ret, F::Err>, CallError> {
         let request = nub_interface::encode_args::<F>(args)
             .map_err(|e| CallError::Protocol(format!("typed request: {e}")))?;
-        let reply = self.run(Registries::Built(registry), F::ID, &request)?;
+        let reply = self.run(registries, F::ID, &request)?;
         nub_interface::decode_reply::<F>(&reply)
             .map_err(|e| CallError::Protocol(format!("typed reply: {e}")))
     }
