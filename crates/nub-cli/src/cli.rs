@@ -447,11 +447,7 @@ impl SandboxArgs {
 
 /// Parses a fn id in decimal or `0x` hex.
 fn parse_fn_id(s: &str) -> Result<u32, String> {
-    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|e| format!("`{s}` is not a u32 fn id: {e}"))
+    nub_cli::host_fns::parse_id(s, "fn id")
 }
 
 #[cfg(test)]

@@ -129,6 +129,16 @@ fn run_command(command: &str, input: &[u8]) -> HostResult {
     Ok(output.stdout)
 }
 
+/// A u32 id in decimal or `0x` hex (`what` names it in the error): the
+/// form every id on `nub`'s command line takes.
+pub fn parse_id(s: &str, what: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("`{s}` is not a u32 {what}: {e}"))
+}
+
 /// One `--host-fn ID=SPEC`: a host fn id and how it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostFnSpec {
@@ -160,11 +170,7 @@ impl FromStr for HostFnSpec {
         let (id, spec) = s
             .split_once('=')
             .ok_or_else(|| format!("`{s}` is not ID=SPEC (e.g. 100=echo, 7=exec:date)"))?;
-        let parsed = match id.strip_prefix("0x").or_else(|| id.strip_prefix("0X")) {
-            Some(hex) => u32::from_str_radix(hex, 16),
-            None => id.parse(),
-        };
-        let id = parsed.map_err(|e| format!("`{id}` is not a u32 host fn id: {e}"))?;
+        let id = parse_id(id, "host fn id")?;
         if nub_host_common::rpc::is_system_fn_id(id) {
             return Err(format!(
                 "host fn id {id:#x} is in the reserved system range"
