@@ -169,7 +169,105 @@ pub struct InstantiateArgs {
     /// Fuel for the instance's store (`None`: unmetered). Each call is
     /// metered against what is left; running out is [`TrapCode::OutOfFuel`].
     pub fuel: Option<u64>,
+    /// WASI preview 1 for the module's `wasi_snapshot_preview1` imports
+    /// (`None`: such imports are unbound, and instantiation fails naming
+    /// them).
+    pub wasi: Option<WasiConfig>,
 }
+
+/// Where a WASI program's stdin comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WasiStdin {
+    /// At end of file from the start.
+    Empty,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// Each `fd_read` is host call [`WASI_READ_FN`] (an empty answer is end
+    /// of file).
+    Host,
+}
+
+/// Where a WASI program's stdout or stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WasiOutput {
+    /// Dropped (the writes succeed).
+    Discard,
+    /// Kept in the guest, up to `limit` bytes (the rest is dropped and
+    /// [`WasiCaptured::truncated`] says so), and returned by [`Run`] or
+    /// [`TakeOutput`].
+    Capture {
+        /// Most bytes kept between two takes.
+        limit: u32,
+    },
+    /// Each `fd_write` is host call [`WASI_WRITE_FN`].
+    Host,
+}
+
+/// A WASI instance's environment (docs/wasm.md, *WASI*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasiConfig {
+    /// `argv`, the program's name first.
+    pub args: Vec<String>,
+    /// `environ`, as `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Its stdin (fd 0).
+    pub stdin: WasiStdin,
+    /// Its stdout (fd 1).
+    pub stdout: WasiOutput,
+    /// Its stderr (fd 2).
+    pub stderr: WasiOutput,
+    /// The seed of `random_get`'s stream (blake3 in keyed XOF mode): the
+    /// same seed gives the same bytes.
+    pub seed: [u8; 32],
+}
+
+/// Output a WASI instance captured ([`WasiOutput::Capture`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WasiCaptured {
+    /// What it wrote to stdout since the last take.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr since the last take.
+    pub stderr: Vec<u8>,
+    /// Whether either stream passed its limit (bytes were dropped).
+    pub truncated: bool,
+}
+
+/// What [`Run`] answers: how the program ended and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// Its exit code: `proc_exit`'s, or 0 when `_start` returned.
+    pub exit_code: i32,
+    /// Its captured output.
+    pub output: WasiCaptured,
+}
+
+/// The first host function id of the WASI host functions the host
+/// registers for every wasm sandbox ([`WASI_CLOCK_FN`], [`WASI_READ_FN`],
+/// [`WASI_WRITE_FN`]).
+pub const WASI_FN_BASE: u32 = 0x5740_0000;
+
+nub_interface::interface! {
+    /// The host functions behind WASI's clocks and streamed stdio.
+    pub mod wasi_host {
+        /// `clock_time_get`: the clock's id (0 realtime, 1 monotonic) in,
+        /// nanoseconds out (realtime since the Unix epoch; monotonic since
+        /// an arbitrary origin that never goes back).
+        host WasiClock = 0x5740_0000 (u32) -> u64 | nub_interface::Never;
+        /// `fd_read` on a [`WasiStdin::Host`] stdin: at most this many
+        /// bytes in, the bytes out (empty: end of file).
+        host WasiRead = 0x5740_0001 (u32) -> nub_interface::Bytes | String;
+        /// `fd_write` on a [`WasiOutput::Host`] stream: the fd (1 or 2)
+        /// and the bytes.
+        host WasiWrite = 0x5740_0002 ((u32, nub_interface::Bytes)) -> () | String;
+    }
+}
+
+/// [`wasi_host::WasiClock`]'s id.
+pub const WASI_CLOCK_FN: u32 = WASI_FN_BASE;
+/// [`wasi_host::WasiRead`]'s id.
+pub const WASI_READ_FN: u32 = WASI_FN_BASE + 1;
+/// [`wasi_host::WasiWrite`]'s id.
+pub const WASI_WRITE_FN: u32 = WASI_FN_BASE + 2;
 
 /// [`Call`]'s argument.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +377,12 @@ pub enum WasmError {
     /// A limit of the guest's was reached (too many instances, a module
     /// too large).
     Limit(String),
+    /// The program called WASI `proc_exit` with this code during a call
+    /// other than [`Run`] (the instance stays usable).
+    Exit(i32),
+    /// The instance has no WASI configuration ([`TakeOutput`]), or its
+    /// module no `_start` ([`Run`]).
+    NotWasi(String),
     /// Any other failure of the interpreter.
     Other(String),
 }
@@ -309,6 +413,11 @@ nub_interface::interface! {
         /// hash in the guest's directory (`put_cap`): content-addressed, so
         /// a module the directory holds is never sent again.
         guest LoadCap = 10 ([u8; 32]) -> ModuleInfo | WasmError;
+        /// Runs a WASI instance's `_start`: its exit code and captured
+        /// output.
+        guest Run = 11 (InstanceId) -> RunOutcome | WasmError;
+        /// The output a WASI instance captured since the last take.
+        guest TakeOutput = 12 (InstanceId) -> WasiCaptured | WasmError;
     }
 }
 

@@ -145,6 +145,14 @@ pub enum WasmError {
     /// A limit of the guest's was reached (instances, modules).
     #[error("guest limit: {0}")]
     Limit(String),
+    /// The program called WASI `proc_exit` during a call other than
+    /// [`WasmSandbox::run`] (the instance stays usable).
+    #[error("the program exited with code {0}")]
+    Exit(i32),
+    /// A WASI operation on an instance made without WASI, or
+    /// [`WasmSandbox::run`] of a module with no `_start`.
+    #[error("not a WASI program: {0}")]
+    NotWasi(String),
     /// Another failure of the interpreter.
     #[error("wasm guest: {0}")]
     Guest(String),
@@ -204,6 +212,8 @@ impl From<nub_wasm_abi::WasmError> for WasmError {
                 message,
             },
             W::Limit(m) => Self::Limit(m),
+            W::Exit(code) => Self::Exit(code),
+            W::NotWasi(m) => Self::NotWasi(m),
             W::Other(m) => Self::Guest(m),
         }
     }
@@ -467,6 +477,7 @@ impl WasmSandbox {
                 module: module.hash,
                 imports: self.imports.clone(),
                 fuel: options.fuel,
+                wasi: None,
             })?;
         let instance = Instance { id };
         self.current = Some(instance);

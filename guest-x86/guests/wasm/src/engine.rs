@@ -645,6 +645,7 @@ mod tests {
             module,
             imports: Vec::new(),
             fuel: None,
+            wasi: None,
         };
         let a = w.instantiate(args.clone()).unwrap();
         assert_eq!(call_grow(&mut w, a, 1), [Value::I32(1)]);
@@ -669,6 +670,7 @@ mod tests {
                 module,
                 imports: Vec::new(),
                 fuel: None,
+                wasi: None,
             })
             .unwrap();
         let wrong = w.call(CallArgs {
