@@ -157,6 +157,47 @@ pub struct GuestCrate {
 /// depending on nub-arch-x86 with a binary target. Runs `cargo metadata
 /// --no-deps`, which reads manifests only.
 pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
+    let Package {
+        manifest,
+        package,
+        target_dir,
+    } = package(dir)?;
+    let name = package.name.to_string();
+    if !package.dependencies.iter().any(|d| d.name == KERNEL_CRATE) {
+        return Err(BuildError::NoNubDependency {
+            package: name,
+            manifest,
+        });
+    }
+    let Some(bin) = main_binary(&package)? else {
+        return Err(BuildError::NoBinary {
+            package: name,
+            manifest,
+        });
+    };
+    Ok(GuestCrate {
+        manifest,
+        bin,
+        float: Float::from_metadata(&package.metadata),
+        target_dir,
+    })
+}
+
+/// The package whose manifest is in `dir`, read by [`package`].
+#[derive(Debug, Clone)]
+pub struct Package {
+    /// Its `Cargo.toml`, canonical.
+    pub manifest: PathBuf,
+    /// What `cargo metadata --no-deps` says of it.
+    pub package: cargo_metadata::Package,
+    /// The target directory of its workspace.
+    pub target_dir: PathBuf,
+}
+
+/// The package of the manifest in `dir` (any package, guest or not): the
+/// directory must exist and hold a `Cargo.toml` that declares a
+/// `[package]`. Runs `cargo metadata --no-deps`.
+pub fn package(dir: &Path) -> Result<Package, BuildError> {
     if !dir.is_dir() {
         return Err(BuildError::NotADirectory {
             dir: dir.to_path_buf(),
@@ -180,42 +221,36 @@ pub fn inspect(dir: &Path) -> Result<GuestCrate, BuildError> {
         .ok_or_else(|| BuildError::NoPackage {
             manifest: manifest.clone(),
         })?;
+    Ok(Package {
+        manifest,
+        package: package.clone(),
+        target_dir: metadata.target_directory.into_std_path_buf(),
+    })
+}
+
+/// The package's binary target: the only one, or with several the one
+/// named after the package; `None` without any.
+pub fn main_binary(package: &cargo_metadata::Package) -> Result<Option<String>, BuildError> {
     let name = package.name.to_string();
-    if !package.dependencies.iter().any(|d| d.name == KERNEL_CRATE) {
-        return Err(BuildError::NoNubDependency {
-            package: name,
-            manifest,
-        });
-    }
     let bins: Vec<String> = package
         .targets
         .iter()
         .filter(|t| t.is_kind(TargetKind::Bin))
         .map(|t| t.name.clone())
         .collect();
-    let bin = match bins.as_slice() {
-        [] => {
-            return Err(BuildError::NoBinary {
-                package: name,
-                manifest,
-            });
-        }
-        [only] => only.clone(),
+    match bins.as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(only.clone())),
         several => several
             .iter()
             .find(|b| **b == name)
             .cloned()
+            .map(Some)
             .ok_or_else(|| BuildError::SeveralBinaries {
                 package: name.clone(),
                 names: bins.clone(),
-            })?,
-    };
-    Ok(GuestCrate {
-        manifest,
-        bin,
-        float: Float::from_metadata(&package.metadata),
-        target_dir: metadata.target_directory.into_std_path_buf(),
-    })
+            }),
+    }
 }
 
 /// `cargo metadata` for `manifest`, run in `dir` in a clean environment;
@@ -290,8 +325,9 @@ pub fn build(
     build_with(dir, selection, target_dir, Float::Soft)
 }
 
-/// [`build`] for guests built `float`. A hard-float build needs no target
-/// added: [`HARD_FLOAT_TARGET`] is the host's own.
+/// [`build`] for guests built `float`, after making sure the toolchain has
+/// the float's target ([`target::ensure`]; [`HARD_FLOAT_TARGET`], the
+/// host's own, is always there).
 pub fn build_with(
     dir: &Path,
     selection: &Selection,
@@ -299,16 +335,32 @@ pub fn build_with(
     float: Float,
 ) -> Result<Vec<Built>, BuildError> {
     let sysroot = target::sysroot(dir)?;
-    if float == Float::Soft {
-        target::ensure(&sysroot)?;
-    }
-    let mut cmd = build_command_with(
+    target::ensure(&sysroot, float.target())?;
+    let cmd = build_command_with(
         dir,
         selection,
         target_dir,
         &target::sysroot_rustc(&sysroot),
         float,
     );
+    let mut built: Vec<Built> = run(cmd, dir)?
+        .into_iter()
+        .filter_map(|artifact| {
+            let path = artifact.executable?;
+            artifact.target.is_kind(TargetKind::Bin).then(|| Built {
+                name: artifact.target.name,
+                path: path.into_std_path_buf(),
+            })
+        })
+        .collect();
+    built.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(built)
+}
+
+/// Runs the `cargo build` command `cmd` in `dir` (with
+/// `--message-format=json-render-diagnostics`) and returns the artifacts
+/// cargo reported. Cargo's progress and errors go to stderr as they happen.
+pub fn run(mut cmd: Command, dir: &Path) -> Result<Vec<cargo_metadata::Artifact>, BuildError> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -318,21 +370,12 @@ pub fn build_with(
             program: cargo_program().display().to_string(),
             source,
         })?;
-    let mut built = Vec::new();
+    let mut artifacts = Vec::new();
     let mut read_error = None;
     if let Some(stdout) = child.stdout.take() {
         for message in Message::parse_stream(BufReader::new(stdout)) {
             match message {
-                Ok(Message::CompilerArtifact(artifact)) => {
-                    if let Some(path) = artifact.executable
-                        && artifact.target.is_kind(TargetKind::Bin)
-                    {
-                        built.push(Built {
-                            name: artifact.target.name,
-                            path: path.into_std_path_buf(),
-                        });
-                    }
-                }
+                Ok(Message::CompilerArtifact(artifact)) => artifacts.push(artifact),
                 Ok(_) => {}
                 Err(e) => {
                     read_error = Some(e);
@@ -351,8 +394,7 @@ pub fn build_with(
     if let Some(e) = read_error {
         return Err(BuildError::Messages(e));
     }
-    built.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(built)
+    Ok(artifacts)
 }
 
 /// The `cargo build` command for `selection`, run in `dir` with `rustc`.

@@ -1,6 +1,7 @@
 //! [`embed`]: a host crate's `build.rs` builds its guest, makes cargo rerun
 //! the build script when the guest or any crate it is built from changes,
-//! and hands the ELF's path to the host's code.
+//! and hands the ELF's path to the host's code. [`embed_wasm`] does the
+//! same for a wasm program and its `.wasm` file.
 
 use std::{
     collections::{BTreeSet, HashSet, VecDeque},
@@ -9,7 +10,7 @@ use std::{
 
 use cargo_metadata::{DependencyKind, PackageId};
 
-use crate::{BuildError, build_guest, cargo};
+use crate::{BuildError, build_guest, build_wasm, cargo};
 
 /// For a host crate's `build.rs`: builds the guest crate in `guest_dir`
 /// (as [`build_guest`] does; a relative path is taken from the host crate's
@@ -33,28 +34,57 @@ use crate::{BuildError, build_guest, cargo};
 /// The rerun paths are printed even when the build fails, so fixing the
 /// guest reruns the script.
 pub fn embed(guest_dir: impl AsRef<Path>, env_name: &str) -> Result<PathBuf, BuildError> {
+    embed_built(guest_dir.as_ref(), env_name, build_guest)
+}
+
+/// [`embed`] for a wasm program: builds the wasm crate in `wasm_dir` for
+/// `wasm32-wasip1` (as [`build_wasm`] does, adding the target if the
+/// toolchain lacks it), prints the same rerun lines, and
+/// `cargo:rustc-env=<env_name>=<.wasm path>`.
+///
+/// ```no_run
+/// // build.rs of a host crate whose plugin crate is in `plugin/`:
+/// // fn main() {
+/// if let Err(e) = nub_guest_build::embed_wasm("plugin", "PLUGIN_WASM") {
+///     panic!("{e}");
+/// }
+/// // }
+/// // src/lib.rs:
+/// // static PLUGIN: &[u8] = include_bytes!(env!("PLUGIN_WASM"));
+/// // let module = nub_wasm::WasmSandbox::new()?.load(PLUGIN)?;
+/// ```
+pub fn embed_wasm(wasm_dir: impl AsRef<Path>, env_name: &str) -> Result<PathBuf, BuildError> {
+    embed_built(wasm_dir.as_ref(), env_name, build_wasm)
+}
+
+/// What [`embed`] and [`embed_wasm`] share: `build` makes the file.
+fn embed_built(
+    dir: &Path,
+    env_name: &str,
+    build: fn(&Path) -> Result<PathBuf, BuildError>,
+) -> Result<PathBuf, BuildError> {
     if env_name.is_empty() || env_name.contains(['=', '\n', '\r', '\0']) {
         return Err(BuildError::EnvName {
             name: env_name.to_string(),
         });
     }
     let dir = match std::env::var_os("CARGO_MANIFEST_DIR") {
-        Some(host) => PathBuf::from(host).join(guest_dir.as_ref()),
-        None => guest_dir.as_ref().to_path_buf(),
+        Some(host) => PathBuf::from(host).join(dir),
+        None => dir.to_path_buf(),
     };
-    let built = build_guest(&dir);
-    // Before the build's error (if any): a fixed guest must rerun the script.
+    let built = build(&dir);
+    // Before the build's error (if any): a fixed crate must rerun the script.
     let paths = rerun_paths(&dir);
     for path in paths.as_deref().unwrap_or_default() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
-    let elf = built?;
+    let file = built?;
     paths?;
-    println!("cargo:rustc-env={env_name}={}", elf.display());
-    Ok(elf)
+    println!("cargo:rustc-env={env_name}={}", file.display());
+    Ok(file)
 }
 
-/// What a build of the guest crate in `dir` depends on, for
+/// What a build of the guest (or wasm) crate in `dir` depends on, for
 /// `rerun-if-changed`: for the guest and every local (path) package it
 /// depends on, recursively through normal and build dependencies
 /// (`nub-arch-x86`, `nub-host-common`, ...), each file and directory at the
@@ -64,16 +94,16 @@ pub fn embed(guest_dir: impl AsRef<Path>, env_name: &str) -> Result<PathBuf, Bui
 /// `Cargo.lock` and `.cargo/config.toml` where they exist. Sorted, each
 /// once. Runs `cargo metadata` (the resolved graph, from the lockfile).
 pub fn rerun_paths(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
-    let guest = cargo::inspect(dir)?;
-    let metadata = cargo::metadata(dir, &guest.manifest, false)?;
+    let manifest = cargo::package(dir)?.manifest;
+    let metadata = cargo::metadata(dir, &manifest, false)?;
     let target_dir = metadata.target_directory.as_std_path().to_path_buf();
     let root = metadata
         .packages
         .iter()
-        .find(|p| p.manifest_path.as_std_path() == guest.manifest)
+        .find(|p| p.manifest_path.as_std_path() == manifest)
         .map(|p| p.id.clone())
         .ok_or_else(|| BuildError::NoPackage {
-            manifest: guest.manifest.clone(),
+            manifest: manifest.clone(),
         })?;
     let nodes = metadata
         .resolve
@@ -193,6 +223,8 @@ mod tests {
     fn env_names_are_checked() {
         for bad in ["", "A=B", "A\nB"] {
             let err = embed("nowhere", bad).unwrap_err();
+            assert!(matches!(err, BuildError::EnvName { .. }), "{err}");
+            let err = embed_wasm("nowhere", bad).unwrap_err();
             assert!(matches!(err, BuildError::EnvName { .. }), "{err}");
         }
     }

@@ -3,8 +3,6 @@
 
 use std::{path::PathBuf, process::ExitStatus};
 
-use crate::GUEST_TARGET;
-
 /// Why a guest could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -103,14 +101,16 @@ pub enum BuildError {
         /// What `rustc` said.
         detail: String,
     },
-    /// The toolchain lacks the guest target and nub cannot add it.
+    /// The toolchain lacks the build's target and nub cannot add it.
     #[error(
-        "the Rust toolchain at {} has no {GUEST_TARGET} target; {help}",
+        "the Rust toolchain at {} has no {target} target; {help}",
         sysroot.display()
     )]
     TargetMissing {
         /// The toolchain's sysroot.
         sysroot: PathBuf,
+        /// The missing target (`x86_64-unknown-none`, `wasm32-wasip1`).
+        target: String,
         /// What to do, including the exact command to run.
         help: String,
     },
@@ -138,6 +138,20 @@ pub enum BuildError {
     EnvName {
         /// The name.
         name: String,
+    },
+    /// The package has neither a `cdylib` library nor a binary target to
+    /// become a `.wasm` file.
+    #[error(
+        "{} is not a wasm program: package `{package}` has neither a cdylib library \
+         (`[lib] crate-type = [\"cdylib\"]`, a WASI reactor) nor a binary target \
+         (src/main.rs, a WASI command)",
+        manifest.display()
+    )]
+    NoWasmTarget {
+        /// The package name.
+        package: String,
+        /// Its manifest.
+        manifest: PathBuf,
     },
     /// Cargo succeeded but reported no guest executable.
     #[error("cargo built {} but reported no executable for `{wanted}`", dir.display())]

@@ -26,17 +26,23 @@
 //! with nub's profile and link flags on the command line ([`cargo`]), in a
 //! clean environment ([`env`]), after making sure the toolchain has the
 //! target ([`target`]); the ELF paths come from cargo's JSON messages.
+//!
+//! Rust programs for WebAssembly (`wasm32-wasip1`, run by `nub-wasm`) build
+//! the same way, without nub's guest flags: [`build_wasm`] returns the
+//! `.wasm` file and [`embed_wasm`] is its build-script form ([`wasm`]).
 
 pub mod cargo;
 mod embed;
 pub mod env;
 mod error;
 pub mod target;
+pub mod wasm;
 
 use std::path::{Path, PathBuf};
 
-pub use embed::{embed, rerun_paths};
+pub use embed::{embed, embed_wasm, rerun_paths};
 pub use error::BuildError;
+pub use wasm::{WASM_TARGET, build_wasm};
 
 use crate::cargo::Selection;
 

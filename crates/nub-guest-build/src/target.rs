@@ -1,10 +1,12 @@
-//! Making sure the toolchain that builds a guest has the
-//! `x86_64-unknown-none` target.
+//! Making sure the toolchain that builds a guest or a wasm program has its
+//! target: `x86_64-unknown-none` for soft-float guests ([`crate::GUEST_TARGET`]),
+//! `wasm32-wasip1` for WebAssembly programs ([`crate::WASM_TARGET`]). The
+//! hard-float guests' target is the host's own, always present.
 //!
 //! A toolchain file's `targets` are installed only when rustup installs the
 //! toolchain itself, and the nested cargo a build runs (`$CARGO`) does not go
 //! through rustup's proxy, so nothing else guarantees the target is there.
-//! Before every guest build this module asks the `rustc` the build would use
+//! Before every build this module asks the `rustc` the build would use
 //! for its sysroot (same directory, same environment), and [`plan`] decides
 //! from that sysroot: the target is present; or rustup manages the toolchain
 //! and `rustup target add` fixes it (run once, under a lock file, since the
@@ -19,9 +21,9 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::{BuildError, GUEST_TARGET, env::clean_env};
+use crate::{BuildError, env::clean_env};
 
-/// What to do about the guest target for one toolchain.
+/// What to do about a missing target for one toolchain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetPlan {
     /// The toolchain has the target: build.
@@ -38,14 +40,10 @@ pub enum TargetPlan {
     },
 }
 
-/// Whether the toolchain at `sysroot` has the guest target: its target
-/// libdir holds a `libcore-*.rlib`.
-pub fn has_guest_target(sysroot: &Path) -> bool {
-    let libdir = sysroot
-        .join("lib")
-        .join("rustlib")
-        .join(GUEST_TARGET)
-        .join("lib");
+/// Whether the toolchain at `sysroot` has `target`: its target libdir
+/// holds a `libcore-*.rlib`.
+pub fn has_target(sysroot: &Path, target: &str) -> bool {
+    let libdir = sysroot.join("lib").join("rustlib").join(target).join("lib");
     let Ok(entries) = std::fs::read_dir(libdir) else {
         return false;
     };
@@ -57,9 +55,9 @@ pub fn has_guest_target(sysroot: &Path) -> bool {
     })
 }
 
-/// The `rustup target add` command for `toolchain`.
-pub fn add_command(toolchain: &str) -> String {
-    format!("rustup target add {GUEST_TARGET} --toolchain {toolchain}")
+/// The `rustup target add` command for `target` and `toolchain`.
+pub fn add_command(target: &str, toolchain: &str) -> String {
+    format!("rustup target add {target} --toolchain {toolchain}")
 }
 
 /// The rustup name of the toolchain whose sysroot is `sysroot`, when it is
@@ -86,10 +84,11 @@ pub fn rustup_toolchain_name(sysroot: &Path, rustup_home: &Path) -> Option<Strin
     linked
 }
 
-/// Decides what to do for the toolchain at `sysroot`. `rustup_home` is
-/// rustup's home directory when rustup can be run, `None` otherwise.
-pub fn plan(sysroot: &Path, rustup_home: Option<&Path>) -> TargetPlan {
-    if has_guest_target(sysroot) {
+/// Decides what to do for `target` and the toolchain at `sysroot`.
+/// `rustup_home` is rustup's home directory when rustup can be run, `None`
+/// otherwise.
+pub fn plan(sysroot: &Path, target: &str, rustup_home: Option<&Path>) -> TargetPlan {
+    if has_target(sysroot, target) {
         return TargetPlan::Present;
     }
     match rustup_home {
@@ -98,7 +97,7 @@ pub fn plan(sysroot: &Path, rustup_home: Option<&Path>) -> TargetPlan {
             None => TargetPlan::Missing {
                 help: format!(
                     "rustup does not manage this toolchain, so nub cannot add the target; \
-                     build with a rustup toolchain (then `rustup target add {GUEST_TARGET}`) \
+                     build with a rustup toolchain (then `rustup target add {target}`) \
                      or install the target's standard library into {}",
                     sysroot.join("lib").join("rustlib").display()
                 ),
@@ -107,7 +106,7 @@ pub fn plan(sysroot: &Path, rustup_home: Option<&Path>) -> TargetPlan {
         None => TargetPlan::Missing {
             help: format!(
                 "rustup is not available, so nub cannot add it; install rustup \
-                 (https://rustup.rs) and run `rustup target add {GUEST_TARGET}`, \
+                 (https://rustup.rs) and run `rustup target add {target}`, \
                  or install the target's standard library into {}",
                 sysroot.join("lib").join("rustlib").display()
             ),
@@ -192,25 +191,26 @@ fn rustup_home() -> Option<PathBuf> {
         .or_else(|| std::env::home_dir().map(|home| home.join(".rustup")))
 }
 
-/// Makes sure the toolchain at `sysroot` has the guest target, adding it
-/// with rustup when it is missing (saying so on stderr).
-pub fn ensure(sysroot: &Path) -> Result<(), BuildError> {
-    if has_guest_target(sysroot) {
+/// Makes sure the toolchain at `sysroot` has `target`, adding it with
+/// rustup when it is missing (saying so on stderr).
+pub fn ensure(sysroot: &Path, target: &str) -> Result<(), BuildError> {
+    if has_target(sysroot, target) {
         return Ok(());
     }
-    let toolchain = match plan(sysroot, rustup_home().as_deref()) {
+    let missing = |help| BuildError::TargetMissing {
+        sysroot: sysroot.to_path_buf(),
+        target: target.to_string(),
+        help,
+    };
+    let toolchain = match plan(sysroot, target, rustup_home().as_deref()) {
         TargetPlan::Present => return Ok(()),
-        TargetPlan::Missing { help } => {
-            return Err(BuildError::TargetMissing {
-                sysroot: sysroot.to_path_buf(),
-                help,
-            });
-        }
+        TargetPlan::Missing { help } => return Err(missing(help)),
         TargetPlan::Add { toolchain } => toolchain,
     };
     // Build scripts of several crates may get here at once; rustup does not
-    // like concurrent installs into one toolchain. The first one adds the
-    // target, the others find it present once they hold the lock.
+    // like concurrent installs into one toolchain (whatever the targets).
+    // The first one adds the target, the others find it present once they
+    // hold the lock.
     let lock_path = std::env::temp_dir().join("nub-guest-target.lock");
     let io_err = |source| BuildError::Io {
         path: lock_path.clone(),
@@ -218,13 +218,13 @@ pub fn ensure(sysroot: &Path) -> Result<(), BuildError> {
     };
     let lock = File::create(&lock_path).map_err(io_err)?;
     lock.lock().map_err(io_err)?;
-    if has_guest_target(sysroot) {
+    if has_target(sysroot, target) {
         return Ok(());
     }
-    let command = add_command(&toolchain);
-    eprintln!("nub: the toolchain {toolchain} has no {GUEST_TARGET} target; running `{command}`");
+    let command = add_command(target, &toolchain);
+    eprintln!("nub: the toolchain {toolchain} has no {target} target; running `{command}`");
     let status = Command::new("rustup")
-        .args(["target", "add", GUEST_TARGET, "--toolchain", &toolchain])
+        .args(["target", "add", target, "--toolchain", &toolchain])
         .stdin(Stdio::null())
         // rustup's progress goes to stderr; keep stdout free for the caller.
         .stdout(Stdio::null())
@@ -236,11 +236,10 @@ pub fn ensure(sysroot: &Path) -> Result<(), BuildError> {
     if !status.success() {
         return Err(BuildError::TargetAddFailed { command, status });
     }
-    if !has_guest_target(sysroot) {
-        return Err(BuildError::TargetMissing {
-            sysroot: sysroot.to_path_buf(),
-            help: format!("`{command}` succeeded but the target is still missing"),
-        });
+    if !has_target(sysroot, target) {
+        return Err(missing(format!(
+            "`{command}` succeeded but the target is still missing"
+        )));
     }
     Ok(())
 }
@@ -248,15 +247,21 @@ pub fn ensure(sysroot: &Path) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{GUEST_TARGET, WASM_TARGET};
 
     /// A fake toolchain directory, with or without the guest target.
     fn fake_sysroot(parent: &Path, name: &str, with_target: bool) -> PathBuf {
+        fake_sysroot_for(parent, name, with_target.then_some(GUEST_TARGET))
+    }
+
+    /// A fake toolchain directory with the host's target and `target`.
+    fn fake_sysroot_for(parent: &Path, name: &str, target: Option<&str>) -> PathBuf {
         let root = parent.join(name);
         let host_lib = root.join("lib/rustlib/x86_64-unknown-linux-gnu/lib");
         std::fs::create_dir_all(&host_lib).unwrap();
         std::fs::write(host_lib.join("libcore-0123abcd.rlib"), b"").unwrap();
-        if with_target {
-            let lib = root.join("lib/rustlib").join(GUEST_TARGET).join("lib");
+        if let Some(target) = target {
+            let lib = root.join("lib/rustlib").join(target).join("lib");
             std::fs::create_dir_all(&lib).unwrap();
             std::fs::write(lib.join("libcore-89abcdef.rlib"), b"").unwrap();
         }
@@ -266,19 +271,21 @@ mod tests {
     #[test]
     fn target_detection_needs_libcore() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(has_guest_target(&fake_sysroot(tmp.path(), "with", true)));
-        assert!(!has_guest_target(&fake_sysroot(
-            tmp.path(),
-            "without",
-            false
-        )));
+        assert!(has_target(
+            &fake_sysroot(tmp.path(), "with", true),
+            GUEST_TARGET
+        ));
+        assert!(!has_target(
+            &fake_sysroot(tmp.path(), "without", false),
+            GUEST_TARGET
+        ));
         // The directory alone (an interrupted install) is not enough.
         let partial = fake_sysroot(tmp.path(), "partial", false);
         let lib = partial.join("lib/rustlib").join(GUEST_TARGET).join("lib");
         std::fs::create_dir_all(&lib).unwrap();
         std::fs::write(lib.join("liballoc-1.rlib"), b"").unwrap();
-        assert!(!has_guest_target(&partial));
-        assert!(!has_guest_target(&tmp.path().join("nonexistent")));
+        assert!(!has_target(&partial, GUEST_TARGET));
+        assert!(!has_target(&tmp.path().join("nonexistent"), GUEST_TARGET));
     }
 
     #[test]
@@ -286,8 +293,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let home = tmp.path().join("rustup");
         let sysroot = fake_sysroot(&home.join("toolchains"), "stable-x86_64", true);
-        assert_eq!(plan(&sysroot, Some(&home)), TargetPlan::Present);
-        assert_eq!(plan(&sysroot, None), TargetPlan::Present);
+        assert_eq!(
+            plan(&sysroot, GUEST_TARGET, Some(&home)),
+            TargetPlan::Present
+        );
+        assert_eq!(plan(&sysroot, GUEST_TARGET, None), TargetPlan::Present);
     }
 
     #[test]
@@ -296,13 +306,13 @@ mod tests {
         let home = tmp.path().join("rustup");
         let sysroot = fake_sysroot(&home.join("toolchains"), "1.95.0-x86_64", false);
         assert_eq!(
-            plan(&sysroot, Some(&home)),
+            plan(&sysroot, GUEST_TARGET, Some(&home)),
             TargetPlan::Add {
                 toolchain: "1.95.0-x86_64".to_string()
             }
         );
         assert_eq!(
-            add_command("1.95.0-x86_64"),
+            add_command(GUEST_TARGET, "1.95.0-x86_64"),
             "rustup target add x86_64-unknown-none --toolchain 1.95.0-x86_64"
         );
     }
@@ -323,7 +333,7 @@ mod tests {
         let custom = fake_sysroot(tmp.path(), "custom", false);
         std::os::unix::fs::symlink(&custom, toolchains.join("mine")).unwrap();
         assert_eq!(
-            plan(&custom, Some(&home)),
+            plan(&custom, GUEST_TARGET, Some(&home)),
             TargetPlan::Add {
                 toolchain: "mine".to_string()
             }
@@ -336,7 +346,7 @@ mod tests {
         let home = tmp.path().join("rustup");
         std::fs::create_dir_all(home.join("toolchains")).unwrap();
         let sysroot = fake_sysroot(tmp.path(), "usr", false);
-        let TargetPlan::Missing { help } = plan(&sysroot, Some(&home)) else {
+        let TargetPlan::Missing { help } = plan(&sysroot, GUEST_TARGET, Some(&home)) else {
             panic!("a toolchain rustup does not manage cannot be fixed by rustup");
         };
         assert!(
@@ -350,7 +360,7 @@ mod tests {
     fn without_rustup_the_error_names_the_command() {
         let tmp = tempfile::tempdir().unwrap();
         let sysroot = fake_sysroot(tmp.path(), "stable", false);
-        let TargetPlan::Missing { help } = plan(&sysroot, None) else {
+        let TargetPlan::Missing { help } = plan(&sysroot, GUEST_TARGET, None) else {
             panic!("without rustup nothing can be added");
         };
         assert!(help.contains("rustup is not available"), "{help}");
@@ -358,12 +368,49 @@ mod tests {
             help.contains("`rustup target add x86_64-unknown-none`"),
             "{help}"
         );
-        let err = BuildError::TargetMissing { sysroot, help };
+        let err = BuildError::TargetMissing {
+            sysroot,
+            target: GUEST_TARGET.to_string(),
+            help,
+        };
         assert!(
             err.to_string()
                 .contains("has no x86_64-unknown-none target"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn each_target_is_planned_on_its_own() {
+        // A toolchain with the guest target but not the wasm one: only the
+        // wasm target is added, and the command names it.
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("rustup");
+        let sysroot = fake_sysroot(&home.join("toolchains"), "1.95.0-x86_64", true);
+        assert_eq!(
+            plan(&sysroot, GUEST_TARGET, Some(&home)),
+            TargetPlan::Present
+        );
+        assert_eq!(
+            plan(&sysroot, WASM_TARGET, Some(&home)),
+            TargetPlan::Add {
+                toolchain: "1.95.0-x86_64".to_string()
+            }
+        );
+        assert_eq!(
+            add_command(WASM_TARGET, "1.95.0-x86_64"),
+            "rustup target add wasm32-wasip1 --toolchain 1.95.0-x86_64"
+        );
+        let wasm = fake_sysroot_for(&home.join("toolchains"), "nightly", Some(WASM_TARGET));
+        assert!(has_target(&wasm, WASM_TARGET));
+        assert!(!has_target(&wasm, GUEST_TARGET));
+        // The host's own target (hard-float guests) is always there.
+        assert!(has_target(&wasm, "x86_64-unknown-linux-gnu"));
+        assert_eq!(plan(&wasm, WASM_TARGET, None), TargetPlan::Present);
+        let TargetPlan::Missing { help } = plan(&sysroot, WASM_TARGET, None) else {
+            panic!("without rustup nothing can be added");
+        };
+        assert!(help.contains("`rustup target add wasm32-wasip1`"), "{help}");
     }
 
     #[test]
