@@ -313,6 +313,69 @@ fn output_ring_seeds(dir: &Path) {
     put(dir, "output_ring", "batch", &mem);
 }
 
+/// Small valid modules for `wasm_load`, each reaching another part of
+/// wasmi's compiler: arithmetic and calls, memory with data and `grow`,
+/// a table with `call_indirect`, globals and a start function, multi-value
+/// results, an import (which fails to link), and a trap at start.
+fn wasm_seeds(dir: &Path) {
+    let modules = [
+        (
+            "fib",
+            r#"(module
+                (func $fib (export "fib") (param i32) (result i32)
+                  (if (result i32) (i32.lt_s (local.get 0) (i32.const 2))
+                    (then (local.get 0))
+                    (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
+                                   (call $fib (i32.sub (local.get 0) (i32.const 2)))))))
+                (func (export "loop") (result i64) (local i64)
+                  (loop $l (local.set 0 (i64.add (local.get 0) (i64.const 1)))
+                    (br_if $l (i64.lt_u (local.get 0) (i64.const 1000))))
+                  (local.get 0)))"#,
+        ),
+        (
+            "memory",
+            r#"(module
+                (memory (export "memory") 1 4)
+                (data (i32.const 16) "hello, wasm")
+                (func (export "load") (param i32) (result i32) (i32.load8_u (local.get 0)))
+                (func (export "grow") (result i32) (memory.grow (i32.const 1)))
+                (func (export "fill") (memory.fill (i32.const 0) (i32.const 7) (i32.const 64)))
+                (func (export "f64") (param f64) (result f64) (f64.sqrt (local.get 0))))"#,
+        ),
+        (
+            "table",
+            r#"(module
+                (type $t (func (result i32)))
+                (table (export "table") 4 funcref)
+                (elem (i32.const 0) $a $b)
+                (func $a (result i32) (i32.const 1))
+                (func $b (result i32) (i32.const 2))
+                (func (export "pick") (param i32) (result i32)
+                  (call_indirect (type $t) (local.get 0))))"#,
+        ),
+        (
+            "globals",
+            r#"(module
+                (global $g (export "g") (mut i32) (i32.const 5))
+                (global (export "c") f32 (f32.const 1.5))
+                (func $init (global.set $g (i32.const 6)))
+                (start $init)
+                (func (export "pair") (result i32 i64) (global.get $g) (i64.const -1)))"#,
+        ),
+        (
+            "import",
+            r#"(module
+                (import "env" "log" (func $log (param i32)))
+                (func (export "run") (call $log (i32.const 1))))"#,
+        ),
+        ("start-trap", r#"(module (func $s unreachable) (start $s))"#),
+    ];
+    for (name, text) in modules {
+        let bytes = wat::parse_str(text).unwrap();
+        put(dir, "wasm_load", name, &bytes);
+    }
+}
+
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     ring_seeds(&dir);
@@ -326,5 +389,6 @@ fn main() {
     wire_seeds(&dir);
     log_seeds(&dir);
     output_ring_seeds(&dir);
+    wasm_seeds(&dir);
     println!("seeds written under {}", dir.display());
 }
