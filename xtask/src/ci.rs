@@ -5,10 +5,14 @@
 //! `x86_64-unknown-none`), so rustfmt and clippy run there too, in the
 //! wasm guest's workspace (built hard-float, docs/wasm.md), and in each
 //! example's guest (a workspace of its own; clippy for the guest target and,
-//! with its unit tests, for the host).
+//! with its unit tests, for the host), and in each Rust program built for
+//! `wasm32-wasip1` (`test::WASM_PROGRAMS`; clippy for that target, which is
+//! added to the toolchain first if it is missing).
+
+use nub_guest_build::{WASM_TARGET, target};
 
 use crate::{
-    cmd::{Cargo, Error},
+    cmd::{Cargo, Error, project_root},
     cycles, test,
 };
 
@@ -79,7 +83,21 @@ pub fn run() -> Result<(), Error> {
             .in_dir(dir),
         ));
     }
+    for dir in test::WASM_PROGRAMS {
+        checks.push((
+            "rustfmt (wasm program)",
+            Cargo::new(&["fmt", "--", "--check"]).in_dir(dir),
+        ));
+        checks.push((
+            "clippy (wasm program)",
+            Cargo::new(&["clippy", "--target", WASM_TARGET, "--", "-D", "warnings"]).in_dir(dir),
+        ));
+    }
     let mut failed = Vec::new();
+    if let Err(e) = ensure_wasm_target() {
+        eprintln!("xtask: wasm target: {e}");
+        failed.push("wasm target".to_string());
+    }
     for (name, check) in checks {
         if let Err(e) = check.run() {
             eprintln!("xtask: {name}: {e}");
@@ -100,4 +118,11 @@ pub fn run() -> Result<(), Error> {
     } else {
         Err(Error::Steps(failed))
     }
+}
+
+/// Adds `wasm32-wasip1` to the toolchain if it lacks it (as a wasm build
+/// would), so clippy can check the wasm programs for it.
+fn ensure_wasm_target() -> Result<(), Error> {
+    let sysroot = target::sysroot(&project_root()).map_err(Error::GuestBuild)?;
+    target::ensure(&sysroot, WASM_TARGET).map_err(Error::GuestBuild)
 }

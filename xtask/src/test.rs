@@ -23,6 +23,16 @@ const GUESTS: &str = "guest-x86/guests";
 /// the repository root.
 pub const EXAMPLE_GUESTS: &[&str] = &["examples/kv/guest"];
 
+/// The Rust programs built for `wasm32-wasip1` (each a workspace of its
+/// own, built by `nub_guest_build::build_wasm`): nub-wasm's WASI test
+/// program and the wasm-plugin example's plugin. Their behaviour is tested
+/// by the workspace crates that run them (`nub-wasm`, `nub-wasm-plugin`);
+/// `cargo xtask ci` checks their formatting and lints.
+pub const WASM_PROGRAMS: &[&str] = &[
+    "crates/nub-wasm/tests/wasi-hello",
+    "examples/wasm-plugin/plugin",
+];
+
 /// Runs the task; fails with the test runner's status.
 pub fn run(extra: &[String]) -> Result<(), Error> {
     if Cargo::new(&["nextest", "--version"]).succeeds_quietly() {
@@ -120,6 +130,15 @@ mod tests {
         for dir in EXAMPLE_GUESTS {
             let manifest = crate::cmd::project_root().join(dir).join("Cargo.toml");
             assert!(manifest.is_file(), "{}", manifest.display());
+        }
+    }
+
+    #[test]
+    fn the_wasm_programs_are_wasm_crates() {
+        for dir in WASM_PROGRAMS {
+            let krate = nub_guest_build::wasm::inspect(&crate::cmd::project_root().join(dir))
+                .unwrap_or_else(|e| panic!("{dir}: {e}"));
+            assert!(krate.manifest.is_file(), "{}", krate.manifest.display());
         }
     }
 }
