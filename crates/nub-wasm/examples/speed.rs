@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let sandbox =
         UninitializedSandbox::new(binary, Some(WasmSandbox::default_config()))?.evolve()?;
-    let mut sbox = WasmSandbox::from_sandbox(sandbox);
+    let mut sbox = WasmSandbox::from_sandbox(sandbox)?;
     let module = sbox.load(&wasm)?;
     sbox.instantiate(&module)?;
 

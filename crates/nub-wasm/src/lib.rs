@@ -36,6 +36,7 @@
 //!   instantiation with [`WasmError::Link`], naming it.
 
 mod values;
+pub mod wasi;
 pub mod workloads;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub use nub_wasm_abi::{
     Value,
 };
 pub use values::{WasmParams, WasmResults, WasmType};
+pub use wasi::{RunOutcome, Stdio, Wasi, WasiCaptured, WasiOutput, WasiStdin};
 
 /// The wasm guest's ELF, built by this crate's build script.
 pub static GUEST: &[u8] = include_bytes!(env!("NUB_WASM_GUEST"));
@@ -258,7 +260,7 @@ pub struct Instance {
 }
 
 /// How to instantiate a module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct InstanceOptions {
     /// Fuel for the instance (`None`, the default: unmetered). Every call
@@ -266,12 +268,24 @@ pub struct InstanceOptions {
     /// [`TrapCode::OutOfFuel`] trap. A metered instance runs a second
     /// compile of its module, with metering.
     pub fuel: Option<u64>,
+    /// WASI preview 1 for the module's `wasi_snapshot_preview1` imports
+    /// (`None`, the default: they are unbound, unless
+    /// [`WasmSandbox::define_import`] bound them).
+    pub wasi: Option<Wasi>,
 }
 
 impl InstanceOptions {
     /// With `fuel` units of fuel.
     pub fn with_fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
+        self
+    }
+
+    /// With WASI preview 1 in environment `wasi`: its
+    /// `wasi_snapshot_preview1` imports are served by the guest (a module
+    /// that exports `_initialize`, a reactor, has it called once here).
+    pub fn with_wasi(mut self, wasi: Wasi) -> Self {
+        self.wasi = Some(wasi);
         self
     }
 }
@@ -289,6 +303,8 @@ pub struct WasmSandbox {
     imports: Vec<nub_wasm_abi::ImportBinding>,
     /// Host function ids given to imports so far (never reused).
     next_import: u32,
+    /// The streams behind WASI's host-streamed stdio.
+    stdio: wasi::SharedStdio,
 }
 
 impl std::fmt::Debug for WasmSandbox {
@@ -325,19 +341,36 @@ impl WasmSandbox {
     /// large enough for the modules it will run).
     pub fn with_config(config: SandboxConfiguration) -> Result<Self> {
         let sandbox = UninitializedSandbox::new(Self::guest_binary(), Some(config))?.evolve()?;
-        Ok(Self::from_sandbox(sandbox))
+        Self::from_sandbox(sandbox)
     }
 
     /// Wraps a sandbox booted from [`WasmSandbox::guest_binary`] (calls
-    /// into any other guest fail with typed errors).
-    pub fn from_sandbox(sandbox: MultiUseSandbox) -> Self {
-        Self {
+    /// into any other guest fail with typed errors), registering the WASI
+    /// host functions on it ([`abi::WASI_FN_BASE`] and the next two ids;
+    /// the process's own streams behind them until
+    /// [`WasmSandbox::set_stdio`]).
+    pub fn from_sandbox(mut sandbox: MultiUseSandbox) -> Result<Self> {
+        let stdio = std::sync::Arc::new(std::sync::Mutex::new(Stdio::inherit()));
+        wasi::register(&mut sandbox, &stdio)?;
+        Ok(Self {
             sandbox,
             modules: HashMap::new(),
             current: None,
             imports: Vec::new(),
             next_import: 0,
-        }
+            stdio,
+        })
+    }
+
+    /// Sets the streams behind [`WasiStdin::Host`] and [`WasiOutput::Host`]
+    /// (every instance of this sandbox shares them).
+    pub fn set_stdio(&mut self, stdio: Stdio) {
+        // A poisoned lock held only streams: replace them all the same.
+        let mut slot = self
+            .stdio
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = stdio;
     }
 
     /// Binds the function import `module.name` of modules instantiated
@@ -477,7 +510,7 @@ impl WasmSandbox {
                 module: module.hash,
                 imports: self.imports.clone(),
                 fuel: options.fuel,
-                wasi: None,
+                wasi: options.wasi.map(Wasi::into_config),
             })?;
         let instance = Instance { id };
         self.current = Some(instance);
@@ -550,6 +583,27 @@ impl WasmSandbox {
             args: args.to_vec(),
         };
         Ok(self.sandbox.call_with::<f::Call>(&args, options)?)
+    }
+
+    /// Runs a WASI command's `_start` in `instance` (made with
+    /// [`InstanceOptions::with_wasi`]): its exit code (`proc_exit`'s, or 0
+    /// when `_start` returned) and what it captured. A trap is
+    /// [`WasmError::Trap`] (what the program wrote before it stays for
+    /// [`WasmSandbox::take_output`]); an instance without WASI, or a module
+    /// without `_start`, is [`WasmError::NotWasi`].
+    pub fn run(&mut self, instance: &Instance) -> Result<RunOutcome> {
+        self.run_with(instance, CallOptions::default())
+    }
+
+    /// [`WasmSandbox::run`] with per-call options (a deadline).
+    pub fn run_with(&mut self, instance: &Instance, options: CallOptions) -> Result<RunOutcome> {
+        Ok(self.sandbox.call_with::<f::Run>(&instance.id, options)?)
+    }
+
+    /// What a WASI instance captured ([`WasiOutput::Capture`]) since the
+    /// last take (or run).
+    pub fn take_output(&mut self, instance: &Instance) -> Result<WasiCaptured> {
+        Ok(self.sandbox.call::<f::TakeOutput>(&instance.id)?)
     }
 
     /// An instance's exports and their types.

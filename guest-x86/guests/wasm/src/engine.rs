@@ -13,10 +13,12 @@ use core::cell::Cell;
 
 use wasmi_core::LimiterError;
 
+use crate::wasi::{self, WasiState};
 use nub_arch_x86::nub_interface;
 use nub_wasm_abi::{
     CallArgs, Export, ExternKind, FuncSig, GuestLimits, Import, ImportBinding, ImportCall,
-    InstanceId, InstantiateArgs, ModuleHash, ModuleInfo, TrapCode, ValType, Value, WasmError,
+    InstanceId, InstantiateArgs, ModuleHash, ModuleInfo, RunOutcome, TrapCode, ValType, Value,
+    WasiCaptured, WasmError,
 };
 use wasmi::{
     Config, Engine, Extern, ExternType, Instance, Linker, Module, ResourceLimiter, Store, Val,
@@ -152,9 +154,10 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// A store's data: its limiter.
+/// A store's data: its limiter and, for a WASI instance, its WASI state.
 pub struct StoreData {
     limiter: Limiter,
+    pub(crate) wasi: Option<WasiState>,
 }
 
 /// A compiled module and what the host is told about it.
@@ -328,8 +331,11 @@ fn define_import(
 }
 
 /// An execution error as the host sees it: a trap with its code, a failed
-/// import, else `otherwise(message)`.
+/// import, a WASI `proc_exit`, else `otherwise(message)`.
 fn execution_error(e: &wasmi::Error, otherwise: fn(String) -> WasmError) -> WasmError {
+    if let Some(code) = e.i32_exit_status() {
+        return WasmError::Exit(code);
+    }
     if let Some(failed) = e.downcast_ref::<ImportFailed>() {
         return WasmError::Import {
             module: failed.module.clone(),
@@ -462,11 +468,13 @@ impl Wasm {
         } else {
             (&self.engine, &compiled.module)
         };
+        let is_wasi = args.wasi.is_some();
         let data = StoreData {
             limiter: Limiter {
                 budget: self.budget.clone(),
                 charged: 0,
             },
+            wasi: args.wasi.map(WasiState::new).transpose()?,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d: &mut StoreData| &mut d.limiter);
@@ -486,6 +494,10 @@ impl Wasm {
             let ExternType::Func(ty) = import.ty() else {
                 return Err(link_error("only function imports can be bound"));
             };
+            if is_wasi && import.module() == wasi::MODULE {
+                wasi::define(&mut linker, import.name(), ty)?;
+                continue;
+            }
             let binding = args
                 .imports
                 .iter()
@@ -496,6 +508,12 @@ impl Wasm {
         let instance = linker
             .instantiate_and_start(&mut store, module)
             .map_err(|e| execution_error(&e, WasmError::Instantiate))?;
+        // A WASI reactor (a library) is initialised once, before any other
+        // export is called.
+        if is_wasi && let Ok(init) = instance.get_typed_func::<(), ()>(&store, "_initialize") {
+            init.call(&mut store, ())
+                .map_err(|e| execution_error(&e, WasmError::Instantiate))?;
+        }
         let id = self.next_instance;
         self.next_instance = self
             .next_instance
@@ -550,6 +568,43 @@ impl Wasm {
                 from_val(v).ok_or_else(|| WasmError::Other("a result that is not a number".into()))
             })
             .collect()
+    }
+
+    /// Runs a WASI instance's `_start`: its exit code (`proc_exit`'s, or 0
+    /// when `_start` returns) and what it captured. A trap is an error; what
+    /// the program wrote before it stays for [`Wasm::take_output`].
+    pub fn run(&mut self, id: InstanceId) -> Result<RunOutcome, WasmError> {
+        let live = self.live(id)?;
+        if live.store.data().wasi.is_none() {
+            return Err(WasmError::NotWasi(format!(
+                "instance {} was made without WASI",
+                id.0
+            )));
+        }
+        let start = live
+            .instance
+            .get_typed_func::<(), ()>(&live.store, "_start")
+            .map_err(|_| WasmError::NotWasi("the module exports no `_start` () -> ()".into()))?;
+        let exit_code = match start.call(&mut live.store, ()) {
+            Ok(()) => 0,
+            Err(e) => match e.i32_exit_status() {
+                Some(code) => code,
+                None => return Err(execution_error(&e, WasmError::Other)),
+            },
+        };
+        let output = self.take_output(id)?;
+        Ok(RunOutcome { exit_code, output })
+    }
+
+    /// What a WASI instance captured since the last take.
+    pub fn take_output(&mut self, id: InstanceId) -> Result<WasiCaptured, WasmError> {
+        let live = self.live(id)?;
+        live.store
+            .data_mut()
+            .wasi
+            .as_mut()
+            .map(WasiState::take_output)
+            .ok_or_else(|| WasmError::NotWasi(format!("instance {} was made without WASI", id.0)))
     }
 
     /// An instance's exports.

@@ -18,6 +18,7 @@
 extern crate alloc;
 
 pub mod engine;
+pub mod wasi;
 
 use nub_arch_x86::{Registry, State};
 use nub_wasm_abi::functions as f;
@@ -61,9 +62,14 @@ pub fn init(registry: &mut Registry) {
                 nub_arch_x86::caps::with_data(&hash, |bytes| w.load(bytes))
                     .unwrap_or(Err(nub_wasm_abi::WasmError::NoSuchCap(cap)))
             })
+            .is_ok()
+        && registry
+            .typed_with::<f::Run, _>(&state, |w, id| w.run(id))
+            .is_ok()
+        && registry
+            .typed_with::<f::TakeOutput, _>(&state, |w, id| w.take_output(id))
             .is_ok();
     if !ok {
         nub_arch_x86::abort(1, "the wasm guest's fn ids collide");
     }
 }
-
