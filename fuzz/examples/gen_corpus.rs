@@ -316,7 +316,8 @@ fn output_ring_seeds(dir: &Path) {
 /// Small valid modules for `wasm_load`, each reaching another part of
 /// wasmi's compiler: arithmetic and calls, memory with data and `grow`,
 /// a table with `call_indirect`, globals and a start function, multi-value
-/// results, an import (which fails to link), and a trap at start.
+/// results, an import (which fails to link), a trap at start, and a WASI
+/// command calling the WASI functions (with good and hostile pointers).
 fn wasm_seeds(dir: &Path) {
     let modules = [
         (
@@ -369,6 +370,27 @@ fn wasm_seeds(dir: &Path) {
                 (func (export "run") (call $log (i32.const 1))))"#,
         ),
         ("start-trap", r#"(module (func $s unreachable) (start $s))"#),
+        (
+            "wasi",
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "fd_read" (func $r (param i32 i32 i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "args_get" (func $a (param i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "random_get" (func $g (param i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "clock_time_get" (func $c (param i32 i64 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "proc_exit" (func $x (param i32)))
+                (memory (export "memory") 1)
+                (data (i32.const 0) "\10\00\00\00\06\00\00\00")
+                (data (i32.const 16) "hello\n")
+                (func (export "_start")
+                  (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 32)))
+                  (drop (call $w (i32.const 2) (i32.const 65530) (i32.const 9) (i32.const 32)))
+                  (drop (call $r (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 40)))
+                  (drop (call $a (i32.const 100) (i32.const 200)))
+                  (drop (call $g (i32.const 300) (i32.const 32)))
+                  (drop (call $c (i32.const 1) (i64.const 1) (i32.const 400)))
+                  (call $x (i32.const 3))))"#,
+        ),
     ];
     for (name, text) in modules {
         let bytes = wat::parse_str(text).unwrap();
