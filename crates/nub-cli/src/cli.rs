@@ -49,6 +49,123 @@ pub enum Command {
     /// the row's floor, and operations per second. The full run takes
     /// under 2 minutes, `--quick` about 20 s.
     Bench(BenchArgs),
+    /// Run WebAssembly in a sandbox: a WASI program's `_start`, or one
+    /// export of a module (the wasm guest, wasmi, docs/wasm.md).
+    Wasm(WasmArgs),
+}
+
+/// Options of `nub wasm`.
+#[derive(Debug, Args)]
+pub struct WasmArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: WasmCommand,
+}
+
+/// The subcommands of `nub wasm`.
+#[derive(Debug, Subcommand)]
+pub enum WasmCommand {
+    /// Run a WASI (preview 1) program: its `_start` with argv = [FILE,
+    /// ARGS...], nub's stdin as its stdin, its stdout and stderr on nub's;
+    /// nub exits with the program's exit code (modulo 256).
+    ///
+    /// Files, directories and sockets do not exist for the program (WASI
+    /// answers EBADF or ENOSYS). A trap, a timeout or a module that does
+    /// not load is an `error: ...` with exit status 1.
+    #[command(after_help = WASM_HELP)]
+    Run(WasmRunArgs),
+    /// Call one export of a module with numbers and print its results,
+    /// space-separated, on one line.
+    ///
+    /// Each ARG is parsed as the export's parameter type (i32, i64, f32 or
+    /// f64; integers in decimal or 0x hex). A module that imports WASI
+    /// gets it (argv = [FILE], nub's stdio; a reactor's `_initialize` runs
+    /// first).
+    #[command(after_help = WASM_HELP)]
+    Call(WasmCallArgs),
+}
+
+/// Examples under `nub wasm run/call --help`.
+const WASM_HELP: &str = "\
+Examples:
+  nub wasm run hello.wasm alice bob          argv = [hello.wasm, alice, bob]
+  echo hi | nub wasm run --env LANG=C cat.wasm
+  nub wasm call math.wasm add 2 40           prints 42
+  nub wasm call --fuel 1000000 math.wasm fib 25";
+
+/// What `nub wasm run` and `nub wasm call` share.
+#[derive(Debug, Args)]
+pub struct WasmSandboxArgs {
+    /// Stop the program when a call runs longer than this, e.g. `500ms`,
+    /// `2s` or `1.5` (seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Run resident: the vCPU stays in the guest and calls cross through
+    /// shared memory; both sides spin this long before they sleep
+    /// [default when given without a value: 100us].
+    #[arg(long, value_name = "SPIN", value_parser = parse_duration,
+          num_args = 0..=1, default_missing_value = "100us")]
+    pub resident: Option<Duration>,
+
+    /// Meter the instance: this many units of fuel (running out is an
+    /// `OutOfFuel` trap).
+    #[arg(long, value_name = "N")]
+    pub fuel: Option<u64>,
+
+    /// The guest heap, which holds the module's linear memory (a third of
+    /// what is free is the memory budget), e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub heap: Option<u64>,
+
+    /// Set an environment variable for the program (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// The seed of the program's `random_get` stream, as up to 64 hex
+    /// digits [default: 32 random bytes from the host].
+    #[arg(long, value_name = "HEX")]
+    pub seed: Option<String>,
+}
+
+/// Options of `nub wasm run`.
+#[derive(Debug, Args)]
+pub struct WasmRunArgs {
+    /// The sandbox and the program's environment.
+    #[command(flatten)]
+    pub sandbox: WasmSandboxArgs,
+
+    /// The program: a `.wasm` module (or `.wat` text) with a `_start`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Its arguments (argv[1..]); everything after FILE is passed on.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// Options of `nub wasm call`.
+#[derive(Debug, Args)]
+pub struct WasmCallArgs {
+    /// The sandbox and the module's WASI environment.
+    #[command(flatten)]
+    pub sandbox: WasmSandboxArgs,
+
+    /// The module: a `.wasm` file (or `.wat` text).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The exported function to call.
+    #[arg(value_name = "EXPORT")]
+    pub export: String,
+
+    /// Its arguments, one per parameter.
+    #[arg(value_name = "ARGS", allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 /// Options of `nub bench`.

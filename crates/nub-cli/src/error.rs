@@ -21,6 +21,21 @@ pub enum CliError {
     /// Writing the result to stdout failed.
     #[error("cannot write the result: {0}")]
     Write(#[source] std::io::Error),
+    /// A wasm operation failed (`nub wasm`): the module did not compile
+    /// or link, the program trapped, the sandbox failed.
+    #[error(transparent)]
+    Wasm(#[from] nub_wasm::WasmError),
+    /// `nub wasm`'s module file could not be read or is not WAT.
+    #[error("cannot read module {}: {reason}", path.display())]
+    ReadModule {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A `nub wasm` option or argument is malformed.
+    #[error("{0}")]
+    WasmUsage(String),
     /// `--hex` was not valid hex.
     #[error("--hex: {0}")]
     BadHex(String),

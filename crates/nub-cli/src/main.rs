@@ -13,6 +13,8 @@
 //! nub call --image c.img 2 --hex 0100000000000000   # no boot: prints 0600000000000000
 //! nub info --image c.img           # what the image holds (no KVM)
 //! nub bench --quick --json out.json   # latencies next to their floors (about 20 s)
+//! nub wasm run hello.wasm a b      # a WASI program; exits with its code
+//! nub wasm call math.wasm add 2 40 # one export of a module: prints 42
 //! ```
 //!
 //! Without `--guest`, `nub` uses the default guest, which its build script
@@ -37,6 +39,7 @@ mod output;
 mod payload;
 mod size;
 mod table;
+mod wasm;
 
 use std::process::ExitCode;
 
@@ -53,6 +56,10 @@ fn main() -> ExitCode {
         Command::New(args) => new::run(&args),
         Command::Build(args) => build_guest::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Wasm(args) => match wasm::run(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

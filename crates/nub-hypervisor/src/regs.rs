@@ -8,9 +8,10 @@ use kvm_bindings::kvm_regs;
 /// The CPL 3 state of a guest stopped between calls that a persisted image
 /// carries: every general register, RIP and RFLAGS. Nothing privileged:
 /// segments, control registers and descriptor tables are the host's, as
-/// for a new vCPU. The FPU/SSE state is not part of it (guests are
-/// soft-float and the kernel leaves SSE off; a resumed vCPU has the fresh
-/// x87 state).
+/// for a new vCPU. The FPU/SSE state is not part of it: a resumed vCPU
+/// has the fresh x87/SSE state, which is right because the guest kernel's
+/// exit declares every vector and x87 register clobbered, so none holds a
+/// live value at a resting point (docs/images.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserRegisters {
     /// RAX.

@@ -40,11 +40,12 @@ pub mod wasi;
 pub mod workloads;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use nub_sandbox;
 use nub_sandbox::{
     CallError, CallOptions, GuestBinary, HyperlightError, MultiUseSandbox, SandboxConfiguration,
-    UninitializedSandbox,
+    SandboxImage, UninitializedSandbox,
 };
 pub use nub_wasm_abi as abi;
 use nub_wasm_abi::functions as f;
@@ -350,7 +351,7 @@ impl WasmSandbox {
     /// the process's own streams behind them until
     /// [`WasmSandbox::set_stdio`]).
     pub fn from_sandbox(mut sandbox: MultiUseSandbox) -> Result<Self> {
-        let stdio = std::sync::Arc::new(std::sync::Mutex::new(Stdio::inherit()));
+        let stdio = Arc::new(std::sync::Mutex::new(Stdio::inherit()));
         wasi::register(&mut sandbox, &stdio)?;
         Ok(Self {
             sandbox,
@@ -360,6 +361,34 @@ impl WasmSandbox {
             next_import: 0,
             stdio,
         })
+    }
+
+    /// Captures this sandbox as an image
+    /// ([`MultiUseSandbox::capture_image`]): the guest's compiled modules
+    /// and live instances (their memories, globals, WASI state) are in its
+    /// heap, so every sandbox started from the image
+    /// ([`WasmSandbox::from_image`]) has them without compiling anything.
+    pub fn capture_image(&mut self) -> Result<Arc<SandboxImage>> {
+        Ok(self.sandbox.capture_image()?)
+    }
+
+    /// A wasm sandbox started from an image of one
+    /// ([`WasmSandbox::capture_image`], or [`SandboxImage::load`] of a
+    /// saved file): no boot, no compile. The instances the captured sandbox
+    /// had go on, each where it was: call them through the [`Instance`]s
+    /// the captured sandbox returned (they are plain ids), or make one the
+    /// default with [`WasmSandbox::set_current`]. A module's hash is known
+    /// to the guest, so [`WasmSandbox::load`] of its bytes compiles
+    /// nothing. Host closures are not in images: the WASI host functions
+    /// are registered here, and imports bound with
+    /// [`WasmSandbox::define_import`] must be defined again, in the same
+    /// order (their host function ids are given out in order), before the
+    /// instances that use them call them.
+    pub fn from_image(
+        image: &Arc<SandboxImage>,
+        config: Option<SandboxConfiguration>,
+    ) -> Result<Self> {
+        Self::from_sandbox(MultiUseSandbox::from_image(image, config)?)
     }
 
     /// Sets the streams behind [`WasiStdin::Host`] and [`WasiOutput::Host`]

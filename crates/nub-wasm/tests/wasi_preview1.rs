@@ -331,3 +331,39 @@ fn a_reactor_is_initialised_once_before_its_exports() {
     sbox.instantiate(&module).unwrap();
     assert_eq!(sbox.call::<(), i32>("inits", ()).unwrap(), 0);
 }
+
+#[test]
+fn output_captured_past_the_output_ring_is_a_typed_error_and_the_sandbox_lives() {
+    // Writes 64 KiB from address 0 (whatever memory holds) `n` times.
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (func (export "_start") (local $i i32)
+        (i32.store (i32.const 65536) (i32.const 0))
+        (i32.store (i32.const 65540) (i32.const 65536))
+        (loop $l
+          (drop (call $w (i32.const 1) (i32.const 65536) (i32.const 1) (i32.const 65544)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 8))))))"#;
+    let mut sbox = sandbox(CallMode::Exit);
+    let module = sbox.load(&wat::parse_str(wat).unwrap()).unwrap();
+    let wasi = Wasi::new().stdout(WasiOutput::Capture { limit: 1 << 20 });
+    let instance = sbox
+        .instantiate_with(&module, InstanceOptions::default().with_wasi(wasi))
+        .unwrap();
+    // 512 KiB captured does not fit the 256 KiB output ring.
+    let err = sbox.run(&instance).unwrap_err();
+    match &err {
+        WasmError::Sandbox(e @ nub_sandbox::HyperlightError::ResponseTooLarge { .. }) => {
+            assert!(!e.poisons())
+        }
+        other => panic!("{other:?}"),
+    }
+    // Within the default limit it fits, and the sandbox goes on.
+    let small = sbox
+        .instantiate_with(&module, InstanceOptions::default().with_wasi(Wasi::new()))
+        .unwrap();
+    let outcome = sbox.run(&small).unwrap();
+    assert_eq!(outcome.output.stdout.len(), 64 << 10);
+    assert!(outcome.output.truncated);
+}
