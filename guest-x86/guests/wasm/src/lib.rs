@@ -61,9 +61,14 @@ pub fn init(registry: &mut Registry) {
                 nub_arch_x86::caps::with_data(&hash, |bytes| w.load(bytes))
                     .unwrap_or(Err(nub_wasm_abi::WasmError::NoSuchCap(cap)))
             })
+            .is_ok()
+        && registry
+            .typed_with::<f::LoadInstantiate, _>(&state, engine::Wasm::load_instantiate)
+            .is_ok()
+        && registry
+            .typed_with::<f::CallExport, _>(&state, engine::Wasm::call_export)
             .is_ok();
     if !ok {
         nub_arch_x86::abort(1, "the wasm guest's fn ids collide");
     }
 }
-
