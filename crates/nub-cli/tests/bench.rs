@@ -41,6 +41,7 @@ const CONTRACT_ROWS: &[&str] = &[
     "wasm f64 1M",
     "native wasmi load small module",
     "wasm load small module",
+    "wasm load small module (resident)",
     "wasm call empty export",
     "wasm call empty export (resident)",
     "wasm import call (resident)",
@@ -97,6 +98,10 @@ const WASM_FLOORS: &[(&str, Option<&str>)] = &[
     ("native wasmi load small module", None),
     (
         "wasm load small module",
+        Some("native wasmi load small module"),
+    ),
+    (
+        "wasm load small module (resident)",
         Some("native wasmi load small module"),
     ),
     ("wasm call empty export", Some("echo empty")),

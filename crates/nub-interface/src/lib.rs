@@ -212,6 +212,23 @@ pub fn encode_args<F: Function>(args: &F::Args) -> Result<Vec<u8>, WireError> {
     postcard::to_extend(args, out).map_err(|_| WireError::Encode)
 }
 
+/// The request payload of `F` for `args`, a borrowed form of `F::Args`
+/// that serializes exactly as `F::Args` does (a struct whose fields
+/// borrow what the owned form would copy): signature, then postcard.
+pub fn encode_args_as<F: Function, A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, WireError> {
+    let out = Vec::from(F::SIGNATURE.to_le_bytes());
+    postcard::to_extend(args, out).map_err(|_| WireError::Encode)
+}
+
+/// Encodes the request payload of `F` for `args` straight into `out`,
+/// without allocating; its length, or `None` when it does not fit in `out`
+/// (or does not encode): then [`encode_args`] makes it.
+pub fn encode_args_into<F: Function>(args: &F::Args, out: &mut [u8]) -> Option<usize> {
+    let (signature, body) = out.split_first_chunk_mut::<8>()?;
+    *signature = F::SIGNATURE.to_le_bytes();
+    Some(8 + postcard::to_slice(args, body).ok()?.len())
+}
+
 /// The argument of a request payload of `F`, its signature checked.
 pub fn decode_args<F: Function>(payload: &[u8]) -> Result<F::Args, WireError> {
     let (signature, rest) = split_u64(payload).ok_or(WireError::BadArgs)?;

@@ -148,7 +148,8 @@ pub struct ModuleInfo {
 }
 
 /// An import the host satisfies: calls to the function import
-/// `module.name` become host call `host_fn`, in [`ImportCall`]'s wire form.
+/// `module.name` become host call `host_fn`, in [`ImportCall`]'s wire form
+/// (or [`MemoryImportCall`]'s, when `memory_args` is not empty).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ImportBinding {
     /// The import's module name.
@@ -157,6 +158,253 @@ pub struct ImportBinding {
     pub name: String,
     /// The host function id that serves it.
     pub host_fn: u32,
+    /// Parameter pairs that are `(pointer, length)` into the calling
+    /// instance's exported `"memory"`: the guest copies each range out
+    /// (bounds checked) and sends it with the values
+    /// ([`MemoryImportCall`]). At most [`MAX_MEMORY_ARGS`].
+    pub memory_args: Vec<MemoryArg>,
+}
+
+/// One `(pointer, length)` parameter pair of an import
+/// ([`ImportBinding::memory_args`]): both are `i32` parameters (indices
+/// into the import's parameter list), read as unsigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemoryArg {
+    /// The index of the parameter holding the range's start.
+    pub ptr: u32,
+    /// The index of the parameter holding the range's length in bytes.
+    pub len: u32,
+}
+
+/// Most `(pointer, length)` pairs one import may have.
+pub const MAX_MEMORY_ARGS: usize = 8;
+
+/// Most bytes one call of an import may copy out of linear memory, all
+/// its ranges together (the request must also fit in the output ring).
+pub const MAX_MEMORY_ARG_BYTES: u32 = 1 << 20;
+
+/// Most values a [`Values`] holds without allocating.
+pub const INLINE_VALUES: usize = 8;
+
+/// A list of [`Value`]s that holds up to [`INLINE_VALUES`] in place (no
+/// heap) and more on the heap. On the wire it is exactly a `Vec<Value>`
+/// (a length, then the values).
+#[derive(Clone)]
+pub struct Values {
+    inline: [Value; INLINE_VALUES],
+    len: usize,
+    /// Every value, when there are more than [`INLINE_VALUES`].
+    heap: Vec<Value>,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Values {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            inline: [Value::I32(0); INLINE_VALUES],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// Appends `value` (on the heap from the [`INLINE_VALUES`]th on).
+    pub fn push(&mut self, value: Value) {
+        if !self.heap.is_empty() {
+            self.heap.push(value);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = value;
+            self.len += 1;
+        } else {
+            let mut heap = Vec::with_capacity(INLINE_VALUES * 2);
+            heap.extend_from_slice(&self.inline);
+            heap.push(value);
+            self.heap = heap;
+            self.len = 0;
+        }
+    }
+
+    /// The values.
+    pub fn as_slice(&self) -> &[Value] {
+        if self.heap.is_empty() {
+            self.inline.get(..self.len).unwrap_or(&[])
+        } else {
+            &self.heap
+        }
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+}
+
+impl core::ops::Deref for Values {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        self.as_slice()
+    }
+}
+
+impl core::fmt::Debug for Values {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PartialEq for Values {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Values {}
+
+impl From<&[Value]> for Values {
+    fn from(values: &[Value]) -> Self {
+        values.iter().copied().collect()
+    }
+}
+
+impl From<Vec<Value>> for Values {
+    fn from(values: Vec<Value>) -> Self {
+        if values.len() > INLINE_VALUES {
+            Self {
+                heap: values,
+                ..Self::new()
+            }
+        } else {
+            Self::from(&values[..])
+        }
+    }
+}
+
+impl FromIterator<Value> for Values {
+    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
+        let mut values = Self::new();
+        for value in iter {
+            values.push(value);
+        }
+        values
+    }
+}
+
+impl Serialize for Values {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.as_slice())
+    }
+}
+
+impl<'de> Deserialize<'de> for Values {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Values;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("a sequence of wasm values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Values, A::Error> {
+                // No preallocation from the claimed length: a hostile
+                // length fails at the first missing value instead.
+                let mut values = Values::new();
+                while let Some(value) = seq.next_element()? {
+                    values.push(value);
+                }
+                Ok(values)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
+/// [`MemoryImportCall`]'s argument: the import's values and the bytes of
+/// each of its [`ImportBinding::memory_args`] ranges, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryImportArgs {
+    /// Every argument value (pointers and lengths included).
+    pub values: Values,
+    /// The bytes of each `(pointer, length)` range, in the binding's order.
+    pub memory: Vec<nub_interface::Bytes>,
+}
+
+/// The guest's borrowed form of [`MemoryImportArgs`]: the same wire form,
+/// with the ranges borrowed from linear memory (no copy before the
+/// encoding).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryImportArgsRef<'a> {
+    /// Every argument value.
+    pub values: &'a [Value],
+    /// The ranges' bytes.
+    pub memory: &'a [&'a [u8]],
+}
+
+impl Serialize for MemoryImportArgsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Ranges<'a>(&'a [&'a [u8]]);
+        impl Serialize for Ranges<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                struct Range<'a>(&'a [u8]);
+                impl Serialize for Range<'_> {
+                    fn serialize<S: serde::Serializer>(
+                        &self,
+                        serializer: S,
+                    ) -> Result<S::Ok, S::Error> {
+                        serializer.serialize_bytes(self.0)
+                    }
+                }
+                serializer.collect_seq(self.0.iter().map(|r| Range(r)))
+            }
+        }
+        let mut s = serializer.serialize_struct("MemoryImportArgs", 2)?;
+        s.serialize_field("values", self.values)?;
+        s.serialize_field("memory", &Ranges(self.memory))?;
+        s.end()
+    }
+}
+
+/// [`LoadInstantiate`]'s argument: a module's bytes and how to
+/// instantiate it. `instantiate.module` must be the blake3 hash of
+/// `bytes` (the host computes it for its own cache; the guest checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadInstantiateArgs {
+    /// The module's bytes.
+    pub bytes: nub_interface::Bytes,
+    /// The instantiation, as [`Instantiate`] takes it.
+    pub instantiate: InstantiateArgs,
+}
+
+/// What [`LoadInstantiate`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedInstance {
+    /// The module, as [`Load`] answers it.
+    pub module: ModuleInfo,
+    /// The new instance.
+    pub instance: InstanceId,
+}
+
+/// [`CallExport`]'s argument: an export named by its index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCall {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The export's index in its module's [`ModuleInfo::exports`].
+    pub export: u32,
+    /// Its arguments, matching its parameter types.
+    pub args: Values,
 }
 
 /// [`Instantiate`]'s argument.
@@ -418,6 +666,15 @@ nub_interface::interface! {
         guest Run = 11 (InstanceId) -> RunOutcome | WasmError;
         /// The output a WASI instance captured since the last take.
         guest TakeOutput = 12 (InstanceId) -> WasiCaptured | WasmError;
+        /// [`Load`] and [`Instantiate`] in one call: compiles the bytes
+        /// (or finds them compiled) and instantiates them. A failed
+        /// instantiation leaves the module compiled.
+        guest LoadInstantiate = 13 (LoadInstantiateArgs) -> LoadedInstance | WasmError;
+        /// Calls the function export at this index of the instance's
+        /// module's [`ModuleInfo::exports`]: no name travels or is looked
+        /// up (the guest resolves each instance's function exports once),
+        /// and up to [`INLINE_VALUES`] arguments and results take no heap.
+        guest CallExport = 14 (ExportCall) -> Values | WasmError;
     }
 }
 
@@ -432,8 +689,83 @@ nub_interface::interface! {
     pub mod imports {
         /// An import's arguments in, its results (or the host's message)
         /// out.
-        host ImportCall = 0x7fff_0000 (Vec<Value>) -> Vec<Value> | String;
+        host ImportCall = 0x7fff_0000 (Values) -> Values | String;
+        /// An import with [`ImportBinding::memory_args`]: its arguments
+        /// and the bytes of its `(pointer, length)` ranges in, its results
+        /// (or the host's message) out.
+        host MemoryImportCall = 0x7fff_0001 (MemoryImportArgs) -> Values | String;
     }
 }
 
-pub use imports::ImportCall;
+pub use imports::{ImportCall, MemoryImportCall};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use nub_interface::Function;
+
+    #[test]
+    fn values_are_a_vec_of_values_on_the_wire() {
+        for n in [0usize, 1, INLINE_VALUES, INLINE_VALUES + 1, 40] {
+            let list: Vec<Value> = (0..n)
+                .map(|i| match i % 4 {
+                    0 => Value::I32(i as i32),
+                    1 => Value::I64(-(i as i64)),
+                    2 => Value::F32(i as u32),
+                    _ => Value::F64(u64::MAX - i as u64),
+                })
+                .collect();
+            let values = Values::from(list.clone());
+            assert_eq!(values.as_slice(), &list[..]);
+            assert_eq!(Values::from(&list[..]), values);
+            let args = nub_interface::encode_args::<ImportCall>(&values).unwrap();
+            let reply = nub_interface::serve::<ImportCall>(&args, |v| {
+                assert_eq!(v.as_slice(), &list[..]);
+                Ok(v)
+            });
+            assert_eq!(
+                nub_interface::decode_reply::<ImportCall>(&reply),
+                Ok(Ok(values.clone()))
+            );
+            // The same bytes as a Vec<Value> (postcard's sequence).
+            let as_vec = nub_interface::encode_args_as::<ImportCall, _>(&list).unwrap();
+            assert_eq!(as_vec, args);
+            let mut buf = [0u8; 1024];
+            let n = nub_interface::encode_args_into::<ImportCall>(&values, &mut buf).unwrap();
+            assert_eq!(buf.get(..n), Some(&args[..]));
+        }
+    }
+
+    #[test]
+    fn hostile_values_do_not_decode_or_allocate_their_claimed_length() {
+        let mut request = ImportCall::SIGNATURE.to_le_bytes().to_vec();
+        // A claimed length of u32::MAX values, then one value.
+        request.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 2]);
+        assert!(nub_interface::decode_args::<ImportCall>(&request).is_err());
+    }
+
+    #[test]
+    fn the_borrowed_memory_args_encode_as_the_owned_ones() {
+        let values = [Value::I32(16), Value::I32(3), Value::I64(9)];
+        let ranges: [&[u8]; 2] = [b"abc", b""];
+        let borrowed = MemoryImportArgsRef {
+            values: &values,
+            memory: &ranges,
+        };
+        let request = nub_interface::encode_args_as::<MemoryImportCall, _>(&borrowed).unwrap();
+        let owned = nub_interface::decode_args::<MemoryImportCall>(&request).unwrap();
+        assert_eq!(owned.values.as_slice(), &values);
+        assert_eq!(
+            owned.memory,
+            vec![
+                nub_interface::Bytes::from(b"abc".to_vec()),
+                nub_interface::Bytes::new()
+            ]
+        );
+        assert_eq!(
+            nub_interface::encode_args::<MemoryImportCall>(&owned).unwrap(),
+            request
+        );
+    }
+}

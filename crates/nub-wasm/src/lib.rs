@@ -39,8 +39,7 @@ mod values;
 pub mod wasi;
 pub mod workloads;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 pub use nub_sandbox;
 use nub_sandbox::{
@@ -50,8 +49,8 @@ use nub_sandbox::{
 pub use nub_wasm_abi as abi;
 use nub_wasm_abi::functions as f;
 pub use nub_wasm_abi::{
-    Export, ExternKind, FuncSig, GuestLimits, Import, InstanceId, ModuleHash, TrapCode, ValType,
-    Value,
+    Export, ExternKind, FuncSig, GuestLimits, Import, InstanceId, MAX_MEMORY_ARG_BYTES,
+    MAX_MEMORY_ARGS, MemoryArg, ModuleHash, TrapCode, ValType, Value, Values,
 };
 pub use values::{WasmParams, WasmResults, WasmType};
 pub use wasi::{RunOutcome, Stdio, Wasi, WasiCaptured, WasiOutput, WasiStdin};
@@ -296,10 +295,45 @@ impl InstanceOptions {
 /// functions below it.
 pub const IMPORT_FN_BASE: u32 = 0x5741_0000;
 
+/// What a host closure bound with [`WasmSandbox::define_import_with_memory`]
+/// is handed: the import's argument values and the bytes the guest copied
+/// out of the calling instance's memory, one slice per `(pointer, length)`
+/// pair, in the order the pairs were given.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportArgs<'a> {
+    values: &'a [Value],
+    memory: &'a [nub_interface::Bytes],
+}
+
+impl<'a> ImportArgs<'a> {
+    /// Every argument value (pointers and lengths included).
+    pub fn values(&self) -> &'a [Value] {
+        self.values
+    }
+
+    /// The bytes of the `pair`th `(pointer, length)` range (`None` past
+    /// the last pair).
+    pub fn memory(&self, pair: usize) -> Option<&'a [u8]> {
+        self.memory.get(pair).map(|b| &b[..])
+    }
+
+    /// How many ranges there are (the number of pairs bound).
+    pub fn ranges(&self) -> usize {
+        self.memory.len()
+    }
+}
+
 /// A sandbox running the wasm guest.
 pub struct WasmSandbox {
     sandbox: MultiUseSandbox,
     modules: HashMap<ModuleHash, Module>,
+    /// Each cached module's exports in the guest's order (what
+    /// [`nub_wasm_abi::CallExport`] indexes), shared with its instances.
+    export_lists: HashMap<ModuleHash, Arc<[Export]>>,
+    /// The export list of each instance this wrapper made (calls by name
+    /// become calls by index); instances it does not know are called by
+    /// name.
+    instances: HashMap<InstanceId, Arc<[Export]>>,
     current: Option<Instance>,
     imports: Vec<nub_wasm_abi::ImportBinding>,
     /// Host function ids given to imports so far (never reused).
@@ -356,6 +390,8 @@ impl WasmSandbox {
         Ok(Self {
             sandbox,
             modules: HashMap::new(),
+            export_lists: HashMap::new(),
+            instances: HashMap::new(),
             current: None,
             imports: Vec::new(),
             next_import: 0,
@@ -415,6 +451,70 @@ impl WasmSandbox {
         name: &str,
         mut f: impl FnMut(&[Value]) -> std::result::Result<Vec<Value>, String> + Send + 'static,
     ) -> Result<()> {
+        self.bind_import(module, name, Vec::new(), move |payload: &[u8]| {
+            nub_interface::serve::<nub_wasm_abi::ImportCall>(payload, |args| {
+                f(&args).map(Values::from)
+            })
+        })
+    }
+
+    /// [`WasmSandbox::define_import`] for an import with pointer/length
+    /// arguments: each `(ptr, len)` of `pairs` names two `i32` parameters
+    /// of the import (by index) that are a range of the calling instance's
+    /// exported `"memory"`. On each call the guest copies those ranges out
+    /// (bounds checked, [`MAX_MEMORY_ARG_BYTES`] in all, and the request
+    /// must fit in the output ring) and `f` sees them with the values in
+    /// [`ImportArgs`]. A range outside the memory, longer than the limit,
+    /// or a caller without a `"memory"` export fails the wasm call with
+    /// [`WasmError::Import`] naming the import (the sandbox and the
+    /// instance stay usable); a pair that does not name two `i32`
+    /// parameters fails instantiation with [`WasmError::Link`]. At most
+    /// [`MAX_MEMORY_ARGS`] pairs ([`WasmError::Limit`] otherwise).
+    pub fn define_import_with_memory(
+        &mut self,
+        module: &str,
+        name: &str,
+        pairs: &[(u32, u32)],
+        mut f: impl FnMut(&ImportArgs<'_>) -> std::result::Result<Vec<Value>, String> + Send + 'static,
+    ) -> Result<()> {
+        if pairs.len() > MAX_MEMORY_ARGS {
+            return Err(WasmError::Limit(format!(
+                "{} pointer/length pairs: at most {MAX_MEMORY_ARGS}",
+                pairs.len()
+            )));
+        }
+        let memory_args: Vec<MemoryArg> = pairs
+            .iter()
+            .map(|&(ptr, len)| MemoryArg { ptr, len })
+            .collect();
+        let expected = pairs.len();
+        self.bind_import(module, name, memory_args, move |payload: &[u8]| {
+            nub_interface::serve::<nub_wasm_abi::MemoryImportCall>(payload, |args| {
+                // The guest's request is not trusted: one range per pair.
+                if args.memory.len() != expected {
+                    return Err(format!(
+                        "the guest sent {} ranges for {expected} pointer/length pairs",
+                        args.memory.len()
+                    ));
+                }
+                f(&ImportArgs {
+                    values: &args.values,
+                    memory: &args.memory,
+                })
+                .map(Values::from)
+            })
+        })
+    }
+
+    /// Registers `serve` under the next import id and binds `module.name`
+    /// to it.
+    fn bind_import(
+        &mut self,
+        module: &str,
+        name: &str,
+        memory_args: Vec<MemoryArg>,
+        mut serve: impl FnMut(&[u8]) -> Vec<u8> + Send + 'static,
+    ) -> Result<()> {
         let host_fn = IMPORT_FN_BASE
             .checked_add(self.next_import)
             // Ids from 0x8000_0000 are nub's system range.
@@ -423,12 +523,7 @@ impl WasmSandbox {
         nub_sandbox::Registerable::register_host_function(
             &mut self.sandbox,
             host_fn,
-            move |payload: &[u8]| {
-                Ok(nub_interface::serve::<nub_wasm_abi::ImportCall>(
-                    payload,
-                    |args| f(&args),
-                ))
-            },
+            move |payload: &[u8]| Ok(serve(payload)),
         )?;
         self.imports
             .retain(|b| !(b.module == module && b.name == name));
@@ -436,6 +531,7 @@ impl WasmSandbox {
             module: module.to_owned(),
             name: name.to_owned(),
             host_fn,
+            memory_args,
         });
         self.next_import += 1;
         Ok(())
@@ -510,6 +606,8 @@ impl WasmSandbox {
             exports: info.exports,
             imports: info.imports,
         };
+        self.export_lists
+            .insert(hash, Arc::from(module.exports.as_slice()));
         self.modules.insert(hash, module.clone());
         Ok(module)
     }
@@ -518,6 +616,7 @@ impl WasmSandbox {
     /// on); whether it was there.
     pub fn unload(&mut self, module: &Module) -> Result<bool> {
         self.modules.remove(&module.hash);
+        self.export_lists.remove(&module.hash);
         Ok(self.sandbox.call::<f::Unload>(&module.hash)?)
     }
 
@@ -535,15 +634,64 @@ impl WasmSandbox {
     ) -> Result<Instance> {
         let id = self
             .sandbox
-            .call::<f::Instantiate>(&nub_wasm_abi::InstantiateArgs {
-                module: module.hash,
-                imports: self.imports.clone(),
-                fuel: options.fuel,
-                wasi: options.wasi.map(Wasi::into_config),
-            })?;
+            .call::<f::Instantiate>(&self.instantiate_args(module.hash, options))?;
+        Ok(self.made(module.hash, id))
+    }
+
+    /// [`WasmSandbox::load`] and [`WasmSandbox::instantiate`] in one
+    /// sandbox call (the bytes compiled, unless loaded before, and
+    /// instantiated in the guest's one function `LoadInstantiate`); bytes
+    /// this sandbox loaded before are not sent again (one `Instantiate`).
+    /// A failed instantiation leaves the module compiled in the guest.
+    pub fn load_and_instantiate(&mut self, bytes: &[u8]) -> Result<(Module, Instance)> {
+        self.load_and_instantiate_with(bytes, InstanceOptions::default())
+    }
+
+    /// [`WasmSandbox::load_and_instantiate`] with options (fuel).
+    pub fn load_and_instantiate_with(
+        &mut self,
+        bytes: &[u8],
+        options: InstanceOptions,
+    ) -> Result<(Module, Instance)> {
+        let hash = ModuleHash(*blake3::hash(bytes).as_bytes());
+        if let Some(module) = self.modules.get(&hash).cloned() {
+            let instance = self.instantiate_with(&module, options)?;
+            return Ok((module, instance));
+        }
+        let loaded =
+            self.sandbox
+                .call::<f::LoadInstantiate>(&nub_wasm_abi::LoadInstantiateArgs {
+                    bytes: nub_interface::Bytes::from(bytes.to_vec()),
+                    instantiate: self.instantiate_args(hash, options),
+                })?;
+        let module = self.remember(hash, loaded.module)?;
+        let instance = self.made(hash, loaded.instance);
+        Ok((module, instance))
+    }
+
+    /// What `Instantiate` is sent for `module` with `options`.
+    fn instantiate_args(
+        &self,
+        module: ModuleHash,
+        options: InstanceOptions,
+    ) -> nub_wasm_abi::InstantiateArgs {
+        nub_wasm_abi::InstantiateArgs {
+            module,
+            imports: self.imports.clone(),
+            fuel: options.fuel,
+            wasi: options.wasi.map(Wasi::into_config),
+        }
+    }
+
+    /// Records instance `id` of `module` (its export list, for calls by
+    /// index) and makes it current.
+    fn made(&mut self, module: ModuleHash, id: InstanceId) -> Instance {
+        if let Some(exports) = self.export_lists.get(&module) {
+            self.instances.insert(id, Arc::clone(exports));
+        }
         let instance = Instance { id };
         self.current = Some(instance);
-        Ok(instance)
+        instance
     }
 
     /// The instance [`WasmSandbox::call`] uses (the last one made).
@@ -581,7 +729,7 @@ impl WasmSandbox {
         args: P,
         options: CallOptions,
     ) -> Result<R> {
-        let values = self.call_values_with(instance, name, &args.into_values(), options)?;
+        let values = self.call_raw(instance, name, &args.into_values(), options)?;
         R::from_values(&values).ok_or_else(|| WasmError::ResultTypes {
             expected: R::types(),
             returned: values.iter().map(Value::ty).collect(),
@@ -606,12 +754,44 @@ impl WasmSandbox {
         args: &[Value],
         options: CallOptions,
     ) -> Result<Vec<Value>> {
-        let args = nub_wasm_abi::CallArgs {
-            instance: instance.id,
-            name: name.to_owned(),
-            args: args.to_vec(),
-        };
-        Ok(self.sandbox.call_with::<f::Call>(&args, options)?)
+        Ok(self.call_raw(instance, name, args, options)?.to_vec())
+    }
+
+    /// Calls export `name`: by its index (`CallExport`: no name sent or
+    /// looked up in the guest) on an instance this wrapper made, by name
+    /// (`Call`) otherwise.
+    fn call_raw(
+        &mut self,
+        instance: &Instance,
+        name: &str,
+        args: &[Value],
+        options: CallOptions,
+    ) -> Result<Values> {
+        let index = self.instances.get(&instance.id).and_then(|exports| {
+            exports
+                .iter()
+                .position(|e| e.name == name && matches!(e.kind, ExternKind::Func(_)))
+        });
+        match index.and_then(|i| u32::try_from(i).ok()) {
+            Some(export) => {
+                let call = nub_wasm_abi::ExportCall {
+                    instance: instance.id,
+                    export,
+                    args: Values::from(args),
+                };
+                Ok(self.sandbox.call_with::<f::CallExport>(&call, options)?)
+            }
+            None => {
+                let call = nub_wasm_abi::CallArgs {
+                    instance: instance.id,
+                    name: name.to_owned(),
+                    args: args.to_vec(),
+                };
+                Ok(Values::from(
+                    self.sandbox.call_with::<f::Call>(&call, options)?,
+                ))
+            }
+        }
     }
 
     /// Runs a WASI command's `_start` in `instance` (made with
@@ -650,6 +830,7 @@ impl WasmSandbox {
         if self.current == Some(instance) {
             self.current = None;
         }
+        self.instances.remove(&instance.id);
         Ok(self.sandbox.call::<f::DropInstance>(&instance.id)?)
     }
 

@@ -858,3 +858,225 @@ fn an_unbound_or_non_function_import_fails_instantiation_naming_it() {
         "{err}"
     );
 }
+
+/// Ten parameters and ten results (more than `Values` holds inline), and
+/// a function of two.
+const WIDE: &str = r#"
+(module
+  (func (export "rev10")
+    (param i32 i64 f32 f64 i32 i64 f32 f64 i32 i64)
+    (result i64 i32 f64 f32 i64 i32 f64 f32 i64 i32)
+    local.get 9 local.get 8 local.get 7 local.get 6 local.get 5
+    local.get 4 local.get 3 local.get 2 local.get 1 local.get 0)
+  (func (export "sub") (param i32 i32) (result i32)
+    local.get 0 local.get 1 i32.sub)
+  (global (export "g") i32 (i32.const 1)))
+"#;
+
+#[test]
+fn load_and_instantiate_is_one_sandbox_call() {
+    let mut sbox = sandbox(CallMode::Exit);
+    let wasm = wat::parse_str(FIB).unwrap();
+    // What one trivial sandbox call costs in exits.
+    let before = sbox.sandbox().exit_count();
+    sbox.limits().unwrap();
+    let one_call = sbox.sandbox().exit_count() - before;
+    let before = sbox.sandbox().exit_count();
+    let (module, instance) = sbox.load_and_instantiate(&wasm).unwrap();
+    assert_eq!(sbox.sandbox().exit_count() - before, one_call);
+    assert_eq!(module.hash.0, *blake3::hash(&wasm).as_bytes());
+    assert_eq!(sbox.current(), Some(instance));
+    assert_eq!(sbox.call::<i32, i32>("fib", 10).unwrap(), 55);
+    // Known bytes: only an instantiation (one call again), a new instance.
+    let before = sbox.sandbox().exit_count();
+    let (again, second) = sbox
+        .load_and_instantiate_with(&wasm, InstanceOptions::default().with_fuel(1_000_000))
+        .unwrap();
+    assert_eq!(sbox.sandbox().exit_count() - before, one_call);
+    assert_eq!(again, module);
+    assert_ne!(second, instance);
+    assert_eq!(sbox.call::<i32, i32>("fib", 12).unwrap(), 144);
+    assert!(sbox.fuel_left(&second).unwrap().is_some());
+    assert_eq!(sbox.fuel_left(&instance).unwrap(), None);
+    // Bad bytes are a compile error, a bad start a typed one; the sandbox
+    // lives on.
+    let err = sbox.load_and_instantiate(b"\0asm garbage").unwrap_err();
+    assert!(matches!(err, WasmError::Compile(_)), "{err}");
+    let trap = wat::parse_str(r#"(module (func $s unreachable) (start $s))"#).unwrap();
+    let err = sbox.load_and_instantiate(&trap).unwrap_err();
+    assert_eq!(
+        err.trap_code(),
+        Some(TrapCode::UnreachableCodeReached),
+        "{err}"
+    );
+    assert_eq!(sbox.call_in::<i32, i32>(&instance, "fib", 5).unwrap(), 5);
+}
+
+#[test]
+fn calls_by_index_handle_wide_signatures_and_wrong_names() {
+    for mode in modes() {
+        let mut sbox = sandbox(mode);
+        let mut native = Native::new(WIDE);
+        let (_, instance) = sbox
+            .load_and_instantiate(&wat::parse_str(WIDE).unwrap())
+            .unwrap();
+        let args = [
+            Value::I32(-1),
+            Value::I64(i64::MIN),
+            Value::F32(0x7fc0_0001),
+            Value::F64(f64::MIN_POSITIVE.to_bits()),
+            Value::I32(5),
+            Value::I64(6),
+            Value::F32(1.5f32.to_bits()),
+            Value::F64(f64::INFINITY.to_bits()),
+            Value::I32(9),
+            Value::I64(10),
+        ];
+        let got = sbox.call_values(&instance, "rev10", &args).unwrap();
+        let want = native.call("rev10", &args).unwrap();
+        assert_eq!(got, want);
+        let reversed: Vec<Value> = args.iter().rev().copied().collect();
+        assert_eq!(got, reversed, "NaN payloads cross unchanged");
+        assert_eq!(sbox.call::<(i32, i32), i32>("sub", (7, 9)).unwrap(), -2);
+        // Too few arguments, a global's name, an unknown name.
+        let err = sbox
+            .call_values(&instance, "rev10", &args[..9])
+            .unwrap_err();
+        assert!(matches!(err, WasmError::Signature { .. }), "{err}");
+        for name in ["g", "nope"] {
+            let err = sbox.call::<(), ()>(name, ()).unwrap_err();
+            assert!(
+                matches!(err, WasmError::NoSuchExport(ref n) if n == name),
+                "{err}"
+            );
+        }
+        // A dropped instance is unknown to the guest.
+        sbox.drop_instance(instance).unwrap();
+        let err = sbox
+            .call_in::<(i32, i32), i32>(&instance, "sub", (1, 1))
+            .unwrap_err();
+        assert!(matches!(err, WasmError::Unknown(_)), "{err}");
+    }
+}
+
+/// `greet` passes "hello" (in memory at 16) to `env.log`; `log_at` passes
+/// any range the caller names, as a hostile module would.
+const LOGGER: &str = r#"
+(module
+  (import "env" "log" (func $log (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello")
+  (func (export "greet") (result i32)
+    i32.const 16 i64.const 42 i32.const 5 call $log)
+  (func (export "log_at") (param i32 i32) (result i32)
+    local.get 0 i64.const 0 local.get 1 call $log))
+"#;
+
+/// Binds `env.log(ptr, tag, len)`: answers the sum of the bytes plus the
+/// tag, and records what it saw.
+fn define_logger(
+    sbox: &mut nub_wasm::WasmSandbox,
+) -> std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    sbox.define_import_with_memory("env", "log", &[(0, 2)], move |args| {
+        let bytes = args.memory(0).ok_or("no range")?;
+        assert_eq!(args.ranges(), 1);
+        assert!(args.memory(1).is_none());
+        let tag = match args.values() {
+            [Value::I32(_), Value::I64(tag), Value::I32(_)] => *tag,
+            other => return Err(format!("log got {other:?}")),
+        };
+        log.lock().unwrap().push(bytes.to_vec());
+        let sum: i64 = bytes.iter().map(|b| i64::from(*b)).sum();
+        Ok(vec![Value::I32((sum + tag) as i32)])
+    })
+    .unwrap();
+    seen
+}
+
+#[test]
+fn pointer_length_imports_see_the_callers_memory_in_both_call_modes() {
+    for mode in modes() {
+        let mut sbox = sandbox(mode);
+        let seen = define_logger(&mut sbox);
+        sbox.load_and_instantiate(&wat::parse_str(LOGGER).unwrap())
+            .unwrap();
+        let hello: i32 = b"hello".iter().map(|b| i32::from(*b)).sum();
+        assert_eq!(sbox.call::<(), i32>("greet", ()).unwrap(), hello + 42);
+        // An empty range anywhere in bounds, and the memory's last byte.
+        assert_eq!(
+            sbox.call::<(i32, i32), i32>("log_at", (65536, 0)).unwrap(),
+            0
+        );
+        assert_eq!(
+            sbox.call::<(i32, i32), i32>("log_at", (65535, 1)).unwrap(),
+            0
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![b"hello".to_vec(), Vec::new(), vec![0]]
+        );
+        // Hostile ranges: past the end, wrapping, huge; each a typed error
+        // naming the import, and the sandbox and the instance live on.
+        for (ptr, len) in [
+            (65535, 2),
+            (65537, 0),
+            (-1, 2),
+            (16, -1),
+            (0, 0x7fff_ffff),
+            (0, 1 << 21),
+        ] {
+            let err = sbox
+                .call::<(i32, i32), i32>("log_at", (ptr, len))
+                .unwrap_err();
+            assert!(
+                matches!(err, WasmError::Import { ref module, ref name, .. }
+                    if module == "env" && name == "log"),
+                "({ptr}, {len}): {err}"
+            );
+            assert!(!sbox.sandbox().is_poisoned());
+        }
+        assert_eq!(seen.lock().unwrap().len(), 3, "the host never saw them");
+        assert_eq!(sbox.call::<(), i32>("greet", ()).unwrap(), hello + 42);
+    }
+}
+
+#[test]
+fn pointer_length_imports_without_memory_or_with_bad_pairs_are_typed_errors() {
+    let mut sbox = sandbox(CallMode::Exit);
+    define_logger(&mut sbox);
+    // No "memory" export: the call fails naming the import.
+    let no_memory = r#"
+    (module
+      (import "env" "log" (func $log (param i32 i64 i32) (result i32)))
+      (memory 1)
+      (func (export "greet") (result i32)
+        i32.const 0 i64.const 0 i32.const 1 call $log))"#;
+    sbox.load_and_instantiate(&wat::parse_str(no_memory).unwrap())
+        .unwrap();
+    let err = sbox.call::<(), i32>("greet", ()).unwrap_err();
+    assert!(
+        matches!(err, WasmError::Import { ref name, ref message, .. }
+            if name == "log" && message.contains("memory")),
+        "{err}"
+    );
+    // A pair naming the i64 parameter, or one past the last: Link errors.
+    for pairs in [[(0, 1)], [(0, 3)]] {
+        sbox.define_import_with_memory("env", "log", &pairs, |_| Ok(vec![Value::I32(0)]))
+            .unwrap();
+        let err = sbox
+            .load_and_instantiate(&wat::parse_str(LOGGER).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(err, WasmError::Link { ref name, .. } if name == "log"),
+            "{pairs:?}: {err}"
+        );
+    }
+    let too_many = [(0, 2); 9];
+    let err = sbox
+        .define_import_with_memory("env", "log", &too_many, |_| Ok(vec![]))
+        .unwrap_err();
+    assert!(matches!(err, WasmError::Limit(_)), "{err}");
+    assert!(!sbox.sandbox().is_poisoned());
+}

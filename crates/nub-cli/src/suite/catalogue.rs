@@ -33,8 +33,8 @@
 //!
 //! The wasm rows ([`Group::Wasm`]) run WebAssembly in a
 //! `nub_wasm::WasmSandbox`: the interpreter's workloads (`wasm fib(25)`,
-//! `wasm loop 10M`, `wasm f64 1M`) and `wasm load small module` against
-//! the same wasmi natively on the host (`native wasmi …`, floors measured
+//! `wasm loop 10M`, `wasm f64 1M`) and `wasm load small module` (and its
+//! `(resident)` variant) against the same wasmi natively on the host (`native wasmi …`, floors measured
 //! in this run), and calls into exports against the default guest's call
 //! rows they correspond to: `wasm call empty export` against `echo empty`,
 //! its `(resident)` variant against `echo empty (resident)`, `wasm import
@@ -473,9 +473,15 @@ fn wasm_rows() -> Vec<Row> {
         Row::new(Group::Wasm, NATIVE_LOAD, None, wasm::native_load_small),
         Row::new(
             Group::Wasm,
-            "wasm load small module",
+            CallPath::Exit.row_name("wasm load small module"),
             Some(NATIVE_LOAD),
-            wasm::guest_load_small,
+            || wasm::guest_load_small(CallPath::Exit.mode()),
+        ),
+        Row::new(
+            Group::Wasm,
+            CallPath::Resident.row_name("wasm load small module"),
+            Some(NATIVE_LOAD),
+            || wasm::guest_load_small(CallPath::Resident.mode()),
         ),
         Row::new(
             Group::Wasm,
@@ -685,6 +691,10 @@ mod tests {
         ("native wasmi load small module", None),
         (
             "wasm load small module",
+            Some("native wasmi load small module"),
+        ),
+        (
+            "wasm load small module (resident)",
             Some("native wasmi load small module"),
         ),
         ("wasm call empty export", Some("echo empty")),

@@ -16,12 +16,13 @@ use wasmi_core::LimiterError;
 use crate::wasi::{self, WasiState};
 use nub_arch_x86::nub_interface;
 use nub_wasm_abi::{
-    CallArgs, Export, ExternKind, FuncSig, GuestLimits, Import, ImportBinding, ImportCall,
-    InstanceId, InstantiateArgs, ModuleHash, ModuleInfo, RunOutcome, TrapCode, ValType, Value,
-    WasiCaptured, WasmError,
+    CallArgs, Export, ExportCall, ExternKind, FuncSig, GuestLimits, INLINE_VALUES, Import,
+    ImportBinding, ImportCall, InstanceId, InstantiateArgs, LoadInstantiateArgs, LoadedInstance,
+    MAX_MEMORY_ARG_BYTES, MAX_MEMORY_ARGS, MemoryArg, MemoryImportArgsRef, MemoryImportCall,
+    ModuleHash, ModuleInfo, RunOutcome, TrapCode, ValType, Value, Values, WasiCaptured, WasmError,
 };
 use wasmi::{
-    Config, Engine, Extern, ExternType, Instance, Linker, Module, ResourceLimiter, Store, Val,
+    Config, Engine, Extern, ExternType, Func, Instance, Linker, Module, ResourceLimiter, Store, Val,
 };
 
 /// Most instances alive at once.
@@ -176,6 +177,114 @@ struct Live {
     store: Store<StoreData>,
     instance: Instance,
     metered: bool,
+    /// Its module's exports in [`ModuleInfo::exports`]' order, functions
+    /// resolved once ([`Wasm::call_export`]); `None` for other kinds.
+    funcs: Vec<Option<Resolved>>,
+}
+
+/// A function export, resolved: the handle and its types.
+struct Resolved {
+    func: Func,
+    params: Vec<wasmi::ValType>,
+    results: Vec<wasmi::ValType>,
+}
+
+impl Resolved {
+    fn new(func: Func, store: &Store<StoreData>) -> Self {
+        let ty = func.ty(store);
+        Self {
+            func,
+            params: ty.params().to_vec(),
+            results: ty.results().to_vec(),
+        }
+    }
+
+    /// `args` match the parameters and every result is a number; else
+    /// the signature error the host is told (made only on a mismatch).
+    fn check(&self, args: &[Value]) -> Result<(), WasmError> {
+        let numeric = |t: &wasmi::ValType| {
+            matches!(
+                t,
+                wasmi::ValType::I32
+                    | wasmi::ValType::I64
+                    | wasmi::ValType::F32
+                    | wasmi::ValType::F64
+            )
+        };
+        let matches = args.len() == self.params.len()
+            && args
+                .iter()
+                .zip(&self.params)
+                .all(|(v, t)| v.ty() == val_type(t))
+            && self.results.iter().all(numeric);
+        if matches {
+            return Ok(());
+        }
+        Err(WasmError::Signature {
+            expected: FuncSig {
+                params: self.params.iter().map(val_type).collect(),
+                results: self.results.iter().map(val_type).collect(),
+            },
+            given: args.iter().map(Value::ty).collect(),
+        })
+    }
+
+    /// Calls it with `args` (checked first); up to [`INLINE_VALUES`]
+    /// arguments and results take no heap.
+    fn call(&self, store: &mut Store<StoreData>, args: &[Value]) -> Result<Values, WasmError> {
+        self.check(args)?;
+        let failed = |e: wasmi::Error| execution_error(&e, WasmError::Other);
+        let not_a_number = || WasmError::Other("a result that is not a number".into());
+        let (n, m) = (args.len(), self.results.len());
+        if n <= INLINE_VALUES && m <= INLINE_VALUES {
+            let mut params: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
+            for (slot, v) in params.iter_mut().zip(args) {
+                *slot = to_val(v);
+            }
+            let mut results: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
+            for (slot, t) in results.iter_mut().zip(&self.results) {
+                *slot = Val::default_for_ty(*t);
+            }
+            let (Some(params), Some(results)) = (params.get(..n), results.get_mut(..m)) else {
+                return Err(WasmError::Other("argument count".into()));
+            };
+            self.func.call(store, params, results).map_err(failed)?;
+            return results
+                .iter()
+                .map(|v| from_val(v).ok_or_else(not_a_number))
+                .collect();
+        }
+        let params: Vec<Val> = args.iter().map(to_val).collect();
+        let mut results: Vec<Val> = self
+            .results
+            .iter()
+            .map(|t| Val::default_for_ty(*t))
+            .collect();
+        self.func
+            .call(store, &params, &mut results)
+            .map_err(failed)?;
+        results
+            .iter()
+            .map(|v| from_val(v).ok_or_else(not_a_number))
+            .collect()
+    }
+}
+
+/// `module`'s exports in its own order (the order of
+/// [`ModuleInfo::exports`]), each function resolved in `instance`.
+fn resolve_exports(
+    module: &Module,
+    instance: &Instance,
+    store: &Store<StoreData>,
+) -> Vec<Option<Resolved>> {
+    module
+        .exports()
+        .map(|e| {
+            instance
+                .get_func(store, e.name())
+                .map(|f| Resolved::new(f, store))
+        })
+        .collect()
 }
 
 /// Everything the guest's functions share.
@@ -272,9 +381,18 @@ impl core::fmt::Display for ImportFailed {
 
 impl wasmi::errors::HostError for ImportFailed {}
 
+/// Most bytes of an import's request encoded on the stack (larger ones,
+/// many values, go on the heap): the signature, a length and up to
+/// [`INLINE_VALUES`] values of at most 11 bytes each.
+const INLINE_REQUEST: usize = 8 + 2 + INLINE_VALUES * 11;
+
 /// Defines `import` in `linker` as a forwarder to host function
-/// `binding.host_fn`: the arguments go out as [`ImportCall`]'s request,
-/// the results come back checked against the import's type.
+/// `binding.host_fn`: the arguments go out as [`ImportCall`]'s request
+/// (or, with `binding.memory_args`, [`MemoryImportCall`]'s, carrying the
+/// bytes of each `(pointer, length)` range of the caller's `"memory"`),
+/// the results come back checked against the import's type. Up to
+/// [`INLINE_VALUES`] values travel without a heap allocation on the way
+/// out (the reply is one: `host_call`'s).
 fn define_import(
     linker: &mut Linker<StoreData>,
     binding: &ImportBinding,
@@ -282,6 +400,12 @@ fn define_import(
 ) -> Result<(), WasmError> {
     let host_fn = binding.host_fn;
     let (module, name) = (binding.module.clone(), binding.name.clone());
+    let link_error = |reason: String| WasmError::Link {
+        module: binding.module.clone(),
+        name: binding.name.clone(),
+        reason,
+    };
+    let memory_args = check_memory_args(&binding.memory_args, ty).map_err(link_error)?;
     let results_ty: Vec<ValType> = ty.results().iter().map(val_type).collect();
     let fail = move |message: String| {
         wasmi::Error::host(ImportFailed {
@@ -295,39 +419,141 @@ fn define_import(
             &binding.module,
             &binding.name,
             ty.clone(),
-            move |_caller, params, results| {
-                let args = params
-                    .iter()
-                    .map(from_val)
-                    .collect::<Option<Vec<Value>>>()
-                    .ok_or_else(|| fail("an argument that is not a number".into()))?;
-                let request = nub_interface::encode_args::<ImportCall>(&args)
-                    .map_err(|e| fail(e.to_string()))?;
-                let reply =
-                    nub_arch_x86::host_call(host_fn, &request).map_err(|e| fail(e.to_string()))?;
+            move |caller, params, results| {
+                let mut args = Values::new();
+                for param in params {
+                    args.push(
+                        from_val(param)
+                            .ok_or_else(|| fail("an argument that is not a number".into()))?,
+                    );
+                }
+                let reply = if memory_args.is_empty() {
+                    let mut buf = [0u8; INLINE_REQUEST];
+                    match nub_interface::encode_args_into::<ImportCall>(&args, &mut buf) {
+                        Some(n) => {
+                            let request = buf.get(..n).unwrap_or(&[]);
+                            nub_arch_x86::host_call(host_fn, request)
+                        }
+                        None => {
+                            let request = nub_interface::encode_args::<ImportCall>(&args)
+                                .map_err(|e| fail(e.to_string()))?;
+                            nub_arch_x86::host_call(host_fn, &request)
+                        }
+                    }
+                } else {
+                    let request = memory_request(&caller, &memory_args, &args).map_err(&fail)?;
+                    nub_arch_x86::host_call(host_fn, &request)
+                }
+                .map_err(|e| fail(e.to_string()))?;
+                // Both declarations answer `Values | String`.
                 let values = match nub_interface::decode_reply::<ImportCall>(&reply) {
                     Ok(Ok(values)) => values,
                     Ok(Err(message)) => return Err(fail(message)),
                     Err(e) => return Err(fail(e.to_string())),
                 };
-                let returned: Vec<ValType> = values.iter().map(Value::ty).collect();
-                if returned != results_ty || values.len() != results.len() {
+                let typed = values.len() == results_ty.len()
+                    && values.len() == results.len()
+                    && values.iter().zip(&results_ty).all(|(v, t)| v.ty() == *t);
+                if !typed {
+                    let returned: Vec<ValType> = values.iter().map(Value::ty).collect();
                     return Err(fail(format!(
                         "the host returned {returned:?}, the import's results are {results_ty:?}"
                     )));
                 }
-                for (slot, value) in results.iter_mut().zip(&values) {
+                for (slot, value) in results.iter_mut().zip(values.iter()) {
                     *slot = to_val(value);
                 }
                 Ok(())
             },
         )
         .map(drop)
-        .map_err(|e| WasmError::Link {
-            module: binding.module.clone(),
-            name: binding.name.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| link_error(e.to_string()))
+}
+
+/// `memory_args` if each pair names two distinct `i32` parameters of `ty`
+/// and there are at most [`MAX_MEMORY_ARGS`]; else why not.
+fn check_memory_args(
+    memory_args: &[MemoryArg],
+    ty: &wasmi::FuncType,
+) -> Result<Vec<MemoryArg>, String> {
+    if memory_args.len() > MAX_MEMORY_ARGS {
+        return Err(format!(
+            "{} pointer/length pairs: at most {MAX_MEMORY_ARGS}",
+            memory_args.len()
+        ));
+    }
+    let params = ty.params();
+    let is_i32 = |index: u32| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| params.get(i))
+            .is_some_and(|t| *t == wasmi::ValType::I32)
+    };
+    for arg in memory_args {
+        if arg.ptr == arg.len || !is_i32(arg.ptr) || !is_i32(arg.len) {
+            return Err(format!(
+                "pointer/length pair ({}, {}) does not name two i32 parameters of {:?}",
+                arg.ptr,
+                arg.len,
+                func_sig(ty)
+            ));
+        }
+    }
+    Ok(memory_args.to_vec())
+}
+
+/// The `u32` (an `i32` read as unsigned) at parameter `index` of `args`.
+fn u32_arg(args: &[Value], index: u32) -> Option<u32> {
+    match args.get(usize::try_from(index).ok()?)? {
+        Value::I32(x) => Some(u32::from_ne_bytes(x.to_ne_bytes())),
+        _ => None,
+    }
+}
+
+/// [`MemoryImportCall`]'s request for a call with `args`: each range of
+/// `memory_args` read from the caller's exported `"memory"`, bounds
+/// checked, at most [`MAX_MEMORY_ARG_BYTES`] in all; or why not.
+fn memory_request(
+    caller: &wasmi::Caller<'_, StoreData>,
+    memory_args: &[MemoryArg],
+    args: &[Value],
+) -> Result<Vec<u8>, String> {
+    let memory = caller
+        .get_export("memory")
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| String::from("the calling instance exports no memory named \"memory\""))?;
+    let data = memory.data(caller);
+    let mut ranges: [&[u8]; MAX_MEMORY_ARGS] = [&[]; MAX_MEMORY_ARGS];
+    let mut total: u32 = 0;
+    for (slot, arg) in ranges.iter_mut().zip(memory_args) {
+        let (Some(ptr), Some(len)) = (u32_arg(args, arg.ptr), u32_arg(args, arg.len)) else {
+            return Err("a pointer or length that is not an i32".into());
+        };
+        total = total
+            .checked_add(len)
+            .filter(|t| *t <= MAX_MEMORY_ARG_BYTES)
+            .ok_or_else(|| {
+                format!(
+                    "the ranges are longer than {MAX_MEMORY_ARG_BYTES} bytes (length {len:#x} at {ptr:#x})"
+                )
+            })?;
+        let start = ptr as usize;
+        *slot = start
+            .checked_add(len as usize)
+            .and_then(|end| data.get(start..end))
+            .ok_or_else(|| {
+                format!(
+                    "the range {ptr:#x}..+{len:#x} is outside the memory's {:#x} bytes",
+                    data.len()
+                )
+            })?;
+    }
+    let memory = ranges.get(..memory_args.len()).unwrap_or(&[]);
+    nub_interface::encode_args_as::<MemoryImportCall, _>(&MemoryImportArgsRef {
+        values: args,
+        memory,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// An execution error as the host sees it: a trap with its code, a failed
@@ -429,6 +655,23 @@ impl Wasm {
         Ok(info)
     }
 
+    /// [`Wasm::load`] and [`Wasm::instantiate`] in one: the bytes must
+    /// hash to `args.instantiate.module`. A failed instantiation leaves the
+    /// module compiled.
+    pub fn load_instantiate(
+        &mut self,
+        args: LoadInstantiateArgs,
+    ) -> Result<LoadedInstance, WasmError> {
+        let module = self.load(&args.bytes)?;
+        if module.hash != args.instantiate.module {
+            return Err(WasmError::Other(
+                "the module bytes do not hash to the module named".into(),
+            ));
+        }
+        let instance = self.instantiate(args.instantiate)?;
+        Ok(LoadedInstance { module, instance })
+    }
+
     /// The module with this hash, if compiled (`cached` set).
     pub fn lookup(&self, hash: &ModuleHash) -> Option<ModuleInfo> {
         self.modules.get(hash).map(|c| ModuleInfo {
@@ -514,6 +757,7 @@ impl Wasm {
             init.call(&mut store, ())
                 .map_err(|e| execution_error(&e, WasmError::Instantiate))?;
         }
+        let funcs = resolve_exports(module, &instance, &store);
         let id = self.next_instance;
         self.next_instance = self
             .next_instance
@@ -525,6 +769,7 @@ impl Wasm {
                 store,
                 instance,
                 metered,
+                funcs,
             },
         );
         Ok(InstanceId(id))
@@ -543,31 +788,20 @@ impl Wasm {
             .instance
             .get_func(&live.store, &args.name)
             .ok_or_else(|| WasmError::NoSuchExport(args.name.clone()))?;
-        let ty = func.ty(&live.store);
-        let sig = func_sig(&ty);
-        let given: Vec<ValType> = args.args.iter().map(Value::ty).collect();
-        let numeric =
-            |t: &ValType| matches!(t, ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64);
-        if given != sig.params || !sig.results.iter().all(numeric) {
-            return Err(WasmError::Signature {
-                expected: sig,
-                given,
-            });
-        }
-        let params: Vec<Val> = args.args.iter().map(to_val).collect();
-        let mut results: Vec<Val> = ty
-            .results()
-            .iter()
-            .map(|t| Val::default_for_ty(*t))
-            .collect();
-        func.call(&mut live.store, &params, &mut results)
-            .map_err(|e| execution_error(&e, WasmError::Other))?;
-        results
-            .iter()
-            .map(|v| {
-                from_val(v).ok_or_else(|| WasmError::Other("a result that is not a number".into()))
-            })
-            .collect()
+        let resolved = Resolved::new(func, &live.store);
+        Ok(resolved.call(&mut live.store, &args.args)?.to_vec())
+    }
+
+    /// Calls the function export at index `call.export` of the instance's
+    /// module's exports (resolved at instantiation: no name lookup).
+    pub fn call_export(&mut self, call: ExportCall) -> Result<Values, WasmError> {
+        let live = self.live(call.instance)?;
+        let resolved = usize::try_from(call.export)
+            .ok()
+            .and_then(|i| live.funcs.get(i))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| WasmError::NoSuchExport(format!("#{}", call.export)))?;
+        resolved.call(&mut live.store, &call.args)
     }
 
     /// Runs a WASI instance's `_start`: its exit code (`proc_exit`'s, or 0
@@ -739,5 +973,70 @@ mod tests {
             Err(WasmError::NoSuchInstance(_))
         ));
         assert_eq!(w.fuel_left(id), Ok(None));
+    }
+
+    #[test]
+    fn calls_by_index_agree_with_calls_by_name_and_bad_indices_are_errors() {
+        let mut w = Wasm::new(4 * 65536);
+        let bytes = nub_interface::Bytes::from(GROW.to_vec());
+        let hash = ModuleHash(*blake3::hash(GROW).as_bytes());
+        let instantiate = InstantiateArgs {
+            module: hash,
+            imports: Vec::new(),
+            fuel: None,
+            wasi: None,
+        };
+        let loaded = w
+            .load_instantiate(LoadInstantiateArgs {
+                bytes: bytes.clone(),
+                instantiate: instantiate.clone(),
+            })
+            .unwrap();
+        assert_eq!(loaded.module.hash, hash);
+        let index = loaded
+            .module
+            .exports
+            .iter()
+            .position(|e| e.name == "grow")
+            .unwrap() as u32;
+        let by_index = |w: &mut Wasm, export: u32, args: &[Value]| {
+            w.call_export(ExportCall {
+                instance: loaded.instance,
+                export,
+                args: Values::from(args),
+            })
+        };
+        assert_eq!(
+            by_index(&mut w, index, &[Value::I32(0)])
+                .unwrap()
+                .as_slice(),
+            call_grow(&mut w, loaded.instance, 0)
+        );
+        assert_eq!(
+            by_index(&mut w, index, &[Value::I32(1)])
+                .unwrap()
+                .as_slice(),
+            [Value::I32(1)]
+        );
+        assert!(matches!(
+            by_index(&mut w, index, &[]),
+            Err(WasmError::Signature { .. })
+        ));
+        for bad in [index + 1, u32::MAX] {
+            assert!(matches!(
+                by_index(&mut w, bad, &[Value::I32(0)]),
+                Err(WasmError::NoSuchExport(_))
+            ));
+        }
+        // Bytes that do not hash to the module named: refused, no instance.
+        let wrong = w.load_instantiate(LoadInstantiateArgs {
+            bytes,
+            instantiate: InstantiateArgs {
+                module: ModuleHash([7; 32]),
+                ..instantiate
+            },
+        });
+        assert!(matches!(wrong, Err(WasmError::Other(_))));
+        assert_eq!(w.instances.len(), 1);
     }
 }

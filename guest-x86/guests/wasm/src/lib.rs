@@ -68,6 +68,12 @@ pub fn init(registry: &mut Registry) {
             .is_ok()
         && registry
             .typed_with::<f::TakeOutput, _>(&state, |w, id| w.take_output(id))
+            .is_ok()
+        && registry
+            .typed_with::<f::LoadInstantiate, _>(&state, engine::Wasm::load_instantiate)
+            .is_ok()
+        && registry
+            .typed_with::<f::CallExport, _>(&state, engine::Wasm::call_export)
             .is_ok();
     if !ok {
         nub_arch_x86::abort(1, "the wasm guest's fn ids collide");

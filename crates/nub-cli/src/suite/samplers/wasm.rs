@@ -190,22 +190,19 @@ pub fn native_load_small() -> Result<Sampler, RowError> {
     }))
 }
 
-/// `WasmSandbox::load` (a real compile: new bytes each sample, a serial
-/// in a custom section) + `instantiate` of [`SMALL_WAT`] in exit mode; the
-/// instance's drop and the module's unload after each sample are not
-/// timed (the guest's heap stays flat).
-pub fn guest_load_small() -> Result<Sampler, RowError> {
+/// `WasmSandbox::load_and_instantiate` (one sandbox call: a real compile,
+/// new bytes each sample, a serial in a custom section, and the
+/// instantiation) of [`SMALL_WAT`] in a wasm sandbox in `mode`; the
+/// instance's drop and the module's unload after each sample are not timed
+/// (the guest's heap stays flat).
+pub fn guest_load_small(mode: CallMode) -> Result<Sampler, RowError> {
     let base = assemble(SMALL_WAT)?;
-    let mut sbox = wasm_sandbox(CallMode::Exit)?;
+    let mut sbox = wasm_sandbox(mode)?;
     let mut serial = 0u64;
     Ok(Box::new(move || {
         serial += 1;
         let bytes = with_serial(&base, serial);
-        let (loaded, us) = timed(|| -> nub_wasm::Result<_> {
-            let module = sbox.load(&bytes)?;
-            let instance = sbox.instantiate(&module)?;
-            Ok((module, instance))
-        });
+        let (loaded, us) = timed(|| sbox.load_and_instantiate(&bytes));
         let (module, instance) = loaded?;
         sbox.drop_instance(instance)?;
         sbox.unload(&module)?;
