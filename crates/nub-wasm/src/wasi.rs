@@ -27,7 +27,9 @@ pub const DEFAULT_CAPTURE_LIMIT: u32 = 64 << 10;
 /// and the seed of `random_get`. Give it to
 /// [`crate::InstanceOptions::with_wasi`].
 ///
-/// By default there are no arguments or variables, stdin is empty, stdout
+/// By default there are no arguments (not even `argv[0]`: add the
+/// program's name with [`Wasi::arg`] first, as a shell would, for programs
+/// that expect one) or variables, stdin is empty, stdout
 /// and stderr are captured (up to [`DEFAULT_CAPTURE_LIMIT`] each) and the
 /// seed is all zeros, so a run is deterministic but for the clocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
