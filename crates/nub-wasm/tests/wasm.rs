@@ -739,12 +739,73 @@ fn unloading_modules_and_dropping_instances_frees_guest_heap() {
     }
     let after = sbox.sandbox_mut().heap_stats().unwrap().used;
     // Each cycle's 256 KiB memory and its compiled code are given back;
-    // what stays is wasmi's engine-wide bookkeeping of each distinct
-    // module (about 85 bytes a module when measured: docs/wasm.md).
+    // what stays until the guest renews its engines is wasmi's
+    // engine-wide bookkeeping of each distinct module (docs/wasm.md).
     assert!(
         after.saturating_sub(before) < 200 * 1024,
         "heap used after 20 cycles {before}, after 220 {after}"
     );
+}
+
+#[test]
+fn loading_distinct_modules_for_ever_keeps_the_guest_heap_flat() {
+    // wasmi keeps engine-wide data for each module an engine compiled
+    // (0.7-1 KB here); the guest makes new engines every 256 compiles when
+    // nothing is alive, so a load/unload loop (the bench row's) does not
+    // grow the heap. 1,000 cycles would keep ~0.8 MB without it.
+    let mut sbox = sandbox(CallMode::Exit);
+    let cycle = |sbox: &mut nub_wasm::WasmSandbox, i: i32| {
+        let wat = format!(
+            r#"(module (memory 1) (global (mut i32) (i32.const {i}))
+                (func (export "f") (result i32) i32.const {i} i32.const 3 i32.mul)
+                (func (export "g") (param i64) (result i64) local.get 0))"#
+        );
+        let (module, instance) = sbox
+            .load_and_instantiate(&wat::parse_str(&wat).unwrap())
+            .unwrap();
+        assert_eq!(sbox.call::<(), i32>("f", ()).unwrap(), i * 3);
+        sbox.drop_instance(instance).unwrap();
+        assert!(sbox.unload(&module).unwrap());
+    };
+    for i in 0..20 {
+        cycle(&mut sbox, i);
+    }
+    let used = |sbox: &mut nub_wasm::WasmSandbox| sbox.sandbox_mut().heap_stats().unwrap().used;
+    let before = used(&mut sbox);
+    let (mut peak, mut previous, mut biggest_fall) = (before, before, 0);
+    for i in 20..1020 {
+        cycle(&mut sbox, i);
+        let now = used(&mut sbox);
+        peak = peak.max(now);
+        biggest_fall = biggest_fall.max(previous.saturating_sub(now));
+        previous = now;
+    }
+    // It grows by under 256 modules' worth between renewals, and falls at
+    // each.
+    assert!(
+        peak <= before + 400 * 1024,
+        "heap used after 20 cycles {before}, at most {peak} over 1,000 more"
+    );
+    assert!(
+        biggest_fall > 100 * 1024,
+        "no renewal freed the engines' data"
+    );
+}
+
+#[test]
+fn a_module_the_heap_cannot_compile_is_refused_before_it_exhausts_it() {
+    // A 4 MiB heap cannot promise a compile of a 512 KiB module (16 bytes
+    // of heap a byte, plus 1 MiB): a typed limit, not the allocator's abort.
+    let config = nub_wasm::WasmSandbox::default_config().with_heap_size(4 << 20);
+    let mut sbox = nub_wasm::WasmSandbox::with_config(config).unwrap();
+    let data = "x".repeat(512 << 10);
+    let wat = format!(r#"(module (memory 9) (data (i32.const 0) "{data}"))"#);
+    let err = sbox.load(&wat::parse_str(&wat).unwrap()).unwrap_err();
+    assert!(matches!(err, WasmError::Limit(_)), "{err}");
+    assert!(!sbox.sandbox().is_poisoned());
+    // A small module still loads.
+    let small = sbox.load(&wat::parse_str("(module)").unwrap()).unwrap();
+    sbox.instantiate(&small).unwrap();
 }
 
 const IMPORTS: &str = r#"

@@ -296,7 +296,23 @@ pub struct Wasm {
     instances: BTreeMap<u32, Live>,
     next_instance: u32,
     budget: Budget,
+    /// Modules compiled since the engines were made ([`RENEW_AFTER_COMPILES`]).
+    compiles: u32,
 }
+
+/// wasmi keeps engine-wide data for every module an engine compiled, after
+/// the module is dropped (measured: 0.7–1 KB a small module), so a
+/// sandbox that loads and unloads distinct modules would exhaust its heap.
+/// After this many compiles, the next load that finds no module and no
+/// instance alive makes new engines, which frees all of it.
+pub const RENEW_AFTER_COMPILES: u32 = 256;
+/// A load is refused with [`WasmError::Limit`] (instead of risking the
+/// allocator's abort, which poisons the sandbox) unless the heap has this
+/// much free beyond [`COMPILE_BYTES_PER_BYTE`] times the module's size.
+const COMPILE_HEAP_MARGIN: u64 = 1 << 20;
+/// Heap a compile may need per byte of module (wasmi's compiled form and
+/// its bookkeeping, with room to spare).
+const COMPILE_BYTES_PER_BYTE: u64 = 16;
 
 fn config(fuel: bool) -> Config {
     let mut config = Config::default();
@@ -608,7 +624,40 @@ impl Wasm {
             instances: BTreeMap::new(),
             next_instance: 1,
             budget: Budget::new(budget),
+            compiles: 0,
         }
+    }
+
+    /// Makes new engines when [`RENEW_AFTER_COMPILES`] compiles have
+    /// passed and nothing compiled by the old ones is alive.
+    fn renew_engines_if_idle(&mut self) {
+        if self.compiles >= RENEW_AFTER_COMPILES
+            && self.modules.is_empty()
+            && self.instances.is_empty()
+        {
+            self.engine = Engine::new(&config(false));
+            self.metered_engine = Engine::new(&config(true));
+            self.compiles = 0;
+        }
+    }
+
+    /// Refuses a compile of `len` bytes the heap may not hold, and counts
+    /// it otherwise.
+    fn reserve_compile(&mut self, len: usize) -> Result<(), WasmError> {
+        let stats = nub_arch_x86::heap_stats();
+        let need = (len as u64)
+            .saturating_mul(COMPILE_BYTES_PER_BYTE)
+            .saturating_add(COMPILE_HEAP_MARGIN);
+        // Off the bare-metal target (host unit tests) there is no guest heap.
+        if stats.size != 0 && stats.free < need {
+            return Err(WasmError::Limit(format!(
+                "the guest heap has {} bytes free, too few to compile a module of {len} bytes: \
+                 unload modules, drop instances, or give the sandbox a larger heap",
+                stats.free
+            )));
+        }
+        self.compiles = self.compiles.saturating_add(1);
+        Ok(())
     }
 
     /// Compiles `bytes` (or finds them compiled).
@@ -622,6 +671,8 @@ impl Wasm {
                 "{MAX_MODULES} modules are loaded already: unload one first"
             )));
         }
+        self.renew_engines_if_idle();
+        self.reserve_compile(bytes.len())?;
         let module =
             Module::new(&self.engine, bytes).map_err(|e| WasmError::Compile(e.to_string()))?;
         let info = ModuleInfo {
@@ -699,6 +750,7 @@ impl Wasm {
         let metered = args.fuel.is_some();
         let (engine, module) = if metered {
             if compiled.metered.is_none() {
+                self.compiles = self.compiles.saturating_add(1);
                 let m = Module::new(&self.metered_engine, &compiled.bytes[..])
                     .map_err(|e| WasmError::Compile(e.to_string()))?;
                 compiled.metered = Some(m);
