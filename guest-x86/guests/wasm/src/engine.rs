@@ -158,7 +158,13 @@ impl ResourceLimiter for Limiter {
 /// A store's data: its limiter and, for a WASI instance, its WASI state.
 pub struct StoreData {
     limiter: Limiter,
-    pub(crate) wasi: Option<WasiState>,
+    wasi: Option<WasiState>,
+}
+
+impl wasi::WasiData for StoreData {
+    fn wasi(&mut self) -> Option<&mut WasiState> {
+        self.wasi.as_mut()
+    }
 }
 
 /// A compiled module and what the host is told about it.

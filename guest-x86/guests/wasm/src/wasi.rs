@@ -18,7 +18,12 @@ use nub_wasm_abi::{
 };
 use wasmi::{Caller, Extern, FuncType, Linker, Val, ValType};
 
-use crate::engine::StoreData;
+/// A store's data that may carry a WASI instance's state (the guest's
+/// `engine::StoreData`): what the handlers reach through the caller.
+pub trait WasiData {
+    /// The instance's WASI state, if it was made with WASI.
+    fn wasi(&mut self) -> Option<&mut WasiState>;
+}
 
 /// The import module name of WASI preview 1.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -582,7 +587,11 @@ fn check(name: &str, ty: &FuncType) -> Result<&'static Function, &'static str> {
 }
 
 /// Defines the WASI function import `name` of type `ty` in `linker`.
-pub fn define(linker: &mut Linker<StoreData>, name: &str, ty: &FuncType) -> Result<(), WasmError> {
+pub fn define<T: WasiData + 'static>(
+    linker: &mut Linker<T>,
+    name: &str,
+    ty: &FuncType,
+) -> Result<(), WasmError> {
     let link_error = |reason: &str| WasmError::Link {
         module: MODULE.into(),
         name: name.into(),
@@ -608,7 +617,10 @@ pub fn define(linker: &mut Linker<StoreData>, name: &str, ty: &FuncType) -> Resu
 
 /// Runs `f` over the caller's exported `memory` (none: every access is
 /// `EFAULT`) and its instance's WASI state.
-fn with_ctx(caller: &mut Caller<'_, StoreData>, f: impl FnOnce(&mut Ctx<'_>) -> Answer) -> Answer {
+fn with_ctx<T: WasiData>(
+    caller: &mut Caller<'_, T>,
+    f: impl FnOnce(&mut Ctx<'_>) -> Answer,
+) -> Answer {
     let memory = caller.get_export("memory").and_then(Extern::into_memory);
     let (bytes, data) = match memory {
         Some(memory) => {
@@ -617,7 +629,7 @@ fn with_ctx(caller: &mut Caller<'_, StoreData>, f: impl FnOnce(&mut Ctx<'_>) -> 
         }
         None => (None, caller.data_mut()),
     };
-    match data.wasi.as_mut() {
+    match data.wasi() {
         Some(wasi) => f(&mut Ctx {
             memory: Memory(bytes),
             wasi,
