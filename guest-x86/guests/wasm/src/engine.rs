@@ -188,6 +188,18 @@ struct Live {
     funcs: Vec<Option<Resolved>>,
 }
 
+impl Live {
+    /// Its WASI state (`id` is its id, for the error of an instance made
+    /// without WASI).
+    fn wasi(&mut self, id: InstanceId) -> Result<&mut WasiState, WasmError> {
+        self.store
+            .data_mut()
+            .wasi
+            .as_mut()
+            .ok_or_else(|| WasmError::NotWasi(format!("instance {} was made without WASI", id.0)))
+    }
+}
+
 /// A function export, resolved: the handle and its types.
 struct Resolved {
     func: Func,
@@ -242,37 +254,38 @@ impl Resolved {
         let failed = |e: wasmi::Error| execution_error(&e, WasmError::Other);
         let not_a_number = || WasmError::Other("a result that is not a number".into());
         let (n, m) = (args.len(), self.results.len());
-        if n <= INLINE_VALUES && m <= INLINE_VALUES {
-            let mut params: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
-            for (slot, v) in params.iter_mut().zip(args) {
-                *slot = to_val(v);
-            }
-            let mut results: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
-            for (slot, t) in results.iter_mut().zip(&self.results) {
-                *slot = Val::default_for_ty(*t);
-            }
-            let (Some(params), Some(results)) = (params.get(..n), results.get_mut(..m)) else {
-                return Err(WasmError::Other("argument count".into()));
-            };
-            self.func.call(store, params, results).map_err(failed)?;
-            return results
-                .iter()
-                .map(|v| from_val(v).ok_or_else(not_a_number))
-                .collect();
+        // Stack buffers for up to INLINE_VALUES values, the heap past that.
+        let mut params_inline: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
+        let mut results_inline: [Val; INLINE_VALUES] = core::array::from_fn(|_| Val::I32(0));
+        let (mut params_heap, mut results_heap) = (Vec::new(), Vec::new());
+        let params = buffer(&mut params_inline, &mut params_heap, n);
+        for (slot, v) in params.iter_mut().zip(args) {
+            *slot = to_val(v);
         }
-        let params: Vec<Val> = args.iter().map(to_val).collect();
-        let mut results: Vec<Val> = self
-            .results
-            .iter()
-            .map(|t| Val::default_for_ty(*t))
-            .collect();
-        self.func
-            .call(store, &params, &mut results)
-            .map_err(failed)?;
+        let results = buffer(&mut results_inline, &mut results_heap, m);
+        for (slot, t) in results.iter_mut().zip(&self.results) {
+            *slot = Val::default_for_ty(*t);
+        }
+        self.func.call(store, params, results).map_err(failed)?;
         results
             .iter()
             .map(|v| from_val(v).ok_or_else(not_a_number))
             .collect()
+    }
+}
+
+/// `len` values: the first `len` of `inline` when they fit, else `heap`
+/// grown to `len`.
+fn buffer<'a>(
+    inline: &'a mut [Val; INLINE_VALUES],
+    heap: &'a mut Vec<Val>,
+    len: usize,
+) -> &'a mut [Val] {
+    if len <= INLINE_VALUES {
+        &mut inline[..len]
+    } else {
+        heap.resize(len, Val::I32(0));
+        heap
     }
 }
 
@@ -867,12 +880,7 @@ impl Wasm {
     /// the program wrote before it stays for [`Wasm::take_output`].
     pub fn run(&mut self, id: InstanceId) -> Result<RunOutcome, WasmError> {
         let live = self.live(id)?;
-        if live.store.data().wasi.is_none() {
-            return Err(WasmError::NotWasi(format!(
-                "instance {} was made without WASI",
-                id.0
-            )));
-        }
+        live.wasi(id)?;
         let start = live
             .instance
             .get_typed_func::<(), ()>(&live.store, "_start")
@@ -890,13 +898,7 @@ impl Wasm {
 
     /// What a WASI instance captured since the last take.
     pub fn take_output(&mut self, id: InstanceId) -> Result<WasiCaptured, WasmError> {
-        let live = self.live(id)?;
-        live.store
-            .data_mut()
-            .wasi
-            .as_mut()
-            .map(WasiState::take_output)
-            .ok_or_else(|| WasmError::NotWasi(format!("instance {} was made without WASI", id.0)))
+        Ok(self.live(id)?.wasi(id)?.take_output())
     }
 
     /// An instance's exports.
